@@ -1,0 +1,110 @@
+#pragma once
+// The typed, validated configuration. Options are declared once (config.cpp, with
+// Boost.Program_options), read with precedence defaults < INI file < --section.key=value,
+// validated once, and then only these const structs are read. docs/configuration.md
+// documents every key.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace moe {
+
+struct ModelConfig {
+  std::string family = "moe_gpt";  // moe_gpt (dit_moe, vit_moe to come)
+  int vocab_size = 256;            // V
+  int seq_len = 64;                // T
+  int num_layers = 2;              // L
+  int d_model = 64;                // C
+  int num_heads = 4;               // H; head dim D = C / H (even, for rotary)
+  int dense_layers = 1;            // the first k layers use a dense SwiGLU FFN
+  int dense_ffn = 128;             // width of the dense SwiGLU FFN
+  float rope_theta = 10000.0f;
+  float norm_eps = 1e-6f;
+  float init_std = 0.02f;          // output projections use init_std / sqrt(2 L)
+};
+
+struct MoeConfig {
+  int num_experts = 4;             // E routed experts
+  int top_k = 2;                   // K
+  int expert_ffn = 64;             // F, width of each routed SwiGLU expert
+  int num_shared = 1;              // always-on shared experts (0 = none)
+  int shared_ffn = 64;             // width of each shared expert
+  float capacity_factor = 0.0f;    // <= 0: dropless; else C_e = ceil(cf * N * K / E)
+  bool renormalize = false;        // combine weights renormalised over the K chosen
+  float aux_loss = 0.01f;          // Switch/GShard balance coefficient alpha
+  float z_loss = 0.001f;           // router z-loss coefficient
+  bool bias_balance = false;       // DeepSeek-V3 aux-loss-free bias balancing
+  float bias_update_rate = 1e-3f;  // gamma of the bias update
+  std::string dispatcher = "local";  // local (flat, two_level, auto come with MPI)
+  std::string routing = "topk";      // topk (bilevel to come)
+  int max_nodes_per_token = 0;       // 0 = unlimited
+  float locality_loss = 0.0f;
+};
+
+struct OptimConfig {
+  float lr = 1e-3f;                // peak learning rate
+  float min_lr = 1e-4f;            // floor of the decay
+  int warmup_steps = 10;           // linear warmup from 0
+  std::string schedule = "cosine";  // cosine | wsd | constant
+  float decay_fraction = 0.2f;     // wsd: share of steps spent decaying at the end
+  float beta1 = 0.9f;
+  float beta2 = 0.95f;
+  float eps = 1e-8f;
+  float weight_decay = 0.1f;       // on matrices only
+  float grad_clip = 1.0f;          // global-norm clip; <= 0 disables
+};
+
+struct DataConfig {
+  std::string train_path;          // token shard (docs/data-format.md)
+  std::string val_path;            // token shard for validation
+  int batch_size = 8;              // global batch, in sequences of model.seq_len
+};
+
+struct TrainConfig {
+  int64_t steps = 20;
+  uint64_t seed = 1234;
+  int log_interval = 1;
+  int eval_interval = 0;           // 0: only at the end
+  int eval_batches = 4;            // validation batches per evaluation
+  int threads = 0;                 // compute threads per rank; 0 = all cores of the rank
+  double peak_gflops = 0.0;        // per-core peak for MFU; 0 = measure at start-up
+};
+
+struct RunConfig {
+  std::string dir = "runs/default";
+  std::string resume;              // "", "auto" or a checkpoint path
+  std::string init_from;           // checkpoint whose weights initialise the model
+  bool overwrite = false;          // allow a run.dir that already holds a run
+};
+
+struct CheckpointConfig {
+  int interval = 0;                // steps between checkpoints; 0 = only at the end
+  int keep = 3;                    // keep the newest N
+};
+
+struct ParallelConfig {
+  int dp = 1, tp = 1, ep = 1, etp = 1;
+  int ranks_per_node = 0;          // 0 = discovered from MPI
+};
+
+struct Config {
+  ModelConfig model;
+  MoeConfig moe;
+  OptimConfig optim;
+  DataConfig data;
+  TrainConfig train;
+  RunConfig run;
+  CheckpointConfig checkpoint;
+  ParallelConfig parallel;
+  std::string resolved_ini;        // every key with its final value, INI text
+};
+
+// Parses `--config FILE` and `--section.key=value` arguments (argv[0] skipped),
+// validates, and returns the typed config. Bad input throws a user moe::Error whose
+// message names the key or file. `--help` is handled by the caller.
+Config load_config(int argc, const char* const* argv);
+// Same, from an INI text and override strings ("section.key=value"), for tests.
+Config load_config_text(const std::string& ini_text, const std::vector<std::string>& overrides);
+
+}  // namespace moe

@@ -1,0 +1,35 @@
+#include "framework/nn/linear.h"
+
+#include "framework/kernels/ops.h"
+
+namespace moe {
+
+Linear::Linear(ParamStore& store, const std::string& name, int64_t in_features,
+               int64_t out_features, Init init)
+    : weight_(store.add({name, Shape{out_features, in_features}, Shard::kReplicated, init})),
+      in_(in_features),
+      out_(out_features) {}
+
+Tensor Linear::forward(Tensor x) {
+  MOE_CHECK(x.cols() == in_, "Linear ", weight_.spec.name, ": input width ", x.cols(),
+            " != ", in_);
+  x_ = x;
+  const int64_t n = x.rows();
+  Tensor y = y_.view({n, out_});
+  cpu::matmul(x.data, weight_.value.data(), y.data, n, out_, in_, false, true, 1.0f, 0.0f);
+  return y;
+}
+
+Tensor Linear::backward(Tensor dy) {
+  const int64_t n = x_.rows();
+  MOE_CHECK(dy.rows() == n && dy.cols() == out_, "Linear ", weight_.spec.name,
+            ": gradient shape ", dy.shape.str());
+  // dW (out, in) += dy^T (out, N) x (N, in)
+  cpu::matmul(dy.data, x_.data, weight_.grad.data(), out_, in_, n, true, false, 1.0f, 1.0f);
+  // dx (N, in) = dy (N, out) W (out, in)
+  Tensor dx = dx_.view({n, in_});
+  cpu::matmul(dy.data, weight_.value.data(), dx.data, n, in_, out_, false, false, 1.0f, 0.0f);
+  return dx;
+}
+
+}  // namespace moe

@@ -1,0 +1,88 @@
+#include "framework/tensor/param_store.h"
+
+#include "framework/core/rng.h"
+
+namespace moe {
+
+const char* shard_name(Shard s) {
+  switch (s) {
+    case Shard::kReplicated: return "replicated";
+    case Shard::kTpColumn: return "tp-column";
+    case Shard::kTpRow: return "tp-row";
+    case Shard::kVocab: return "vocab";
+    case Shard::kExpert: return "expert";
+  }
+  return "?";
+}
+
+Param& ParamStore::add(ParamSpec spec) {
+  const Shape shape = spec.shape;
+  return add_shard(std::move(spec), shape, {});
+}
+
+Param& ParamStore::add_shard(ParamSpec spec, Shape local_shape,
+                             std::array<int64_t, Shape::kMaxDims> offset) {
+  MOE_CHECK(find(spec.name) == nullptr, "parameter registered twice: ", spec.name);
+  MOE_CHECK(local_shape.rank == spec.shape.rank, "shard rank of ", spec.name);
+  for (int d = 0; d < spec.shape.rank; ++d)
+    MOE_CHECK(offset[d] >= 0 && offset[d] + local_shape[d] <= spec.shape[d],
+              "shard of ", spec.name, " outside its logical shape");
+  Param& p = params_.emplace_back();
+  p.spec = std::move(spec);
+  p.local_shape = local_shape;
+  p.offset = offset;
+  p.value.resize(local_shape.numel());
+  p.grad.resize(local_shape.numel());
+  return p;
+}
+
+void ParamStore::initialize(uint64_t seed) {
+  for (Param& p : params_) {
+    float* v = p.value.data();
+    const int64_t n = p.numel();
+    switch (p.spec.init.kind) {
+      case Init::kZeros:
+        for (int64_t i = 0; i < n; ++i) v[i] = 0.0f;
+        break;
+      case Init::kOnes:
+        for (int64_t i = 0; i < n; ++i) v[i] = 1.0f;
+        break;
+      case Init::kNormal: {
+        const PhiloxKey key = philox_key(seed, hash_name(p.spec.name));
+        const Shape& g = p.spec.shape;
+        const Shape& l = p.local_shape;
+        // Walk the local block in row-major order and map each element to its
+        // logical linear index.
+        std::array<int64_t, Shape::kMaxDims> idx{};
+        for (int64_t i = 0; i < n; ++i) {
+          int64_t logical = 0;
+          for (int d = 0; d < g.rank; ++d) logical = logical * g[d] + p.offset[d] + idx[d];
+          v[i] = p.spec.init.std * normal_at(key, static_cast<uint64_t>(logical));
+          for (int d = l.rank - 1; d >= 0; --d) {
+            if (++idx[d] < l[d]) break;
+            idx[d] = 0;
+          }
+        }
+        break;
+      }
+    }
+  }
+}
+
+void ParamStore::zero_grad() {
+  for (Param& p : params_) p.grad.zero();
+}
+
+Param* ParamStore::find(const std::string& name) {
+  for (Param& p : params_)
+    if (p.spec.name == name) return &p;
+  return nullptr;
+}
+
+int64_t ParamStore::numel() const {
+  int64_t n = 0;
+  for (const Param& p : params_) n += p.numel();
+  return n;
+}
+
+}  // namespace moe

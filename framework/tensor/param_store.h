@@ -1,0 +1,81 @@
+#pragma once
+// ParamStore: every trainable parameter of a model, by global name.
+//
+// A parameter has a global name ("layers.3.moe.experts.w_up"), a logical (unsharded)
+// shape, a parallel annotation and an initialiser. On a given rank it holds the local
+// block [offset, offset + local_shape) of the logical tensor along each dimension;
+// with no parallelism local == logical. Checkpoints store logical tensors, so any
+// layout can load any checkpoint.
+//
+// Initial values are a pure function of (seed, name, logical element index): a
+// parameter sharded over 8 ranks gets exactly the values of the unsharded one.
+
+#include <cstdint>
+#include <deque>
+#include <string>
+#include <vector>
+
+#include "framework/tensor/tensor.h"
+
+namespace moe {
+
+// How a parameter is laid out over ranks.
+enum class Shard : uint8_t {
+  kReplicated,  // full copy on every rank (norms, router, dense layers without tp)
+  kTpColumn,    // split along the output dim over tp ranks
+  kTpRow,       // split along the input dim over tp ranks
+  kVocab,       // embedding / head split along the vocabulary over tp ranks
+  kExpert,      // leading expert axis split over ep ranks
+};
+const char* shard_name(Shard s);
+
+struct Init {
+  enum Kind : uint8_t { kNormal, kZeros, kOnes } kind = kNormal;
+  float std = 0.02f;
+  static Init normal(float std) { return {kNormal, std}; }
+  static Init zeros() { return {kZeros, 0.0f}; }
+  static Init ones() { return {kOnes, 0.0f}; }
+};
+
+struct ParamSpec {
+  std::string name;
+  Shape shape;  // logical, unsharded
+  Shard shard = Shard::kReplicated;
+  Init init;
+  bool weight_decay = true;  // AdamW decays matrices only: false for norms, biases
+};
+
+struct Param {
+  ParamSpec spec;
+  Shape local_shape;
+  std::array<int64_t, Shape::kMaxDims> offset{};  // start of the local block, per dim
+  Buffer value;
+  Buffer grad;
+
+  Tensor data() { return Tensor(value.data(), local_shape); }
+  Tensor dgrad() { return Tensor(grad.data(), local_shape); }
+  int64_t numel() const { return local_shape.numel(); }
+};
+
+class ParamStore {
+ public:
+  // Registers a parameter held whole on this rank; returns a stable reference.
+  Param& add(ParamSpec spec);
+  // Registers the block [offset, offset + local_shape) of a sharded parameter.
+  Param& add_shard(ParamSpec spec, Shape local_shape,
+                   std::array<int64_t, Shape::kMaxDims> offset);
+
+  // Fills every parameter from its initialiser, keyed by (seed, name, logical index).
+  void initialize(uint64_t seed);
+  void zero_grad();
+
+  std::deque<Param>& params() { return params_; }
+  const std::deque<Param>& params() const { return params_; }
+  Param* find(const std::string& name);
+  int64_t numel() const;  // local elements in all parameters
+
+ private:
+  std::deque<Param> params_;  // deque: references stay valid as parameters are added
+};
+
+}  // namespace moe
