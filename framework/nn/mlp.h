@@ -1,0 +1,39 @@
+#pragma once
+// Feed-forward blocks.
+//   SwiGLUMlp: y = W_down (silu(W_gate x) * (W_up x)); W_gate, W_up (F, C), W_down (C, F)
+//   GeluMlp:   y = W_fc2 gelu(W_fc1 x);              W_fc1 (F, C), W_fc2 (C, F)
+// Parameter names: <prefix>.w_gate / .w_up / .w_down and <prefix>.w_fc1 / .w_fc2.
+// Inputs and outputs are (N, C); see framework/nn/linear.h for the layer conventions.
+
+#include <string>
+
+#include "framework/nn/linear.h"
+
+namespace moe {
+
+class SwiGLUMlp {
+ public:
+  // init_std for W_gate and W_up, out_std for W_down (the output projection).
+  SwiGLUMlp(ParamStore& store, const std::string& prefix, int64_t width, int64_t hidden,
+            float init_std, float out_std);
+  Tensor forward(Tensor x);    // (N, C) -> (N, C)
+  Tensor backward(Tensor dy);  // (N, C) -> (N, C)
+
+ private:
+  Linear gate_, up_, down_;
+  Buffer h_, dh_, dg_, du_, dx_;  // (N, F) hidden, gradients; dx (N, C)
+};
+
+class GeluMlp {
+ public:
+  GeluMlp(ParamStore& store, const std::string& prefix, int64_t width, int64_t hidden,
+          float init_std, float out_std);
+  Tensor forward(Tensor x);
+  Tensor backward(Tensor dy);
+
+ private:
+  Linear fc1_, fc2_;
+  Buffer a_, da_;  // (N, F) gelu output and its gradient
+};
+
+}  // namespace moe
