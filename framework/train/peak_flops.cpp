@@ -1,0 +1,27 @@
+#include "framework/train/peak_flops.h"
+
+#include <algorithm>
+
+#include "framework/core/timer.h"
+#include "framework/kernels/ops.h"
+#include "framework/tensor/tensor.h"
+
+namespace moe {
+
+double measure_sgemm_gflops(int n, int repeats) {
+  Buffer a(int64_t{n} * n), b(int64_t{n} * n), c(int64_t{n} * n);
+  for (int64_t i = 0; i < int64_t{n} * n; ++i) {
+    a.data()[i] = 1e-3f * static_cast<float>(i % 97);
+    b.data()[i] = 1e-3f * static_cast<float>(i % 89);
+  }
+  cpu::matmul(a.data(), b.data(), c.data(), n, n, n, false, false, 1.0f, 0.0f);  // warm-up
+  double best = 1e30;
+  for (int r = 0; r < repeats; ++r) {
+    Stopwatch watch;
+    cpu::matmul(a.data(), b.data(), c.data(), n, n, n, false, false, 1.0f, 0.0f);
+    best = std::min(best, watch.seconds());
+  }
+  return 2.0 * n * static_cast<double>(n) * n / best * 1e-9;
+}
+
+}  // namespace moe

@@ -1,0 +1,15 @@
+#pragma once
+// The FLOP ceiling MFU is measured against.
+//
+// On a CPU the practical peak of fp32 training is the dense SGEMM rate of the BLAS in
+// use, on the threads the rank uses: that is the rate the framework's GEMMs could run
+// at if nothing else took time. measure_sgemm_gflops() times a large square SGEMM
+// (best of several repetitions after a warm-up) at start-up; train.peak_gflops
+// overrides it with a per-core figure (e.g. a theoretical peak) for reproducible MFU.
+
+namespace moe {
+
+// GFLOP/s of cpu::matmul on an n x n x n problem with the current thread settings.
+double measure_sgemm_gflops(int n = 1024, int repeats = 5);
+
+}  // namespace moe

@@ -1,0 +1,43 @@
+#pragma once
+// The training loop: sample the global batch of step s from (seed, s), forward,
+// backward, clip, AdamW, aux-loss-free bias update; log progress, metrics and
+// periodic validation; print a final JSON line with the validation metrics.
+
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "framework/config/config.h"
+#include "framework/core/log.h"
+#include "framework/parallel/mpi_env.h"
+
+namespace moe {
+
+struct EvalResult {
+  double loss = 0.0;  // mean cross-entropy per token (nats)
+  double bpb = 0.0;   // bits per byte: loss / ln 2 for byte-level tokens
+};
+
+class Trainer {
+ public:
+  // Validates everything that can be validated (data files, run directory) before
+  // writing anything; bad input throws a user moe::Error.
+  Trainer(const Config& config, const MpiEnv& mpi);
+  ~Trainer();
+  // Trains config.train.steps steps; returns the final record (also printed).
+  nlohmann::json run();
+
+ private:
+  struct State;
+  EvalResult evaluate();
+  nlohmann::json expert_load_record();
+  void prepare_run_dir();
+
+  const Config& config_;
+  const MpiEnv& mpi_;
+  Logger log_;
+  std::unique_ptr<State> s_;
+};
+
+}  // namespace moe

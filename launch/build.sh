@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Configures and builds the framework (Release) into ${MOE_BUILD_DIR:-build}.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${MOE_BUILD_DIR:-$root/build}
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release ${MOE_CMAKE_ARGS:-} >/dev/null
+cmake --build "$build" -j "$(nproc)"

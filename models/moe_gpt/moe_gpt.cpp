@@ -1,0 +1,159 @@
+#include "models/moe_gpt/moe_gpt.h"
+
+#include <cmath>
+
+#include "framework/core/timer.h"
+#include "framework/kernels/ops.h"
+
+namespace moe {
+namespace {
+
+void add(const float* a, const float* b, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+}
+
+}  // namespace
+
+// One pre-norm block: h += Attn(RMSNorm(h)); h += FFN(RMSNorm(h)).
+struct MoeGpt::Block {
+  RMSNorm attn_norm;
+  SelfAttention attn;
+  RMSNorm ffn_norm;
+  std::unique_ptr<SwiGLUMlp> mlp;  // dense layers
+  std::unique_ptr<MoELayer> moe;   // MoE layers
+  Buffer h_mid, h_out;             // (N, C) residual stream after attention / FFN
+  Buffer dh_mid, dh_in;            // (N, C)
+  Tensor h_in;                     // (N, C) input, owned by the previous block
+
+  Block(ParamStore& store, const std::string& prefix, const ModelConfig& m,
+        const MoeConfig& e, bool is_moe, float out_std, Dispatcher& dispatcher)
+      : attn_norm(store, prefix + ".attn_norm.weight", m.d_model, m.norm_eps),
+        attn(store, prefix + ".attn", m.d_model, m.num_heads, /*causal=*/true,
+             /*rotary=*/true, m.rope_theta, m.init_std, out_std),
+        ffn_norm(store, prefix + ".ffn_norm.weight", m.d_model, m.norm_eps) {
+    if (is_moe)
+      moe = std::make_unique<MoELayer>(store, prefix + ".moe", m.d_model, e, m.init_std,
+                                       out_std, dispatcher);
+    else
+      mlp = std::make_unique<SwiGLUMlp>(store, prefix + ".mlp", m.d_model, m.dense_ffn,
+                                        m.init_std, out_std);
+  }
+
+  Tensor forward(Tensor x, int64_t batch, int64_t seq, ComponentTimes& t) {
+    h_in = x;
+    const int64_t n = x.numel();
+    Tensor mid = h_mid.view(x.shape);
+    {
+      ScopedTimer timer(t.attention);
+      Tensor a = attn.forward(attn_norm.forward(x), batch, seq);
+      add(x.data, a.data, mid.data, n);
+    }
+    Tensor out = h_out.view(x.shape);
+    ScopedTimer timer(moe ? t.moe : t.dense_ffn);
+    Tensor f = ffn_norm.forward(mid);
+    Tensor y = moe ? moe->forward(f) : mlp->forward(f);
+    add(mid.data, y.data, out.data, n);
+    return out;
+  }
+
+  Tensor backward(Tensor dh_out, ComponentTimes& t) {
+    const int64_t n = dh_out.numel();
+    Tensor dmid = dh_mid.view(dh_out.shape);
+    {
+      ScopedTimer timer(moe ? t.moe : t.dense_ffn);
+      Tensor dy = moe ? moe->backward(dh_out) : mlp->backward(dh_out);
+      add(dh_out.data, ffn_norm.backward(dy).data, dmid.data, n);
+    }
+    ScopedTimer timer(t.attention);
+    Tensor din = dh_in.view(dh_out.shape);
+    Tensor da = attn_norm.backward(attn.backward(dmid));
+    add(dmid.data, da.data, din.data, n);
+    return din;
+  }
+};
+
+MoeGpt::MoeGpt(const ModelConfig& model, const MoeConfig& moe, ParamStore& store,
+               Dispatcher& dispatcher)
+    : model_(model),
+      moe_cfg_(moe),
+      embed_(store, "embed.weight", model.vocab_size, model.d_model,
+             Init::normal(model.init_std)),
+      final_norm_(store, "final_norm.weight", model.d_model, model.norm_eps),
+      lm_head_(store, "lm_head.weight", model.d_model, model.vocab_size,
+               Init::normal(model.init_std)) {
+  // Output projections are scaled down by sqrt(2L): each of the 2L residual branches
+  // adds variance to the stream (GPT-2, FLAME-MoE).
+  const float out_std = model.init_std / std::sqrt(2.0f * model.num_layers);
+  for (int l = 0; l < model.num_layers; ++l)
+    blocks_.push_back(std::make_unique<Block>(store, "layers." + std::to_string(l), model,
+                                              moe, l >= model.dense_layers, out_std,
+                                              dispatcher));
+}
+
+MoeGpt::~MoeGpt() = default;
+
+LossParts MoeGpt::forward(const int32_t* inputs, const int32_t* targets, int64_t batch) {
+  const int64_t seq = model_.seq_len, n = batch * seq, vocab = model_.vocab_size;
+  batch_ = batch;
+  targets_.assign(targets, targets + n);
+  Tensor h;
+  {
+    ScopedTimer timer(times_.embed);
+    h = embed_.forward(inputs, n);
+  }
+  for (auto& block : blocks_) h = block->forward(h, batch, seq, times_);
+
+  ScopedTimer timer(times_.head);
+  Tensor logits = lm_head_.forward(final_norm_.forward(h));  // (N, V)
+  Tensor losses = losses_.view({n});
+  Tensor dlogits = dlogits_.view({n, vocab});
+  // The gradient of the mean loss is computed with the loss, while logits are hot.
+  cpu::cross_entropy(logits.data, targets_.data(), losses.data, dlogits.data,
+                     1.0f / static_cast<float>(n), n, vocab);
+  LossParts parts;
+  for (int64_t i = 0; i < n; ++i) parts.ce += losses[i];
+  parts.ce /= static_cast<double>(n);
+  for (auto& block : blocks_) {
+    if (!block->moe) continue;
+    parts.aux += block->moe->aux_loss();
+    parts.z += block->moe->z_loss();
+  }
+  parts.total = parts.ce + parts.aux + parts.z;
+  return parts;
+}
+
+void MoeGpt::backward() {
+  const int64_t n = batch_ * model_.seq_len;
+  Tensor dh;
+  {
+    ScopedTimer timer(times_.head);
+    Tensor dlogits(dlogits_.data(), Shape{n, model_.vocab_size});
+    dh = final_norm_.backward(lm_head_.backward(dlogits));
+  }
+  for (auto it = blocks_.rbegin(); it != blocks_.rend(); ++it) dh = (*it)->backward(dh, times_);
+  ScopedTimer timer(times_.embed);
+  embed_.backward(dh);
+}
+
+std::vector<MoELayer*> MoeGpt::moe_layers() {
+  std::vector<MoELayer*> layers;
+  for (auto& block : blocks_)
+    if (block->moe) layers.push_back(block->moe.get());
+  return layers;
+}
+
+double MoeGpt::train_flops_per_token() const {
+  const double c = model_.d_model, seq = model_.seq_len;
+  const int moe_layers = model_.num_layers - model_.dense_layers;
+  // Multiply-adds per token in the forward pass.
+  double macs = 4.0 * c * c * model_.num_layers;                      // qkv + out
+  macs += c * (seq + 1.0) * model_.num_layers;                        // QK^T and PV, causal
+  macs += 3.0 * c * model_.dense_ffn * model_.dense_layers;           // dense SwiGLU
+  macs += moe_layers * (c * moe_cfg_.num_experts                      // router
+                        + 3.0 * c * moe_cfg_.expert_ffn * moe_cfg_.top_k
+                        + 3.0 * c * moe_cfg_.shared_ffn * moe_cfg_.num_shared);
+  macs += c * model_.vocab_size;                                      // LM head
+  return 3.0 * 2.0 * macs;  // 2 FLOPs per MAC; backward = 2x forward
+}
+
+}  // namespace moe

@@ -1,0 +1,67 @@
+#pragma once
+// The MoE language model (model.family = moe_gpt): pre-norm decoder, RMSNorm, rotary
+// causal attention, first `dense_layers` layers with a dense SwiGLU FFN, the rest MoE,
+// untied embedding and LM head. docs/architecture.md is the spec; tests/reference/
+// holds an independent PyTorch implementation that must agree with this one.
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "framework/config/config.h"
+#include "framework/moe/dispatcher.h"
+#include "framework/moe/moe_layer.h"
+#include "framework/nn/attention.h"
+#include "framework/nn/embedding.h"
+#include "framework/nn/linear.h"
+#include "framework/nn/mlp.h"
+#include "framework/nn/rmsnorm.h"
+
+namespace moe {
+
+struct LossParts {
+  double total = 0.0;  // ce + aux + z: what backward differentiates
+  double ce = 0.0;     // mean next-token cross-entropy (nats)
+  double aux = 0.0;    // Switch balance loss, summed over MoE layers
+  double z = 0.0;      // router z-loss, summed over MoE layers
+};
+
+// Seconds spent per component, accumulated over forward and backward.
+struct ComponentTimes {
+  double embed = 0, attention = 0, dense_ffn = 0, moe = 0, head = 0;
+  void clear() { *this = ComponentTimes{}; }
+};
+
+class MoeGpt {
+ public:
+  MoeGpt(const ModelConfig& model, const MoeConfig& moe, ParamStore& store,
+         Dispatcher& dispatcher);
+  ~MoeGpt();
+
+  // inputs, targets (B, T) int32. Keeps what backward needs.
+  LossParts forward(const int32_t* inputs, const int32_t* targets, int64_t batch);
+  // Gradients of the last forward's total loss, accumulated into the ParamStore.
+  void backward();
+
+  std::vector<MoELayer*> moe_layers();
+  // Model FLOPs of one training step per token: 3x the forward matmul FLOPs of the
+  // parameters a token uses (K routed + shared experts, router, attention projections,
+  // dense FFN, LM head) plus causal attention (average context (T+1)/2).
+  double train_flops_per_token() const;
+  ComponentTimes& times() { return times_; }
+
+ private:
+  struct Block;
+  ModelConfig model_;
+  MoeConfig moe_cfg_;
+  Embedding embed_;
+  std::vector<std::unique_ptr<Block>> blocks_;
+  RMSNorm final_norm_;
+  Linear lm_head_;
+  int64_t batch_ = 0;
+  std::vector<int32_t> targets_;  // (B, T) of the last forward
+  Buffer losses_, dlogits_;       // (N), (N, V)
+  ComponentTimes times_;
+};
+
+}  // namespace moe
