@@ -21,7 +21,8 @@ class SwiGLUMlp {
 
  private:
   Linear gate_, up_, down_;
-  Buffer h_, dh_, dg_, du_, dx_;  // (N, F) hidden, gradients; dx (N, C)
+  Tensor g_, u_;             // (N, F) views of gate_/up_ outputs, kept for backward
+  Buffer h_, dg_, du_, dx_;  // (N, F) hidden and gradients; dx (N, C)
 };
 
 class GeluMlp {
@@ -33,7 +34,8 @@ class GeluMlp {
 
  private:
   Linear fc1_, fc2_;
-  Buffer a_, da_;  // (N, F) gelu output and its gradient
+  Tensor pre_;     // (N, F) view of fc1_'s output (pre-activation), kept for backward
+  Buffer a_, da_;  // (N, F) gelu output; gradient w.r.t. the pre-activation
 };
 
 }  // namespace moe

@@ -1,0 +1,91 @@
+#include "framework/moe/dispatcher.h"
+
+#include "framework/kernels/ops.h"
+
+namespace moe {
+
+namespace {
+
+void check_rows(const char* what, Tensor t, int64_t rows, int64_t cols) {
+  MOE_CHECK(t.rows() == rows && t.cols() == cols, "dispatcher ", what, ": shape ",
+            t.shape.str(), ", expected (", rows, ", ", cols, ")");
+}
+
+}  // namespace
+
+DispatchHandle::DispatchHandle(std::shared_ptr<const RoutingPlan> plan,
+                               std::shared_ptr<Buffer> storage, Tensor rows,
+                               std::vector<int64_t> expert_offsets, int64_t first_expert,
+                               std::shared_ptr<const DispatchState> state)
+    : plan_(std::move(plan)),
+      storage_(std::move(storage)),
+      rows_(rows),
+      expert_offsets_(std::move(expert_offsets)),
+      first_expert_(first_expert),
+      state_(std::move(state)) {
+  MOE_CHECK(plan_ != nullptr, "dispatch handle without a routing plan");
+  MOE_CHECK(!expert_offsets_.empty() && expert_offsets_.back() == rows_.rows(),
+            "dispatch handle: expert offsets do not cover its ", rows_.rows(), " rows");
+}
+
+DispatchHandle LocalDispatcher::dispatch(Tensor x, std::shared_ptr<const RoutingPlan> plan) {
+  const int64_t c = x.cols();
+  check_rows("dispatch input", x, plan->num_tokens, c);
+  const int64_t s = plan->num_slots();
+  auto storage = std::make_shared<Buffer>();
+  Tensor rows = storage->view({s, c});  // (S, C)
+  // rows[s] = x[token_of_slot[s]]
+  cpu::permute_rows(x.data, plan->token_of_slot.data(), nullptr, rows.data, s, c);
+  std::vector<int64_t> offsets = plan->expert_offsets;
+  return DispatchHandle(std::move(plan), std::move(storage), rows, std::move(offsets), 0);
+}
+
+void LocalDispatcher::combine(const DispatchHandle& handle, Tensor expert_out, Tensor y) {
+  const RoutingPlan& plan = handle.plan();
+  const int64_t c = expert_out.cols();
+  check_rows("combine input", expert_out, plan.num_slots(), c);
+  check_rows("combine output", y, plan.num_tokens, c);
+  // y_t = sum_k w_{t,k} expert_out[slot(t,k)], dropped slots skipped
+  cpu::combine_rows(expert_out.data, plan.slot.data(), plan.weight.data(), y.data,
+                    plan.num_tokens, plan.top_k, c);
+}
+
+void LocalDispatcher::combine_backward(const DispatchHandle& handle, Tensor expert_out,
+                                       Tensor dy, Tensor d_expert_out, float* dweights) {
+  const RoutingPlan& plan = handle.plan();
+  const int64_t c = dy.cols();
+  const int64_t s = plan.num_slots();
+  check_rows("combine_backward dy", dy, plan.num_tokens, c);
+  check_rows("combine_backward expert_out", expert_out, s, c);
+  check_rows("combine_backward d_expert_out", d_expert_out, s, c);
+
+  std::vector<float> slot_weight(static_cast<size_t>(s));  // [S] w of the slot's assignment
+  for (int64_t a = 0; a < plan.num_assignments(); ++a) {
+    const int32_t slot = plan.slot[a];
+    if (slot >= 0) slot_weight[slot] = plan.weight[a];
+    dweights[a] = 0.0f;
+    if (slot < 0) continue;
+    // dweights_{t,k} = <dy_t, expert_out[slot]>
+    const float* g = dy.data + (a / plan.top_k) * c;
+    const float* o = expert_out.data + slot * c;
+    float acc = 0.0f;
+    for (int64_t j = 0; j < c; ++j) acc += g[j] * o[j];
+    dweights[a] = acc;
+  }
+  // d_expert_out[s] = w_s dy[token_of_slot[s]]
+  cpu::permute_rows(dy.data, plan.token_of_slot.data(), slot_weight.data(),
+                    d_expert_out.data, s, c);
+}
+
+void LocalDispatcher::dispatch_backward(const DispatchHandle& handle, Tensor d_rows,
+                                        Tensor dx) {
+  const RoutingPlan& plan = handle.plan();
+  const int64_t c = dx.cols();
+  check_rows("dispatch_backward d_rows", d_rows, plan.num_slots(), c);
+  check_rows("dispatch_backward dx", dx, plan.num_tokens, c);
+  // dx_t = sum_k d_rows[slot(t,k)]
+  cpu::combine_rows(d_rows.data, plan.slot.data(), nullptr, dx.data, plan.num_tokens,
+                    plan.top_k, c);
+}
+
+}  // namespace moe

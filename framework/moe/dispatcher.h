@@ -1,0 +1,95 @@
+#pragma once
+// Dispatch and combine: moving token rows to the experts that process them and back
+// (docs/architecture.md, "Dispatch and combine").
+//
+//   handle = dispatch(x, plan)         x (N, C) -> handle.rows() (S, C), expert-ordered
+//   (experts run on handle.rows(), slots of local expert i in
+//    [handle.expert_offsets()[i], handle.expert_offsets()[i+1]))
+//   combine(handle, expert_out, y)     y_t = sum_k w_{t,k} expert_out[slot(t,k)]
+//
+// Backward, in reverse order:
+//   combine_backward(handle, expert_out, dy, d_expert_out, dweights)
+//       d_expert_out[slot(t,k)] = w_{t,k} dy_t,   dweights_{t,k} = <dy_t, expert_out[slot(t,k)]>
+//       (dropped assignments: dweights 0)
+//   dispatch_backward(handle, d_rows, dx)
+//       dx_t = sum_k d_rows[slot(t,k)]
+//
+// All state between dispatch and combine (and their backward) travels in the
+// immutable DispatchHandle; a dispatcher keeps none, so one dispatcher serves every
+// MoE layer of a model. Only these four functions may communicate: the local
+// dispatcher never does, the all-to-all dispatchers exchange rows in the middle step.
+
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "framework/moe/routing_plan.h"
+#include "framework/tensor/tensor.h"
+
+namespace moe {
+
+// Per-call data a dispatcher needs beyond the plan (peer counts of an all-to-all, ...).
+// Dispatchers derive from it; the local dispatcher needs none.
+struct DispatchState {
+  virtual ~DispatchState() = default;
+};
+
+class DispatchHandle {
+ public:
+  DispatchHandle(std::shared_ptr<const RoutingPlan> plan, std::shared_ptr<Buffer> storage,
+                 Tensor rows, std::vector<int64_t> expert_offsets, int64_t first_expert,
+                 std::shared_ptr<const DispatchState> state = nullptr);
+
+  // The routing plan of the tokens of this rank.
+  const RoutingPlan& plan() const { return *plan_; }
+  // (S_local, C) rows this rank's experts process, grouped by local expert.
+  Tensor rows() const { return rows_; }
+  // [num_local_experts + 1] row ranges of the local experts within rows().
+  std::span<const int64_t> expert_offsets() const { return expert_offsets_; }
+  int64_t first_expert() const { return first_expert_; }
+  int64_t num_local_experts() const {
+    return static_cast<int64_t>(expert_offsets_.size()) - 1;
+  }
+  // Rows of local expert i (0 <= i < num_local_experts()).
+  int64_t local_count(int64_t i) const {
+    return expert_offsets_[i + 1] - expert_offsets_[i];
+  }
+  const DispatchState* state() const { return state_.get(); }
+
+ private:
+  std::shared_ptr<const RoutingPlan> plan_;
+  std::shared_ptr<Buffer> storage_;  // owns rows_
+  Tensor rows_;
+  std::vector<int64_t> expert_offsets_;
+  int64_t first_expert_;
+  std::shared_ptr<const DispatchState> state_;
+};
+
+class Dispatcher {
+ public:
+  virtual ~Dispatcher() = default;
+
+  // x (N, C) rows of this rank's tokens; plan over the same N tokens.
+  virtual DispatchHandle dispatch(Tensor x, std::shared_ptr<const RoutingPlan> plan) = 0;
+  // expert_out (S_local, C) in the layout of handle.rows(); y (N, C) overwritten.
+  virtual void combine(const DispatchHandle& handle, Tensor expert_out, Tensor y) = 0;
+  // dy (N, C); d_expert_out (S_local, C) and dweights [N*K] overwritten.
+  virtual void combine_backward(const DispatchHandle& handle, Tensor expert_out, Tensor dy,
+                                Tensor d_expert_out, float* dweights) = 0;
+  // d_rows (S_local, C) gradient of handle.rows(); dx (N, C) overwritten.
+  virtual void dispatch_backward(const DispatchHandle& handle, Tensor d_rows,
+                                 Tensor dx) = 0;
+};
+
+// Every expert on this rank, no communication: the oracle the others are tested
+// against.
+class LocalDispatcher final : public Dispatcher {
+ public:
+  DispatchHandle dispatch(Tensor x, std::shared_ptr<const RoutingPlan> plan) override;
+  void combine(const DispatchHandle& handle, Tensor expert_out, Tensor y) override;
+  void combine_backward(const DispatchHandle& handle, Tensor expert_out, Tensor dy,
+                        Tensor d_expert_out, float* dweights) override;
+  void dispatch_backward(const DispatchHandle& handle, Tensor d_rows, Tensor dx) override;
+};
+
+}  // namespace moe

@@ -1,0 +1,54 @@
+#pragma once
+// GroupedExperts: the routed SwiGLU experts of one MoE layer.
+//
+//   Expert_e(x) = W_down[e] (silu(W_gate[e] x) * (W_up[e] x))
+//   <prefix>.experts.w_gate, .w_up  (E, F, C)  N(0, init_std)
+//   <prefix>.experts.w_down         (E, C, F)  N(0, out_std)
+// all annotated Shard::kExpert (the leading expert axis is split over ep ranks).
+//
+// The input is the expert-ordered buffer of a dispatch: rows [off[i], off[i+1]) belong
+// to local expert i, so each expert runs one GEMM chain on contiguous rows and empty
+// experts cost nothing. This rank holds experts [first_expert, first_expert +
+// num_local_experts); for now that is all E of them.
+// Layer conventions as in framework/nn/linear.h.
+
+#include <span>
+#include <string>
+#include <vector>
+
+#include "framework/tensor/param_store.h"
+
+namespace moe {
+
+class GroupedExperts {
+ public:
+  GroupedExperts(ParamStore& store, const std::string& prefix, int64_t width,
+                 int64_t hidden, int64_t num_experts, float init_std, float out_std);
+
+  // x (S, C); offsets [num_local_experts + 1] with offsets.back() == S. Returns (S, C).
+  Tensor forward(Tensor x, std::span<const int64_t> offsets);
+  // dy (S, C) -> dx (S, C); accumulates the weight gradients of the experts that had rows.
+  Tensor backward(Tensor dy);
+
+  Param& w_gate() { return w_gate_; }
+  Param& w_up() { return w_up_; }
+  Param& w_down() { return w_down_; }
+  int64_t first_expert() const { return first_expert_; }
+  int64_t num_local_experts() const { return num_local_; }
+
+ private:
+  void expert_forward(int64_t i, int64_t begin, int64_t rows);
+  void expert_backward(int64_t i, int64_t begin, int64_t rows, const float* dy);
+
+  Param& w_gate_;  // (E_local, F, C)
+  Param& w_up_;    // (E_local, F, C)
+  Param& w_down_;  // (E_local, C, F)
+  int64_t width_, hidden_;             // C, F
+  int64_t first_expert_, num_local_;   // global index of local expert 0; E_local
+  Tensor x_;                           // (S, C) saved input
+  std::vector<int64_t> offsets_;       // [E_local + 1] saved row ranges
+  Buffer gate_, up_, h_, y_;           // (S, F) x3 pre-activations and hidden; (S, C)
+  Buffer dh_, dgate_, dup_, dx_;       // (S, F) x3; (S, C)
+};
+
+}  // namespace moe

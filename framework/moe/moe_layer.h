@@ -1,0 +1,100 @@
+#pragma once
+// MoELayer: the MoE FFN of one transformer block (docs/architecture.md, "Routing",
+// "Dispatch and combine"), a sequence of named steps:
+//
+//   route     logits, p, top-K choice, combine weights       Router       (N, E)
+//   plan      capacity, slots in the expert-ordered buffer   RoutingPlan  [N*K]
+//   dispatch  token rows -> expert-ordered rows               Dispatcher   (S, C)
+//   experts   one SwiGLU GEMM chain per expert                GroupedExperts (S, C)
+//   combine   y_t = sum_k w_{t,k} Expert_{e_{t,k}}(u_t)       Dispatcher   (N, C)
+//   shared    y += Shared(u) when moe.num_shared > 0          SwiGLUMlp    (N, C)
+//
+// The layer's losses are part of the total loss with weight 1 (times aux_scale in
+// backward): L_aux = alpha * E * sum_e f_e P_e and L_z = c_z * mean_t lse_t^2
+// (framework/moe/aux_loss.h); backward adds their gradients.
+//
+// Parameters: <prefix>.router.weight (E, C), <prefix>.experts.{w_gate,w_up} (E, F, C),
+// <prefix>.experts.w_down (E, C, F), <prefix>.shared.* (SwiGLUMlp of width
+// num_shared * shared_ffn). The balancing bias b [E] (moe.bias_balance) is layer state,
+// not a parameter: it is checkpointed through bias().
+// Layer conventions as in framework/nn/linear.h.
+
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "framework/config/config.h"
+#include "framework/moe/dispatcher.h"
+#include "framework/moe/experts.h"
+#include "framework/moe/router.h"
+#include "framework/nn/mlp.h"
+
+namespace moe {
+
+// Expert load of the last forward, for telemetry.
+struct ExpertLoadStats {
+  std::vector<int64_t> assigned;  // [E] assignments chosen per expert (before dropping)
+  std::vector<int64_t> kept;      // [E] assignments kept (after capacity)
+  double max_over_mean = 0.0;     // max_e assigned_e / mean_e assigned_e; 1 = balanced
+  double dropped_fraction = 0.0;  // dropped assignments / (N*K)
+};
+
+class MoELayer {
+ public:
+  // prefix e.g. "layers.3.moe"; init_std for router, gate/up weights, out_std for the
+  // down projections. The dispatcher is shared and must outlive the layer.
+  MoELayer(ParamStore& store, const std::string& prefix, int64_t width,
+           const MoeConfig& config, float init_std, float out_std, Dispatcher& dispatcher);
+
+  Tensor forward(Tensor u);  // u (N, C) -> y (N, C)
+  // dy (N, C) -> du (N, C). aux_scale is the weight of this layer's L_aux + L_z in the
+  // loss being differentiated (1 for one micro-batch, 1/M when M are averaged).
+  Tensor backward(Tensor dy, float aux_scale = 1.0f);
+
+  double aux_loss() const { return aux_loss_; }  // L_aux of the last forward
+  double z_loss() const { return z_loss_; }      // L_z of the last forward
+  const ExpertLoadStats& load_stats() const { return stats_; }
+  // Routing plan of the last forward (null before the first).
+  const RoutingPlan* last_plan() const { return handle_ ? &handle_->plan() : nullptr; }
+
+  // Aux-loss-free balancing (DeepSeek-V3), after an optimizer step:
+  //   b_e += gamma * sign(mean_e load_e - load_e)
+  // global_load [E] the assignments per expert of the step, summed over ranks.
+  void update_bias(const int64_t* global_load);
+  std::span<float> bias() { return bias_; }  // [E] layer state for checkpoints
+  std::span<const float> bias() const { return bias_; }
+
+  // Test hook: while frozen, forward reuses the expert choices of the last forward
+  // (same N required); the weights are still recomputed from p, so gradients through
+  // them stay exact and the loss is smooth for finite differences.
+  void freeze_routing(bool frozen);
+
+  Router& router() { return router_; }
+  GroupedExperts& experts() { return experts_; }
+  SwiGLUMlp* shared() { return shared_.get(); }
+  int64_t num_experts() const { return config_.num_experts; }
+
+ private:
+  void compute_stats(const RoutingPlan& plan);
+
+  MoeConfig config_;
+  int64_t width_;
+  Dispatcher& dispatcher_;
+  Router router_;
+  GroupedExperts experts_;
+  std::unique_ptr<SwiGLUMlp> shared_;  // null when num_shared == 0
+  std::vector<float> bias_;            // [E] selection bias, zeros unless bias_balance
+
+  bool frozen_ = false;
+  std::vector<int32_t> last_experts_;  // [N*K] choices of the last forward
+  std::optional<DispatchHandle> handle_;  // of the last forward, consumed by backward
+  Tensor expert_out_;                     // (S, C) view of the experts' output
+  double aux_loss_ = 0.0, z_loss_ = 0.0;
+  ExpertLoadStats stats_;
+  Buffer y_, du_, d_expert_out_, dprobs_, dlogits_;  // (N,C) (N,C) (S,C) (N,E) (N,E)
+  std::vector<float> dweights_;                      // [N*K]
+};
+
+}  // namespace moe

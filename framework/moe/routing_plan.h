@@ -1,0 +1,59 @@
+#pragma once
+// RoutingPlan: where every (token, choice) assignment of one MoE layer goes.
+//
+// An assignment a = t*K + k is token t's k-th choice (k = 0 is the highest score).
+// Kept assignments get a slot in the expert-ordered buffer (S, C): the slots of expert
+// e are [expert_offsets[e], expert_offsets[e+1]), and within an expert the slots are
+// in token order. Assignments over an expert's capacity are dropped (slot -1): their
+// contribution is zero and the residual connection carries the token.
+//
+// The plan is a plain value built by a pure function of the chosen experts, their
+// combine weights and the capacity, so dispatchers and tests can reason about it
+// without a router.
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+namespace moe {
+
+// Order in which assignments are admitted against the capacity.
+enum class RoutingPriority : uint8_t {
+  // GShard: all first choices in token order, then all second choices, and so on,
+  // so a token's first choice is never dropped in favour of another's second.
+  kChoiceMajor,
+};
+
+struct RoutingPlan {
+  int64_t num_tokens = 0;   // N
+  int64_t top_k = 0;        // K
+  int64_t num_experts = 0;  // E
+  int64_t capacity = -1;    // C_e, assignments an expert may take; -1 = dropless
+
+  std::vector<int32_t> expert;          // [N*K] chosen expert of assignment t*K+k
+  std::vector<float> weight;            // [N*K] combine weight of the assignment
+  std::vector<int32_t> slot;            // [N*K] row in the (S, C) buffer, -1 = dropped
+  std::vector<int64_t> expert_offsets;  // [E+1] slots of expert e: [off[e], off[e+1])
+  std::vector<int32_t> token_of_slot;   // [S] token whose row fills each slot
+  std::vector<int64_t> counts_before;   // [E] assignments chosen, before dropping
+  std::vector<int64_t> counts_after;    // [E] assignments kept, = rows of expert e
+
+  int64_t num_assignments() const { return num_tokens * top_k; }
+  int64_t num_slots() const { return expert_offsets.empty() ? 0 : expert_offsets.back(); }
+  int64_t num_dropped() const { return num_assignments() - num_slots(); }
+};
+
+// Per-expert capacity C_e = ceil(cf * N * K / E) for cf > 0, or -1 (dropless) for
+// cf <= 0. cf arrives as a float (1.1f = 1.10000002), so the product is shrunk by a
+// relative 1e-7 before rounding up: cf = 1.1 with N*K/E = 10 gives 11, not 12.
+int64_t expert_capacity(float capacity_factor, int64_t num_tokens, int64_t top_k,
+                        int64_t num_experts);
+
+// Builds the plan from the chosen experts [N*K] (distinct within a token, each in
+// [0, E)) and their combine weights [N*K]. capacity < 0 keeps every assignment.
+RoutingPlan build_routing_plan(std::span<const int32_t> experts,
+                               std::span<const float> weights, int64_t num_tokens,
+                               int64_t top_k, int64_t num_experts, int64_t capacity,
+                               RoutingPriority priority = RoutingPriority::kChoiceMajor);
+
+}  // namespace moe

@@ -1,0 +1,61 @@
+#include "framework/nn/attention.h"
+
+#include "framework/kernels/ops.h"
+
+namespace moe {
+
+SelfAttention::SelfAttention(ParamStore& store, const std::string& prefix,
+                             int64_t width, int64_t heads, bool causal, bool rotary,
+                             float rope_theta, float init_std, float out_std)
+    : qkv_proj_(store, prefix + ".w_qkv", width, 3 * width, Init::normal(init_std)),
+      out_proj_(store, prefix + ".w_out", width, width, Init::normal(out_std)),
+      width_(width),
+      heads_(heads),
+      head_dim_(heads > 0 ? width / heads : 0),
+      causal_(causal),
+      rotary_(rotary),
+      rope_theta_(rope_theta) {
+  MOE_CHECK(heads > 0 && width % heads == 0, "SelfAttention ", prefix, ": width ", width,
+            " not divisible by ", heads, " heads");
+  // Rotate-half pairs element i with i + D/2.
+  MOE_CHECK(!rotary || head_dim_ % 2 == 0, "SelfAttention ", prefix,
+            ": rotary needs an even head width, got ", head_dim_);
+}
+
+void SelfAttention::apply_rotary(float* qkv, bool inverse) const {
+  const int64_t stride = 3 * width_;  // q at column 0, k at column C of each row
+  cpu::rope_apply(qkv, batch_, seq_len_, heads_, head_dim_, stride, rope_theta_, inverse);
+  cpu::rope_apply(qkv + width_, batch_, seq_len_, heads_, head_dim_, stride, rope_theta_,
+                  inverse);
+}
+
+Tensor SelfAttention::forward(Tensor x, int64_t batch, int64_t seq_len) {
+  MOE_CHECK(x.rows() == batch * seq_len && x.cols() == width_, "SelfAttention: input ",
+            x.shape.str(), " is not (", batch, "*", seq_len, ", ", width_, ")");
+  batch_ = batch;
+  seq_len_ = seq_len;
+  // qkv_proj_ keeps its own output until its next forward, so the rotated q and k can
+  // live in that buffer: backward reads them from there.
+  qkv_ = qkv_proj_.forward(x);  // (B*T, 3C)
+  if (rotary_) apply_rotary(qkv_.data, /*inverse=*/false);
+  float* att = att_.view({batch, heads_, seq_len, seq_len}).data;
+  Tensor o = o_.view({batch * seq_len, width_});
+  cpu::attention_forward(qkv_.data, att, o.data, batch, seq_len, heads_, head_dim_,
+                         causal_);
+  return out_proj_.forward(o);  // (B*T, C)
+}
+
+Tensor SelfAttention::backward(Tensor dy) {
+  MOE_CHECK(dy.rows() == batch_ * seq_len_ && dy.cols() == width_,
+            "SelfAttention: gradient shape ", dy.shape.str());
+  Tensor d_o = out_proj_.backward(dy);  // (B*T, C)
+  Tensor dqkv = dqkv_.view({batch_ * seq_len_, 3 * width_});
+  float* scratch = scratch_.view({batch_, heads_, seq_len_, seq_len_}).data;
+  cpu::attention_backward(qkv_.data, att_.data(), d_o.data, dqkv.data, scratch, batch_,
+                          seq_len_, heads_, head_dim_, causal_);
+  // The rotation is orthogonal, so its backward is the inverse rotation.
+  if (rotary_) apply_rotary(dqkv.data, /*inverse=*/true);
+  return qkv_proj_.backward(dqkv);  // (B*T, C)
+}
+
+}  // namespace moe

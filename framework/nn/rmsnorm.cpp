@@ -1,0 +1,34 @@
+#include "framework/nn/rmsnorm.h"
+
+#include "framework/kernels/ops.h"
+
+namespace moe {
+
+RMSNorm::RMSNorm(ParamStore& store, const std::string& name, int64_t width, float eps)
+    : weight_(store.add({name, Shape{width}, Shard::kReplicated, Init::ones(),
+                         /*weight_decay=*/false})),
+      width_(width),
+      eps_(eps) {}
+
+Tensor RMSNorm::forward(Tensor x) {
+  MOE_CHECK(x.cols() == width_, "RMSNorm ", weight_.spec.name, ": input width ",
+            x.cols(), " != ", width_);
+  x_ = x;
+  const int64_t n = x.rows();
+  Tensor y = y_.view(x.shape);
+  float* rstd = rstd_.view({n}).data;
+  cpu::rmsnorm_forward(x.data, weight_.value.data(), y.data, rstd, n, width_, eps_);
+  return y;
+}
+
+Tensor RMSNorm::backward(Tensor dy) {
+  const int64_t n = x_.rows();
+  MOE_CHECK(dy.numel() == x_.numel() && dy.cols() == width_, "RMSNorm ",
+            weight_.spec.name, ": gradient shape ", dy.shape.str());
+  Tensor dx = dx_.view(x_.shape);
+  cpu::rmsnorm_backward(x_.data, weight_.value.data(), rstd_.data(), dy.data, dx.data,
+                        weight_.grad.data(), n, width_);
+  return dx;
+}
+
+}  // namespace moe
