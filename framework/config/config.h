@@ -107,4 +107,16 @@ Config load_config(int argc, const char* const* argv);
 // Same, from an INI text and override strings ("section.key=value"), for tests.
 Config load_config_text(const std::string& ini_text, const std::vector<std::string>& overrides);
 
+// Every option with its type, default and meaning, for `moe-train --help`.
+std::string config_help();
+// True when argv holds --help or -h (checked before load_config, which rejects -h).
+bool help_requested(int argc, const char* const* argv);
+// Every key ("section.key") in the order config.ini lists them.
+std::vector<std::string> config_keys();
+// `config` as INI text, grouped by [section]; what Config::resolved_ini holds.
+std::string resolved_ini_text(const Config& config);
+// The world-size half of the parallel validation, once MPI knows the job's size:
+// dp * tp must equal world_size and ranks_per_node (when set) must divide it.
+void check_world_size(const ParallelConfig& parallel, int world_size);
+
 }  // namespace moe

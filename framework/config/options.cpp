@@ -1,0 +1,305 @@
+// The option table: every config key, declared once and bound to its field.
+// Values are parsed here (not by Boost's lexical_cast) so that a bad value gets a
+// one-line message with the key, and so that "-1" is not silently read as 2^64 - 1.
+
+#include "framework/config/options.h"
+
+#include <charconv>
+#include <cmath>
+#include <limits>
+#include <utility>
+
+#include "framework/core/error.h"
+
+namespace moe::config_detail {
+namespace {
+
+// ---- typed parsing: one overload per field type ----
+
+template <class Int>
+void parse_integer(const std::string& key, const std::string& text, const std::string& where,
+                   const char* what, Int& out) {
+  Int value{};
+  const char* end = text.data() + text.size();
+  const auto [ptr, ec] = std::from_chars(text.data(), end, value);
+  if (ec == std::errc::result_out_of_range)
+    MOE_USER_FAIL(key, ": '", text, "' is out of range for ", what, where);
+  MOE_USER_CHECK(ec == std::errc() && ptr == end && !text.empty(), key, ": '", text,
+                 "' is not ", what, where);
+  out = value;
+}
+
+void parse_value(const std::string& key, const std::string& text, const std::string& where,
+                 int& out) {
+  parse_integer(key, text, where, "an integer", out);
+}
+void parse_value(const std::string& key, const std::string& text, const std::string& where,
+                 int64_t& out) {
+  parse_integer(key, text, where, "an integer", out);
+}
+void parse_value(const std::string& key, const std::string& text, const std::string& where,
+                 uint64_t& out) {
+  parse_integer(key, text, where, "a non-negative integer", out);
+}
+
+template <class Real>
+void parse_real(const std::string& key, const std::string& text, const std::string& where,
+                Real& out) {
+  Real value{};
+  const char* end = text.data() + text.size();
+  const auto [ptr, ec] = std::from_chars(text.data(), end, value);
+  if (ec == std::errc::result_out_of_range)
+    MOE_USER_FAIL(key, ": '", text, "' is out of range for a ",
+                  sizeof(Real) == 4 ? "float" : "double", where);
+  MOE_USER_CHECK(ec == std::errc() && ptr == end && !text.empty(), key, ": '", text,
+                 "' is not a number", where);
+  MOE_USER_CHECK(std::isfinite(value), key, ": '", text, "' is not a finite number", where);
+  out = value;
+}
+
+void parse_value(const std::string& key, const std::string& text, const std::string& where,
+                 float& out) {
+  parse_real(key, text, where, out);
+}
+void parse_value(const std::string& key, const std::string& text, const std::string& where,
+                 double& out) {
+  parse_real(key, text, where, out);
+}
+
+void parse_value(const std::string& key, const std::string& text, const std::string& where,
+                 bool& out) {
+  if (text == "true" || text == "1" || text == "yes" || text == "on") {
+    out = true;
+  } else if (text == "false" || text == "0" || text == "no" || text == "off") {
+    out = false;
+  } else {
+    MOE_USER_FAIL(key, ": '", text, "' is not a boolean (true/false, 1/0, yes/no, on/off)",
+                  where);
+  }
+}
+
+void parse_value(const std::string& key, const std::string& text, const std::string& where,
+                 std::string& out) {
+  // The resolved config must read back unchanged: INI values lose '#...' (a comment)
+  // and surrounding blanks, and cannot span lines.
+  MOE_USER_CHECK(text.find_first_of("#\n\r") == std::string::npos, key, ": '", text,
+                 "' contains '#' or a line break, which an INI file cannot hold", where);
+  MOE_USER_CHECK(text.empty() || (text.front() != ' ' && text.back() != ' '), key, ": '",
+                 text, "' has leading or trailing blanks", where);
+  out = text;
+}
+
+// ---- formatting: the shortest text that parses back to the same value ----
+
+template <class T>
+std::string format_number(T value) {
+  char buf[64];
+  const auto [ptr, ec] = std::to_chars(buf, buf + sizeof(buf), value);
+  MOE_CHECK(ec == std::errc(), "cannot format a config value");
+  return std::string(buf, ptr);
+}
+
+std::string format_value(int v) { return format_number(v); }
+std::string format_value(int64_t v) { return format_number(v); }
+std::string format_value(uint64_t v) { return format_number(v); }
+std::string format_value(float v) { return format_number(v); }
+std::string format_value(double v) { return format_number(v); }
+std::string format_value(bool v) { return v ? "true" : "false"; }
+std::string format_value(const std::string& v) { return v; }
+
+template <class T> const char* type_name();
+template <> const char* type_name<int>() { return "int"; }
+template <> const char* type_name<int64_t>() { return "int64"; }
+template <> const char* type_name<uint64_t>() { return "uint64"; }
+template <> const char* type_name<float>() { return "float"; }
+template <> const char* type_name<double>() { return "double"; }
+template <> const char* type_name<bool>() { return "bool"; }
+template <> const char* type_name<std::string>() { return "string"; }
+
+// Declares `key`, bound to config.*section.*field.
+template <class Section, class Field>
+OptionDef option(Section Config::*section, Field Section::*field, const char* key,
+                 const char* help) {
+  OptionDef def;
+  def.key = key;
+  def.type = type_name<Field>();
+  def.help = help;
+  def.parse = [section, field, k = def.key](Config& c, const std::string& text,
+                                           const std::string& where) {
+    parse_value(k, text, where, c.*section.*field);
+  };
+  def.format = [section, field](const Config& c) { return format_value(c.*section.*field); };
+  return def;
+}
+
+std::vector<OptionDef> model_options() {
+  using C = Config;
+  return {
+    option(&C::model, &ModelConfig::family, "model.family", "model family: moe_gpt"),
+    option(&C::model, &ModelConfig::vocab_size, "model.vocab_size",
+           "vocabulary size V (> 0; every token of the data must be < V)"),
+    option(&C::model, &ModelConfig::seq_len, "model.seq_len",
+           "sequence length T in tokens (> 0)"),
+    option(&C::model, &ModelConfig::num_layers, "model.num_layers",
+           "transformer layers L (> 0)"),
+    option(&C::model, &ModelConfig::d_model, "model.d_model",
+           "model width C (> 0, divisible by num_heads)"),
+    option(&C::model, &ModelConfig::num_heads, "model.num_heads",
+           "attention heads H (> 0; head dim C/H must be even for rotary)"),
+    option(&C::model, &ModelConfig::dense_layers, "model.dense_layers",
+           "the first k layers use a dense SwiGLU FFN, the rest MoE (0 <= k <= num_layers)"),
+    option(&C::model, &ModelConfig::dense_ffn, "model.dense_ffn",
+           "width of the dense SwiGLU FFN (> 0)"),
+    option(&C::model, &ModelConfig::rope_theta, "model.rope_theta",
+           "rotary embedding base theta (> 0)"),
+    option(&C::model, &ModelConfig::norm_eps, "model.norm_eps", "RMSNorm epsilon (> 0)"),
+    option(&C::model, &ModelConfig::init_std, "model.init_std",
+           "std of the normal init (> 0); output projections use init_std/sqrt(2L)"),
+  };
+}
+
+std::vector<OptionDef> moe_options() {
+  using C = Config;
+  return {
+    option(&C::moe, &MoeConfig::num_experts, "moe.num_experts",
+           "routed experts E per MoE layer (> 0)"),
+    option(&C::moe, &MoeConfig::top_k, "moe.top_k",
+           "experts chosen per token K (0 < K <= num_experts)"),
+    option(&C::moe, &MoeConfig::expert_ffn, "moe.expert_ffn",
+           "width F of each routed SwiGLU expert (> 0)"),
+    option(&C::moe, &MoeConfig::num_shared, "moe.num_shared",
+           "always-on shared experts (>= 0; 0 = none)"),
+    option(&C::moe, &MoeConfig::shared_ffn, "moe.shared_ffn",
+           "width of each shared expert (> 0)"),
+    option(&C::moe, &MoeConfig::capacity_factor, "moe.capacity_factor",
+           "expert capacity factor cf; <= 0: dropless, else C_e = ceil(cf*N*K/E)"),
+    option(&C::moe, &MoeConfig::renormalize, "moe.renormalize",
+           "renormalise the combine weights over the K chosen experts"),
+    option(&C::moe, &MoeConfig::aux_loss, "moe.aux_loss",
+           "Switch/GShard load-balance coefficient alpha (>= 0)"),
+    option(&C::moe, &MoeConfig::z_loss, "moe.z_loss", "router z-loss coefficient (>= 0)"),
+    option(&C::moe, &MoeConfig::bias_balance, "moe.bias_balance",
+           "DeepSeek-V3 aux-loss-free balancing by a selection bias"),
+    option(&C::moe, &MoeConfig::bias_update_rate, "moe.bias_update_rate",
+           "step gamma of the bias update (>= 0)"),
+    option(&C::moe, &MoeConfig::dispatcher, "moe.dispatcher",
+           "token dispatcher: local (flat, two_level, auto need the distributed runtime)"),
+    option(&C::moe, &MoeConfig::routing, "moe.routing", "routing: topk"),
+    option(&C::moe, &MoeConfig::max_nodes_per_token, "moe.max_nodes_per_token",
+           "node-limited routing: nodes a token may reach (>= 0; 0 = unlimited)"),
+    option(&C::moe, &MoeConfig::locality_loss, "moe.locality_loss",
+           "LocMoE locality loss coefficient mu (>= 0)"),
+  };
+}
+
+std::vector<OptionDef> optim_options() {
+  using C = Config;
+  return {
+    option(&C::optim, &OptimConfig::lr, "optim.lr", "peak learning rate (> 0)"),
+    option(&C::optim, &OptimConfig::min_lr, "optim.min_lr",
+           "learning rate at the end of the decay (0 <= min_lr <= lr)"),
+    option(&C::optim, &OptimConfig::warmup_steps, "optim.warmup_steps",
+           "steps of linear warmup from 0 to lr (>= 0)"),
+    option(&C::optim, &OptimConfig::schedule, "optim.schedule",
+           "learning-rate schedule after warmup: cosine | wsd | constant"),
+    option(&C::optim, &OptimConfig::decay_fraction, "optim.decay_fraction",
+           "wsd: fraction of the steps spent in the final linear decay (0 <= f <= 1)"),
+    option(&C::optim, &OptimConfig::beta1, "optim.beta1", "AdamW beta1 (0 <= beta1 < 1)"),
+    option(&C::optim, &OptimConfig::beta2, "optim.beta2", "AdamW beta2 (0 <= beta2 < 1)"),
+    option(&C::optim, &OptimConfig::eps, "optim.eps", "AdamW epsilon (> 0)"),
+    option(&C::optim, &OptimConfig::weight_decay, "optim.weight_decay",
+           "decoupled weight decay on matrices, not norms (>= 0)"),
+    option(&C::optim, &OptimConfig::grad_clip, "optim.grad_clip",
+           "clip the global gradient norm to this value; <= 0 disables"),
+  };
+}
+
+std::vector<OptionDef> data_options() {
+  using C = Config;
+  return {
+    option(&C::data, &DataConfig::train_path, "data.train_path",
+           "training token shard (docs/data-format.md); must exist when set"),
+    option(&C::data, &DataConfig::val_path, "data.val_path",
+           "validation token shard; must exist when set"),
+    option(&C::data, &DataConfig::batch_size, "data.batch_size",
+           "global batch in sequences of seq_len (> 0, divisible by parallel.dp)"),
+  };
+}
+
+std::vector<OptionDef> train_options() {
+  using C = Config;
+  return {
+    option(&C::train, &TrainConfig::steps, "train.steps", "optimizer steps (> 0)"),
+    option(&C::train, &TrainConfig::seed, "train.seed",
+           "seed of initialisation and data sampling (0 <= seed < 2^64)"),
+    option(&C::train, &TrainConfig::log_interval, "train.log_interval",
+           "steps between metrics records (> 0)"),
+    option(&C::train, &TrainConfig::eval_interval, "train.eval_interval",
+           "steps between validations (>= 0; 0 = only at the end)"),
+    option(&C::train, &TrainConfig::eval_batches, "train.eval_batches",
+           "validation batches per evaluation (>= 0; 0 = no validation)"),
+    option(&C::train, &TrainConfig::threads, "train.threads",
+           "compute threads per rank (>= 0; 0 = all cores of the rank)"),
+    option(&C::train, &TrainConfig::peak_gflops, "train.peak_gflops",
+           "per-core peak GFLOP/s for MFU (>= 0; 0 = measure at start-up)"),
+  };
+}
+
+std::vector<OptionDef> run_options() {
+  using C = Config;
+  return {
+    option(&C::run, &RunConfig::dir, "run.dir",
+           "run directory: metrics.jsonl, config.ini, checkpoints/ (non-empty)"),
+    option(&C::run, &RunConfig::resume, "run.resume",
+           "resume from 'auto' (newest checkpoint of run.dir) or a path; empty = fresh"),
+    option(&C::run, &RunConfig::init_from, "run.init_from",
+           "checkpoint whose weights initialise the model; empty = random init"),
+    option(&C::run, &RunConfig::overwrite, "run.overwrite",
+           "allow a run.dir that already holds a run"),
+  };
+}
+
+std::vector<OptionDef> checkpoint_options() {
+  using C = Config;
+  return {
+    option(&C::checkpoint, &CheckpointConfig::interval, "checkpoint.interval",
+           "steps between checkpoints (>= 0; 0 = only at the end)"),
+    option(&C::checkpoint, &CheckpointConfig::keep, "checkpoint.keep",
+           "checkpoints kept, newest first (> 0)"),
+  };
+}
+
+std::vector<OptionDef> parallel_options() {
+  using C = Config;
+  return {
+    option(&C::parallel, &ParallelConfig::dp, "parallel.dp",
+           "data-parallel size of the dense layers (> 0)"),
+    option(&C::parallel, &ParallelConfig::tp, "parallel.tp",
+           "tensor-parallel size of the dense layers (> 0)"),
+    option(&C::parallel, &ParallelConfig::ep, "parallel.ep",
+           "expert-parallel size (> 0; ep * etp divides dp * tp)"),
+    option(&C::parallel, &ParallelConfig::etp, "parallel.etp",
+           "tensor-parallel size inside each expert (> 0)"),
+    option(&C::parallel, &ParallelConfig::ranks_per_node, "parallel.ranks_per_node",
+           "ranks per node (>= 0; 0 = discovered from MPI)"),
+  };
+}
+
+// Sections in the order config.ini lists them.
+std::vector<OptionDef> make_table() {
+  std::vector<OptionDef> table;
+  for (auto section : {&model_options, &moe_options, &optim_options, &data_options,
+                       &train_options, &run_options, &checkpoint_options, &parallel_options}) {
+    for (OptionDef& def : section()) table.push_back(std::move(def));
+  }
+  return table;
+}
+
+}  // namespace
+
+const std::vector<OptionDef>& option_table() {
+  static const std::vector<OptionDef> table = make_table();
+  return table;
+}
+
+}  // namespace moe::config_detail

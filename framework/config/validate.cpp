@@ -1,0 +1,145 @@
+// Range and consistency checks of the typed config: one place, run once by
+// load_config. Each failure is one line: "<key>: <value> <what is wrong>".
+
+#include <filesystem>
+#include <string>
+
+#include "framework/config/options.h"
+#include "framework/core/error.h"
+
+namespace moe::config_detail {
+namespace {
+
+template <class T>
+void require_positive(const char* key, T value) {
+  MOE_USER_CHECK(value > 0, key, ": ", value, " must be > 0");
+}
+
+template <class T>
+void require_non_negative(const char* key, T value) {
+  MOE_USER_CHECK(value >= 0, key, ": ", value, " must be >= 0");
+}
+
+void require_unit_interval(const char* key, float value) {
+  MOE_USER_CHECK(value >= 0.0f && value < 1.0f, key, ": ", value, " must be in [0, 1)");
+}
+
+void require_existing_file(const char* key, const std::string& path) {
+  if (path.empty()) return;
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  MOE_USER_CHECK(std::filesystem::exists(status), key, ": file '", path, "' does not exist");
+  MOE_USER_CHECK(std::filesystem::is_regular_file(status), key, ": '", path,
+                 "' is not a regular file");
+}
+
+void validate_model(const ModelConfig& m) {
+  MOE_USER_CHECK(m.family == "moe_gpt", "model.family: '", m.family,
+                 "' is not available (known: moe_gpt; dit_moe and vit_moe are not built yet)");
+  require_positive("model.vocab_size", m.vocab_size);
+  require_positive("model.seq_len", m.seq_len);
+  require_positive("model.num_layers", m.num_layers);
+  require_positive("model.d_model", m.d_model);
+  require_positive("model.num_heads", m.num_heads);
+  MOE_USER_CHECK(m.d_model % m.num_heads == 0, "model.d_model: ", m.d_model,
+                 " must be divisible by model.num_heads (", m.num_heads, ")");
+  MOE_USER_CHECK((m.d_model / m.num_heads) % 2 == 0, "model.d_model / model.num_heads: head dim ",
+                 m.d_model / m.num_heads, " must be even (rotary rotates pairs)");
+  MOE_USER_CHECK(m.dense_layers >= 0 && m.dense_layers <= m.num_layers, "model.dense_layers: ",
+                 m.dense_layers, " must be in [0, model.num_layers = ", m.num_layers, "]");
+  require_positive("model.dense_ffn", m.dense_ffn);
+  require_positive("model.rope_theta", m.rope_theta);
+  require_positive("model.norm_eps", m.norm_eps);
+  require_positive("model.init_std", m.init_std);
+}
+
+void validate_moe(const MoeConfig& e, const ParallelConfig& p) {
+  require_positive("moe.num_experts", e.num_experts);
+  MOE_USER_CHECK(e.top_k > 0 && e.top_k <= e.num_experts, "moe.top_k: ", e.top_k,
+                 " must be in [1, moe.num_experts = ", e.num_experts, "]");
+  require_positive("moe.expert_ffn", e.expert_ffn);
+  require_non_negative("moe.num_shared", e.num_shared);
+  require_positive("moe.shared_ffn", e.shared_ffn);
+  require_non_negative("moe.aux_loss", e.aux_loss);
+  require_non_negative("moe.z_loss", e.z_loss);
+  require_non_negative("moe.bias_update_rate", e.bias_update_rate);
+  require_non_negative("moe.max_nodes_per_token", e.max_nodes_per_token);
+  require_non_negative("moe.locality_loss", e.locality_loss);
+  if (e.dispatcher == "flat" || e.dispatcher == "two_level" || e.dispatcher == "auto")
+    MOE_USER_FAIL("moe.dispatcher: '", e.dispatcher,
+                  "' needs the distributed runtime, which is not built yet (use local)");
+  MOE_USER_CHECK(e.dispatcher == "local", "moe.dispatcher: '", e.dispatcher,
+                 "' is not a dispatcher (known: local, flat, two_level, auto)");
+  MOE_USER_CHECK(e.dispatcher != "local" || p.ep == 1, "moe.dispatcher: local keeps every "
+                 "expert on its rank and needs parallel.ep = 1, not ", p.ep);
+  MOE_USER_CHECK(e.routing == "topk", "moe.routing: '", e.routing,
+                 "' is not available (known: topk)");
+}
+
+void validate_optim(const OptimConfig& o) {
+  require_positive("optim.lr", o.lr);
+  MOE_USER_CHECK(o.min_lr >= 0.0f && o.min_lr <= o.lr, "optim.min_lr: ", o.min_lr,
+                 " must be in [0, optim.lr = ", o.lr, "]");
+  require_non_negative("optim.warmup_steps", o.warmup_steps);
+  MOE_USER_CHECK(o.schedule == "cosine" || o.schedule == "wsd" || o.schedule == "constant",
+                 "optim.schedule: '", o.schedule, "' is not a schedule (cosine, wsd, constant)");
+  MOE_USER_CHECK(o.decay_fraction >= 0.0f && o.decay_fraction <= 1.0f,
+                 "optim.decay_fraction: ", o.decay_fraction, " must be in [0, 1]");
+  require_unit_interval("optim.beta1", o.beta1);
+  require_unit_interval("optim.beta2", o.beta2);
+  require_positive("optim.eps", o.eps);
+  require_non_negative("optim.weight_decay", o.weight_decay);
+}
+
+void validate_parallel(const Config& c) {
+  const ParallelConfig& p = c.parallel;
+  require_positive("parallel.dp", p.dp);
+  require_positive("parallel.tp", p.tp);
+  require_positive("parallel.ep", p.ep);
+  require_positive("parallel.etp", p.etp);
+  require_non_negative("parallel.ranks_per_node", p.ranks_per_node);
+  // Folding: dense layers use world = dp * tp, MoE layers world = edp * ep * etp.
+  MOE_USER_CHECK((p.dp * p.tp) % (p.ep * p.etp) == 0, "parallel.ep * parallel.etp: ",
+                 p.ep * p.etp, " must divide parallel.dp * parallel.tp = ", p.dp * p.tp);
+  MOE_USER_CHECK(p.ep <= c.moe.num_experts, "parallel.ep: ", p.ep,
+                 " must be <= moe.num_experts = ", c.moe.num_experts);
+  MOE_USER_CHECK(c.model.num_heads % p.tp == 0, "model.num_heads: ", c.model.num_heads,
+                 " must be divisible by parallel.tp = ", p.tp);
+  MOE_USER_CHECK(c.model.dense_ffn % p.tp == 0, "model.dense_ffn: ", c.model.dense_ffn,
+                 " must be divisible by parallel.tp = ", p.tp);
+  MOE_USER_CHECK(c.moe.expert_ffn % p.etp == 0, "moe.expert_ffn: ", c.moe.expert_ffn,
+                 " must be divisible by parallel.etp = ", p.etp);
+  MOE_USER_CHECK(c.data.batch_size % p.dp == 0, "data.batch_size: ", c.data.batch_size,
+                 " must be divisible by parallel.dp = ", p.dp);
+}
+
+void validate_run(const Config& c) {
+  require_positive("data.batch_size", c.data.batch_size);
+  require_existing_file("data.train_path", c.data.train_path);
+  require_existing_file("data.val_path", c.data.val_path);
+  require_positive("train.steps", c.train.steps);
+  require_positive("train.log_interval", c.train.log_interval);
+  require_non_negative("train.eval_interval", c.train.eval_interval);
+  require_non_negative("train.eval_batches", c.train.eval_batches);
+  require_non_negative("train.threads", c.train.threads);
+  require_non_negative("train.peak_gflops", c.train.peak_gflops);
+  MOE_USER_CHECK(!c.run.dir.empty(), "run.dir: must not be empty");
+  MOE_USER_CHECK(c.run.resume.empty(), "run.resume: '", c.run.resume,
+                 "': resuming is not supported yet");
+  MOE_USER_CHECK(c.run.init_from.empty(), "run.init_from: '", c.run.init_from,
+                 "': initialising from a checkpoint is not supported yet");
+  require_non_negative("checkpoint.interval", c.checkpoint.interval);
+  require_positive("checkpoint.keep", c.checkpoint.keep);
+}
+
+}  // namespace
+
+void validate_config(const Config& config) {
+  validate_model(config.model);
+  validate_moe(config.moe, config.parallel);
+  validate_optim(config.optim);
+  validate_run(config);
+  validate_parallel(config);
+}
+
+}  // namespace moe::config_detail

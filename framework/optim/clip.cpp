@@ -1,0 +1,37 @@
+#include "framework/optim/clip.h"
+
+#include <cmath>
+
+#include "framework/kernels/ops.h"
+
+namespace moe {
+
+double grad_sum_squares(const ParamStore& store,
+                        const std::function<bool(const Param&)>& include) {
+  double sum = 0.0;
+  for (const Param& p : store.params())
+    if (!include || include(p)) sum += cpu::sum_squares(p.grad.data(), p.numel());
+  return sum;
+}
+
+float clip_coefficient(double norm, float max_norm) {
+  if (max_norm <= 0.0f || !std::isfinite(norm) || norm <= max_norm) return 1.0f;
+  return static_cast<float>(max_norm / norm);
+}
+
+void scale_grads(ParamStore& store, float scale) {
+  if (scale == 1.0f) return;
+  for (Param& p : store.params()) {
+    float* g = p.grad.data();
+    const int64_t n = p.numel();
+    for (int64_t i = 0; i < n; ++i) g[i] *= scale;
+  }
+}
+
+double clip_grad_norm(ParamStore& store, float max_norm) {
+  const double norm = std::sqrt(grad_sum_squares(store));
+  scale_grads(store, clip_coefficient(norm, max_norm));
+  return norm;
+}
+
+}  // namespace moe

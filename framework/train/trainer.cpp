@@ -1,0 +1,230 @@
+#include "framework/train/trainer.h"
+
+#include <omp.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+
+#include "framework/core/timer.h"
+#include "framework/data/sampler.h"
+#include "framework/data/token_shard.h"
+#include "framework/kernels/ops.h"
+#include "framework/optim/adamw.h"
+#include "framework/optim/clip.h"
+#include "framework/optim/lr_schedule.h"
+#include "framework/train/metrics.h"
+#include "framework/train/peak_flops.h"
+#include "models/moe_gpt/moe_gpt.h"
+
+extern "C" void openblas_set_num_threads(int num_threads);
+
+namespace moe {
+namespace fs = std::filesystem;
+
+struct Trainer::State {
+  TokenShard train_shard, val_shard;
+  BatchSampler train_sampler, val_sampler;
+  ParamStore store;
+  LocalDispatcher dispatcher;
+  std::unique_ptr<MoeGpt> model;
+  std::unique_ptr<AdamW> optimizer;
+  LrSchedule schedule;
+  MetricsWriter metrics;
+  std::vector<int32_t> inputs, targets;  // (B, T)
+  double peak_flops = 0.0;               // FLOP/s of the cores in use
+  int threads = 1;
+
+  State(const Config& c)
+      : train_shard(c.data.train_path),
+        val_shard(c.data.val_path),
+        train_sampler(train_shard, c.model.seq_len, c.data.batch_size, c.train.seed),
+        val_sampler(val_shard, c.model.seq_len, c.data.batch_size, c.train.seed),
+        schedule(c.optim, c.train.steps) {}
+};
+
+namespace {
+
+// Threads of this rank: the node's cores shared among its ranks unless configured.
+int rank_threads(const Config& config, const MpiEnv& mpi) {
+  if (config.train.threads > 0) return config.train.threads;
+  const int cores = omp_get_num_procs();
+  return std::max(1, cores / std::max(1, mpi.local_size()));
+}
+
+std::string format_duration(double seconds) {
+  const int64_t s = static_cast<int64_t>(seconds);
+  std::ostringstream os;
+  if (s >= 3600) os << s / 3600 << "h";
+  if (s >= 60) os << (s / 60) % 60 << "m";
+  os << s % 60 << "s";
+  return os.str();
+}
+
+}  // namespace
+
+Trainer::Trainer(const Config& config, const MpiEnv& mpi)
+    : config_(config), mpi_(mpi), log_(mpi.rank()) {
+  MOE_USER_CHECK(mpi.size() == 1, "moe-train: ", mpi.size(),
+                 " MPI ranks given, but this build trains on one process "
+                 "(the distributed runtime is not available yet)");
+  check_world_size(config.parallel, mpi.size());
+  MOE_USER_CHECK(!config.data.train_path.empty(), "data.train_path: no token shard given");
+  MOE_USER_CHECK(!config.data.val_path.empty(), "data.val_path: no token shard given");
+  // Everything that can reject the input happens before the first file is written.
+  s_ = std::make_unique<State>(config);
+  require_vocab(s_->train_shard, config.model.vocab_size, "data.train_path");
+  require_vocab(s_->val_shard, config.model.vocab_size, "data.val_path");
+  const fs::path dir(config.run.dir);
+  MOE_USER_CHECK(config.run.overwrite || !fs::exists(dir / "metrics.jsonl"),
+                 "run.dir: '", config.run.dir,
+                 "' already holds a run (metrics.jsonl); choose another run.dir or set "
+                 "run.overwrite=true");
+
+  s_->threads = rank_threads(config, mpi);
+  omp_set_num_threads(s_->threads);
+  openblas_set_num_threads(s_->threads);
+
+  s_->model = std::make_unique<MoeGpt>(config.model, config.moe, s_->store, s_->dispatcher);
+  s_->store.initialize(config.train.seed);
+  s_->optimizer = std::make_unique<AdamW>(s_->store, config.optim);
+  const int64_t local_batch = s_->train_sampler.local_batch(1);
+  s_->inputs.resize(static_cast<size_t>(local_batch * config.model.seq_len));
+  s_->targets.resize(s_->inputs.size());
+
+  s_->peak_flops = config.train.peak_gflops > 0
+                       ? config.train.peak_gflops * 1e9 * s_->threads
+                       : measure_sgemm_gflops() * 1e9;
+  if (mpi.rank() == 0) prepare_run_dir();
+}
+
+Trainer::~Trainer() = default;
+
+void Trainer::prepare_run_dir() {
+  const fs::path dir(config_.run.dir);
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  MOE_USER_CHECK(!ec, "run.dir: cannot create '", config_.run.dir, "': ", ec.message());
+  std::ofstream ini(dir / "config.ini", std::ios::trunc);
+  ini << config_.resolved_ini;
+  MOE_CHECK(ini.good(), "cannot write ", (dir / "config.ini").string());
+  s_->metrics = MetricsWriter((dir / "metrics.jsonl").string());
+}
+
+EvalResult Trainer::evaluate() {
+  EvalResult result;
+  const int batches = config_.train.eval_batches;
+  for (int i = 0; i < batches; ++i) {
+    s_->val_sampler.eval_batch(i, 0, 1, s_->inputs, s_->targets);
+    const int64_t local_batch = static_cast<int64_t>(s_->inputs.size()) / config_.model.seq_len;
+    result.loss += s_->model->forward(s_->inputs.data(), s_->targets.data(), local_batch).ce;
+  }
+  result.loss /= batches;
+  result.bpb = result.loss / std::log(2.0);  // one token is one byte
+  return result;
+}
+
+nlohmann::json Trainer::expert_load_record() {
+  nlohmann::json layers = nlohmann::json::array();
+  int index = 0;
+  for (MoELayer* layer : s_->model->moe_layers()) {
+    const ExpertLoadStats& st = layer->load_stats();
+    layers.push_back({{"layer", config_.model.dense_layers + index++},
+                      {"tokens", st.assigned},
+                      {"max_over_mean", st.max_over_mean},
+                      {"dropped", st.dropped_fraction}});
+  }
+  return layers;
+}
+
+nlohmann::json Trainer::run() {
+  const Config& c = config_;
+  MoeGpt& model = *s_->model;
+  const int64_t local_batch = static_cast<int64_t>(s_->inputs.size()) / c.model.seq_len;
+  const double tokens_per_step = static_cast<double>(c.data.batch_size) * c.model.seq_len;
+  const double flops_per_step = model.train_flops_per_token() * tokens_per_step;
+  log_.info("moe-train: ", s_->store.numel(), " parameters, ", c.train.steps, " steps of ",
+            static_cast<int64_t>(tokens_per_step), " tokens, ", s_->threads,
+            " threads, BLAS kernel ", cpu::blas_core_name(), ", peak ",
+            std::fixed, std::setprecision(1), s_->peak_flops * 1e-9, " GFLOP/s");
+
+  Stopwatch run_clock, interval_clock;
+  double fwd_s = 0, bwd_s = 0, opt_s = 0;
+  int64_t interval_steps = 0;
+  EvalResult last_eval;
+  for (int64_t step = 0; step < c.train.steps; ++step) {
+    s_->train_sampler.batch(step, 0, 1, s_->inputs, s_->targets);
+    s_->store.zero_grad();
+    LossParts loss;
+    {
+      ScopedTimer timer(fwd_s);
+      loss = model.forward(s_->inputs.data(), s_->targets.data(), local_batch);
+    }
+    {
+      ScopedTimer timer(bwd_s);
+      model.backward();
+    }
+    double grad_norm = 0.0;
+    const float lr = s_->schedule.lr(step);
+    {
+      ScopedTimer timer(opt_s);
+      grad_norm = c.optim.grad_clip > 0 ? clip_grad_norm(s_->store, c.optim.grad_clip)
+                                        : std::sqrt(grad_sum_squares(s_->store));
+      s_->optimizer->step(lr);
+      if (c.moe.bias_balance)
+        for (MoELayer* layer : model.moe_layers())
+          layer->update_bias(layer->load_stats().assigned.data());
+    }
+    ++interval_steps;
+    const bool last = step + 1 == c.train.steps;
+    const bool eval_now = last || (c.train.eval_interval > 0 && (step + 1) % c.train.eval_interval == 0);
+    if ((step + 1) % c.train.log_interval != 0 && !last && !eval_now) continue;
+
+    const double elapsed = interval_clock.seconds();
+    const double step_s = elapsed / interval_steps;
+    const double tokens_per_s = tokens_per_step / step_s;
+    const double mfu = flops_per_step / step_s / s_->peak_flops;
+    nlohmann::json record = {
+        {"step", step + 1},           {"loss", loss.ce},
+        {"aux_loss", loss.aux},       {"z_loss", loss.z},
+        {"lr", lr},                   {"grad_norm", grad_norm},
+        {"tokens_per_s", tokens_per_s}, {"mfu", mfu},
+        {"step_ms", step_s * 1e3},
+        {"time_ms", {{"forward", fwd_s / interval_steps * 1e3},
+                     {"backward", bwd_s / interval_steps * 1e3},
+                     {"optimizer", opt_s / interval_steps * 1e3}}},
+        {"experts", expert_load_record()}};
+    if (eval_now) {
+      last_eval = evaluate();
+      record["val_loss"] = last_eval.loss;
+      record["val_bpb"] = last_eval.bpb;
+    }
+    if (s_->metrics.is_open()) s_->metrics.write(record);
+    const double eta = run_clock.seconds() / (step + 1) * (c.train.steps - step - 1);
+    std::ostringstream line;
+    line << "step " << step + 1 << "/" << c.train.steps << " | loss " << std::fixed
+         << std::setprecision(4) << loss.ce << " | lr " << std::scientific
+         << std::setprecision(2) << lr << " | " << std::fixed << std::setprecision(0)
+         << tokens_per_s << " tok/s | MFU " << std::setprecision(1) << mfu * 100 << "%";
+    if (eval_now) line << " | val bpb " << std::setprecision(4) << last_eval.bpb;
+    line << " | ETA " << format_duration(eta);
+    log_.info(line.str());
+    fwd_s = bwd_s = opt_s = 0;
+    interval_steps = 0;
+    interval_clock.reset();
+  }
+  const double total_s = run_clock.seconds();
+  nlohmann::json final_record = {{"final", true},
+                                 {"steps", c.train.steps},
+                                 {"val_loss", last_eval.loss},
+                                 {"val_bpb", last_eval.bpb},
+                                 {"tokens_per_s", tokens_per_step * c.train.steps / total_s},
+                                 {"seconds", total_s}};
+  if (mpi_.rank() == 0) std::cout << final_record.dump() << std::endl;
+  return final_record;
+}
+
+}  // namespace moe
