@@ -9,7 +9,7 @@ packages=(
   libopenmpi-dev openmpi-bin                # processes and CPU collectives
   libhdf5-openmpi-dev hdf5-tools            # parallel HDF5 checkpoints, h5dump
   libboost-program-options-dev              # config files and --section.key=value
-  libopenblas-dev                           # CPU GEMM
+  libopenblas-openmp-dev                    # CPU GEMM (OpenMP build: one thread pool)
   libfmt-dev nlohmann-json3-dev             # formatting, metrics JSON
   zlib1g-dev libpng-dev                     # image data and PNG sample grids
   googletest libgtest-dev libbenchmark-dev  # tests and benchmarks

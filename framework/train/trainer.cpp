@@ -55,6 +55,14 @@ int rank_threads(const Config& config, const MpiEnv& mpi) {
   return std::max(1, cores / std::max(1, mpi.local_size()));
 }
 
+// Forward + backward milliseconds per step of each model component.
+nlohmann::json component_record(const ComponentTimes& t, int64_t steps) {
+  const double k = 1e3 / static_cast<double>(steps);
+  return {{"embed", t.embed * k},   {"attention", t.attention * k},
+          {"dense_ffn", t.dense_ffn * k}, {"moe", t.moe * k},
+          {"head", t.head * k}};
+}
+
 std::string format_duration(double seconds) {
   const int64_t s = static_cast<int64_t>(seconds);
   std::ostringstream os;
@@ -196,6 +204,7 @@ nlohmann::json Trainer::run() {
         {"time_ms", {{"forward", fwd_s / interval_steps * 1e3},
                      {"backward", bwd_s / interval_steps * 1e3},
                      {"optimizer", opt_s / interval_steps * 1e3}}},
+        {"component_ms", component_record(model.times(), interval_steps)},
         {"experts", expert_load_record()}};
     if (eval_now) {
       last_eval = evaluate();
@@ -213,6 +222,7 @@ nlohmann::json Trainer::run() {
     line << " | ETA " << format_duration(eta);
     log_.info(line.str());
     fwd_s = bwd_s = opt_s = 0;
+    model.times().clear();
     interval_steps = 0;
     interval_clock.reset();
   }
