@@ -1,0 +1,397 @@
+#include "framework/checkpoint/h5_file.h"
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <utility>
+
+namespace moe {
+
+namespace h5 {
+namespace {
+herr_t keep_innermost(unsigned /*n*/, const H5E_error2_t* err, void* client) {
+  auto* out = static_cast<std::string*>(client);
+  if (err->desc != nullptr && err->desc[0] != '\0') {
+    *out = err->desc;
+  } else {
+    char minor[256] = {};
+    if (H5Eget_msg(err->min_num, nullptr, minor, sizeof(minor)) > 0) *out = minor;
+  }
+  return 0;
+}
+}  // namespace
+
+std::string last_error() {
+  std::string innermost;
+  // Walking downward visits the API function first and the innermost cause last.
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, keep_innermost, &innermost);
+  return innermost;
+}
+
+void fail(const char* call, const std::string& file, const char* src_file, int src_line,
+          bool user_error, const std::string& what, const std::string& reason) {
+  if (user_error) {
+    const std::string expr(call);
+    const std::string function = expr.substr(0, expr.find('('));
+    std::string message = file + ": " + what + " (" + function;
+    message += reason.empty() ? std::string(" failed)") : ": " + reason + ")";
+    detail::throw_error(nullptr, nullptr, 0, message, true);
+  }
+  std::string message = "HDF5 call failed on " + file;
+  if (!reason.empty()) message += ": " + reason;
+  detail::throw_error(call, src_file, src_line, message, false);
+}
+}  // namespace h5
+
+namespace {
+
+// Owns one HDF5 identifier and closes it with the matching H5?close.
+class Id {
+ public:
+  Id(hid_t id, herr_t (*close)(hid_t)) : id_(id), close_(close) {}
+  ~Id() {
+    if (id_ >= 0) close_(id_);
+  }
+  Id(Id&& other) noexcept : id_(std::exchange(other.id_, -1)), close_(other.close_) {}
+  Id(const Id&) = delete;
+  Id& operator=(const Id&) = delete;
+  hid_t get() const { return id_; }
+
+ private:
+  hid_t id_;
+  herr_t (*close_)(hid_t);
+};
+
+// The one place that decides how files are accessed. Serial POSIX I/O for now; the
+// MPI-IO driver (H5Pset_fapl_mpio) for collective writes goes here. CLOSE_SEMI makes
+// H5Fclose fail loudly if an object were left open (and is what MPI-IO requires).
+Id file_access_plist(const std::string& path) {
+  Id fapl(H5_CHECK(H5Pcreate(H5P_FILE_ACCESS), path), H5Pclose);
+  H5_CHECK(H5Pset_fclose_degree(fapl.get(), H5F_CLOSE_SEMI), path);
+  return fapl;
+}
+
+// The one place for the dataset transfer properties (collective MPI-IO later).
+hid_t transfer_plist() { return H5P_DEFAULT; }
+
+Id dataspace_for(const Shape& shape, const std::string& path) {
+  if (shape.rank == 0) return Id(H5_CHECK(H5Screate(H5S_SCALAR), path), H5Sclose);
+  hsize_t dims[Shape::kMaxDims];
+  for (int d = 0; d < shape.rank; ++d) {
+    MOE_CHECK(shape[d] >= 0, "negative dimension in ", shape.str());
+    dims[d] = static_cast<hsize_t>(shape[d]);
+  }
+  return Id(H5_CHECK(H5Screate_simple(shape.rank, dims, nullptr), path), H5Sclose);
+}
+
+herr_t collect_name(hid_t /*group*/, const char* name, const H5L_info_t* /*info*/,
+                    void* client) {
+  static_cast<std::vector<std::string>*>(client)->emplace_back(name);
+  return 0;
+}
+
+// Opens attribute `name` of `object`, checking that it is a single value.
+Id open_scalar_attr(hid_t file, const std::string& path, const std::string& object,
+                    const std::string& name) {
+  Id attr(H5_USER_CHECK(H5Aopen_by_name(file, object.c_str(), name.c_str(), H5P_DEFAULT,
+                                        H5P_DEFAULT),
+                        path, "cannot open attribute ", name, " of ", object),
+          H5Aclose);
+  const Id space(H5_CHECK(H5Aget_space(attr.get()), path), H5Sclose);
+  if (H5_CHECK(H5Sget_simple_extent_npoints(space.get()), path) != 1)
+    MOE_USER_FAIL(path, ": attribute ", name, " of ", object, " is not a single value");
+  return attr;
+}
+
+}  // namespace
+
+H5File::H5File(hid_t file, std::string path, std::string write_path, bool writable)
+    : file_(file), path_(std::move(path)), write_path_(std::move(write_path)),
+      writable_(writable) {}
+
+H5File::H5File(H5File&& other) noexcept
+    : file_(std::exchange(other.file_, -1)), path_(std::move(other.path_)),
+      write_path_(std::move(other.write_path_)), writable_(other.writable_) {}
+
+H5File H5File::create(const std::string& path) {
+  const std::string tmp = path + ".tmp";
+  const Id fapl = file_access_plist(path);
+  const hid_t file =
+      H5_USER_CHECK(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()), path,
+                    "cannot create the file (writing ", tmp, ")");
+  return H5File(file, path, tmp, true);
+}
+
+H5File H5File::open(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) MOE_USER_FAIL(path, ": no such file");
+  const Id fapl = file_access_plist(path);
+  const hid_t file = H5_USER_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get()), path,
+                                   "not an HDF5 file, or unreadable");
+  return H5File(file, path, path, false);
+}
+
+H5File::~H5File() {
+  if (file_ < 0) return;
+  H5E_BEGIN_TRY { H5Fclose(file_); }
+  H5E_END_TRY;
+  // Never committed: drop the partial file so the final name stays untouched.
+  if (writable_) std::remove(write_path_.c_str());
+}
+
+void H5File::close() {
+  if (file_ < 0) return;
+  const hid_t file = std::exchange(file_, -1);
+  if (!writable_) {
+    H5_USER_CHECK(H5Fclose(file), path_, "cannot close the file");
+    return;
+  }
+  bool closed = false;
+  try {
+    H5_USER_CHECK(H5Fclose(file), path_, "cannot finish writing ", write_path_);
+    closed = true;
+    if (std::rename(write_path_.c_str(), path_.c_str()) != 0)
+      MOE_USER_FAIL(path_, ": cannot rename ", write_path_, " to it: ", std::strerror(errno));
+  } catch (...) {
+    if (!closed) {
+      H5E_BEGIN_TRY { H5Fclose(file); }
+      H5E_END_TRY;
+    }
+    std::remove(write_path_.c_str());
+    throw;
+  }
+}
+
+hid_t H5File::require_open() const {
+  MOE_CHECK(file_ >= 0, "HDF5 file ", path_, " used after close()");
+  return file_;
+}
+
+bool H5File::exists(const std::string& object) const {
+  const hid_t file = require_open();
+  // H5Lexists fails (rather than answering false) when a parent is missing, so walk
+  // the path one component at a time.
+  size_t pos = 0;
+  while (pos < object.size()) {
+    size_t next = object.find('/', pos + 1);
+    if (next == std::string::npos) next = object.size();
+    const std::string prefix = object.substr(0, next);
+    if (prefix != "/" && !prefix.empty()) {
+      if (H5_CHECK(H5Lexists(file, prefix.c_str(), H5P_DEFAULT), path_) <= 0) return false;
+    }
+    pos = next;
+  }
+  return true;
+}
+
+std::vector<std::string> H5File::list(const std::string& group) const {
+  const hid_t file = require_open();
+  if (!exists(group)) MOE_USER_FAIL(path_, ": no group ", group);
+  const Id g(H5_USER_CHECK(H5Gopen2(file, group.c_str(), H5P_DEFAULT), path_, group,
+                           " is not a group"),
+             H5Gclose);
+  std::vector<std::string> names;
+  hsize_t index = 0;
+  H5_CHECK(H5Literate(g.get(), H5_INDEX_NAME, H5_ITER_INC, &index, collect_name, &names),
+           path_);
+  return names;
+}
+
+Shape H5File::dataset_shape(const std::string& dataset) const {
+  const hid_t file = require_open();
+  if (!exists(dataset)) MOE_USER_FAIL(path_, ": no dataset ", dataset);
+  const Id ds(H5_USER_CHECK(H5Dopen2(file, dataset.c_str(), H5P_DEFAULT), path_, dataset,
+                            " is not a dataset"),
+              H5Dclose);
+  const Id space(H5_CHECK(H5Dget_space(ds.get()), path_), H5Sclose);
+  const int rank = H5_CHECK(H5Sget_simple_extent_ndims(space.get()), path_);
+  if (rank > Shape::kMaxDims)
+    MOE_USER_FAIL(path_, ": dataset ", dataset, " has ", rank, " dimensions, at most ",
+                  Shape::kMaxDims, " are supported");
+  hsize_t dims[Shape::kMaxDims] = {};
+  H5_CHECK(H5Sget_simple_extent_dims(space.get(), dims, nullptr), path_);
+  Shape shape;
+  shape.rank = rank;
+  for (int d = 0; d < rank; ++d) shape[d] = static_cast<int64_t>(dims[d]);
+  return shape;
+}
+
+void H5File::write_dataset(const std::string& dataset, hid_t file_type, const void* data,
+                           const Shape& shape) {
+  const hid_t file = require_open();
+  MOE_CHECK(writable_, "write of ", dataset, " to ", path_, ", which is open read-only");
+  const Id lcpl(H5_CHECK(H5Pcreate(H5P_LINK_CREATE), path_), H5Pclose);
+  H5_CHECK(H5Pset_create_intermediate_group(lcpl.get(), 1), path_);
+  const Id space = dataspace_for(shape, path_);
+  const Id ds(H5_CHECK(H5Dcreate2(file, dataset.c_str(), file_type, space.get(), lcpl.get(),
+                                  H5P_DEFAULT, H5P_DEFAULT),
+                       path_ + " (dataset " + dataset + ")"),
+              H5Dclose);
+  if (shape.numel() == 0) return;
+  // The memory type is the native twin of the file type (little-endian here).
+  const hid_t mem_type = H5_CHECK(H5Tget_native_type(file_type, H5T_DIR_ASCEND), path_);
+  const Id mem(mem_type, H5Tclose);
+  H5_USER_CHECK(H5Dwrite(ds.get(), mem.get(), H5S_ALL, H5S_ALL, transfer_plist(), data),
+                path_, "cannot write dataset ", dataset);
+}
+
+void H5File::write(const std::string& dataset, const float* data, const Shape& shape) {
+  write_dataset(dataset, H5T_IEEE_F32LE, data, shape);
+}
+void H5File::write(const std::string& dataset, const int32_t* data, const Shape& shape) {
+  write_dataset(dataset, H5T_STD_I32LE, data, shape);
+}
+void H5File::write(const std::string& dataset, const int64_t* data, const Shape& shape) {
+  write_dataset(dataset, H5T_STD_I64LE, data, shape);
+}
+
+void H5File::read_dataset(const std::string& dataset, hid_t mem_type, void* out,
+                          const Shape& expected) const {
+  const hid_t file = require_open();
+  const Shape shape = dataset_shape(dataset);  // checks existence
+  if (!(shape == expected))
+    MOE_USER_FAIL(path_, ": dataset ", dataset, " has shape ", shape.str(), ", expected ",
+                  expected.str());
+  const Id ds(H5_USER_CHECK(H5Dopen2(file, dataset.c_str(), H5P_DEFAULT), path_,
+                            "cannot open dataset ", dataset),
+              H5Dclose);
+  const Id type(H5_CHECK(H5Dget_type(ds.get()), path_), H5Tclose);
+  const H5T_class_t stored = H5_CHECK(H5Tget_class(type.get()), path_);
+  const H5T_class_t wanted = H5_CHECK(H5Tget_class(mem_type), path_);
+  const bool narrowing_int =
+      wanted == H5T_INTEGER && H5Tget_size(type.get()) > H5Tget_size(mem_type);
+  if (stored != wanted || narrowing_int)
+    MOE_USER_FAIL(path_, ": dataset ", dataset, " holds ",
+                  stored == H5T_FLOAT ? "floating-point" : stored == H5T_INTEGER ? "integer"
+                                                                                 : "other",
+                  " data of ", H5Tget_size(type.get()), " bytes, expected ",
+                  wanted == H5T_FLOAT ? "floating-point" : "integer", " data of ",
+                  H5Tget_size(mem_type), " bytes");
+  if (shape.numel() == 0) return;
+  H5_USER_CHECK(H5Dread(ds.get(), mem_type, H5S_ALL, H5S_ALL, transfer_plist(), out), path_,
+                "cannot read dataset ", dataset);
+}
+
+void H5File::read(const std::string& dataset, float* out, const Shape& expected) const {
+  read_dataset(dataset, H5T_NATIVE_FLOAT, out, expected);
+}
+void H5File::read(const std::string& dataset, int32_t* out, const Shape& expected) const {
+  read_dataset(dataset, H5T_NATIVE_INT32, out, expected);
+}
+void H5File::read(const std::string& dataset, int64_t* out, const Shape& expected) const {
+  read_dataset(dataset, H5T_NATIVE_INT64, out, expected);
+}
+
+hid_t H5File::open_or_create_group(const std::string& group) {
+  const hid_t file = require_open();
+  if (exists(group))
+    return H5_CHECK(H5Oopen(file, group.c_str(), H5P_DEFAULT), path_ + " (" + group + ")");
+  const Id lcpl(H5_CHECK(H5Pcreate(H5P_LINK_CREATE), path_), H5Pclose);
+  H5_CHECK(H5Pset_create_intermediate_group(lcpl.get(), 1), path_);
+  return H5_CHECK(H5Gcreate2(file, group.c_str(), lcpl.get(), H5P_DEFAULT, H5P_DEFAULT),
+                  path_ + " (group " + group + ")");
+}
+
+void H5File::write_attr(const std::string& object, const std::string& name, hid_t mem_type,
+                        hid_t file_type, const void* value) {
+  require_open();
+  MOE_CHECK(writable_, "attribute ", name, " set on ", path_, ", which is open read-only");
+  const Id obj(open_or_create_group(object), H5Oclose);
+  if (H5_CHECK(H5Aexists(obj.get(), name.c_str()), path_) > 0)
+    H5_CHECK(H5Adelete(obj.get(), name.c_str()), path_);
+  const Id space(H5_CHECK(H5Screate(H5S_SCALAR), path_), H5Sclose);
+  const Id attr(H5_CHECK(H5Acreate2(obj.get(), name.c_str(), file_type, space.get(),
+                                    H5P_DEFAULT, H5P_DEFAULT),
+                         path_ + " (attribute " + object + ":" + name + ")"),
+                H5Aclose);
+  H5_USER_CHECK(H5Awrite(attr.get(), mem_type, value), path_, "cannot write attribute ",
+                name, " of ", object);
+}
+
+void H5File::set_string_attr(const std::string& object, const std::string& name,
+                             const std::string& value) {
+  // Variable-length UTF-8: h5py reads it back as a str.
+  const Id type(H5_CHECK(H5Tcopy(H5T_C_S1), path_), H5Tclose);
+  H5_CHECK(H5Tset_size(type.get(), H5T_VARIABLE), path_);
+  H5_CHECK(H5Tset_cset(type.get(), H5T_CSET_UTF8), path_);
+  const char* text = value.c_str();
+  write_attr(object, name, type.get(), type.get(), &text);
+}
+
+void H5File::set_int_attr(const std::string& object, const std::string& name,
+                          int64_t value) {
+  write_attr(object, name, H5T_NATIVE_INT64, H5T_STD_I64LE, &value);
+}
+
+void H5File::set_float_attr(const std::string& object, const std::string& name,
+                            double value) {
+  write_attr(object, name, H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, &value);
+}
+
+bool H5File::has_attr(const std::string& object, const std::string& name) const {
+  const hid_t file = require_open();
+  if (!exists(object)) return false;
+  return H5_CHECK(H5Aexists_by_name(file, object.c_str(), name.c_str(), H5P_DEFAULT),
+                  path_) > 0;
+}
+
+void H5File::read_attr(const std::string& object, const std::string& name, H5T_class_t cls,
+                       hid_t mem_type, void* out) const {
+  const hid_t file = require_open();
+  if (!has_attr(object, name)) MOE_USER_FAIL(path_, ": no attribute ", name, " on ", object);
+  const Id attr = open_scalar_attr(file, path_, object, name);
+  const Id type(H5_CHECK(H5Aget_type(attr.get()), path_), H5Tclose);
+  const H5T_class_t stored = H5_CHECK(H5Tget_class(type.get()), path_);
+  // Integers convert to double; nothing else converts.
+  const bool ok = stored == cls || (cls == H5T_FLOAT && stored == H5T_INTEGER);
+  if (!ok)
+    MOE_USER_FAIL(path_, ": attribute ", name, " of ", object, " is not ",
+                  cls == H5T_INTEGER ? "an integer" : "a number");
+  H5_USER_CHECK(H5Aread(attr.get(), mem_type, out), path_, "cannot read attribute ", name,
+                " of ", object);
+}
+
+int64_t H5File::int_attr(const std::string& object, const std::string& name) const {
+  int64_t value = 0;
+  read_attr(object, name, H5T_INTEGER, H5T_NATIVE_INT64, &value);
+  return value;
+}
+
+double H5File::float_attr(const std::string& object, const std::string& name) const {
+  double value = 0;
+  read_attr(object, name, H5T_FLOAT, H5T_NATIVE_DOUBLE, &value);
+  return value;
+}
+
+std::string H5File::string_attr(const std::string& object, const std::string& name) const {
+  const hid_t file = require_open();
+  if (!has_attr(object, name)) MOE_USER_FAIL(path_, ": no attribute ", name, " on ", object);
+  const Id attr = open_scalar_attr(file, path_, object, name);
+  const Id type(H5_CHECK(H5Aget_type(attr.get()), path_), H5Tclose);
+  if (H5_CHECK(H5Tget_class(type.get()), path_) != H5T_STRING)
+    MOE_USER_FAIL(path_, ": attribute ", name, " of ", object, " is not a string");
+  const Id mem(H5_CHECK(H5Tcopy(H5T_C_S1), path_), H5Tclose);
+  // HDF5 converts no strings between character sets: read in the stored one.
+  const H5T_cset_t cset = H5_CHECK(H5Tget_cset(type.get()), path_);
+  H5_CHECK(H5Tset_cset(mem.get(), cset), path_);
+  if (H5_CHECK(H5Tis_variable_str(type.get()), path_) > 0) {
+    H5_CHECK(H5Tset_size(mem.get(), H5T_VARIABLE), path_);
+    char* text = nullptr;
+    H5_USER_CHECK(H5Aread(attr.get(), mem.get(), &text), path_, "cannot read attribute ",
+                  name, " of ", object);
+    std::string value = text != nullptr ? text : "";
+    H5free_memory(text);
+    return value;
+  }
+  // Fixed-length (null-terminated or null-padded) strings, as numpy bytes write them.
+  const size_t size = H5Tget_size(type.get());
+  H5_CHECK(H5Tset_size(mem.get(), size + 1), path_);
+  std::string buffer(size + 1, '\0');
+  H5_USER_CHECK(H5Aread(attr.get(), mem.get(), buffer.data()), path_,
+                "cannot read attribute ", name, " of ", object);
+  buffer.resize(std::strlen(buffer.c_str()));
+  return buffer;
+}
+
+}  // namespace moe

@@ -1,0 +1,156 @@
+#!/usr/bin/python3
+"""PyTorch peer benchmark: training steps of the MoE language model in float32 eager.
+
+The model is the one of moe_gpt_ref.py (the reference the C++ trainer is checked
+against), run the way a PyTorch user would train it: float32, eager mode, tokens sorted
+by expert and each expert applied to its rows (index_select / index_add_), autograd,
+global-norm clipping and torch.optim.AdamW (weight decay on matrices only). Prints one
+JSON line. Run with Debian's python (CPU PyTorch 1.13):
+
+  /usr/bin/python3 tests/reference/bench_torch_moe_gpt.py --layers 6 --d-model 256 \
+      --heads 16 --experts 16 --top-k 2 --expert-ffn 256 --shared 1 --shared-ffn 256 \
+      --dense-layers 1 --dense-ffn 768 --seq-len 256 --batch 16 --vocab 256 --steps 5 \
+      --threads 2
+
+glibc malloc hands tensors of more than a few hundred KiB back to the kernel when they
+are freed, so every new activation page-faults (on this VM a 1 MiB elementwise op took
+360 us instead of 30 us). The remedy PyTorch's CPU tuning guides give is a caching
+allocator (jemalloc/tcmalloc via LD_PRELOAD); none is installed here, so the benchmark
+does the equivalent with mallopt (keep freed memory, never mmap per tensor) unless
+--system-malloc is given.
+
+FLOPs use the usual estimate 6 * (matmul parameters a token touches) + 12 * L * T * C
+(attention scores and values, forward and backward, without the causal halving).
+"""
+
+import argparse
+import ctypes
+import json
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import moe_gpt_ref as ref  # noqa: E402
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--layers", type=int, default=6)
+    p.add_argument("--d-model", type=int, default=256)
+    p.add_argument("--heads", type=int, default=16)
+    p.add_argument("--experts", type=int, default=16)
+    p.add_argument("--top-k", type=int, default=2)
+    p.add_argument("--expert-ffn", type=int, default=256)
+    p.add_argument("--shared", type=int, default=1)
+    p.add_argument("--shared-ffn", type=int, default=256)
+    p.add_argument("--dense-layers", type=int, default=1)
+    p.add_argument("--dense-ffn", type=int, default=768)
+    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--vocab", type=int, default=256)
+    p.add_argument("--steps", type=int, default=5, help="timed steps")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--capacity-factor", type=float, default=0.0, help="<= 0: dropless")
+    p.add_argument("--renormalize", action="store_true")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--system-malloc", action="store_true",
+                   help="leave glibc malloc's mmap/trim thresholds at their defaults")
+    return p.parse_args()
+
+
+def keep_freed_memory():
+    """glibc: serve every allocation from the heap and never trim it back to the kernel."""
+    libc = ctypes.CDLL("libc.so.6")
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3  # <malloc.h>
+    ok = libc.mallopt(m_mmap_threshold, 1 << 30) and libc.mallopt(m_trim_threshold, 1 << 30)
+    return bool(ok and libc.mallopt(m_top_pad, 64 << 20))
+
+
+def flops_per_token(cfg):
+    C, L, T = cfg.d_model, cfg.num_layers, cfg.seq_len
+    matmul_params = cfg.vocab_size * C  # lm_head; the embedding is a lookup
+    for l in range(L):
+        matmul_params += 4 * C * C
+        if cfg.is_moe(l):
+            matmul_params += cfg.num_experts * C  # router
+            matmul_params += cfg.top_k * 3 * C * cfg.expert_ffn
+            matmul_params += 3 * C * cfg.num_shared * cfg.shared_ffn
+        else:
+            matmul_params += 3 * C * cfg.dense_ffn
+    return 6 * matmul_params + 12 * L * T * C
+
+
+def main():
+    args = parse_args()
+    malloc = "system" if args.system_malloc else ("kept" if keep_freed_memory() else "system")
+    torch.set_num_threads(args.threads)
+    cfg = ref.ModelConfig(
+        vocab_size=args.vocab, seq_len=args.seq_len, num_layers=args.layers,
+        d_model=args.d_model, num_heads=args.heads, dense_layers=args.dense_layers,
+        dense_ffn=args.dense_ffn, num_experts=args.experts, top_k=args.top_k,
+        expert_ffn=args.expert_ffn, num_shared=args.shared, shared_ffn=args.shared_ffn,
+        capacity_factor=args.capacity_factor, renormalize=args.renormalize)
+    params = ref.init_params(cfg, torch.float32, args.seed)
+    params = {n: t.requires_grad_(True) for n, t in params.items()}
+    decay = [t for t in params.values() if t.dim() >= 2]
+    no_decay = [t for t in params.values() if t.dim() < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
+                                   {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=args.lr, betas=(0.9, 0.95), eps=1e-8,
+                                  foreach=False)  # 1.13's CPU default; faster here
+    gen = torch.Generator().manual_seed(args.seed + 1)
+
+    times = {"forward_s": 0.0, "backward_s": 0.0, "optimizer_s": 0.0}
+    losses = []
+    cpu_s = 0.0
+    for step in range(args.warmup + args.steps):
+        tokens = torch.randint(0, cfg.vocab_size, (args.batch, args.seq_len + 1), generator=gen)
+        inputs, targets = tokens[:, :-1], tokens[:, 1:]
+        c0 = time.process_time()
+        t0 = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        loss = ref.forward(cfg, params, inputs, targets).loss
+        t1 = time.perf_counter()
+        loss.backward()
+        t2 = time.perf_counter()
+        torch.nn.utils.clip_grad_norm_(params.values(), 1.0)
+        optimizer.step()
+        t3 = time.perf_counter()
+        if step >= args.warmup:
+            times["forward_s"] += t1 - t0
+            times["backward_s"] += t2 - t1
+            times["optimizer_s"] += t3 - t2
+            losses.append(float(loss))
+            cpu_s += time.process_time() - c0
+
+    total = sum(times.values())
+    tokens = args.steps * args.batch * args.seq_len
+    result = {
+        "framework": f"pytorch-{torch.__version__}-eager-fp32",
+        "threads": args.threads,
+        "malloc": malloc,
+        "config": {k: v for k, v in vars(args).items() if k not in ("steps", "warmup", "threads")},
+        "params": sum(t.numel() for t in params.values()),
+        "steps": args.steps,
+        "tokens_per_step": args.batch * args.seq_len,
+        "step_s": total / args.steps,
+        "tokens_per_s": tokens / total,
+        "gflops_per_s": flops_per_token(cfg) * tokens / total / 1e9,
+        **{k: v / args.steps for k, v in times.items()},
+        # CPU seconds of this process per wall second and thread: well below 1 when
+        # other processes compete for the cores (then tokens_per_s is pessimistic).
+        "cpu_busy": cpu_s / (total * args.threads),
+        "loss_first": losses[0],
+        "loss_last": losses[-1],
+    }
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
