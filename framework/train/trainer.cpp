@@ -63,6 +63,21 @@ nlohmann::json component_record(const ComponentTimes& t, int64_t steps) {
           {"head", t.head * k}};
 }
 
+std::string format_duration(double seconds);
+
+// "step 120/600 | loss 2.1034 | lr 1.93e-03 | 2480 tok/s | MFU 43.9% | val bpb ... | ETA 9m41s"
+std::string progress_line(const nlohmann::json& r, int64_t total_steps, double eta_s) {
+  std::ostringstream line;
+  line << "step " << r["step"].get<int64_t>() << "/" << total_steps << " | loss " << std::fixed
+       << std::setprecision(4) << r["loss"].get<double>() << " | lr " << std::scientific
+       << std::setprecision(2) << r["lr"].get<double>() << " | " << std::fixed
+       << std::setprecision(0) << r["tokens_per_s"].get<double>() << " tok/s | MFU "
+       << std::setprecision(1) << r["mfu"].get<double>() * 100 << "%";
+  if (r.contains("val_bpb")) line << " | val bpb " << std::setprecision(4) << r["val_bpb"].get<double>();
+  line << " | ETA " << format_duration(eta_s);
+  return line.str();
+}
+
 std::string format_duration(double seconds) {
   const int64_t s = static_cast<int64_t>(seconds);
   std::ostringstream os;
@@ -148,64 +163,75 @@ nlohmann::json Trainer::expert_load_record() {
   return layers;
 }
 
-nlohmann::json Trainer::run() {
+Trainer::StepResult Trainer::train_step(int64_t step, IntervalTimes& times) {
   const Config& c = config_;
   MoeGpt& model = *s_->model;
   const int64_t local_batch = static_cast<int64_t>(s_->inputs.size()) / c.model.seq_len;
-  const double tokens_per_step = static_cast<double>(c.data.batch_size) * c.model.seq_len;
-  const double flops_per_step = model.train_flops_per_token() * tokens_per_step;
-  log_.info("moe-train: ", s_->store.numel(), " parameters, ", c.train.steps, " steps of ",
-            static_cast<int64_t>(tokens_per_step), " tokens, ", s_->threads,
-            " threads, BLAS kernel ", cpu::blas_core_name(), ", peak ",
-            std::fixed, std::setprecision(1), s_->peak_flops * 1e-9, " GFLOP/s");
+  s_->train_sampler.batch(step, 0, 1, s_->inputs, s_->targets);
+  s_->store.zero_grad();
+  StepResult result;
+  {
+    ScopedTimer timer(times.forward);
+    result.loss = model.forward(s_->inputs.data(), s_->targets.data(), local_batch);
+  }
+  {
+    ScopedTimer timer(times.backward);
+    model.backward();
+  }
+  result.lr = s_->schedule.lr(step);
+  ScopedTimer timer(times.optimizer);
+  result.grad_norm = c.optim.grad_clip > 0 ? clip_grad_norm(s_->store, c.optim.grad_clip)
+                                           : std::sqrt(grad_sum_squares(s_->store));
+  s_->optimizer->step(result.lr);
+  if (c.moe.bias_balance)
+    for (MoELayer* layer : model.moe_layers())
+      layer->update_bias(layer->load_stats().assigned.data());
+  ++times.steps;
+  return result;
+}
 
-  Stopwatch run_clock, interval_clock;
-  double fwd_s = 0, bwd_s = 0, opt_s = 0;
-  int64_t interval_steps = 0;
+nlohmann::json Trainer::interval_record(int64_t step, const StepResult& r,
+                                        const IntervalTimes& times) {
+  const double tokens_per_step =
+      static_cast<double>(config_.data.batch_size) * config_.model.seq_len;
+  const double k = 1.0 / static_cast<double>(times.steps);
+  const double step_s = times.clock.seconds() * k;
+  return {{"step", step + 1},
+          {"loss", r.loss.ce},
+          {"aux_loss", r.loss.aux},
+          {"z_loss", r.loss.z},
+          {"lr", r.lr},
+          {"grad_norm", r.grad_norm},
+          {"tokens_per_s", tokens_per_step / step_s},
+          {"mfu", s_->model->train_flops_per_token() * tokens_per_step / step_s /
+                      s_->peak_flops},
+          {"step_ms", step_s * 1e3},
+          {"time_ms", {{"forward", times.forward * k * 1e3},
+                       {"backward", times.backward * k * 1e3},
+                       {"optimizer", times.optimizer * k * 1e3}}},
+          {"component_ms", component_record(s_->model->times(), times.steps)},
+          {"experts", expert_load_record()}};
+}
+
+nlohmann::json Trainer::run() {
+  const Config& c = config_;
+  log_.info("moe-train: ", s_->store.numel(), " parameters, ", c.train.steps, " steps of ",
+            c.data.batch_size * c.model.seq_len, " tokens, ", s_->threads,
+            " threads, BLAS kernel ", cpu::blas_core_name(), ", peak ", std::fixed,
+            std::setprecision(1), s_->peak_flops * 1e-9, " GFLOP/s");
+  Stopwatch run_clock;
+  double train_s = 0.0;  // run time less evaluations
+  IntervalTimes times;
   EvalResult last_eval;
   for (int64_t step = 0; step < c.train.steps; ++step) {
-    s_->train_sampler.batch(step, 0, 1, s_->inputs, s_->targets);
-    s_->store.zero_grad();
-    LossParts loss;
-    {
-      ScopedTimer timer(fwd_s);
-      loss = model.forward(s_->inputs.data(), s_->targets.data(), local_batch);
-    }
-    {
-      ScopedTimer timer(bwd_s);
-      model.backward();
-    }
-    double grad_norm = 0.0;
-    const float lr = s_->schedule.lr(step);
-    {
-      ScopedTimer timer(opt_s);
-      grad_norm = c.optim.grad_clip > 0 ? clip_grad_norm(s_->store, c.optim.grad_clip)
-                                        : std::sqrt(grad_sum_squares(s_->store));
-      s_->optimizer->step(lr);
-      if (c.moe.bias_balance)
-        for (MoELayer* layer : model.moe_layers())
-          layer->update_bias(layer->load_stats().assigned.data());
-    }
-    ++interval_steps;
+    const StepResult result = train_step(step, times);
     const bool last = step + 1 == c.train.steps;
-    const bool eval_now = last || (c.train.eval_interval > 0 && (step + 1) % c.train.eval_interval == 0);
-    if ((step + 1) % c.train.log_interval != 0 && !last && !eval_now) continue;
+    const bool eval_now =
+        last || (c.train.eval_interval > 0 && (step + 1) % c.train.eval_interval == 0);
+    if ((step + 1) % c.train.log_interval != 0 && !eval_now) continue;
 
-    const double elapsed = interval_clock.seconds();
-    const double step_s = elapsed / interval_steps;
-    const double tokens_per_s = tokens_per_step / step_s;
-    const double mfu = flops_per_step / step_s / s_->peak_flops;
-    nlohmann::json record = {
-        {"step", step + 1},           {"loss", loss.ce},
-        {"aux_loss", loss.aux},       {"z_loss", loss.z},
-        {"lr", lr},                   {"grad_norm", grad_norm},
-        {"tokens_per_s", tokens_per_s}, {"mfu", mfu},
-        {"step_ms", step_s * 1e3},
-        {"time_ms", {{"forward", fwd_s / interval_steps * 1e3},
-                     {"backward", bwd_s / interval_steps * 1e3},
-                     {"optimizer", opt_s / interval_steps * 1e3}}},
-        {"component_ms", component_record(model.times(), interval_steps)},
-        {"experts", expert_load_record()}};
+    nlohmann::json record = interval_record(step, result, times);
+    train_s += times.clock.seconds();
     if (eval_now) {
       last_eval = evaluate();
       record["val_loss"] = last_eval.loss;
@@ -213,26 +239,18 @@ nlohmann::json Trainer::run() {
     }
     if (s_->metrics.is_open()) s_->metrics.write(record);
     const double eta = run_clock.seconds() / (step + 1) * (c.train.steps - step - 1);
-    std::ostringstream line;
-    line << "step " << step + 1 << "/" << c.train.steps << " | loss " << std::fixed
-         << std::setprecision(4) << loss.ce << " | lr " << std::scientific
-         << std::setprecision(2) << lr << " | " << std::fixed << std::setprecision(0)
-         << tokens_per_s << " tok/s | MFU " << std::setprecision(1) << mfu * 100 << "%";
-    if (eval_now) line << " | val bpb " << std::setprecision(4) << last_eval.bpb;
-    line << " | ETA " << format_duration(eta);
-    log_.info(line.str());
-    fwd_s = bwd_s = opt_s = 0;
-    model.times().clear();
-    interval_steps = 0;
-    interval_clock.reset();
+    log_.info(progress_line(record, c.train.steps, eta));
+    s_->model->times().clear();
+    times = IntervalTimes{};
   }
-  const double total_s = run_clock.seconds();
+  const double tokens = static_cast<double>(c.data.batch_size) * c.model.seq_len * c.train.steps;
   nlohmann::json final_record = {{"final", true},
                                  {"steps", c.train.steps},
                                  {"val_loss", last_eval.loss},
                                  {"val_bpb", last_eval.bpb},
-                                 {"tokens_per_s", tokens_per_step * c.train.steps / total_s},
-                                 {"seconds", total_s}};
+                                 {"tokens_per_s", tokens / train_s},
+                                 {"peak_gflops", s_->peak_flops * 1e-9},
+                                 {"seconds", run_clock.seconds()}};
   if (mpi_.rank() == 0) std::cout << final_record.dump() << std::endl;
   return final_record;
 }

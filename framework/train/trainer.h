@@ -10,6 +10,8 @@
 
 #include "framework/config/config.h"
 #include "framework/core/log.h"
+#include "framework/core/timer.h"
+#include "models/moe_gpt/moe_gpt.h"
 #include "framework/parallel/mpi_env.h"
 
 namespace moe {
@@ -30,6 +32,20 @@ class Trainer {
 
  private:
   struct State;
+  struct StepResult {
+    LossParts loss;
+    double grad_norm = 0.0;  // before clipping
+    float lr = 0.0f;
+  };
+  // Seconds spent since the last log line, per phase.
+  struct IntervalTimes {
+    Stopwatch clock;
+    double forward = 0, backward = 0, optimizer = 0;
+    int64_t steps = 0;
+  };
+  StepResult train_step(int64_t step, IntervalTimes& times);
+  nlohmann::json interval_record(int64_t step, const StepResult& result,
+                                 const IntervalTimes& times);
   EvalResult evaluate();
   nlohmann::json expert_load_record();
   void prepare_run_dir();
