@@ -32,12 +32,19 @@ DispatchHandle LocalDispatcher::dispatch(Tensor x, std::shared_ptr<const Routing
   const int64_t c = x.cols();
   check_rows("dispatch input", x, plan->num_tokens, c);
   const int64_t s = plan->num_slots();
-  auto storage = std::make_shared<Buffer>();
+  std::shared_ptr<Buffer> storage = recycled_storage();
   Tensor rows = storage->view({s, c});  // (S, C)
   // rows[s] = x[token_of_slot[s]]
   cpu::permute_rows(x.data, plan->token_of_slot.data(), nullptr, rows.data, s, c);
   std::vector<int64_t> offsets = plan->expert_offsets;
   return DispatchHandle(std::move(plan), std::move(storage), rows, std::move(offsets), 0);
+}
+
+std::shared_ptr<Buffer> LocalDispatcher::recycled_storage() {
+  // A buffer only the pool still owns has no live handle: its rows are free to reuse.
+  for (const auto& storage : storage_pool_)
+    if (storage.use_count() == 1) return storage;
+  return storage_pool_.emplace_back(std::make_shared<Buffer>());
 }
 
 void LocalDispatcher::combine(const DispatchHandle& handle, Tensor expert_out, Tensor y) {
@@ -60,6 +67,9 @@ void LocalDispatcher::combine_backward(const DispatchHandle& handle, Tensor expe
   check_rows("combine_backward d_expert_out", d_expert_out, s, c);
 
   std::vector<float> slot_weight(static_cast<size_t>(s));  // [S] w of the slot's assignment
+  // One dot product of C per assignment (N*K*C multiply-adds): split over the threads.
+  // Each assignment writes only its own dweights entry and slot.
+#pragma omp parallel for if (plan.num_assignments() * c > (1 << 15))
   for (int64_t a = 0; a < plan.num_assignments(); ++a) {
     const int32_t slot = plan.slot[a];
     if (slot >= 0) slot_weight[slot] = plan.weight[a];
@@ -69,6 +79,7 @@ void LocalDispatcher::combine_backward(const DispatchHandle& handle, Tensor expe
     const float* g = dy.data + (a / plan.top_k) * c;
     const float* o = expert_out.data + slot * c;
     float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
     for (int64_t j = 0; j < c; ++j) acc += g[j] * o[j];
     dweights[a] = acc;
   }

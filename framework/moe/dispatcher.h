@@ -15,9 +15,10 @@
 //       dx_t = sum_k d_rows[slot(t,k)]
 //
 // All state between dispatch and combine (and their backward) travels in the
-// immutable DispatchHandle; a dispatcher keeps none, so one dispatcher serves every
-// MoE layer of a model. Only these four functions may communicate: the local
-// dispatcher never does, the all-to-all dispatchers exchange rows in the middle step.
+// immutable DispatchHandle; a dispatcher keeps none (at most it recycles row storage
+// that no live handle owns), so one dispatcher serves every MoE layer of a model.
+// Only these four functions may communicate: the local dispatcher never does, the
+// all-to-all dispatchers exchange rows in the middle step.
 
 #include <memory>
 #include <span>
@@ -90,6 +91,17 @@ class LocalDispatcher final : public Dispatcher {
   void combine_backward(const DispatchHandle& handle, Tensor expert_out, Tensor dy,
                         Tensor d_expert_out, float* dweights) override;
   void dispatch_backward(const DispatchHandle& handle, Tensor d_rows, Tensor dx) override;
+
+ private:
+  // Row storage for a new handle: one no live handle owns, else a new one.
+  std::shared_ptr<Buffer> recycled_storage();
+
+  // Every row buffer handed out so far. Not state between dispatch and combine (that
+  // is all in the handle): a cache of memory. Each MoE layer keeps its handle from
+  // forward to the next forward, so a fresh (S, C) buffer per dispatch (8 MiB in
+  // the main config) would be page-faulted and zeroed again every step; the pool
+  // settles at one buffer per MoE layer plus one.
+  std::vector<std::shared_ptr<Buffer>> storage_pool_;
 };
 
 }  // namespace moe

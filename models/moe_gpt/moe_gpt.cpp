@@ -8,7 +8,11 @@
 namespace moe {
 namespace {
 
+// out = a + b over the (N, C) residual stream: a memory-bound pass of N*C floats (1M
+// in the main config), so it is split over the threads like the other element-wise
+// kernels; the 32K-float floor is kernel_util.h's kMinParallelWork.
 void add(const float* a, const float* b, float* out, int64_t n) {
+#pragma omp parallel for simd if (n > (1 << 15))
   for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
 }
 

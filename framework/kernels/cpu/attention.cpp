@@ -2,8 +2,8 @@
 //
 // Attention is written as direct loops parallel over (b, h), not as sgemm calls:
 // the head width D is small (16-64), so each head is a string of thin (T,T,D)
-// products that OpenBLAS runs far below peak, and BLAS may not be called inside an
-// OpenMP region (its own pthread pool would oversubscribe). Every product below is
+// products that OpenBLAS runs far below peak (per-head sgemm measured 3-4x slower
+// than these loops at D = 16). Every product below is
 // in the form C[i][j] += A[i][p] * B[p][j] with j contiguous, which GCC vectorises;
 // K (forward) and V (backward) are first transposed into a per-thread (D,T) buffer
 // for the products that run over s. The head loops are templates on D so that for

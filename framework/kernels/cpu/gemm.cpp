@@ -1,8 +1,9 @@
 // Fast matmul through OpenBLAS, and the process-level BLAS/thread settings.
 //
-// This OpenBLAS is the pthread build: it runs its own thread pool, so matmul must
-// not be called from inside an OpenMP parallel region (the two pools would
-// oversubscribe the cores). Every other fast kernel uses OpenMP between GEMMs.
+// This OpenBLAS is the OpenMP build (see CMakeLists.txt): BLAS and the kernels share
+// one thread pool. Called outside a parallel region, matmul uses every thread;
+// called inside one, it runs single-threaded on the calling thread, which is how
+// GroupedExperts runs several small expert GEMMs side by side.
 
 #include <cblas.h>
 #include <omp.h>
