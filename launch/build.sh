@@ -4,4 +4,5 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${MOE_BUILD_DIR:-$root/build}
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release ${MOE_CMAKE_ARGS:-} >/dev/null
-cmake --build "$build" -j "$(nproc)"
+# Build chatter goes to stderr: stdout stays for the programs run after the build.
+cmake --build "$build" -j "$(nproc)" >&2
