@@ -1,0 +1,59 @@
+#include "framework/parallel/communicator.h"
+
+#include "framework/core/error.h"
+
+namespace moe {
+
+size_t comm_type_size(CommType type) {
+  switch (type) {
+    case CommType::kFloat32: return sizeof(float);
+    case CommType::kFloat64: return sizeof(double);
+    case CommType::kInt32: return sizeof(int32_t);
+    case CommType::kInt64: return sizeof(int64_t);
+    case CommType::kUint8: return sizeof(uint8_t);
+  }
+  MOE_FAIL("unknown CommType ", static_cast<int>(type));
+}
+
+void Communicator::check_blocks(const char* call, const char* block_name, size_t block,
+                                const char* total_name, size_t total) const {
+  const size_t n = static_cast<size_t>(size());
+  MOE_CHECK(total == n * block, call, ": ", total_name, " has ", total,
+            " elements, expected size() * ", block_name, " = ", n, " * ", block, " = ",
+            n * block);
+}
+
+namespace {
+// Sum of one count array of all_to_all_v, after checking its length and signs.
+size_t checked_total(std::span<const int64_t> counts, const char* name, int ranks) {
+  MOE_CHECK(counts.size() == static_cast<size_t>(ranks), "all_to_all_v: ", name, " has ",
+            counts.size(), " entries, expected one per rank (", ranks, ")");
+  size_t total = 0;
+  for (size_t r = 0; r < counts.size(); ++r) {
+    MOE_CHECK(counts[r] >= 0, "all_to_all_v: ", name, "[", r, "] = ", counts[r],
+              " is negative");
+    total += static_cast<size_t>(counts[r]);
+  }
+  return total;
+}
+}  // namespace
+
+void Communicator::check_all_to_all_v(size_t send_size, std::span<const int64_t> send_counts,
+                                      size_t recv_size,
+                                      std::span<const int64_t> recv_counts) const {
+  const size_t send_total = checked_total(send_counts, "send_counts", size());
+  const size_t recv_total = checked_total(recv_counts, "recv_counts", size());
+  MOE_CHECK(send_size == send_total, "all_to_all_v: send has ", send_size,
+            " elements, but send_counts sum to ", send_total);
+  MOE_CHECK(recv_size == recv_total, "all_to_all_v: recv has ", recv_size,
+            " elements, but recv_counts sum to ", recv_total);
+}
+
+void Communicator::check_all_to_all(size_t send_size, size_t recv_size) const {
+  MOE_CHECK(send_size % static_cast<size_t>(size()) == 0, "all_to_all: send has ", send_size,
+            " elements, not a multiple of size() = ", size());
+  MOE_CHECK(recv_size == send_size, "all_to_all: recv has ", recv_size,
+            " elements, expected the same as send (", send_size, ")");
+}
+
+}  // namespace moe

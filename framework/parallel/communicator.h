@@ -1,0 +1,160 @@
+#pragma once
+// Communicator: the one interface every collective of the framework goes through
+// (DESIGN.md decision 5). A communicator spans one process group (world, dp, tp, ep,
+// edp, etp, ...); ranks are numbered 0..size()-1 within the group.
+//
+// Typed spans in, typed spans out; counts are in elements, not bytes. Buffers are
+// host memory for the MPI backend (an NCCL backend for device memory implements the
+// same interface). Every call is collective over the group unless it says otherwise,
+// and every failure throws moe::Error naming the call.
+//
+//   all_reduce(data, op)                 data <- op over ranks of data (in place)
+//   all_gather(send, recv)               recv = concat over ranks r of send_r
+//                                        (recv.size() == size() * send.size())
+//   reduce_scatter(send, recv, op)       recv = block rank() of op over ranks of send
+//                                        (send.size() == size() * recv.size())
+//   all_to_all_v(send, send_counts, recv, recv_counts)
+//                                        send holds size() packed blocks, block d of
+//                                        send_counts[d] elements goes to rank d; recv
+//                                        gets block s of recv_counts[s] from rank s,
+//                                        packed in rank order. Both count arrays have
+//                                        size() entries >= 0 and the spans hold exactly
+//                                        their sums; recv_counts[s] must equal rank s's
+//                                        send_counts[rank()] (not checked: it would cost
+//                                        a message)
+//   all_to_all(send, recv)               the equal-block case (block = send.size()/size())
+//   broadcast(data, root)                data <- root's data
+//   send(data, peer, tag) / recv(data, peer, tag)   point to point, blocking
+//   barrier()
+//
+// stats() counts what this communicator moved: bytes this rank sent to other ranks
+// and the seconds spent inside calls (including waiting for slower ranks). Telemetry
+// reads and resets it (`stats() = {}`) per logging interval. Where the algorithm is
+// the library's choice, bytes_sent is the per-rank share of a bandwidth-optimal
+// algorithm, so it does not depend on the backend; with n = size(), B = bytes of
+// `data`/`send`/`recv` as named:
+//
+//   all_reduce       2 (n-1)/n B     ring: reduce-scatter then all-gather
+//   all_gather       (n-1)/n B_recv  = (n-1) B_send: every other rank gets my block
+//   reduce_scatter   (n-1)/n B_send  = (n-1) B_recv
+//   broadcast        (n-1)/n B       on every rank: the n-1 copies the job must move,
+//                                    shared evenly (a pipelined chain sends B per hop)
+//   all_to_all(_v)   exact: the blocks for ranks d != rank(); my own block stays
+//   send / recv      B on the sender, 0 on the receiver
+//   barrier          0
+//
+// n = 1 moves nothing. Integer division rounds each estimate down.
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <type_traits>
+
+namespace moe {
+
+enum class ReduceOp : uint8_t { kSum, kMax, kMin };
+
+enum class CommType : uint8_t { kFloat32, kFloat64, kInt32, kInt64, kUint8 };
+
+template <typename T>
+constexpr CommType comm_type_of() {
+  if constexpr (std::is_same_v<T, float>) return CommType::kFloat32;
+  else if constexpr (std::is_same_v<T, double>) return CommType::kFloat64;
+  else if constexpr (std::is_same_v<T, int32_t>) return CommType::kInt32;
+  else if constexpr (std::is_same_v<T, int64_t>) return CommType::kInt64;
+  else if constexpr (std::is_same_v<T, uint8_t> || std::is_same_v<T, char>)
+    return CommType::kUint8;
+  else static_assert(sizeof(T) == 0, "unsupported element type for a collective");
+}
+
+size_t comm_type_size(CommType type);
+
+struct CommStats {
+  int64_t bytes_sent = 0;  // payload this rank sent to other ranks
+  double seconds = 0.0;    // wall time inside collective calls
+  int64_t calls = 0;
+};
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+
+  template <typename T>
+  void all_reduce(std::span<T> data, ReduceOp op = ReduceOp::kSum) {
+    all_reduce_raw(data.data(), static_cast<int64_t>(data.size()), comm_type_of<T>(), op);
+  }
+  template <typename T>
+  void all_gather(std::span<const T> send, std::span<T> recv) {
+    check_blocks("all_gather", "send", send.size(), "recv", recv.size());
+    all_gather_raw(send.data(), static_cast<int64_t>(send.size()), recv.data(),
+                   comm_type_of<T>());
+  }
+  template <typename T>
+  void reduce_scatter(std::span<const T> send, std::span<T> recv,
+                      ReduceOp op = ReduceOp::kSum) {
+    check_blocks("reduce_scatter", "recv", recv.size(), "send", send.size());
+    reduce_scatter_raw(send.data(), recv.data(), static_cast<int64_t>(recv.size()),
+                       comm_type_of<T>(), op);
+  }
+  template <typename T>
+  void all_to_all_v(std::span<const T> send, std::span<const int64_t> send_counts,
+                    std::span<T> recv, std::span<const int64_t> recv_counts) {
+    check_all_to_all_v(send.size(), send_counts, recv.size(), recv_counts);
+    all_to_all_v_raw(send.data(), send_counts.data(), recv.data(), recv_counts.data(),
+                     comm_type_of<T>());
+  }
+  template <typename T>
+  void all_to_all(std::span<const T> send, std::span<T> recv) {
+    check_all_to_all(send.size(), recv.size());
+    all_to_all_raw(send.data(), recv.data(), static_cast<int64_t>(send.size()) / size(),
+                   comm_type_of<T>());
+  }
+  template <typename T>
+  void broadcast(std::span<T> data, int root) {
+    broadcast_raw(data.data(), static_cast<int64_t>(data.size()), comm_type_of<T>(), root);
+  }
+  template <typename T>
+  void send(std::span<const T> data, int peer, int tag = 0) {
+    send_raw(data.data(), static_cast<int64_t>(data.size()), comm_type_of<T>(), peer, tag);
+  }
+  template <typename T>
+  void recv(std::span<T> data, int peer, int tag = 0) {
+    recv_raw(data.data(), static_cast<int64_t>(data.size()), comm_type_of<T>(), peer, tag);
+  }
+  virtual void barrier() = 0;
+
+  CommStats& stats() { return stats_; }
+  const CommStats& stats() const { return stats_; }
+
+ protected:
+  virtual void all_reduce_raw(void* data, int64_t count, CommType type, ReduceOp op) = 0;
+  virtual void all_gather_raw(const void* send, int64_t count, void* recv,
+                              CommType type) = 0;
+  virtual void reduce_scatter_raw(const void* send, void* recv, int64_t recv_count,
+                                  CommType type, ReduceOp op) = 0;
+  virtual void all_to_all_v_raw(const void* send, const int64_t* send_counts, void* recv,
+                                const int64_t* recv_counts, CommType type) = 0;
+  virtual void all_to_all_raw(const void* send, void* recv, int64_t block,
+                              CommType type) = 0;
+  virtual void broadcast_raw(void* data, int64_t count, CommType type, int root) = 0;
+  virtual void send_raw(const void* data, int64_t count, CommType type, int peer,
+                        int tag) = 0;
+  virtual void recv_raw(void* data, int64_t count, CommType type, int peer, int tag) = 0;
+
+  CommStats stats_;
+
+ private:
+  // Size checks shared by every backend; they throw moe::Error naming the call and
+  // the sizes before anything is sent. check_blocks: total == size() * block.
+  void check_blocks(const char* call, const char* block_name, size_t block,
+                    const char* total_name, size_t total) const;
+  void check_all_to_all_v(size_t send_size, std::span<const int64_t> send_counts,
+                          size_t recv_size, std::span<const int64_t> recv_counts) const;
+  void check_all_to_all(size_t send_size, size_t recv_size) const;
+};
+
+}  // namespace moe

@@ -1,0 +1,193 @@
+#include "framework/parallel/mpi_communicator.h"
+
+#include <climits>
+#include <vector>
+
+#include "framework/core/timer.h"
+#include "framework/parallel/mpi_env.h"
+
+namespace moe {
+namespace {
+
+MPI_Datatype mpi_type(CommType type) {
+  switch (type) {
+    case CommType::kFloat32: return MPI_FLOAT;
+    case CommType::kFloat64: return MPI_DOUBLE;
+    case CommType::kInt32: return MPI_INT32_T;
+    case CommType::kInt64: return MPI_INT64_T;
+    case CommType::kUint8: return MPI_UINT8_T;
+  }
+  MOE_FAIL("unknown CommType ", static_cast<int>(type));
+}
+
+MPI_Op mpi_op(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum: return MPI_SUM;
+    case ReduceOp::kMax: return MPI_MAX;
+    case ReduceOp::kMin: return MPI_MIN;
+  }
+  MOE_FAIL("unknown ReduceOp ", static_cast<int>(op));
+}
+
+// MPI 3.1 counts are int: refuse what does not fit rather than wrap around.
+int int_count(int64_t count, const char* call, const char* what) {
+  MOE_CHECK(count >= 0 && count <= INT_MAX, call, ": ", what, " of ", count,
+            " elements does not fit MPI's int count (max ", INT_MAX,
+            "); split the call");
+  return static_cast<int>(count);
+}
+
+// int counts and displacements (prefix sums) of one side of an all_to_all_v.
+void int_counts(const int64_t* counts, int n, const char* what, std::vector<int>& out_counts,
+                std::vector<int>& out_displs) {
+  out_counts.resize(static_cast<size_t>(n));
+  out_displs.resize(static_cast<size_t>(n));
+  int64_t offset = 0;
+  for (int r = 0; r < n; ++r) {
+    out_displs[r] = int_count(offset, "all_to_all_v", what);
+    out_counts[r] = int_count(counts[r], "all_to_all_v", what);
+    offset += counts[r];
+  }
+}
+
+}  // namespace
+
+MpiCommunicator::MpiCommunicator(MPI_Comm comm) {
+  MPI_Comm owned = MPI_COMM_NULL;
+  MPI_CHECK(MPI_Comm_dup(comm, &owned));
+  adopt(owned);
+}
+
+MpiCommunicator::MpiCommunicator(MPI_Comm owned, Adopt) { adopt(owned); }
+
+std::unique_ptr<MpiCommunicator> MpiCommunicator::split(const MpiCommunicator& parent,
+                                                        int color, int key) {
+  MOE_CHECK(color >= 0, "MpiCommunicator::split: color ", color, " must be >= 0");
+  MPI_Comm owned = MPI_COMM_NULL;
+  MPI_CHECK(MPI_Comm_split(parent.comm_, color, key, &owned));
+  return std::unique_ptr<MpiCommunicator>(new MpiCommunicator(owned, Adopt{}));
+}
+
+// The constructors' common part. Split and dup'ed communicators inherit the parent's
+// error handler, but the parent may be a user's MPI_COMM_WORLD with the default
+// (abort); set it explicitly. Frees `owned` if a query fails (no destructor runs then).
+void MpiCommunicator::adopt(MPI_Comm owned) {
+  comm_ = owned;
+  try {
+    MPI_CHECK(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
+    MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
+    MPI_CHECK(MPI_Comm_size(comm_, &size_));
+  } catch (...) {
+    MPI_Comm_free(&comm_);
+    throw;
+  }
+}
+
+MpiCommunicator::~MpiCommunicator() {
+  // After MPI_Finalize nothing may be called (and the handle is gone with MPI anyway).
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized && comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+}
+
+void MpiCommunicator::barrier() {
+  ScopedTimer timer(stats_.seconds);
+  ++stats_.calls;
+  MPI_CHECK(MPI_Barrier(comm_));
+}
+
+void MpiCommunicator::all_reduce_raw(void* data, int64_t count, CommType type, ReduceOp op) {
+  ScopedTimer timer(stats_.seconds);
+  ++stats_.calls;
+  const int n = int_count(count, "all_reduce", "data");
+  MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data, n, mpi_type(type), mpi_op(op), comm_));
+  const int64_t bytes = count * static_cast<int64_t>(comm_type_size(type));
+  stats_.bytes_sent += 2 * (size_ - 1) * bytes / size_;  // ring estimate
+}
+
+void MpiCommunicator::all_gather_raw(const void* send, int64_t count, void* recv,
+                                     CommType type) {
+  ScopedTimer timer(stats_.seconds);
+  ++stats_.calls;
+  const int n = int_count(count, "all_gather", "send");
+  int_count(count * size_, "all_gather", "recv");  // MPI addresses recv with int too
+  const MPI_Datatype t = mpi_type(type);
+  MPI_CHECK(MPI_Allgather(send, n, t, recv, n, t, comm_));
+  stats_.bytes_sent += (size_ - 1) * count * static_cast<int64_t>(comm_type_size(type));
+}
+
+void MpiCommunicator::reduce_scatter_raw(const void* send, void* recv, int64_t recv_count,
+                                         CommType type, ReduceOp op) {
+  ScopedTimer timer(stats_.seconds);
+  ++stats_.calls;
+  const int n = int_count(recv_count, "reduce_scatter", "recv");
+  int_count(recv_count * size_, "reduce_scatter", "send");
+  MPI_CHECK(MPI_Reduce_scatter_block(send, recv, n, mpi_type(type), mpi_op(op), comm_));
+  stats_.bytes_sent += (size_ - 1) * recv_count * static_cast<int64_t>(comm_type_size(type));
+}
+
+void MpiCommunicator::all_to_all_v_raw(const void* send, const int64_t* send_counts,
+                                       void* recv, const int64_t* recv_counts,
+                                       CommType type) {
+  ScopedTimer timer(stats_.seconds);
+  ++stats_.calls;
+  std::vector<int> sc, sd, rc, rd;  // (size) counts and displacements in elements
+  int_counts(send_counts, size_, "send block (or its offset)", sc, sd);
+  int_counts(recv_counts, size_, "recv block (or its offset)", rc, rd);
+  const MPI_Datatype t = mpi_type(type);
+  MPI_CHECK(MPI_Alltoallv(send, sc.data(), sd.data(), t, recv, rc.data(), rd.data(), t,
+                          comm_));
+  int64_t sent = 0;
+  for (int d = 0; d < size_; ++d) sent += d == rank_ ? 0 : send_counts[d];
+  stats_.bytes_sent += sent * static_cast<int64_t>(comm_type_size(type));
+}
+
+void MpiCommunicator::all_to_all_raw(const void* send, void* recv, int64_t block,
+                                     CommType type) {
+  ScopedTimer timer(stats_.seconds);
+  ++stats_.calls;
+  const int n = int_count(block, "all_to_all", "block");
+  int_count(block * size_, "all_to_all", "send");
+  const MPI_Datatype t = mpi_type(type);
+  MPI_CHECK(MPI_Alltoall(send, n, t, recv, n, t, comm_));
+  stats_.bytes_sent += (size_ - 1) * block * static_cast<int64_t>(comm_type_size(type));
+}
+
+void MpiCommunicator::broadcast_raw(void* data, int64_t count, CommType type, int root) {
+  ScopedTimer timer(stats_.seconds);
+  ++stats_.calls;
+  MOE_CHECK(root >= 0 && root < size_, "broadcast: root ", root, " is not a rank of this ",
+            size_, "-rank communicator");
+  const int n = int_count(count, "broadcast", "data");
+  MPI_CHECK(MPI_Bcast(data, n, mpi_type(type), root, comm_));
+  const int64_t bytes = count * static_cast<int64_t>(comm_type_size(type));
+  stats_.bytes_sent += (size_ - 1) * bytes / size_;  // the job's n-1 copies, shared
+}
+
+void MpiCommunicator::send_raw(const void* data, int64_t count, CommType type, int peer,
+                               int tag) {
+  ScopedTimer timer(stats_.seconds);
+  ++stats_.calls;
+  MOE_CHECK(peer >= 0 && peer < size_, "send: peer ", peer, " is not a rank of this ",
+            size_, "-rank communicator");
+  const int n = int_count(count, "send", "data");
+  MPI_CHECK(MPI_Send(data, n, mpi_type(type), peer, tag, comm_));
+  if (peer != rank_) stats_.bytes_sent += count * static_cast<int64_t>(comm_type_size(type));
+}
+
+void MpiCommunicator::recv_raw(void* data, int64_t count, CommType type, int peer, int tag) {
+  ScopedTimer timer(stats_.seconds);
+  ++stats_.calls;
+  MOE_CHECK(peer >= 0 && peer < size_, "recv: peer ", peer, " is not a rank of this ",
+            size_, "-rank communicator");
+  const int n = int_count(count, "recv", "data");
+  const MPI_Datatype t = mpi_type(type);
+  MPI_Status status;
+  MPI_CHECK(MPI_Recv(data, n, t, peer, tag, comm_, &status));
+  int received = 0;
+  MPI_CHECK(MPI_Get_count(&status, t, &received));
+  MOE_CHECK(received == n, "recv: got ", received, " elements from rank ", peer,
+            ", expected ", n);
+}
+
+}  // namespace moe
