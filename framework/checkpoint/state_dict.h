@@ -10,6 +10,7 @@
 #include <string>
 
 #include "framework/checkpoint/h5_file.h"
+#include "framework/parallel/communicator.h"
 #include "framework/tensor/param_store.h"
 
 namespace moe {
@@ -23,5 +24,14 @@ void save_params(H5File& file, const std::string& group, const ParamStore& store
 // file, or stored with another shape, is a user error naming the parameter and the
 // file; datasets in the group that the store does not know are ignored.
 void load_params(const H5File& file, const std::string& group, ParamStore& store);
+
+// Writes the logical value of every parameter to "<group>/<name>" of `path` from ep rank
+// 0 of the ep group `ep` (the writer): the other ep ranks send it their expert blocks
+// (contiguous along the expert axis, in ep order, ExpertPlacement). Collective over
+// `ep`; call it on one ep group (the writer's), whose every rank holds all
+// non-expert parameters whole. A gather through one rank: the final-weights file of a
+// run, until checkpoints write their hyperslabs collectively with MPI-IO.
+void save_params_gathered(const std::string& path, const std::string& group,
+                          const ParamStore& store, Communicator& ep);
 
 }  // namespace moe

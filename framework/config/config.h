@@ -36,7 +36,7 @@ struct MoeConfig {
   float z_loss = 0.001f;           // router z-loss coefficient
   bool bias_balance = false;       // DeepSeek-V3 aux-loss-free bias balancing
   float bias_update_rate = 1e-3f;  // gamma of the bias update
-  std::string dispatcher = "local";  // local (flat, two_level, auto come with MPI)
+  std::string dispatcher = "auto";   // auto, local, flat (two_level comes later)
   std::string routing = "topk";      // topk (bilevel to come)
   int max_nodes_per_token = 0;       // 0 = unlimited
   float locality_loss = 0.0f;
@@ -76,6 +76,7 @@ struct RunConfig {
   std::string resume;              // "", "auto" or a checkpoint path
   std::string init_from;           // checkpoint whose weights initialise the model
   bool overwrite = false;          // allow a run.dir that already holds a run
+  bool save_model = true;          // final weights to <run.dir>/model.h5
 };
 
 struct CheckpointConfig {
@@ -86,6 +87,7 @@ struct CheckpointConfig {
 struct ParallelConfig {
   int dp = 1, tp = 1, ep = 1, etp = 1;
   int ranks_per_node = 0;          // 0 = discovered from MPI
+  float grad_bucket_mb = 25.0f;    // gradient all-reduce bucket, MiB
 };
 
 struct Config {

@@ -183,7 +183,7 @@ std::vector<OptionDef> moe_options() {
     option(&C::moe, &MoeConfig::bias_update_rate, "moe.bias_update_rate",
            "step gamma of the bias update (>= 0)"),
     option(&C::moe, &MoeConfig::dispatcher, "moe.dispatcher",
-           "token dispatcher: local (flat, two_level, auto need the distributed runtime)"),
+           "token dispatcher: auto (local when parallel.ep = 1, else flat), local, flat"),
     option(&C::moe, &MoeConfig::routing, "moe.routing", "routing: topk"),
     option(&C::moe, &MoeConfig::max_nodes_per_token, "moe.max_nodes_per_token",
            "node-limited routing: nodes a token may reach (>= 0; 0 = unlimited)"),
@@ -256,6 +256,8 @@ std::vector<OptionDef> run_options() {
            "checkpoint whose weights initialise the model; empty = random init"),
     option(&C::run, &RunConfig::overwrite, "run.overwrite",
            "allow a run.dir that already holds a run"),
+    option(&C::run, &RunConfig::save_model, "run.save_model",
+           "write the final weights to <run.dir>/model.h5"),
   };
 }
 
@@ -282,6 +284,8 @@ std::vector<OptionDef> parallel_options() {
            "tensor-parallel size inside each expert (> 0)"),
     option(&C::parallel, &ParallelConfig::ranks_per_node, "parallel.ranks_per_node",
            "ranks per node (>= 0; 0 = discovered from MPI)"),
+    option(&C::parallel, &ParallelConfig::grad_bucket_mb, "parallel.grad_bucket_mb",
+           "gradient all-reduce bucket size in MiB (> 0)"),
   };
 }
 

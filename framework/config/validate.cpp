@@ -65,11 +65,11 @@ void validate_moe(const MoeConfig& e, const ParallelConfig& p) {
   require_non_negative("moe.bias_update_rate", e.bias_update_rate);
   require_non_negative("moe.max_nodes_per_token", e.max_nodes_per_token);
   require_non_negative("moe.locality_loss", e.locality_loss);
-  if (e.dispatcher == "flat" || e.dispatcher == "two_level" || e.dispatcher == "auto")
-    MOE_USER_FAIL("moe.dispatcher: '", e.dispatcher,
-                  "' needs the distributed runtime, which is not built yet (use local)");
-  MOE_USER_CHECK(e.dispatcher == "local", "moe.dispatcher: '", e.dispatcher,
-                 "' is not a dispatcher (known: local, flat, two_level, auto)");
+  if (e.dispatcher == "two_level")
+    MOE_USER_FAIL("moe.dispatcher: 'two_level' is not available yet (use flat or auto)");
+  MOE_USER_CHECK(e.dispatcher == "local" || e.dispatcher == "flat" || e.dispatcher == "auto",
+                 "moe.dispatcher: '", e.dispatcher,
+                 "' is not a dispatcher (known: auto, local, flat, two_level)");
   MOE_USER_CHECK(e.dispatcher != "local" || p.ep == 1, "moe.dispatcher: local keeps every "
                  "expert on its rank and needs parallel.ep = 1, not ", p.ep);
   MOE_USER_CHECK(e.routing == "topk", "moe.routing: '", e.routing,
@@ -98,6 +98,12 @@ void validate_parallel(const Config& c) {
   require_positive("parallel.ep", p.ep);
   require_positive("parallel.etp", p.etp);
   require_non_negative("parallel.ranks_per_node", p.ranks_per_node);
+  MOE_USER_CHECK(p.grad_bucket_mb > 0.0f, "parallel.grad_bucket_mb: ", p.grad_bucket_mb,
+                 " must be > 0");
+  MOE_USER_CHECK(p.tp == 1, "parallel.tp: ", p.tp,
+                 " is not available yet (tensor parallelism is not built; use 1)");
+  MOE_USER_CHECK(p.etp == 1, "parallel.etp: ", p.etp,
+                 " is not available yet (expert-tensor parallelism is not built; use 1)");
   // Folding: dense layers use world = dp * tp, MoE layers world = edp * ep * etp.
   MOE_USER_CHECK((p.dp * p.tp) % (p.ep * p.etp) == 0, "parallel.ep * parallel.etp: ",
                  p.ep * p.etp, " must divide parallel.dp * parallel.tp = ", p.dp * p.tp);

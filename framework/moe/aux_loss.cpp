@@ -31,11 +31,23 @@ double switch_aux_loss(const float* probs, const int64_t* counts, int64_t num_to
   return alpha * static_cast<double>(num_experts) * loss;
 }
 
+double switch_aux_loss_global(const double* prob_sums, const int64_t* counts,
+                              int64_t counted_tokens, int64_t num_experts, int64_t top_k,
+                              float alpha) {
+  if (counted_tokens == 0) return 0.0;
+  const double n = static_cast<double>(counted_tokens);
+  double loss = 0.0;
+  for (int64_t e = 0; e < num_experts; ++e)
+    loss += (static_cast<double>(counts[e]) / (n * top_k)) * (prob_sums[e] / n);  // f_e P_e
+  return alpha * static_cast<double>(num_experts) * loss;
+}
+
 void switch_aux_loss_backward(const int64_t* counts, int64_t num_tokens,
                               int64_t num_experts, int64_t top_k, float alpha,
-                              float scale, float* dprobs) {
+                              float scale, float* dprobs, int64_t counted_tokens) {
   if (num_tokens == 0) return;
-  const double n_assign = static_cast<double>(num_tokens * top_k);
+  if (counted_tokens < 0) counted_tokens = num_tokens;
+  const double n_assign = static_cast<double>(counted_tokens * top_k);
   for (int64_t e = 0; e < num_experts; ++e) {
     // scale * alpha * E * f_e / N, the same for every token
     const float g = static_cast<float>(scale * alpha * static_cast<double>(num_experts) *

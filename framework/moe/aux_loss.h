@@ -15,6 +15,14 @@
 //
 // Values are returned in double; gradients accumulate (+=) `scale` times the
 // derivative, scale being the weight of the loss in the total (1 in a plain step).
+//
+// Data parallelism: the balance loss is that of the global batch of N_g tokens, so f_e
+// comes from the global counts and P_e from the global sum of p (switch_aux_loss_global).
+// Each rank's gradients are averaged over the D = N_g / N data-parallel ranks, so a rank
+// contributes D times the true derivative for its own tokens:
+//   D * alpha * E * f_e / N_g = alpha * E * f_e / N
+// which is switch_aux_loss_backward with the global counts, counted_tokens = N_g and the
+// local num_tokens = N. L_z is a mean over tokens: local values average to the global.
 
 #include <cstdint>
 
@@ -23,10 +31,16 @@ namespace moe {
 // probs (N, E) softmax of the router logits; counts [E] assignments before dropping.
 double switch_aux_loss(const float* probs, const int64_t* counts, int64_t num_tokens,
                        int64_t num_experts, int64_t top_k, float alpha);
-// dprobs (N, E) += scale * dL_aux/dp
+// L_aux of a global batch of counted_tokens tokens from prob_sums [E] = sum_t p_{t,e}
+// and counts [E] (assignments before dropping), both summed over the batch.
+double switch_aux_loss_global(const double* prob_sums, const int64_t* counts,
+                              int64_t counted_tokens, int64_t num_experts, int64_t top_k,
+                              float alpha);
+// dprobs (N, E) += scale * alpha * E * f_e / N with f_e = counts_e / (counted_tokens * K);
+// counted_tokens < 0 means N (the counts are this batch's own).
 void switch_aux_loss_backward(const int64_t* counts, int64_t num_tokens,
                               int64_t num_experts, int64_t top_k, float alpha,
-                              float scale, float* dprobs);
+                              float scale, float* dprobs, int64_t counted_tokens = -1);
 
 // logits (N, E) router logits.
 double router_z_loss(const float* logits, int64_t num_tokens, int64_t num_experts,

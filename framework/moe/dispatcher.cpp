@@ -32,7 +32,7 @@ DispatchHandle LocalDispatcher::dispatch(Tensor x, std::shared_ptr<const Routing
   const int64_t c = x.cols();
   check_rows("dispatch input", x, plan->num_tokens, c);
   const int64_t s = plan->num_slots();
-  std::shared_ptr<Buffer> storage = recycled_storage();
+  std::shared_ptr<Buffer> storage = storage_.acquire();
   Tensor rows = storage->view({s, c});  // (S, C)
   // rows[s] = x[token_of_slot[s]]
   cpu::permute_rows(x.data, plan->token_of_slot.data(), nullptr, rows.data, s, c);
@@ -40,11 +40,11 @@ DispatchHandle LocalDispatcher::dispatch(Tensor x, std::shared_ptr<const Routing
   return DispatchHandle(std::move(plan), std::move(storage), rows, std::move(offsets), 0);
 }
 
-std::shared_ptr<Buffer> LocalDispatcher::recycled_storage() {
+std::shared_ptr<Buffer> RowStoragePool::acquire() {
   // A buffer only the pool still owns has no live handle: its rows are free to reuse.
-  for (const auto& storage : storage_pool_)
+  for (const auto& storage : pool_)
     if (storage.use_count() == 1) return storage;
-  return storage_pool_.emplace_back(std::make_shared<Buffer>());
+  return pool_.emplace_back(std::make_shared<Buffer>());
 }
 
 void LocalDispatcher::combine(const DispatchHandle& handle, Tensor expert_out, Tensor y) {
@@ -66,6 +66,13 @@ void LocalDispatcher::combine_backward(const DispatchHandle& handle, Tensor expe
   check_rows("combine_backward expert_out", expert_out, s, c);
   check_rows("combine_backward d_expert_out", d_expert_out, s, c);
 
+  combine_backward_slots(plan, expert_out.data, dy.data, d_expert_out.data, dweights, c);
+}
+
+void combine_backward_slots(const RoutingPlan& plan, const float* slot_out, const float* dy,
+                            float* d_slot_out, float* dweights, int64_t cols) {
+  const int64_t c = cols;
+  const int64_t s = plan.num_slots();
   std::vector<float> slot_weight(static_cast<size_t>(s));  // [S] w of the slot's assignment
   // One dot product of C per assignment (N*K*C multiply-adds): split over the threads.
   // Each assignment writes only its own dweights entry and slot.
@@ -75,17 +82,16 @@ void LocalDispatcher::combine_backward(const DispatchHandle& handle, Tensor expe
     if (slot >= 0) slot_weight[slot] = plan.weight[a];
     dweights[a] = 0.0f;
     if (slot < 0) continue;
-    // dweights_{t,k} = <dy_t, expert_out[slot]>
-    const float* g = dy.data + (a / plan.top_k) * c;
-    const float* o = expert_out.data + slot * c;
+    // dweights_{t,k} = <dy_t, slot_out[slot]>
+    const float* g = dy + (a / plan.top_k) * c;
+    const float* o = slot_out + slot * c;
     float acc = 0.0f;
 #pragma omp simd reduction(+ : acc)
     for (int64_t j = 0; j < c; ++j) acc += g[j] * o[j];
     dweights[a] = acc;
   }
-  // d_expert_out[s] = w_s dy[token_of_slot[s]]
-  cpu::permute_rows(dy.data, plan.token_of_slot.data(), slot_weight.data(),
-                    d_expert_out.data, s, c);
+  // d_slot_out[s] = w_s dy[token_of_slot[s]]
+  cpu::permute_rows(dy, plan.token_of_slot.data(), slot_weight.data(), d_slot_out, s, c);
 }
 
 void LocalDispatcher::dispatch_backward(const DispatchHandle& handle, Tensor d_rows,

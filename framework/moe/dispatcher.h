@@ -82,6 +82,27 @@ class Dispatcher {
                                  Tensor dx) = 0;
 };
 
+// Row storage for handles. Not state between dispatch and combine (that is all in the
+// handle): a cache of memory. Each MoE layer keeps its handle from forward to the next
+// forward, so a fresh (S, C) buffer per dispatch (8 MiB in the main config) would be
+// page-faulted and zeroed again every step; the pool settles at one buffer per MoE
+// layer plus one.
+class RowStoragePool {
+ public:
+  // A buffer no live handle owns, else a new one.
+  std::shared_ptr<Buffer> acquire();
+
+ private:
+  std::vector<std::shared_ptr<Buffer>> pool_;
+};
+
+// The combine backward of one rank's tokens, given the expert outputs in the rows of
+// the plan's slots: slot_out (S, C) with S = plan.num_slots(); dy (N, C).
+//   dweights_{t,k} = <dy_t, slot_out[slot(t,k)]>   (0 for dropped assignments)
+//   d_slot_out[s] = w_s dy[token_of_slot[s]]      (S, C) overwritten
+void combine_backward_slots(const RoutingPlan& plan, const float* slot_out, const float* dy,
+                            float* d_slot_out, float* dweights, int64_t cols);
+
 // Every expert on this rank, no communication: the oracle the others are tested
 // against.
 class LocalDispatcher final : public Dispatcher {
@@ -93,15 +114,7 @@ class LocalDispatcher final : public Dispatcher {
   void dispatch_backward(const DispatchHandle& handle, Tensor d_rows, Tensor dx) override;
 
  private:
-  // Row storage for a new handle: one no live handle owns, else a new one.
-  std::shared_ptr<Buffer> recycled_storage();
-
-  // Every row buffer handed out so far. Not state between dispatch and combine (that
-  // is all in the handle): a cache of memory. Each MoE layer keeps its handle from
-  // forward to the next forward, so a fresh (S, C) buffer per dispatch (8 MiB in
-  // the main config) would be page-faulted and zeroed again every step; the pool
-  // settles at one buffer per MoE layer plus one.
-  std::vector<std::shared_ptr<Buffer>> storage_pool_;
+  RowStoragePool storage_;
 };
 
 }  // namespace moe

@@ -52,19 +52,32 @@ void for_each_expert(const ExpertOrder& order, Fn fn) {
 
 }  // namespace
 
+namespace {
+
+// The block of experts `placement` puts on this rank, of a (E, rows, cols) tensor.
+Param& add_expert_param(ParamStore& store, std::string name, int64_t rows, int64_t cols,
+                        const ExpertPlacement& placement, float std) {
+  ParamSpec spec{std::move(name), Shape{placement.num_experts, rows, cols}, Shard::kExpert,
+                 Init::normal(std)};
+  return store.add_shard(std::move(spec), Shape{placement.num_local(), rows, cols},
+                         {placement.first_local(), 0, 0});
+}
+
+}  // namespace
+
 GroupedExperts::GroupedExperts(ParamStore& store, const std::string& prefix, int64_t width,
-                               int64_t hidden, int64_t num_experts, float init_std,
-                               float out_std)
-    : w_gate_(store.add({prefix + ".experts.w_gate", Shape{num_experts, hidden, width},
-                         Shard::kExpert, Init::normal(init_std)})),
-      w_up_(store.add({prefix + ".experts.w_up", Shape{num_experts, hidden, width},
-                       Shard::kExpert, Init::normal(init_std)})),
-      w_down_(store.add({prefix + ".experts.w_down", Shape{num_experts, width, hidden},
-                         Shard::kExpert, Init::normal(out_std)})),
+                               int64_t hidden, const ExpertPlacement& placement,
+                               float init_std, float out_std)
+    : w_gate_(add_expert_param(store, prefix + ".experts.w_gate", hidden, width, placement,
+                               init_std)),
+      w_up_(add_expert_param(store, prefix + ".experts.w_up", hidden, width, placement,
+                             init_std)),
+      w_down_(add_expert_param(store, prefix + ".experts.w_down", width, hidden, placement,
+                               out_std)),
       width_(width),
       hidden_(hidden),
-      first_expert_(0),
-      num_local_(num_experts) {}
+      first_expert_(placement.first_local()),
+      num_local_(placement.num_local()) {}
 
 Tensor GroupedExperts::forward(Tensor x, std::span<const int64_t> offsets) {
   const int64_t s = x.rows();

@@ -9,13 +9,14 @@
 // The input is the expert-ordered buffer of a dispatch: rows [off[i], off[i+1]) belong
 // to local expert i, so each expert runs one GEMM chain on contiguous rows and empty
 // experts cost nothing. This rank holds experts [first_expert, first_expert +
-// num_local_experts); for now that is all E of them.
+// num_local_experts) as the placement says: the local block of each (E, ., .) tensor.
 // Layer conventions as in framework/nn/linear.h.
 
 #include <span>
 #include <string>
 #include <vector>
 
+#include "framework/moe/placement.h"
 #include "framework/tensor/param_store.h"
 
 namespace moe {
@@ -23,7 +24,8 @@ namespace moe {
 class GroupedExperts {
  public:
   GroupedExperts(ParamStore& store, const std::string& prefix, int64_t width,
-                 int64_t hidden, int64_t num_experts, float init_std, float out_std);
+                 int64_t hidden, const ExpertPlacement& placement, float init_std,
+                 float out_std);
 
   // x (S, C); offsets [num_local_experts + 1] with offsets.back() == S. Returns (S, C).
   Tensor forward(Tensor x, std::span<const int64_t> offsets);

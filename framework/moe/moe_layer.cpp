@@ -23,16 +23,21 @@ std::unique_ptr<SwiGLUMlp> make_shared_experts(ParamStore& store, const std::str
 
 MoELayer::MoELayer(ParamStore& store, const std::string& prefix, int64_t width,
                    const MoeConfig& config, float init_std, float out_std,
-                   Dispatcher& dispatcher)
+                   const MoeRuntime& runtime)
     : config_(config),
       width_(width),
-      dispatcher_(dispatcher),
+      runtime_(runtime),
       router_(store, prefix, width, config.num_experts, config.top_k, config.renormalize,
               init_std),
-      experts_(store, prefix, width, config.expert_ffn, config.num_experts, init_std,
+      experts_(store, prefix, width, config.expert_ffn, runtime.placement, init_std,
                out_std),
       shared_(make_shared_experts(store, prefix, width, config, init_std, out_std)),
-      bias_(static_cast<size_t>(config.num_experts), 0.0f) {}
+      bias_(static_cast<size_t>(config.num_experts), 0.0f) {
+  MOE_CHECK(runtime.dispatcher != nullptr, "MoE layer ", prefix, ": no dispatcher");
+  MOE_CHECK(runtime.placement.num_experts == config.num_experts, "MoE layer ", prefix,
+            ": placement of ", runtime.placement.num_experts, " experts, config has ",
+            config.num_experts);
+}
 
 Tensor MoELayer::forward(Tensor u) {
   const int64_t n = u.rows();
@@ -49,18 +54,19 @@ Tensor MoELayer::forward(Tensor u) {
   // route
   const RouterOutput r = router_.forward(u, bias, fixed);
   last_experts_.assign(r.experts.begin(), r.experts.end());
-  // plan
-  auto plan = std::make_shared<const RoutingPlan>(build_routing_plan(
-      r.experts, r.weights, n, k, e, expert_capacity(config_.capacity_factor, n, k, e)));
-  aux_loss_ = switch_aux_loss(r.probs.data, plan->counts_before.data(), n, e, k,
-                              config_.aux_loss);
-  z_loss_ = router_z_loss(r.logits.data, n, e, config_.z_loss);
-  compute_stats(*plan);
+  // plan: capacity and admission of the global batch
+  const std::vector<int64_t> ahead = gather_choice_counts(r.experts, n);
+  const int64_t capacity = expert_capacity(config_.capacity_factor, global_tokens_, k, e);
+  auto plan = std::make_shared<const RoutingPlan>(
+      build_routing_plan(r.experts, r.weights, n, k, e, capacity, ahead));
+  compute_losses(r, n);
+  compute_stats(capacity);
   // dispatch -> experts -> combine
-  handle_.emplace(dispatcher_.dispatch(u, std::move(plan)));
+  Dispatcher& dispatcher = *runtime_.dispatcher;
+  handle_.emplace(dispatcher.dispatch(u, std::move(plan)));
   expert_out_ = experts_.forward(handle_->rows(), handle_->expert_offsets());
   Tensor y = y_.view({n, width_});
-  dispatcher_.combine(*handle_, expert_out_, y);
+  dispatcher.combine(*handle_, expert_out_, y);
   // shared experts see every token
   if (shared_) {
     const Tensor ys = shared_->forward(u);
@@ -79,18 +85,20 @@ Tensor MoELayer::backward(Tensor dy, float aux_scale) {
   // combine -> experts -> dispatch, reversed
   Tensor d_expert_out = d_expert_out_.view(expert_out_.shape);
   dweights_.resize(static_cast<size_t>(n * k));
-  dispatcher_.combine_backward(*handle_, expert_out_, dy, d_expert_out, dweights_.data());
+  Dispatcher& dispatcher = *runtime_.dispatcher;
+  dispatcher.combine_backward(*handle_, expert_out_, dy, d_expert_out, dweights_.data());
   const Tensor d_rows = experts_.backward(d_expert_out);
   Tensor du = du_.view({n, width_});
-  dispatcher_.dispatch_backward(*handle_, d_rows, du);
+  dispatcher.dispatch_backward(*handle_, d_rows, du);
 
   // router: combine weights + aux loss (on p) + z-loss (on the logits)
   Tensor dprobs = dprobs_.view({n, e});
   Tensor dlogits = dlogits_.view({n, e});
   dprobs_.zero();
   dlogits_.zero();
-  switch_aux_loss_backward(plan.counts_before.data(), n, e, k, config_.aux_loss, aux_scale,
-                           dprobs.data);
+  // global f_e; each rank's gradient is later averaged over the token group
+  switch_aux_loss_backward(global_counts_.data(), n, e, k, config_.aux_loss, aux_scale,
+                           dprobs.data, global_tokens_);
   router_z_loss_backward(router_.logits().data, router_.probs().data, n, e, config_.z_loss,
                          aux_scale, dlogits.data);
   const Tensor du_router = router_.backward(dweights_.data(), dprobs.data, dlogits.data);
@@ -103,16 +111,61 @@ Tensor MoELayer::backward(Tensor dy, float aux_scale) {
   return du;
 }
 
-void MoELayer::compute_stats(const RoutingPlan& plan) {
-  stats_.assigned = plan.counts_before;
-  stats_.kept = plan.counts_after;
-  const int64_t total = plan.num_assignments();
-  const int64_t max_load = *std::max_element(plan.counts_before.begin(),
-                                             plan.counts_before.end());
-  const double mean_load = static_cast<double>(total) / static_cast<double>(plan.num_experts);
+std::vector<int64_t> MoELayer::gather_choice_counts(std::span<const int32_t> experts,
+                                                    int64_t n) {
+  const int64_t e = config_.num_experts, k = config_.top_k;
+  const std::vector<int64_t> counts = choice_counts(experts, n, k, e);  // [K, E]
+  Communicator* tokens = runtime_.tokens;
+  const int ranks = tokens ? tokens->size() : 1;
+  std::vector<int64_t> all_counts = counts;  // [R, K, E]
+  if (ranks > 1) {
+    all_counts.resize(static_cast<size_t>(ranks * k * e));
+    tokens->all_gather<int64_t>(counts, all_counts);
+  }
+  global_counts_.assign(static_cast<size_t>(e), 0);
+  int64_t assignments = 0;
+  for (int64_t i = 0; i < ranks * k; ++i)
+    for (int64_t j = 0; j < e; ++j) global_counts_[j] += all_counts[i * e + j];
+  for (int64_t c : global_counts_) assignments += c;
+  // Every rank holds an equal slice of the global batch (the sampler's contract).
+  MOE_CHECK(assignments == ranks * n * k, "MoE layer: ranks route unequal token counts (",
+            assignments, " assignments, ", ranks, " x ", n, " tokens x ", k, ")");
+  global_tokens_ = ranks * n;
+  if (ranks == 1) return {};
+  return queued_ahead_of_rank(all_counts, ranks, tokens->rank(), k, e);
+}
+
+void MoELayer::compute_losses(const RouterOutput& r, int64_t n) {
+  const int64_t e = config_.num_experts;
+  // sums [E + 1]: sum_t p_{t,e} over this rank's tokens, then this rank's L_z
+  std::vector<double> sums(static_cast<size_t>(e + 1), 0.0);
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t j = 0; j < e; ++j) sums[j] += r.probs.data[t * e + j];
+  sums[e] = router_z_loss(r.logits.data, n, e, config_.z_loss);
+  Communicator* tokens = runtime_.tokens;
+  const int ranks = tokens ? tokens->size() : 1;
+  if (ranks > 1) tokens->all_reduce<double>(sums);
+  aux_loss_ = switch_aux_loss_global(sums.data(), global_counts_.data(), global_tokens_, e,
+                                     config_.top_k, config_.aux_loss);
+  z_loss_ = sums[e] / ranks;  // mean over equal slices
+}
+
+void MoELayer::compute_stats(int64_t capacity) {
+  stats_.assigned = global_counts_;
+  stats_.kept = global_counts_;
+  // Admission keeps a prefix of each expert's queue: min(capacity, load) survive.
+  if (capacity >= 0)
+    for (int64_t& c : stats_.kept) c = std::min(c, capacity);
+  int64_t total = 0, kept = 0, max_load = 0;
+  for (size_t i = 0; i < stats_.assigned.size(); ++i) {
+    total += stats_.assigned[i];
+    kept += stats_.kept[i];
+    max_load = std::max(max_load, stats_.assigned[i]);
+  }
+  const double mean_load = static_cast<double>(total) / static_cast<double>(config_.num_experts);
   stats_.max_over_mean = total > 0 ? static_cast<double>(max_load) / mean_load : 0.0;
   stats_.dropped_fraction =
-      total > 0 ? static_cast<double>(plan.num_dropped()) / static_cast<double>(total) : 0.0;
+      total > 0 ? static_cast<double>(total - kept) / static_cast<double>(total) : 0.0;
 }
 
 void MoELayer::update_bias(const int64_t* global_load) {

@@ -13,6 +13,13 @@
 // backward): L_aux = alpha * E * sum_e f_e P_e and L_z = c_z * mean_t lse_t^2
 // (framework/moe/aux_loss.h); backward adds their gradients.
 //
+// Under data parallelism (runtime.tokens) the layer sees its rank's slice of the global
+// batch but routes as one process holding the whole batch would: the capacity, the
+// admission order (choice-major over the global token order), L_aux, L_z and the load
+// statistics are those of the global batch (framework/moe/routing_plan.h, aux_loss.h).
+// Only the forward communicates (two small collectives over runtime.tokens); the
+// dispatcher moves the rows.
+//
 // Parameters: <prefix>.router.weight (E, C), <prefix>.experts.{w_gate,w_up} (E, F, C),
 // <prefix>.experts.w_down (E, C, F), <prefix>.shared.* (SwiGLUMlp of width
 // num_shared * shared_ffn). The balancing bias b [E] (moe.bias_balance) is layer state,
@@ -28,12 +35,30 @@
 #include "framework/config/config.h"
 #include "framework/moe/dispatcher.h"
 #include "framework/moe/experts.h"
+#include "framework/moe/placement.h"
 #include "framework/moe/router.h"
 #include "framework/nn/mlp.h"
+#include "framework/parallel/communicator.h"
 
 namespace moe {
 
-// Expert load of the last forward, for telemetry.
+// How the MoE layers of a model are spread over ranks; one per model, shared by its
+// MoE layers, outliving them.
+struct MoeRuntime {
+  Dispatcher* dispatcher = nullptr;  // moves token rows to the ranks of their experts
+  ExpertPlacement placement;         // the experts this rank holds
+  // The ranks holding distinct tokens of the global batch (the data-parallel group, in
+  // batch order): capacity, balance loss and load statistics are those of the global
+  // batch. Null: this rank's tokens are the whole batch.
+  Communicator* tokens = nullptr;
+
+  // Everything on this rank: the single-process runtime.
+  static MoeRuntime local(Dispatcher& dispatcher, int64_t num_experts) {
+    return {&dispatcher, ExpertPlacement::single(num_experts), nullptr};
+  }
+};
+
+// Expert load of the last forward over the global batch, for telemetry.
 struct ExpertLoadStats {
   std::vector<int64_t> assigned;  // [E] assignments chosen per expert (before dropping)
   std::vector<int64_t> kept;      // [E] assignments kept (after capacity)
@@ -44,9 +69,9 @@ struct ExpertLoadStats {
 class MoELayer {
  public:
   // prefix e.g. "layers.3.moe"; init_std for router, gate/up weights, out_std for the
-  // down projections. The dispatcher is shared and must outlive the layer.
+  // down projections. The runtime (dispatcher, communicator) must outlive the layer.
   MoELayer(ParamStore& store, const std::string& prefix, int64_t width,
-           const MoeConfig& config, float init_std, float out_std, Dispatcher& dispatcher);
+           const MoeConfig& config, float init_std, float out_std, const MoeRuntime& runtime);
 
   Tensor forward(Tensor u);  // u (N, C) -> y (N, C)
   // dy (N, C) -> du (N, C). aux_scale is the weight of this layer's L_aux + L_z in the
@@ -77,11 +102,16 @@ class MoELayer {
   int64_t num_experts() const { return config_.num_experts; }
 
  private:
-  void compute_stats(const RoutingPlan& plan);
+  // The choices' counts over the global batch; fills global_counts_, tokens_ and
+  // returns queued_ahead for the plan (empty on a single rank).
+  std::vector<int64_t> gather_choice_counts(std::span<const int32_t> experts, int64_t n);
+  // L_aux and L_z of the global batch from this rank's router output.
+  void compute_losses(const RouterOutput& r, int64_t n);
+  void compute_stats(int64_t capacity);
 
   MoeConfig config_;
   int64_t width_;
-  Dispatcher& dispatcher_;
+  MoeRuntime runtime_;
   Router router_;
   GroupedExperts experts_;
   std::unique_ptr<SwiGLUMlp> shared_;  // null when num_shared == 0
@@ -92,6 +122,8 @@ class MoELayer {
   std::optional<DispatchHandle> handle_;  // of the last forward, consumed by backward
   Tensor expert_out_;                     // (S, C) view of the experts' output
   double aux_loss_ = 0.0, z_loss_ = 0.0;
+  int64_t global_tokens_ = 0;          // N_g, tokens of the global batch
+  std::vector<int64_t> global_counts_;  // [E] assignments per expert in the global batch
   ExpertLoadStats stats_;
   Buffer y_, du_, d_expert_out_, dprobs_, dlogits_;  // (N,C) (N,C) (S,C) (N,E) (N,E)
   std::vector<float> dweights_;                      // [N*K]

@@ -49,6 +49,7 @@ int64_t expert_capacity(float capacity_factor, int64_t num_tokens, int64_t top_k
 RoutingPlan build_routing_plan(std::span<const int32_t> experts,
                                std::span<const float> weights, int64_t num_tokens,
                                int64_t top_k, int64_t num_experts, int64_t capacity,
+                               std::span<const int64_t> queued_ahead,
                                RoutingPriority priority) {
   const int64_t n_assign = num_tokens * top_k;
   MOE_CHECK(static_cast<int64_t>(experts.size()) == n_assign &&
@@ -67,15 +68,26 @@ RoutingPlan build_routing_plan(std::span<const int32_t> experts,
   plan.counts_before.assign(static_cast<size_t>(num_experts), 0);
   plan.counts_after.assign(static_cast<size_t>(num_experts), 0);
 
-  // Admission: an assignment is kept while its expert has room.
+  MOE_CHECK(queued_ahead.empty() ||
+                static_cast<int64_t>(queued_ahead.size()) == top_k * num_experts,
+            "routing plan: queued_ahead has ", queued_ahead.size(), " entries, expected ",
+            top_k * num_experts);
+  // Admission: an assignment is kept iff its position in its expert's queue is below
+  // the capacity. Without queued_ahead the queue is this rank's alone; in choice-major
+  // order the position is the expert's running count.
   std::vector<bool> kept(static_cast<size_t>(n_assign), false);
+  std::vector<int64_t> position(static_cast<size_t>(top_k * num_experts), 0);  // [K, E]
+  if (!queued_ahead.empty()) position.assign(queued_ahead.begin(), queued_ahead.end());
   for (int64_t a : admission_order(priority, num_tokens, top_k)) {
     const int32_t e = experts[a];
+    const int64_t k = a % top_k;
     ++plan.counts_before[e];
-    if (capacity < 0 || plan.counts_after[e] < capacity) {
+    int64_t& pos = queued_ahead.empty() ? position[e] : position[k * num_experts + e];
+    if (capacity < 0 || pos < capacity) {
       ++plan.counts_after[e];
       kept[a] = true;
     }
+    ++pos;
   }
 
   plan.expert_offsets.assign(static_cast<size_t>(num_experts + 1), 0);
@@ -93,6 +105,30 @@ RoutingPlan build_routing_plan(std::span<const int32_t> experts,
     plan.token_of_slot[s] = static_cast<int32_t>(a / top_k);
   }
   return plan;
+}
+
+std::vector<int64_t> choice_counts(std::span<const int32_t> experts, int64_t num_tokens,
+                                   int64_t top_k, int64_t num_experts) {
+  std::vector<int64_t> counts(static_cast<size_t>(top_k * num_experts), 0);
+  for (int64_t a = 0; a < num_tokens * top_k; ++a) ++counts[(a % top_k) * num_experts + experts[a]];
+  return counts;
+}
+
+std::vector<int64_t> queued_ahead_of_rank(std::span<const int64_t> all_counts, int ranks,
+                                          int rank, int64_t top_k, int64_t num_experts) {
+  const int64_t ke = top_k * num_experts;
+  MOE_CHECK(static_cast<int64_t>(all_counts.size()) == ranks * ke && rank >= 0 && rank < ranks,
+            "queued_ahead_of_rank: ", all_counts.size(), " counts for ", ranks, " ranks");
+  std::vector<int64_t> ahead(static_cast<size_t>(ke), 0);
+  for (int r = 0; r < ranks; ++r)
+    for (int64_t k = 0; k < top_k; ++k)
+      for (int64_t e = 0; e < num_experts; ++e) {
+        const int64_t c = all_counts[r * ke + k * num_experts + e];
+        // every rank's earlier choices, and this choice on the ranks before `rank`
+        for (int64_t later = k + 1; later < top_k; ++later) ahead[later * num_experts + e] += c;
+        if (r < rank) ahead[k * num_experts + e] += c;
+      }
+  return ahead;
 }
 
 }  // namespace moe

@@ -51,9 +51,29 @@ int64_t expert_capacity(float capacity_factor, int64_t num_tokens, int64_t top_k
 
 // Builds the plan from the chosen experts [N*K] (distinct within a token, each in
 // [0, E)) and their combine weights [N*K]. capacity < 0 keeps every assignment.
+//
+// Under data parallelism the N tokens are one rank's slice of the global batch and the
+// capacity is that of the global batch. queued_ahead [K*E] then says, for choice k and
+// expert e, how many assignments of the global batch are admitted before this rank's
+// k-th choices of e: all (k' < k) choices of every rank plus the k-th choices of the
+// ranks before it (choice_counts and queued_ahead_of_rank below). An assignment is kept
+// iff its position in its expert's global queue is below the capacity, so every rank
+// keeps exactly what one process holding the whole batch keeps. Empty queued_ahead:
+// this rank's tokens are the whole batch.
 RoutingPlan build_routing_plan(std::span<const int32_t> experts,
                                std::span<const float> weights, int64_t num_tokens,
                                int64_t top_k, int64_t num_experts, int64_t capacity,
+                               std::span<const int64_t> queued_ahead = {},
                                RoutingPriority priority = RoutingPriority::kChoiceMajor);
+
+// counts [K*E]: this rank's k-th choices of expert e, at k*E + e.
+std::vector<int64_t> choice_counts(std::span<const int32_t> experts, int64_t num_tokens,
+                                   int64_t top_k, int64_t num_experts);
+
+// all_counts [R*K*E]: choice_counts of every rank of the token group, in rank order.
+// Returns queued_ahead [K*E] of `rank`:
+//   sum_{r} sum_{k' < k} all[r][k'][e] + sum_{r < rank} all[r][k][e]
+std::vector<int64_t> queued_ahead_of_rank(std::span<const int64_t> all_counts, int ranks,
+                                          int rank, int64_t top_k, int64_t num_experts);
 
 }  // namespace moe

@@ -4,12 +4,12 @@
 // On a CPU the practical peak of fp32 training is the dense SGEMM rate of the BLAS in
 // use, on the threads the rank uses: that is the rate the framework's GEMMs could run
 // at if nothing else took time. measure_sgemm_gflops() times a large square SGEMM
-// (best of several repetitions after a warm-up) at start-up; train.peak_gflops
+// at start-up (the best of all repetitions in min_seconds, after a warm-up); train.peak_gflops
 // overrides it with a per-core figure (e.g. a theoretical peak) for reproducible MFU.
 
 namespace moe {
 
 // GFLOP/s of cpu::matmul on an n x n x n problem with the current thread settings.
-double measure_sgemm_gflops(int n = 1024, int repeats = 5);
+double measure_sgemm_gflops(int n = 1024, int min_repeats = 5, double min_seconds = 0.5);
 
 }  // namespace moe

@@ -9,6 +9,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "framework/checkpoint/state_dict.h"
 #include "framework/core/timer.h"
 #include "framework/data/sampler.h"
 #include "framework/data/token_shard.h"
@@ -17,6 +18,9 @@
 #include "framework/optim/clip.h"
 #include "framework/optim/lr_schedule.h"
 #include "framework/train/metrics.h"
+#include "framework/moe/all_to_all_dispatcher.h"
+#include "framework/parallel/grad_sync.h"
+#include "framework/parallel/process_groups.h"
 #include "framework/train/peak_flops.h"
 #include "models/moe_gpt/moe_gpt.h"
 
@@ -28,8 +32,12 @@ namespace fs = std::filesystem;
 struct Trainer::State {
   TokenShard train_shard, val_shard;
   BatchSampler train_sampler, val_sampler;
+  ProcessGroups groups;
+  int dp_rank = 0, dp_size = 1;
   ParamStore store;
-  LocalDispatcher dispatcher;
+  std::unique_ptr<Dispatcher> dispatcher;
+  MoeRuntime runtime;
+  std::unique_ptr<GradSync> grad_sync;
   std::unique_ptr<MoeGpt> model;
   std::unique_ptr<AdamW> optimizer;
   LrSchedule schedule;
@@ -38,7 +46,7 @@ struct Trainer::State {
   double peak_flops = 0.0;               // FLOP/s of the cores in use
   int threads = 1;
 
-  State(const Config& c)
+  explicit State(const Config& c)
       : train_shard(c.data.train_path),
         val_shard(c.data.val_path),
         train_sampler(train_shard, c.model.seq_len, c.data.batch_size, c.train.seed),
@@ -91,9 +99,6 @@ std::string format_duration(double seconds) {
 
 Trainer::Trainer(const Config& config, const MpiEnv& mpi)
     : config_(config), mpi_(mpi), log_(mpi.rank()) {
-  MOE_USER_CHECK(mpi.size() == 1, "moe-train: ", mpi.size(),
-                 " MPI ranks given, but this build trains on one process "
-                 "(the distributed runtime is not available yet)");
   check_world_size(config.parallel, mpi.size());
   MOE_USER_CHECK(!config.data.train_path.empty(), "data.train_path: no token shard given");
   MOE_USER_CHECK(!config.data.val_path.empty(), "data.val_path: no token shard given");
@@ -107,21 +112,45 @@ Trainer::Trainer(const Config& config, const MpiEnv& mpi)
                  "' already holds a run (metrics.jsonl); choose another run.dir or set "
                  "run.overwrite=true");
 
+  // Collective from here on: every rank has passed its own input checks.
+  s_->groups = make_process_groups(mpi, config.parallel);
+  check_same_on_all_ranks(*s_->groups.world, config.resolved_ini, "the resolved config");
+  s_->dp_rank = s_->groups.dp->rank();
+  s_->dp_size = s_->groups.dp->size();
   s_->threads = rank_threads(config, mpi);
   omp_set_num_threads(s_->threads);
   openblas_set_num_threads(s_->threads);
 
-  s_->model = std::make_unique<MoeGpt>(config.model, config.moe, s_->store, s_->dispatcher);
-  s_->store.initialize(config.train.seed);
+  build_model();
   s_->optimizer = std::make_unique<AdamW>(s_->store, config.optim);
-  const int64_t local_batch = s_->train_sampler.local_batch(1);
+  const int64_t local_batch = s_->train_sampler.local_batch(s_->dp_size);
   s_->inputs.resize(static_cast<size_t>(local_batch * config.model.seq_len));
   s_->targets.resize(s_->inputs.size());
 
-  s_->peak_flops = config.train.peak_gflops > 0
-                       ? config.train.peak_gflops * 1e9 * s_->threads
-                       : measure_sgemm_gflops() * 1e9;
+  // The job's peak: every rank measures at once (ranks sharing cores see their share).
+  s_->groups.world->barrier();
+  double peak = config.train.peak_gflops > 0 ? config.train.peak_gflops * 1e9 * s_->threads
+                                             : measure_sgemm_gflops() * 1e9;
+  s_->groups.world->all_reduce<double>({&peak, 1});
+  s_->peak_flops = peak;
   if (mpi.rank() == 0) prepare_run_dir();
+}
+
+void Trainer::build_model() {
+  const Config& c = config_;
+  const ProcessGroups& g = s_->groups;
+  const ExpertPlacement placement{c.moe.num_experts, g.ep->size(), g.ep->rank()};
+  const bool local = c.moe.dispatcher == "local" || (c.moe.dispatcher == "auto" && g.ep->size() == 1);
+  if (local)
+    s_->dispatcher = std::make_unique<LocalDispatcher>();
+  else
+    s_->dispatcher = std::make_unique<AllToAllDispatcher>(*g.ep, placement);
+  s_->runtime = MoeRuntime{s_->dispatcher.get(), placement, g.dp.get()};
+  s_->model = std::make_unique<MoeGpt>(c.model, c.moe, s_->store, s_->runtime);
+  s_->store.initialize(c.train.seed);
+  s_->grad_sync = std::make_unique<GradSync>(
+      s_->store, *g.dp, *g.edp, s_->dp_size,
+      static_cast<int64_t>(static_cast<double>(c.parallel.grad_bucket_mb) * (1 << 20)));
 }
 
 Trainer::~Trainer() = default;
@@ -138,15 +167,22 @@ void Trainer::prepare_run_dir() {
 }
 
 EvalResult Trainer::evaluate() {
+  // Evaluation traffic is not the training step's: the stats are put back after.
+  Communicator* groups[] = {s_->groups.ep.get(), s_->groups.dp.get(), s_->groups.edp.get()};
+  CommStats saved[3];
+  for (int i = 0; i < 3; ++i) saved[i] = groups[i]->stats();
   EvalResult result;
   const int batches = config_.train.eval_batches;
   for (int i = 0; i < batches; ++i) {
-    s_->val_sampler.eval_batch(i, 0, 1, s_->inputs, s_->targets);
+    s_->val_sampler.eval_batch(i, s_->dp_rank, s_->dp_size, s_->inputs, s_->targets);
     const int64_t local_batch = static_cast<int64_t>(s_->inputs.size()) / config_.model.seq_len;
     result.loss += s_->model->forward(s_->inputs.data(), s_->targets.data(), local_batch).ce;
   }
-  result.loss /= batches;
+  // equal slices: the global mean is the mean of the ranks' means
+  s_->groups.dp->all_reduce<double>({&result.loss, 1});
+  result.loss /= static_cast<double>(batches) * s_->dp_size;
   result.bpb = result.loss / std::log(2.0);  // one token is one byte
+  for (int i = 0; i < 3; ++i) groups[i]->stats() = saved[i];
   return result;
 }
 
@@ -167,7 +203,7 @@ Trainer::StepResult Trainer::train_step(int64_t step, IntervalTimes& times) {
   const Config& c = config_;
   MoeGpt& model = *s_->model;
   const int64_t local_batch = static_cast<int64_t>(s_->inputs.size()) / c.model.seq_len;
-  s_->train_sampler.batch(step, 0, 1, s_->inputs, s_->targets);
+  s_->train_sampler.batch(step, s_->dp_rank, s_->dp_size, s_->inputs, s_->targets);
   s_->store.zero_grad();
   StepResult result;
   {
@@ -178,16 +214,46 @@ Trainer::StepResult Trainer::train_step(int64_t step, IntervalTimes& times) {
     ScopedTimer timer(times.backward);
     model.backward();
   }
+  {
+    ScopedTimer timer(times.grad_sync);
+    s_->grad_sync->all_reduce();
+  }
+  // The reported loss is the global batch's: the mean of the ranks' equal slices
+  // (aux and z are global already).
+  s_->groups.dp->all_reduce<double>({&result.loss.ce, 1});
+  result.loss.ce /= s_->dp_size;
+  result.loss.total = result.loss.ce + result.loss.aux + result.loss.z;
   result.lr = s_->schedule.lr(step);
   ScopedTimer timer(times.optimizer);
-  result.grad_norm = c.optim.grad_clip > 0 ? clip_grad_norm(s_->store, c.optim.grad_clip)
-                                           : std::sqrt(grad_sum_squares(s_->store));
+  result.grad_norm = global_grad_norm(s_->store, *s_->groups.ep);
+  scale_grads(s_->store, clip_coefficient(result.grad_norm, c.optim.grad_clip));
   s_->optimizer->step(result.lr);
   if (c.moe.bias_balance)
     for (MoELayer* layer : model.moe_layers())
       layer->update_bias(layer->load_stats().assigned.data());
   ++times.steps;
   return result;
+}
+
+nlohmann::json Trainer::comm_record(double steps, double step_ms) {
+  // Per step: what each group moved and the time inside its calls, on this rank. ep
+  // carries the token all-to-all, dp the dense gradient buckets, routing statistics
+  // and losses, edp the expert gradient buckets. Waiting for a slower rank counts as
+  // communication time.
+  nlohmann::json record;
+  double comm_ms = 0.0;
+  const std::pair<const char*, Communicator*> groups[] = {
+      {"ep", s_->groups.ep.get()}, {"dp", s_->groups.dp.get()}, {"edp", s_->groups.edp.get()}};
+  for (const auto& [name, comm] : groups) {
+    const CommStats st = comm->stats();
+    comm->stats() = CommStats{};
+    record[name] = {{"bytes", static_cast<double>(st.bytes_sent) / steps},
+                    {"ms", st.seconds * 1e3 / steps}};
+    comm_ms += st.seconds * 1e3 / steps;
+  }
+  record["total_ms"] = comm_ms;
+  record["compute_ms"] = std::max(0.0, step_ms - comm_ms);
+  return record;
 }
 
 nlohmann::json Trainer::interval_record(int64_t step, const StepResult& r,
@@ -208,7 +274,9 @@ nlohmann::json Trainer::interval_record(int64_t step, const StepResult& r,
           {"step_ms", step_s * 1e3},
           {"time_ms", {{"forward", times.forward * k * 1e3},
                        {"backward", times.backward * k * 1e3},
+                       {"grad_sync", times.grad_sync * k * 1e3},
                        {"optimizer", times.optimizer * k * 1e3}}},
+          {"comm", comm_record(static_cast<double>(times.steps), step_s * 1e3)},
           {"component_ms", component_record(s_->model->times(), times.steps)},
           {"experts", expert_load_record()}};
 }
@@ -223,6 +291,15 @@ nlohmann::json Trainer::run() {
   double train_s = 0.0;  // run time less evaluations
   IntervalTimes times;
   EvalResult last_eval;
+  if (c.train.eval_interval > 0) {
+    // The untrained model's score: the start of the validation curve.
+    last_eval = evaluate();
+    const nlohmann::json record = {
+        {"step", 0}, {"val_loss", last_eval.loss}, {"val_bpb", last_eval.bpb}};
+    if (s_->metrics.is_open()) s_->metrics.write(record);
+    log_.info("step 0/", c.train.steps, " | val loss ", std::fixed, std::setprecision(4),
+              last_eval.loss, " | val bpb ", last_eval.bpb);
+  }
   for (int64_t step = 0; step < c.train.steps; ++step) {
     const StepResult result = train_step(step, times);
     const bool last = step + 1 == c.train.steps;
@@ -249,8 +326,13 @@ nlohmann::json Trainer::run() {
                                  {"val_loss", last_eval.loss},
                                  {"val_bpb", last_eval.bpb},
                                  {"tokens_per_s", tokens / train_s},
+                                 {"mfu", s_->model->train_flops_per_token() * tokens / train_s /
+                                             s_->peak_flops},
                                  {"peak_gflops", s_->peak_flops * 1e-9},
                                  {"seconds", run_clock.seconds()}};
+  if (c.run.save_model && s_->groups.edp->rank() == 0)  // the ep group of rank 0
+    save_params_gathered((fs::path(c.run.dir) / "model.h5").string(), "/model", s_->store,
+                         *s_->groups.ep);
   if (mpi_.rank() == 0) std::cout << final_record.dump() << std::endl;
   return final_record;
 }

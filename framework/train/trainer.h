@@ -40,13 +40,15 @@ class Trainer {
   // Seconds spent since the last log line, per phase.
   struct IntervalTimes {
     Stopwatch clock;
-    double forward = 0, backward = 0, optimizer = 0;
+    double forward = 0, backward = 0, grad_sync = 0, optimizer = 0;
     int64_t steps = 0;
   };
   StepResult train_step(int64_t step, IntervalTimes& times);
   nlohmann::json interval_record(int64_t step, const StepResult& result,
                                  const IntervalTimes& times);
+  void build_model();
   EvalResult evaluate();
+  nlohmann::json comm_record(double steps, double step_ms);
   nlohmann::json expert_load_record();
   void prepare_run_dir();
 

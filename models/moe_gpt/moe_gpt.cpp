@@ -30,14 +30,14 @@ struct MoeGpt::Block {
   Tensor h_in;                     // (N, C) input, owned by the previous block
 
   Block(ParamStore& store, const std::string& prefix, const ModelConfig& m,
-        const MoeConfig& e, bool is_moe, float out_std, Dispatcher& dispatcher)
+        const MoeConfig& e, bool is_moe, float out_std, const MoeRuntime& runtime)
       : attn_norm(store, prefix + ".attn_norm.weight", m.d_model, m.norm_eps),
         attn(store, prefix + ".attn", m.d_model, m.num_heads, /*causal=*/true,
              /*rotary=*/true, m.rope_theta, m.init_std, out_std),
         ffn_norm(store, prefix + ".ffn_norm.weight", m.d_model, m.norm_eps) {
     if (is_moe)
       moe = std::make_unique<MoELayer>(store, prefix + ".moe", m.d_model, e, m.init_std,
-                                       out_std, dispatcher);
+                                       out_std, runtime);
     else
       mlp = std::make_unique<SwiGLUMlp>(store, prefix + ".mlp", m.d_model, m.dense_ffn,
                                         m.init_std, out_std);
@@ -77,7 +77,7 @@ struct MoeGpt::Block {
 };
 
 MoeGpt::MoeGpt(const ModelConfig& model, const MoeConfig& moe, ParamStore& store,
-               Dispatcher& dispatcher)
+               const MoeRuntime& runtime)
     : model_(model),
       moe_cfg_(moe),
       embed_(store, "embed.weight", model.vocab_size, model.d_model,
@@ -91,7 +91,7 @@ MoeGpt::MoeGpt(const ModelConfig& model, const MoeConfig& moe, ParamStore& store
   for (int l = 0; l < model.num_layers; ++l)
     blocks_.push_back(std::make_unique<Block>(store, "layers." + std::to_string(l), model,
                                               moe, l >= model.dense_layers, out_std,
-                                              dispatcher));
+                                              runtime));
 }
 
 MoeGpt::~MoeGpt() = default;

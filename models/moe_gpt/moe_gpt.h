@@ -35,7 +35,7 @@ struct ComponentTimes {
 class MoeGpt {
  public:
   MoeGpt(const ModelConfig& model, const MoeConfig& moe, ParamStore& store,
-         Dispatcher& dispatcher);
+         const MoeRuntime& runtime);
   ~MoeGpt();
 
   // inputs, targets (B, T) int32. Keeps what backward needs.

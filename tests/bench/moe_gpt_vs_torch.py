@@ -29,7 +29,8 @@ def run_ours(args, run_dir):
            f"--train.threads={args.threads}", f"--run.dir={run_dir}", "--run.overwrite=true"]
     subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     records = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
-    timed = records[1:]  # the first interval holds the warm-up step
+    steps = [r for r in records if "loss" in r]  # not the step-0 validation record
+    timed = steps[1:]  # the first interval holds the warm-up step
     mean = lambda key: statistics.fmean(r[key] for r in timed)
     return {
         "tokens_per_s": mean("tokens_per_s"),

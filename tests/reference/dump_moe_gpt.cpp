@@ -32,7 +32,8 @@ int main(int argc, char** argv) {
     moe::BatchSampler sampler(shard, c.model.seq_len, c.data.batch_size, c.train.seed);
     moe::ParamStore store;
     moe::LocalDispatcher dispatcher;
-    moe::MoeGpt model(c.model, c.moe, store, dispatcher);
+    moe::MoeGpt model(c.model, c.moe, store,
+                      moe::MoeRuntime::local(dispatcher, c.moe.num_experts));
     store.initialize(c.train.seed);
     moe::AdamW optimizer(store, c.optim);
     moe::LrSchedule schedule(c.optim, pretrain_steps + 1);

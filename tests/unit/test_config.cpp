@@ -239,7 +239,9 @@ TEST(ConfigErrors, OutOfRange) {
     const std::string m = error_for_overrides({override_text});
     EXPECT_EQ(m.rfind(key, 0), 0u) << override_text << " -> " << m;
   }
-  EXPECT_NE(error_for_overrides({"moe.dispatcher=two_level"}).find("distributed runtime"),
+  EXPECT_NE(error_for_overrides({"moe.dispatcher=two_level"}).find("not available yet"),
+            std::string::npos);
+  EXPECT_NE(error_for_overrides({"parallel.tp=2", "parallel.dp=1"}).find("parallel.tp"),
             std::string::npos);
   EXPECT_NE(error_for_overrides({"run.resume=auto"}).find("not supported yet"),
             std::string::npos);

@@ -43,7 +43,8 @@ struct TinyGpt {
     moe.renormalize = renormalize;
     moe.aux_loss = 0.1f;
     moe.z_loss = 0.01f;
-    gpt = std::make_unique<MoeGpt>(model, moe, store, dispatcher);
+    gpt = std::make_unique<MoeGpt>(model, moe, store,
+                                   MoeRuntime::local(dispatcher, moe.num_experts));
     store.initialize(99);
     const int64_t n = batch * model.seq_len;
     for (int64_t i = 0; i < n; ++i) {
@@ -125,7 +126,7 @@ TEST(ModelTest, LossStartsNearLogVocab) {
   t.model.init_std = 0.02f;
   ParamStore store;
   LocalDispatcher dispatcher;
-  MoeGpt gpt(t.model, t.moe, store, dispatcher);
+  MoeGpt gpt(t.model, t.moe, store, MoeRuntime::local(dispatcher, t.moe.num_experts));
   store.initialize(5);
   const LossParts parts = gpt.forward(t.inputs.data(), t.targets.data(), t.batch);
   EXPECT_NEAR(parts.ce, std::log(11.0), 0.05);

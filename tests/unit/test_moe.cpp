@@ -10,6 +10,7 @@
 #include "framework/kernels/ops.h"
 #include "framework/moe/aux_loss.h"
 #include "framework/moe/dispatcher.h"
+#include "framework/moe/placement.h"
 #include "framework/moe/moe_layer.h"
 #include "framework/moe/routing_plan.h"
 #include "tests/unit/gradcheck.h"
@@ -45,7 +46,8 @@ struct TinyMoe {
   LocalDispatcher dispatcher;
   MoELayer layer;
   explicit TinyMoe(const MoeConfig& config, uint64_t seed = 7)
-      : layer(store, "layers.1.moe", kC, config, 0.5f, 0.3f, dispatcher) {
+      : layer(store, "layers.1.moe", kC, config, 0.5f, 0.3f,
+              MoeRuntime::local(dispatcher, config.num_experts)) {
     store.initialize(seed);
   }
 };
@@ -126,6 +128,84 @@ TEST(RoutingPlan, RejectsInvalidChoices) {
 }
 
 // ---------------------------------------------------------------- aux losses
+
+// A batch split into R slices, each planned with queued_ahead from every slice's
+// choice counts, keeps exactly the assignments the whole batch keeps: the routing
+// of data-parallel ranks does not depend on the layout.
+TEST(RoutingPlan, SlicesWithQueuedAheadKeepWhatTheWholeBatchKeeps) {
+  const int64_t n = 24, k = 2;
+  std::vector<int32_t> experts;
+  for (int64_t t = 0; t < n; ++t) {
+    const int32_t first = static_cast<int32_t>((t * t + 3 * t) % 3);  // skewed to 0..2
+    experts.push_back(first);
+    experts.push_back(static_cast<int32_t>((first + 1 + t % 3) % kE));
+  }
+  const std::vector<float> weights(experts.size(), 0.5f);
+  for (int64_t capacity : {int64_t{-1}, int64_t{5}, int64_t{9}, int64_t{14}}) {
+    const RoutingPlan whole = build_routing_plan(experts, weights, n, k, kE, capacity);
+    for (int ranks : {2, 3, 4}) {
+      const int64_t local = n / ranks;
+      std::vector<int64_t> all_counts;
+      for (int r = 0; r < ranks; ++r) {
+        const auto c = choice_counts(std::span(experts).subspan(r * local * k, local * k),
+                                     local, k, kE);
+        all_counts.insert(all_counts.end(), c.begin(), c.end());
+      }
+      for (int r = 0; r < ranks; ++r) {
+        const auto ahead = queued_ahead_of_rank(all_counts, ranks, r, k, kE);
+        const auto mine = std::span(experts).subspan(r * local * k, local * k);
+        const RoutingPlan part = build_routing_plan(
+            mine, std::span(weights).subspan(r * local * k, local * k), local, k, kE,
+            capacity, ahead);
+        for (int64_t a = 0; a < local * k; ++a)
+          EXPECT_EQ(part.slot[a] >= 0, whole.slot[r * local * k + a] >= 0)
+              << "capacity " << capacity << ", " << ranks << " ranks, rank " << r
+              << ", assignment " << a;
+      }
+    }
+    if (capacity == 5) EXPECT_GT(whole.num_dropped(), 0);
+  }
+}
+
+TEST(ExpertPlacement, ContiguousBlocksFirstRanksHoldTheRemainder) {
+  const ExpertPlacement p{10, 4, 0};
+  const int64_t counts[] = {3, 3, 2, 2}, firsts[] = {0, 3, 6, 8};
+  for (int r = 0; r < 4; ++r) {
+    EXPECT_EQ(p.count(r), counts[r]);
+    EXPECT_EQ(p.first(r), firsts[r]);
+    for (int64_t e = firsts[r]; e < firsts[r] + counts[r]; ++e) EXPECT_EQ(p.owner(e), r);
+  }
+  EXPECT_EQ(p.first(4), 10);
+  for (int ep : {1, 2, 3, 5, 7, 16}) {
+    const ExpertPlacement q{16, ep, 0};
+    int64_t total = 0;
+    for (int r = 0; r < ep; ++r) {
+      EXPECT_EQ(q.first(r), total);
+      EXPECT_GE(q.count(r), 1);
+      total += q.count(r);
+    }
+    EXPECT_EQ(total, 16);
+  }
+}
+
+// L_aux of a batch from its probability sums equals the per-token formula, and the
+// gradient with global counts over N_g tokens, taken on a slice of N tokens, is
+// N_g / N times the whole batch's per-token derivative.
+TEST(AuxLoss, GlobalFormAgreesWithLocal) {
+  const int64_t n = 6, k = 2;
+  std::vector<float> probs(static_cast<size_t>(n * kE));
+  for (size_t i = 0; i < probs.size(); ++i) probs[i] = 0.05f + 0.01f * static_cast<float>(i % 7);
+  const std::vector<int64_t> counts = {4, 3, 3, 2};
+  std::vector<double> sums(kE, 0.0);
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t e = 0; e < kE; ++e) sums[e] += probs[t * kE + e];
+  EXPECT_NEAR(switch_aux_loss_global(sums.data(), counts.data(), n, kE, k, 0.01f),
+              switch_aux_loss(probs.data(), counts.data(), n, kE, k, 0.01f), 1e-12);
+  std::vector<float> whole(probs.size(), 0.0f), slice(static_cast<size_t>(2 * kE), 0.0f);
+  switch_aux_loss_backward(counts.data(), n, kE, k, 0.01f, 1.0f, whole.data());
+  switch_aux_loss_backward(counts.data(), 2, kE, k, 0.01f, 1.0f, slice.data(), n);
+  for (int64_t e = 0; e < kE; ++e) EXPECT_NEAR(slice[e], whole[e] * 3.0f, 1e-9);
+}
 
 TEST(AuxLoss, EqualsAlphaAtPerfectBalance) {
   const int64_t n = 8;

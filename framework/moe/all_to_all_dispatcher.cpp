@@ -1,0 +1,183 @@
+#include "framework/moe/all_to_all_dispatcher.h"
+
+#include <cstring>
+
+#include "framework/kernels/ops.h"
+
+namespace moe {
+
+namespace {
+
+void check_rows(const char* what, Tensor t, int64_t rows, int64_t cols) {
+  MOE_CHECK(t.rows() == rows && t.cols() == cols, "all-to-all dispatcher ", what, ": shape ",
+            t.shape.str(), ", expected (", rows, ", ", cols, ")");
+}
+
+int64_t sum(const std::vector<int64_t>& v) {
+  int64_t total = 0;
+  for (int64_t x : v) total += x;
+  return total;
+}
+
+std::vector<int64_t> times(const std::vector<int64_t>& rows, int64_t cols) {
+  std::vector<int64_t> out(rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) out[i] = rows[i] * cols;
+  return out;
+}
+
+// Moves blocks between the source-major layout of an exchange, [source][local expert],
+// and the expert-major layout the experts run on, [local expert][source]. counts
+// [R * E_local] rows of block (s, i) at s * E_local + i; rows of `cols` floats.
+void regroup(const float* src, float* dst, const std::vector<int64_t>& counts, int ranks,
+             int64_t num_local, int64_t cols, bool to_expert_major) {
+  // row offsets of every block in both layouts
+  std::vector<int64_t> source_major(counts.size()), expert_major(counts.size());
+  int64_t offset = 0;
+  for (int s = 0; s < ranks; ++s)
+    for (int64_t i = 0; i < num_local; ++i) {
+      source_major[s * num_local + i] = offset;
+      offset += counts[s * num_local + i];
+    }
+  offset = 0;
+  for (int64_t i = 0; i < num_local; ++i)
+    for (int s = 0; s < ranks; ++s) {
+      expert_major[s * num_local + i] = offset;
+      offset += counts[s * num_local + i];
+    }
+  const int64_t blocks = static_cast<int64_t>(counts.size());
+#pragma omp parallel for schedule(dynamic, 1) if (offset * cols > (1 << 16))
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t from = to_expert_major ? source_major[b] : expert_major[b];
+    const int64_t to = to_expert_major ? expert_major[b] : source_major[b];
+    std::memcpy(dst + to * cols, src + from * cols,
+                static_cast<size_t>(counts[b] * cols) * sizeof(float));
+  }
+}
+
+const AllToAllState& state_of(const DispatchHandle& handle) {
+  const auto* state = dynamic_cast<const AllToAllState*>(handle.state());
+  MOE_CHECK(state != nullptr, "all-to-all dispatcher: handle from another dispatcher");
+  return *state;
+}
+
+}  // namespace
+
+AllToAllDispatcher::AllToAllDispatcher(Communicator& ep, ExpertPlacement placement)
+    : ep_(ep), placement_(placement) {
+  MOE_CHECK(placement.ep_size == ep.size() && placement.ep_rank == ep.rank(),
+            "all-to-all dispatcher: placement for ep rank ", placement.ep_rank, " of ",
+            placement.ep_size, " on ep rank ", ep.rank(), " of ", ep.size());
+}
+
+DispatchHandle AllToAllDispatcher::dispatch(Tensor x, std::shared_ptr<const RoutingPlan> plan) {
+  const int64_t c = x.cols();
+  const int ranks = ep_.size();
+  const int64_t num_local = placement_.num_local();
+  check_rows("dispatch input", x, plan->num_tokens, c);
+  MOE_CHECK(plan->num_experts == placement_.num_experts, "all-to-all dispatcher: plan over ",
+            plan->num_experts, " experts, placement over ", placement_.num_experts);
+
+  auto state = std::make_shared<AllToAllState>();
+  // counts: the kept rows of each expert go to its owner
+  std::vector<int64_t> send_counts(static_cast<size_t>(placement_.num_experts));  // [E]
+  std::vector<int64_t> per_rank_experts(static_cast<size_t>(ranks));              // [R]
+  state->send_rows.assign(static_cast<size_t>(ranks), 0);
+  for (int d = 0; d < ranks; ++d) {
+    per_rank_experts[d] = placement_.count(d);
+    for (int64_t e = placement_.first(d); e < placement_.first(d + 1); ++e) {
+      send_counts[e] = plan->counts_after[e];
+      state->send_rows[d] += plan->counts_after[e];
+    }
+  }
+  state->recv_counts.assign(static_cast<size_t>(ranks * num_local), 0);
+  const std::vector<int64_t> from_each(static_cast<size_t>(ranks), num_local);
+  ep_.all_to_all_v<int64_t>(send_counts, per_rank_experts, state->recv_counts, from_each);
+  state->recv_rows.assign(static_cast<size_t>(ranks), 0);
+  std::vector<int64_t> expert_offsets(static_cast<size_t>(num_local + 1), 0);
+  for (int s = 0; s < ranks; ++s)
+    for (int64_t i = 0; i < num_local; ++i) {
+      state->recv_rows[s] += state->recv_counts[s * num_local + i];
+      expert_offsets[i + 1] += state->recv_counts[s * num_local + i];
+    }
+  for (int64_t i = 0; i < num_local; ++i) expert_offsets[i + 1] += expert_offsets[i];
+
+  // permute into slot order, exchange, regroup by local expert
+  const int64_t s_local = plan->num_slots();
+  Tensor slot_rows = scratch_a_.view({s_local, c});
+  cpu::permute_rows(x.data, plan->token_of_slot.data(), nullptr, slot_rows.data, s_local, c);
+  std::shared_ptr<Buffer> storage = storage_.acquire();
+  Tensor rows = storage->view({expert_offsets.back(), c});  // (S_recv, C)
+  to_experts(*state, slot_rows.data, rows.data, c);
+  state->returned = returned_.acquire();
+  state->returned->resize(s_local * c);
+  return DispatchHandle(std::move(plan), std::move(storage), rows, std::move(expert_offsets),
+                        placement_.first_local(), std::move(state));
+}
+
+void AllToAllDispatcher::to_experts(const AllToAllState& state, const float* slot_rows,
+                                    float* expert_rows, int64_t cols) {
+  const int ranks = ep_.size();
+  const int64_t recv_total = sum(state.recv_rows);
+  Tensor staged = scratch_b_.view({recv_total, cols});  // (S_recv, C) source-major
+  ep_.all_to_all_v<float>({slot_rows, static_cast<size_t>(sum(state.send_rows) * cols)},
+                          times(state.send_rows, cols),
+                          {staged.data, static_cast<size_t>(recv_total * cols)},
+                          times(state.recv_rows, cols));
+  regroup(staged.data, expert_rows, state.recv_counts, ranks, placement_.num_local(), cols,
+          /*to_expert_major=*/true);
+}
+
+void AllToAllDispatcher::to_sources(const AllToAllState& state, const float* expert_rows,
+                                    float* slot_rows, int64_t cols) {
+  const int ranks = ep_.size();
+  const int64_t recv_total = sum(state.recv_rows);
+  Tensor staged = scratch_b_.view({recv_total, cols});  // (S_recv, C) source-major
+  regroup(expert_rows, staged.data, state.recv_counts, ranks, placement_.num_local(), cols,
+          /*to_expert_major=*/false);
+  ep_.all_to_all_v<float>({staged.data, static_cast<size_t>(recv_total * cols)},
+                          times(state.recv_rows, cols),
+                          {slot_rows, static_cast<size_t>(sum(state.send_rows) * cols)},
+                          times(state.send_rows, cols));
+}
+
+void AllToAllDispatcher::combine(const DispatchHandle& handle, Tensor expert_out, Tensor y) {
+  const RoutingPlan& plan = handle.plan();
+  const AllToAllState& state = state_of(handle);
+  const int64_t c = expert_out.cols();
+  check_rows("combine input", expert_out, handle.rows().rows(), c);
+  check_rows("combine output", y, plan.num_tokens, c);
+  float* returned = state.returned->data();  // (S, C) slot order
+  to_sources(state, expert_out.data, returned, c);
+  // y_t = sum_k w_{t,k} returned[slot(t,k)], dropped slots skipped
+  cpu::combine_rows(returned, plan.slot.data(), plan.weight.data(), y.data, plan.num_tokens,
+                    plan.top_k, c);
+}
+
+void AllToAllDispatcher::combine_backward(const DispatchHandle& handle, Tensor expert_out,
+                                          Tensor dy, Tensor d_expert_out, float* dweights) {
+  const RoutingPlan& plan = handle.plan();
+  const AllToAllState& state = state_of(handle);
+  const int64_t c = dy.cols();
+  check_rows("combine_backward dy", dy, plan.num_tokens, c);
+  check_rows("combine_backward expert_out", expert_out, handle.rows().rows(), c);
+  check_rows("combine_backward d_expert_out", d_expert_out, handle.rows().rows(), c);
+  Tensor d_slots = scratch_a_.view({plan.num_slots(), c});
+  combine_backward_slots(plan, state.returned->data(), dy.data, d_slots.data, dweights, c);
+  to_experts(state, d_slots.data, d_expert_out.data, c);
+}
+
+void AllToAllDispatcher::dispatch_backward(const DispatchHandle& handle, Tensor d_rows,
+                                           Tensor dx) {
+  const RoutingPlan& plan = handle.plan();
+  const AllToAllState& state = state_of(handle);
+  const int64_t c = dx.cols();
+  check_rows("dispatch_backward d_rows", d_rows, handle.rows().rows(), c);
+  check_rows("dispatch_backward dx", dx, plan.num_tokens, c);
+  Tensor d_slots = scratch_a_.view({plan.num_slots(), c});
+  to_sources(state, d_rows.data, d_slots.data, c);
+  // dx_t = sum_k d_slots[slot(t,k)]
+  cpu::combine_rows(d_slots.data, plan.slot.data(), nullptr, dx.data, plan.num_tokens,
+                    plan.top_k, c);
+}
+
+}  // namespace moe

@@ -1,0 +1,72 @@
+#pragma once
+// AllToAllDispatcher: expert parallelism with one flat all-to-all-v over the ep group.
+//
+// Each rank routes its own N tokens over all E experts (plan slots are expert-major,
+// so the rows for ep rank d, the owner of experts [first(d), first(d) + count(d)), are
+// one contiguous block of the slot-ordered buffer). dispatch:
+//
+//   1. permute     x (N, C) -> slot order (S, C)               rows for rank 0 | 1 | ...
+//   2. counts      all_to_all_v of the per-expert row counts: rank s learns how many
+//                  rows of each of its local experts every source sends  [ep, E_local]
+//   3. exchange    all_to_all_v of the rows                    (S_recv, C), source-major
+//   4. regroup     source-major -> expert-major: local expert i gets the rows of
+//                  source 0, then source 1, ... (the global token order, so expert
+//                  rows match the single-process layout row for row)
+//
+// combine runs 4-3 backwards (expert-major -> source-major, exchange back) into the
+// handle's `returned` rows (this rank's slots, in slot order) and then the local
+// weighted sum; the backward passes mirror these. Dropped assignments never travel:
+// capacity mode exchanges only kept rows, so capacity and dropless differ only in the
+// counts. Every exchange counts its bytes in the communicator's stats.
+//
+// Only the four Dispatcher functions communicate. State between them travels in the
+// handle (AllToAllState); the dispatcher's scratch buffers are consumed within a call.
+
+#include <memory>
+#include <vector>
+
+#include "framework/moe/dispatcher.h"
+#include "framework/moe/placement.h"
+#include "framework/parallel/communicator.h"
+
+namespace moe {
+
+// What combine and the backward passes need to reverse one dispatch.
+struct AllToAllState final : DispatchState {
+  std::vector<int64_t> send_rows;   // [ep] rows this rank sent to each ep rank
+  std::vector<int64_t> recv_rows;   // [ep] rows this rank received from each ep rank
+  std::vector<int64_t> recv_counts; // [ep * E_local] rows of local expert i from source
+                                    // s at s * E_local + i
+  // (S, C) the experts' outputs for this rank's slots, in slot order: written by
+  // combine, read by combine_backward (dweights need them where the tokens live).
+  std::shared_ptr<Buffer> returned;
+};
+
+class AllToAllDispatcher final : public Dispatcher {
+ public:
+  // ep: the expert-parallel group; placement.ep_size == ep.size(),
+  // placement.ep_rank == ep.rank(). Both must outlive the dispatcher.
+  AllToAllDispatcher(Communicator& ep, ExpertPlacement placement);
+
+  DispatchHandle dispatch(Tensor x, std::shared_ptr<const RoutingPlan> plan) override;
+  void combine(const DispatchHandle& handle, Tensor expert_out, Tensor y) override;
+  void combine_backward(const DispatchHandle& handle, Tensor expert_out, Tensor dy,
+                        Tensor d_expert_out, float* dweights) override;
+  void dispatch_backward(const DispatchHandle& handle, Tensor d_rows, Tensor dx) override;
+
+ private:
+  // slot-ordered rows (S, C) of this rank -> expert-major rows (S_recv, C) at the owners
+  void to_experts(const AllToAllState& state, const float* slot_rows, float* expert_rows,
+                  int64_t cols);
+  // expert-major rows (S_recv, C) -> slot-ordered rows (S, C) back at the token's rank
+  void to_sources(const AllToAllState& state, const float* expert_rows, float* slot_rows,
+                  int64_t cols);
+
+  Communicator& ep_;
+  ExpertPlacement placement_;
+  RowStoragePool storage_;   // handle rows
+  RowStoragePool returned_;  // AllToAllState::returned
+  Buffer scratch_a_, scratch_b_;  // per-call staging, (max(S, S_recv), C)
+};
+
+}  // namespace moe

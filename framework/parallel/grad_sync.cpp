@@ -1,0 +1,69 @@
+#include "framework/parallel/grad_sync.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "framework/core/error.h"
+#include "framework/optim/clip.h"
+
+namespace moe {
+
+namespace {
+
+bool is_expert(const Param& p) { return p.spec.shard == Shard::kExpert; }
+
+}  // namespace
+
+GradSync::GradSync(ParamStore& store, Communicator& dp, Communicator& edp, int token_shards,
+                   int64_t bucket_bytes)
+    : scale_(1.0f / static_cast<float>(token_shards)) {
+  MOE_CHECK(token_shards > 0 && bucket_bytes > 0, "gradient sync: ", token_shards,
+            " token shards, bucket of ", bucket_bytes, " bytes");
+  const int64_t bucket_elems = std::max<int64_t>(1, bucket_bytes / int64_t{sizeof(float)});
+  Bucket dense, experts;
+  dense.comm = &dp;
+  experts.comm = &edp;
+  auto flush = [&](Bucket& b) {
+    if (!b.params.empty()) buckets_.push_back(b);
+    b.params.clear();
+    b.numel = 0;
+  };
+  for (Param& p : store.params()) {
+    Bucket& b = is_expert(p) ? experts : dense;
+    if (b.numel > 0 && b.numel + p.numel() > bucket_elems) flush(b);
+    b.params.push_back(&p);
+    b.numel += p.numel();
+  }
+  flush(dense);
+  flush(experts);
+}
+
+void GradSync::all_reduce() {
+  for (const Bucket& b : buckets_) {
+    if (b.comm->size() == 1 && scale_ == 1.0f) continue;
+    float* flat = flat_.view({b.numel}).data;
+    int64_t at = 0;
+    for (const Param* p : b.params) {
+      std::memcpy(flat + at, p->grad.data(), static_cast<size_t>(p->numel()) * sizeof(float));
+      at += p->numel();
+    }
+    b.comm->all_reduce<float>({flat, static_cast<size_t>(b.numel)});
+    at = 0;
+    for (Param* p : b.params) {
+      float* g = p->grad.data();
+      for (int64_t i = 0; i < p->numel(); ++i) g[i] = flat[at + i] * scale_;
+      at += p->numel();
+    }
+  }
+}
+
+double global_grad_norm(const ParamStore& store, Communicator& ep) {
+  double parts[2] = {grad_sum_squares(store, [](const Param& p) { return !is_expert(p); }),
+                     grad_sum_squares(store, is_expert)};
+  // experts: one block per ep rank; replicated parts are equal everywhere
+  ep.all_reduce<double>({parts + 1, 1});
+  return std::sqrt(parts[0] + parts[1]);
+}
+
+}  // namespace moe

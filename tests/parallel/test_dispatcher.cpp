@@ -1,0 +1,209 @@
+// mpi-ranks: 1 2 3 4
+// The flat all-to-all dispatcher against the local one, under mpirun with ep = world:
+//   - dispatch -> combine (identity experts, weights summing to one) returns the input,
+//     and combine_backward -> dispatch_backward returns the gradient;
+//   - with per-expert functions, combine outputs, dx and dweights equal the local
+//     dispatcher's on the same plan exactly, dropless and with dropped assignments,
+//     with expert counts that ep divides and that it does not (7 experts);
+//   - each expert's rows arrive grouped by source rank in token order;
+//   - every exchange is counted in the communicator's stats.
+//
+// Checks after a collective use EXPECT (not ASSERT): a rank leaving a test early would
+// leave the others waiting in the next collective.
+
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <vector>
+
+#include "framework/core/rng.h"
+#include "framework/moe/all_to_all_dispatcher.h"
+#include "framework/moe/dispatcher.h"
+#include "framework/moe/routing_plan.h"
+#include "framework/parallel/mpi_communicator.h"
+#include "tests/parallel/mpi_test.h"
+
+namespace moe {
+namespace {
+
+constexpr int64_t kC = 6;  // row width
+
+float random_uniform(PhiloxKey key, uint64_t a, uint64_t b) {
+  return uniform_from_bits(static_cast<uint32_t>(random_u64(key, a, b)));
+}
+
+struct Routing {
+  std::shared_ptr<const RoutingPlan> plan;
+  std::vector<float> x;  // (N, C)
+};
+
+// This rank's tokens and a random plan over all experts; distinct choices per token.
+Routing random_routing(int rank, int64_t n, int64_t e, int64_t k, int64_t capacity,
+                       bool unit_weights) {
+  const PhiloxKey key = philox_key(100 + rank, hash_name("test.dispatcher"));
+  std::vector<int32_t> experts(static_cast<size_t>(n * k));
+  std::vector<float> weights(experts.size());
+  for (int64_t t = 0; t < n; ++t) {
+    // a skewed choice: the first choice favours low experts
+    const int64_t first = static_cast<int64_t>(random_u64(key, t, 0) % (e * e)) % e;
+    for (int64_t j = 0; j < k; ++j) {
+      experts[t * k + j] = static_cast<int32_t>((first + j * (1 + random_u64(key, t, 1) % (e - 1))) % e);
+      weights[t * k + j] = unit_weights ? 1.0f / static_cast<float>(k)
+                                        : 0.1f + 0.8f * random_uniform(key, t, 2 + j);
+    }
+    // distinct choices: fall back to consecutive experts on a collision
+    for (int64_t j = 1; j < k; ++j)
+      for (int64_t i = 0; i < j; ++i)
+        if (experts[t * k + j] == experts[t * k + i])
+          experts[t * k + j] = static_cast<int32_t>((first + j) % e);
+  }
+  Routing r;
+  r.plan = std::make_shared<const RoutingPlan>(
+      build_routing_plan(experts, weights, n, k, e, capacity));
+  r.x.resize(static_cast<size_t>(n * kC));
+  for (size_t i = 0; i < r.x.size(); ++i)
+    r.x[i] = random_uniform(key, 1000 + static_cast<int64_t>(i), 7) - 0.5f;
+  return r;
+}
+
+// Expert e's function: f_e(u) = (e + 1) * u + 0.25 * e, row by row, on `rows` rows of
+// local experts [first, first + offsets.size() - 1).
+std::vector<float> apply_experts(Tensor rows, std::span<const int64_t> offsets,
+                                 int64_t first) {
+  std::vector<float> out(static_cast<size_t>(rows.numel()));
+  for (size_t i = 0; i + 1 < offsets.size(); ++i) {
+    const float scale = static_cast<float>(first + static_cast<int64_t>(i) + 1);
+    for (int64_t s = offsets[i]; s < offsets[i + 1]; ++s)
+      for (int64_t j = 0; j < kC; ++j)
+        out[s * kC + j] = scale * rows.data[s * kC + j] + 0.25f * static_cast<float>(scale - 1);
+  }
+  return out;
+}
+
+struct Outputs {
+  std::vector<float> y, dx, dweights;
+};
+
+// forward (dispatch, experts, combine) and backward (combine_backward, d experts,
+// dispatch_backward) through `dispatcher`; the experts' backward is f_e'(u) = e + 1.
+Outputs run(Dispatcher& dispatcher, const Routing& r, const std::vector<float>& dy) {
+  const RoutingPlan& plan = *r.plan;
+  const int64_t n = plan.num_tokens;
+  std::vector<float> x = r.x;
+  const DispatchHandle h = dispatcher.dispatch(Tensor(x.data(), {n, kC}), r.plan);
+  std::vector<float> out = apply_experts(h.rows(), h.expert_offsets(), h.first_expert());
+  const int64_t s = h.rows().rows();
+  Outputs o;
+  o.y.resize(x.size());
+  o.dx.resize(x.size());
+  o.dweights.resize(static_cast<size_t>(plan.num_assignments()));
+  dispatcher.combine(h, Tensor(out.data(), {s, kC}), Tensor(o.y.data(), {n, kC}));
+  std::vector<float> dout(static_cast<size_t>(s * kC));
+  std::vector<float> dy_copy = dy;
+  dispatcher.combine_backward(h, Tensor(out.data(), {s, kC}), Tensor(dy_copy.data(), {n, kC}),
+                              Tensor(dout.data(), {s, kC}), o.dweights.data());
+  for (size_t i = 0; i + 1 < h.expert_offsets().size(); ++i)
+    for (int64_t row = h.expert_offsets()[i]; row < h.expert_offsets()[i + 1]; ++row)
+      for (int64_t j = 0; j < kC; ++j)
+        dout[row * kC + j] *= static_cast<float>(h.first_expert() + static_cast<int64_t>(i) + 1);
+  dispatcher.dispatch_backward(h, Tensor(dout.data(), {s, kC}), Tensor(o.dx.data(), {n, kC}));
+  return o;
+}
+
+void expect_same_as_local(int64_t n, int64_t e, int64_t k, int64_t capacity) {
+  MpiCommunicator ep(test::mpi_env().world());
+  const ExpertPlacement placement{e, ep.size(), ep.rank()};
+  const Routing r = random_routing(ep.rank(), n, e, k, capacity, /*unit_weights=*/false);
+  std::vector<float> dy(r.x.size());
+  for (size_t i = 0; i < dy.size(); ++i) dy[i] = 0.01f * static_cast<float>(i % 17) - 0.08f;
+
+  LocalDispatcher local;
+  AllToAllDispatcher flat(ep, placement);
+  const Outputs want = run(local, r, dy);
+  const Outputs got = run(flat, r, dy);
+  for (size_t i = 0; i < want.y.size(); ++i) EXPECT_EQ(got.y[i], want.y[i]) << "y " << i;
+  for (size_t i = 0; i < want.dx.size(); ++i) EXPECT_EQ(got.dx[i], want.dx[i]) << "dx " << i;
+  for (size_t i = 0; i < want.dweights.size(); ++i)
+    EXPECT_EQ(got.dweights[i], want.dweights[i]) << "dweights " << i;
+  if (capacity >= 0) {
+    EXPECT_GT(r.plan->num_dropped(), 0) << "the capacity drops nothing";
+  }
+}
+
+TEST(AllToAllDispatcher, SameAsLocalDropless) { expect_same_as_local(40, 8, 2, -1); }
+TEST(AllToAllDispatcher, SameAsLocalWithDrops) { expect_same_as_local(40, 8, 2, 6); }
+TEST(AllToAllDispatcher, SameAsLocalUnevenExperts) { expect_same_as_local(33, 7, 3, -1); }
+TEST(AllToAllDispatcher, SameAsLocalTop1) { expect_same_as_local(25, 5, 1, 4); }
+
+TEST(AllToAllDispatcher, DispatchCombineReturnsInputAndGradient) {
+  MpiCommunicator ep(test::mpi_env().world());
+  const int64_t n = 30, e = 6, k = 2;
+  const Routing r = random_routing(ep.rank(), n, e, k, -1, /*unit_weights=*/true);
+  AllToAllDispatcher flat(ep, ExpertPlacement{e, ep.size(), ep.rank()});
+  std::vector<float> x = r.x, y(x.size()), dx(x.size());
+  std::vector<float> dw(static_cast<size_t>(n * k));
+  const DispatchHandle h = flat.dispatch(Tensor(x.data(), {n, kC}), r.plan);
+  flat.combine(h, h.rows(), Tensor(y.data(), {n, kC}));
+  for (size_t i = 0; i < x.size(); ++i) EXPECT_FLOAT_EQ(y[i], x[i]) << i;
+
+  std::vector<float> g(x.size());
+  for (size_t i = 0; i < g.size(); ++i) g[i] = 0.5f - 0.03f * static_cast<float>(i % 29);
+  const int64_t s = h.rows().rows();
+  std::vector<float> d_rows(static_cast<size_t>(s * kC));
+  flat.combine_backward(h, h.rows(), Tensor(g.data(), {n, kC}), Tensor(d_rows.data(), {s, kC}),
+                        dw.data());
+  flat.dispatch_backward(h, Tensor(d_rows.data(), {s, kC}), Tensor(dx.data(), {n, kC}));
+  for (size_t i = 0; i < g.size(); ++i) EXPECT_FLOAT_EQ(dx[i], g[i]) << i;
+  for (int64_t a = 0; a < n * k; ++a) {
+    double dot = 0.0;  // dweights_{t,k} = <g_t, x_t>: every slot holds its token's row
+    for (int64_t j = 0; j < kC; ++j) dot += double{g[(a / k) * kC + j]} * x[(a / k) * kC + j];
+    EXPECT_NEAR(dw[a], dot, 1e-5) << a;
+  }
+}
+
+TEST(AllToAllDispatcher, ExpertRowsComeInSourceThenTokenOrder) {
+  // Row j of token t on rank r is encoded as x = r * 1000 + t; an expert's rows must be
+  // sorted by (source rank, token), the global token order.
+  MpiCommunicator ep(test::mpi_env().world());
+  const int64_t n = 24, e = 5, k = 2;
+  Routing r = random_routing(ep.rank(), n, e, k, -1, /*unit_weights=*/true);
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t j = 0; j < kC; ++j) r.x[t * kC + j] = static_cast<float>(ep.rank() * 1000 + t);
+  AllToAllDispatcher flat(ep, ExpertPlacement{e, ep.size(), ep.rank()});
+  const DispatchHandle h = flat.dispatch(Tensor(r.x.data(), {n, kC}), r.plan);
+  int64_t total = 0;
+  for (int64_t i = 0; i < h.num_local_experts(); ++i) {
+    for (int64_t s = h.expert_offsets()[i] + 1; s < h.expert_offsets()[i + 1]; ++s)
+      EXPECT_LT(h.rows().data[(s - 1) * kC], h.rows().data[s * kC]) << "expert " << i;
+    total += h.local_count(i);
+  }
+  // every kept assignment arrives exactly once somewhere
+  int64_t sent = r.plan->num_slots();
+  ep.all_reduce<int64_t>({&total, 1});
+  ep.all_reduce<int64_t>({&sent, 1});
+  EXPECT_EQ(total, sent);
+}
+
+TEST(AllToAllDispatcher, ExchangesAreCountedInStats) {
+  MpiCommunicator ep(test::mpi_env().world());
+  const int64_t n = 20, e = 4, k = 2;
+  const Routing r = random_routing(ep.rank(), n, e, k, -1, /*unit_weights=*/true);
+  AllToAllDispatcher flat(ep, ExpertPlacement{e, ep.size(), ep.rank()});
+  ep.stats() = CommStats{};
+  std::vector<float> x = r.x, y(x.size());
+  const DispatchHandle h = flat.dispatch(Tensor(x.data(), {n, kC}), r.plan);
+  // rows this rank's plan sends to other ranks, times C floats
+  const ExpertPlacement placement{e, ep.size(), ep.rank()};
+  int64_t remote_rows = 0;
+  for (int64_t x_e = 0; x_e < e; ++x_e)
+    if (placement.owner(x_e) != ep.rank()) remote_rows += r.plan->counts_after[x_e];
+  int64_t remote_counts = e - placement.num_local();  // int64 counts to other ranks
+  EXPECT_EQ(ep.stats().bytes_sent,
+            remote_rows * kC * int64_t{sizeof(float)} + remote_counts * int64_t{sizeof(int64_t)});
+  EXPECT_EQ(ep.stats().calls, 2);
+  flat.combine(h, h.rows(), Tensor(y.data(), {n, kC}));
+  EXPECT_EQ(ep.stats().calls, 3);
+}
+
+}  // namespace
+}  // namespace moe
