@@ -9,14 +9,21 @@ namespace moe {
 
 namespace {
 
-std::unique_ptr<SwiGLUMlp> make_shared_experts(ParamStore& store, const std::string& prefix,
-                                               int64_t width, const MoeConfig& config,
-                                               float init_std, float out_std) {
+ExpertActivation expert_activation(const MoeConfig& config) {
+  return config.expert_act == "gelu" ? ExpertActivation::kGelu : ExpertActivation::kSwiGLU;
+}
+
+std::unique_ptr<Mlp> make_shared_experts(ParamStore& store, const std::string& prefix,
+                                         int64_t width, const MoeConfig& config,
+                                         float init_std, float out_std) {
   if (config.num_shared <= 0) return nullptr;
-  // K_s shared experts of width F_s are one SwiGLU FFN of width K_s * F_s.
-  return std::make_unique<SwiGLUMlp>(store, prefix + ".shared", width,
-                                     int64_t{config.num_shared} * config.shared_ffn,
-                                     init_std, out_std);
+  // K_s shared experts of width F_s are one FFN of width K_s * F_s.
+  const int64_t hidden = int64_t{config.num_shared} * config.shared_ffn;
+  if (expert_activation(config) == ExpertActivation::kGelu)
+    return std::make_unique<GeluMlp>(store, prefix + ".shared", width, hidden, init_std,
+                                     out_std);
+  return std::make_unique<SwiGLUMlp>(store, prefix + ".shared", width, hidden, init_std,
+                                     out_std);
 }
 
 }  // namespace
@@ -30,7 +37,7 @@ MoELayer::MoELayer(ParamStore& store, const std::string& prefix, int64_t width,
       router_(store, prefix, width, config.num_experts, config.top_k, config.renormalize,
               init_std),
       experts_(store, prefix, width, config.expert_ffn, config.num_experts, init_std,
-               out_std),
+               out_std, expert_activation(config)),
       shared_(make_shared_experts(store, prefix, width, config, init_std, out_std)),
       bias_(static_cast<size_t>(config.num_experts), 0.0f) {}
 
@@ -51,7 +58,8 @@ Tensor MoELayer::forward(Tensor u) {
   last_experts_.assign(r.experts.begin(), r.experts.end());
   // plan
   auto plan = std::make_shared<const RoutingPlan>(build_routing_plan(
-      r.experts, r.weights, n, k, e, expert_capacity(config_.capacity_factor, n, k, e)));
+      r.experts, r.weights, n, k, e, expert_capacity(config_.capacity_factor, n, k, e),
+      config_.batch_priority ? RoutingPriority::kBatchPriority : RoutingPriority::kChoiceMajor));
   aux_loss_ = switch_aux_loss(r.probs.data, plan->counts_before.data(), n, e, k,
                               config_.aux_loss);
   z_loss_ = router_z_loss(r.logits.data, n, e, config_.z_loss);

@@ -1,6 +1,8 @@
 #include "framework/moe/routing_plan.h"
 
+#include <algorithm>
 #include <cmath>
+#include <numeric>
 
 #include "framework/core/error.h"
 
@@ -9,16 +11,23 @@ namespace moe {
 namespace {
 
 // Assignment indices a = t*K + k in the order they are admitted against capacity.
-std::vector<int64_t> admission_order(RoutingPriority priority, int64_t num_tokens,
-                                     int64_t top_k) {
+std::vector<int64_t> admission_order(RoutingPriority priority, std::span<const float> weights,
+                                     int64_t num_tokens, int64_t top_k) {
+  // Token order within each round of choices.
+  std::vector<int64_t> tokens(static_cast<size_t>(num_tokens));
+  std::iota(tokens.begin(), tokens.end(), int64_t{0});
+  if (priority == RoutingPriority::kBatchPriority) {
+    std::vector<float> score(static_cast<size_t>(num_tokens));
+    for (int64_t t = 0; t < num_tokens; ++t)
+      score[t] = *std::max_element(weights.begin() + t * top_k,
+                                   weights.begin() + (t + 1) * top_k);
+    std::stable_sort(tokens.begin(), tokens.end(),
+                     [&](int64_t a, int64_t b) { return score[a] > score[b]; });
+  }
   std::vector<int64_t> order;
   order.reserve(static_cast<size_t>(num_tokens * top_k));
-  switch (priority) {
-    case RoutingPriority::kChoiceMajor:
-      for (int64_t k = 0; k < top_k; ++k)
-        for (int64_t t = 0; t < num_tokens; ++t) order.push_back(t * top_k + k);
-      break;
-  }
+  for (int64_t k = 0; k < top_k; ++k)
+    for (int64_t t : tokens) order.push_back(t * top_k + k);
   return order;
 }
 
@@ -69,7 +78,7 @@ RoutingPlan build_routing_plan(std::span<const int32_t> experts,
 
   // Admission: an assignment is kept while its expert has room.
   std::vector<bool> kept(static_cast<size_t>(n_assign), false);
-  for (int64_t a : admission_order(priority, num_tokens, top_k)) {
+  for (int64_t a : admission_order(priority, weights, num_tokens, top_k)) {
     const int32_t e = experts[a];
     ++plan.counts_before[e];
     if (capacity < 0 || plan.counts_after[e] < capacity) {

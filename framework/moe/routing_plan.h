@@ -22,6 +22,10 @@ enum class RoutingPriority : uint8_t {
   // GShard: all first choices in token order, then all second choices, and so on,
   // so a token's first choice is never dropped in favour of another's second.
   kChoiceMajor,
+  // V-MoE Batch Priority Routing: the same choice-major rounds, but within a round the
+  // tokens go in order of their priority max_k w_{t,k} (highest first, ties to the
+  // lower token index), so confident tokens keep their experts when capacity is short.
+  kBatchPriority,
 };
 
 struct RoutingPlan {

@@ -231,7 +231,7 @@ std::vector<double> naive_forward(TinyMoe& m, const std::vector<float>& u) {
       if (plan.slot[a] < 0) continue;
       const int64_t e = plan.expert[a];
       std::vector<double> ye(kC, 0.0);
-      swiglu(ex.w_gate().value.data() + e * kF * kC, ex.w_up().value.data() + e * kF * kC,
+      swiglu(ex.w_gate()->value.data() + e * kF * kC, ex.w_up().value.data() + e * kF * kC,
              ex.w_down().value.data() + e * kC * kF, kF, u.data() + t * kC, ye.data());
       for (int64_t j = 0; j < kC; ++j) acc[j] += plan.weight[a] * ye[j];
     }
