@@ -9,16 +9,16 @@
 #include <iostream>
 #include <sstream>
 
+#include "framework/checkpoint/h5_file.h"
+#include "framework/checkpoint/state_dict.h"
 #include "framework/core/timer.h"
-#include "framework/data/sampler.h"
-#include "framework/data/token_shard.h"
 #include "framework/kernels/ops.h"
 #include "framework/optim/adamw.h"
 #include "framework/optim/clip.h"
 #include "framework/optim/lr_schedule.h"
 #include "framework/train/metrics.h"
 #include "framework/train/peak_flops.h"
-#include "models/moe_gpt/moe_gpt.h"
+#include "models/model.h"
 
 extern "C" void openblas_set_num_threads(int num_threads);
 
@@ -26,24 +26,16 @@ namespace moe {
 namespace fs = std::filesystem;
 
 struct Trainer::State {
-  TokenShard train_shard, val_shard;
-  BatchSampler train_sampler, val_sampler;
   ParamStore store;
   LocalDispatcher dispatcher;
-  std::unique_ptr<MoeGpt> model;
+  std::unique_ptr<Model> model;  // the family of model.family, with its data
   std::unique_ptr<AdamW> optimizer;
   LrSchedule schedule;
   MetricsWriter metrics;
-  std::vector<int32_t> inputs, targets;  // (B, T)
   double peak_flops = 0.0;               // FLOP/s of the cores in use
   int threads = 1;
 
-  State(const Config& c)
-      : train_shard(c.data.train_path),
-        val_shard(c.data.val_path),
-        train_sampler(train_shard, c.model.seq_len, c.data.batch_size, c.train.seed),
-        val_sampler(val_shard, c.model.seq_len, c.data.batch_size, c.train.seed),
-        schedule(c.optim, c.train.steps) {}
+  State(const Config& c) : schedule(c.optim, c.train.steps) {}
 };
 
 namespace {
@@ -66,14 +58,16 @@ nlohmann::json component_record(const ComponentTimes& t, int64_t steps) {
 std::string format_duration(double seconds);
 
 // "step 120/600 | loss 2.1034 | lr 1.93e-03 | 2480 tok/s | MFU 43.9% | val bpb ... | ETA 9m41s"
-std::string progress_line(const nlohmann::json& r, int64_t total_steps, double eta_s) {
+std::string progress_line(const nlohmann::json& r, const nlohmann::json& eval,
+                          int64_t total_steps, double eta_s) {
   std::ostringstream line;
   line << "step " << r["step"].get<int64_t>() << "/" << total_steps << " | loss " << std::fixed
        << std::setprecision(4) << r["loss"].get<double>() << " | lr " << std::scientific
        << std::setprecision(2) << r["lr"].get<double>() << " | " << std::fixed
        << std::setprecision(0) << r["tokens_per_s"].get<double>() << " tok/s | MFU "
        << std::setprecision(1) << r["mfu"].get<double>() * 100 << "%";
-  if (r.contains("val_bpb")) line << " | val bpb " << std::setprecision(4) << r["val_bpb"].get<double>();
+  for (const auto& [key, value] : eval.items())
+    line << " | " << key << " " << std::setprecision(4) << value.get<double>();
   line << " | ETA " << format_duration(eta_s);
   return line.str();
 }
@@ -95,12 +89,10 @@ Trainer::Trainer(const Config& config, const MpiEnv& mpi)
                  " MPI ranks given, but this build trains on one process "
                  "(the distributed runtime is not available yet)");
   check_world_size(config.parallel, mpi.size());
-  MOE_USER_CHECK(!config.data.train_path.empty(), "data.train_path: no token shard given");
-  MOE_USER_CHECK(!config.data.val_path.empty(), "data.val_path: no token shard given");
-  // Everything that can reject the input happens before the first file is written.
+  // Everything that can reject the input happens before the first file is written:
+  // make_model opens and validates the family's data.
   s_ = std::make_unique<State>(config);
-  require_vocab(s_->train_shard, config.model.vocab_size, "data.train_path");
-  require_vocab(s_->val_shard, config.model.vocab_size, "data.val_path");
+  s_->model = make_model(config, s_->store, s_->dispatcher);
   const fs::path dir(config.run.dir);
   MOE_USER_CHECK(config.run.overwrite || !fs::exists(dir / "metrics.jsonl"),
                  "run.dir: '", config.run.dir,
@@ -111,12 +103,8 @@ Trainer::Trainer(const Config& config, const MpiEnv& mpi)
   omp_set_num_threads(s_->threads);
   openblas_set_num_threads(s_->threads);
 
-  s_->model = std::make_unique<MoeGpt>(config.model, config.moe, s_->store, s_->dispatcher);
   s_->store.initialize(config.train.seed);
   s_->optimizer = std::make_unique<AdamW>(s_->store, config.optim);
-  const int64_t local_batch = s_->train_sampler.local_batch(1);
-  s_->inputs.resize(static_cast<size_t>(local_batch * config.model.seq_len));
-  s_->targets.resize(s_->inputs.size());
 
   s_->peak_flops = config.train.peak_gflops > 0
                        ? config.train.peak_gflops * 1e9 * s_->threads
@@ -137,25 +125,34 @@ void Trainer::prepare_run_dir() {
   s_->metrics = MetricsWriter((dir / "metrics.jsonl").string());
 }
 
-EvalResult Trainer::evaluate() {
-  EvalResult result;
-  const int batches = config_.train.eval_batches;
-  for (int i = 0; i < batches; ++i) {
-    s_->val_sampler.eval_batch(i, 0, 1, s_->inputs, s_->targets);
-    const int64_t local_batch = static_cast<int64_t>(s_->inputs.size()) / config_.model.seq_len;
-    result.loss += s_->model->forward(s_->inputs.data(), s_->targets.data(), local_batch).ce;
+nlohmann::json Trainer::evaluate() {
+  const std::vector<double> sums = s_->model->evaluate(0, 1);
+  return s_->model->eval_metrics(sums);
+}
+
+void Trainer::save_model() {
+  // The weights and the resolved config, for moe-sample and evaluation tools; the full
+  // resumable checkpoint is checkpoint/'s business.
+  H5File file = H5File::create((fs::path(config_.run.dir) / "model.h5").string());
+  file.set_string_attr("/config", "ini", config_.resolved_ini);
+  save_params(file, "/model", s_->store, /*grads=*/false);
+  const std::vector<int> blocks = s_->model->moe_layer_blocks();
+  const std::vector<MoELayer*> layers = s_->model->moe_layers();
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const auto bias = layers[i]->bias();
+    file.write("/buffers/layers." + std::to_string(blocks[i]) + ".moe.router.bias",
+               bias.data(), Shape{static_cast<int64_t>(bias.size())});
   }
-  result.loss /= batches;
-  result.bpb = result.loss / std::log(2.0);  // one token is one byte
-  return result;
+  file.close();
 }
 
 nlohmann::json Trainer::expert_load_record() {
   nlohmann::json layers = nlohmann::json::array();
+  const std::vector<int> blocks = s_->model->moe_layer_blocks();
   int index = 0;
   for (MoELayer* layer : s_->model->moe_layers()) {
     const ExpertLoadStats& st = layer->load_stats();
-    layers.push_back({{"layer", config_.model.dense_layers + index++},
+    layers.push_back({{"layer", blocks[index++]},
                       {"tokens", st.assigned},
                       {"max_over_mean", st.max_over_mean},
                       {"dropped", st.dropped_fraction}});
@@ -165,14 +162,13 @@ nlohmann::json Trainer::expert_load_record() {
 
 Trainer::StepResult Trainer::train_step(int64_t step, IntervalTimes& times) {
   const Config& c = config_;
-  MoeGpt& model = *s_->model;
-  const int64_t local_batch = static_cast<int64_t>(s_->inputs.size()) / c.model.seq_len;
-  s_->train_sampler.batch(step, 0, 1, s_->inputs, s_->targets);
+  Model& model = *s_->model;
+  model.load_train_batch(step, 0, 1);
   s_->store.zero_grad();
   StepResult result;
   {
     ScopedTimer timer(times.forward);
-    result.loss = model.forward(s_->inputs.data(), s_->targets.data(), local_batch);
+    result.loss = model.forward();
   }
   {
     ScopedTimer timer(times.backward);
@@ -193,7 +189,7 @@ Trainer::StepResult Trainer::train_step(int64_t step, IntervalTimes& times) {
 nlohmann::json Trainer::interval_record(int64_t step, const StepResult& r,
                                         const IntervalTimes& times) {
   const double tokens_per_step =
-      static_cast<double>(config_.data.batch_size) * config_.model.seq_len;
+      static_cast<double>(config_.data.batch_size) * s_->model->tokens_per_sample();
   const double k = 1.0 / static_cast<double>(times.steps);
   const double step_s = times.clock.seconds() * k;
   return {{"step", step + 1},
@@ -216,13 +212,13 @@ nlohmann::json Trainer::interval_record(int64_t step, const StepResult& r,
 nlohmann::json Trainer::run() {
   const Config& c = config_;
   log_.info("moe-train: ", s_->store.numel(), " parameters, ", c.train.steps, " steps of ",
-            c.data.batch_size * c.model.seq_len, " tokens, ", s_->threads,
+            c.data.batch_size * s_->model->tokens_per_sample(), " tokens, ", s_->threads,
             " threads, BLAS kernel ", cpu::blas_core_name(), ", peak ", std::fixed,
             std::setprecision(1), s_->peak_flops * 1e-9, " GFLOP/s");
   Stopwatch run_clock;
   double train_s = 0.0;  // run time less evaluations
   IntervalTimes times;
-  EvalResult last_eval;
+  nlohmann::json last_eval = nlohmann::json::object();
   for (int64_t step = 0; step < c.train.steps; ++step) {
     const StepResult result = train_step(step, times);
     const bool last = step + 1 == c.train.steps;
@@ -232,25 +228,26 @@ nlohmann::json Trainer::run() {
 
     nlohmann::json record = interval_record(step, result, times);
     train_s += times.clock.seconds();
+    nlohmann::json eval = nlohmann::json::object();
     if (eval_now) {
-      last_eval = evaluate();
-      record["val_loss"] = last_eval.loss;
-      record["val_bpb"] = last_eval.bpb;
+      eval = last_eval = evaluate();
+      record.update(eval);
     }
     if (s_->metrics.is_open()) s_->metrics.write(record);
     const double eta = run_clock.seconds() / (step + 1) * (c.train.steps - step - 1);
-    log_.info(progress_line(record, c.train.steps, eta));
+    log_.info(progress_line(record, eval, c.train.steps, eta));
     s_->model->times().clear();
     times = IntervalTimes{};
   }
-  const double tokens = static_cast<double>(c.data.batch_size) * c.model.seq_len * c.train.steps;
-  nlohmann::json final_record = {{"final", true},
-                                 {"steps", c.train.steps},
-                                 {"val_loss", last_eval.loss},
-                                 {"val_bpb", last_eval.bpb},
-                                 {"tokens_per_s", tokens / train_s},
-                                 {"peak_gflops", s_->peak_flops * 1e-9},
-                                 {"seconds", run_clock.seconds()}};
+  if (mpi_.rank() == 0) save_model();
+  const double tokens = static_cast<double>(c.data.batch_size) *
+                        s_->model->tokens_per_sample() * c.train.steps;
+  nlohmann::json final_record = {{"final", true}, {"steps", c.train.steps}};
+  final_record.update(last_eval);
+  final_record.update({{"tokens_per_s", tokens / train_s},
+                       {"samples_per_s", c.data.batch_size * c.train.steps / train_s},
+                       {"peak_gflops", s_->peak_flops * 1e-9},
+                       {"seconds", run_clock.seconds()}});
   if (mpi_.rank() == 0) std::cout << final_record.dump() << std::endl;
   return final_record;
 }
