@@ -14,7 +14,9 @@ packages=(
   zlib1g-dev libpng-dev                     # image data and PNG sample grids
   googletest libgtest-dev libbenchmark-dev  # tests and benchmarks
   fortunes fortunes-min                     # the English text corpus of the main job
+  dataset-fashion-mnist                     # IDX images of the image families
   python3 python3-numpy python3-h5py python3-torch  # reference tests, peer benchmark
+  python3-pil                               # tests decode the PNG sample grids
 )
 
 missing=()

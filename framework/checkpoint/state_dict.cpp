@@ -45,11 +45,10 @@ void load_params(const H5File& file, const std::string& group, ParamStore& store
   }
 }
 
-void save_params_gathered(const std::string& path, const std::string& group,
-                          const ParamStore& store, Communicator& ep) {
+void save_params_gathered(H5File* file, const std::string& group, const ParamStore& store,
+                          Communicator& ep) {
   const bool writer = ep.rank() == 0;
-  std::optional<H5File> file;
-  if (writer) file.emplace(H5File::create(path));
+  MOE_CHECK(writer == (file != nullptr), "save_params_gathered: the file belongs to ep rank 0");
   Buffer whole;
   for (const Param& p : store.params()) {
     const bool expert = p.spec.shard == Shard::kExpert;
@@ -77,7 +76,6 @@ void save_params_gathered(const std::string& path, const std::string& group,
               p.spec.shape[0], " experts");
     file->write(dataset_name(group, p.spec.name), out, p.spec.shape);
   }
-  if (writer) file->close();
 }
 
 }  // namespace moe

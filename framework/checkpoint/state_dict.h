@@ -25,13 +25,13 @@ void save_params(H5File& file, const std::string& group, const ParamStore& store
 // file; datasets in the group that the store does not know are ignored.
 void load_params(const H5File& file, const std::string& group, ParamStore& store);
 
-// Writes the logical value of every parameter to "<group>/<name>" of `path` from ep rank
-// 0 of the ep group `ep` (the writer): the other ep ranks send it their expert blocks
+// Writes the logical value of every parameter to "<group>/<name>" of `file` (non-null on
+// ep rank 0 of `ep` only, the writer): the other ep ranks send it their expert blocks
 // (contiguous along the expert axis, in ep order, ExpertPlacement). Collective over
 // `ep`; call it on one ep group (the writer's), whose every rank holds all
 // non-expert parameters whole. A gather through one rank: the final-weights file of a
 // run, until checkpoints write their hyperslabs collectively with MPI-IO.
-void save_params_gathered(const std::string& path, const std::string& group,
-                          const ParamStore& store, Communicator& ep);
+void save_params_gathered(H5File* file, const std::string& group, const ParamStore& store,
+                          Communicator& ep);
 
 }  // namespace moe

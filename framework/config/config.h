@@ -11,17 +11,26 @@
 namespace moe {
 
 struct ModelConfig {
-  std::string family = "moe_gpt";  // moe_gpt (dit_moe, vit_moe to come)
+  std::string family = "moe_gpt";  // moe_gpt | vit_moe | dit_moe
   int vocab_size = 256;            // V
   int seq_len = 64;                // T
   int num_layers = 2;              // L
   int d_model = 64;                // C
   int num_heads = 4;               // H; head dim D = C / H (even, for rotary)
-  int dense_layers = 1;            // the first k layers use a dense SwiGLU FFN
-  int dense_ffn = 128;             // width of the dense SwiGLU FFN
+  int dense_layers = 1;            // the first k layers use a dense FFN
+  int moe_every = 1;               // of the later layers, every n-th is MoE (2: V-MoE)
+  int dense_ffn = 128;             // width of the dense FFN (SwiGLU; GELU in vit_moe)
   float rope_theta = 10000.0f;
   float norm_eps = 1e-6f;
   float init_std = 0.02f;          // output projections use init_std / sqrt(2 L)
+  // Image families (vit_moe, dit_moe); docs/image-models.md.
+  int image_size = 28;             // H = W of the (square) images
+  int image_channels = 1;          // channels of the images
+  int patch_size = 4;              // p: patches of p x p pixels, (H/p)^2 tokens
+  int num_classes = 10;            // labels are in [0, num_classes)
+  std::string pool = "cls";        // vit_moe head input: cls | gap
+  std::string pos_embed = "auto";  // auto | learned | sincos (auto: vit learned, dit sincos)
+  float class_dropout = 0.1f;      // dit_moe: label -> null class with this probability
 };
 
 struct MoeConfig {
@@ -32,6 +41,8 @@ struct MoeConfig {
   int shared_ffn = 64;             // width of each shared expert
   float capacity_factor = 0.0f;    // <= 0: dropless; else C_e = ceil(cf * N * K / E)
   bool renormalize = false;        // combine weights renormalised over the K chosen
+  bool batch_priority = false;     // V-MoE Batch Priority Routing under capacity
+  std::string expert_act = "swiglu";  // routed and shared experts: swiglu | gelu
   float aux_loss = 0.01f;          // Switch/GShard balance coefficient alpha
   float z_loss = 0.001f;           // router z-loss coefficient
   bool bias_balance = false;       // DeepSeek-V3 aux-loss-free bias balancing
@@ -56,9 +67,25 @@ struct OptimConfig {
 };
 
 struct DataConfig {
-  std::string train_path;          // token shard (docs/data-format.md)
-  std::string val_path;            // token shard for validation
-  int batch_size = 8;              // global batch, in sequences of model.seq_len
+  std::string train_path;          // token shard (docs/data-format.md) or IDX images
+  std::string val_path;            // token shard or IDX images for validation
+  std::string train_labels;        // image families: IDX labels of train_path
+  std::string val_labels;          // image families: IDX labels of val_path
+  int batch_size = 8;              // global batch, in sequences (or images)
+  bool hflip = false;              // image families: random horizontal flips
+  float image_mean = 0.5f;         // pixel p in [0, 1] is fed as (p - mean) / std
+  float image_std = 0.5f;
+};
+
+// Diffusion (dit_moe): training objective and sampling (docs/image-models.md).
+struct DiffusionConfig {
+  std::string objective = "ddpm";  // ddpm (epsilon prediction) | rectified_flow
+  int timesteps = 1000;            // DDPM steps, beta linear from beta_start to beta_end
+  float beta_start = 1e-4f;
+  float beta_end = 0.02f;
+  std::string sampler = "auto";    // auto | ddim | euler (auto: ddpm ddim, flow euler)
+  int sample_steps = 50;           // denoising steps when sampling
+  float guidance = 4.0f;           // classifier-free guidance scale s (1 = none)
 };
 
 struct TrainConfig {
@@ -95,6 +122,7 @@ struct Config {
   MoeConfig moe;
   OptimConfig optim;
   DataConfig data;
+  DiffusionConfig diffusion;
   TrainConfig train;
   RunConfig run;
   CheckpointConfig checkpoint;

@@ -135,7 +135,8 @@ OptionDef option(Section Config::*section, Field Section::*field, const char* ke
 std::vector<OptionDef> model_options() {
   using C = Config;
   return {
-    option(&C::model, &ModelConfig::family, "model.family", "model family: moe_gpt"),
+    option(&C::model, &ModelConfig::family, "model.family",
+           "model family: moe_gpt | vit_moe | dit_moe"),
     option(&C::model, &ModelConfig::vocab_size, "model.vocab_size",
            "vocabulary size V (> 0; every token of the data must be < V)"),
     option(&C::model, &ModelConfig::seq_len, "model.seq_len",
@@ -147,14 +148,30 @@ std::vector<OptionDef> model_options() {
     option(&C::model, &ModelConfig::num_heads, "model.num_heads",
            "attention heads H (> 0; head dim C/H must be even for rotary)"),
     option(&C::model, &ModelConfig::dense_layers, "model.dense_layers",
-           "the first k layers use a dense SwiGLU FFN, the rest MoE (0 <= k <= num_layers)"),
+           "the first k layers use a dense FFN, the rest MoE (0 <= k <= num_layers)"),
+    option(&C::model, &ModelConfig::moe_every, "model.moe_every",
+           "of the layers after dense_layers, every n-th is MoE, the others dense (> 0)"),
     option(&C::model, &ModelConfig::dense_ffn, "model.dense_ffn",
-           "width of the dense SwiGLU FFN (> 0)"),
+           "width of the dense FFN (> 0; SwiGLU, GELU in vit_moe)"),
     option(&C::model, &ModelConfig::rope_theta, "model.rope_theta",
            "rotary embedding base theta (> 0)"),
     option(&C::model, &ModelConfig::norm_eps, "model.norm_eps", "RMSNorm epsilon (> 0)"),
     option(&C::model, &ModelConfig::init_std, "model.init_std",
            "std of the normal init (> 0); output projections use init_std/sqrt(2L)"),
+    option(&C::model, &ModelConfig::image_size, "model.image_size",
+           "image families: height = width of the images (> 0, divisible by patch_size)"),
+    option(&C::model, &ModelConfig::image_channels, "model.image_channels",
+           "image families: channels of the images (> 0)"),
+    option(&C::model, &ModelConfig::patch_size, "model.patch_size",
+           "image families: patch size p, tokens are p x p patches (> 0)"),
+    option(&C::model, &ModelConfig::num_classes, "model.num_classes",
+           "image families: number of classes; labels are < num_classes (> 0)"),
+    option(&C::model, &ModelConfig::pool, "model.pool",
+           "vit_moe: classify the CLS token (cls) or the mean of the patch tokens (gap)"),
+    option(&C::model, &ModelConfig::pos_embed, "model.pos_embed",
+           "image families: auto | learned | sincos (auto: vit_moe learned, dit_moe sincos)"),
+    option(&C::model, &ModelConfig::class_dropout, "model.class_dropout",
+           "dit_moe: probability of replacing a label by the null class (0 <= p < 1)"),
   };
 }
 
@@ -175,6 +192,10 @@ std::vector<OptionDef> moe_options() {
            "expert capacity factor cf; <= 0: dropless, else C_e = ceil(cf*N*K/E)"),
     option(&C::moe, &MoeConfig::renormalize, "moe.renormalize",
            "renormalise the combine weights over the K chosen experts"),
+    option(&C::moe, &MoeConfig::batch_priority, "moe.batch_priority",
+           "V-MoE Batch Priority Routing: admit confident tokens first under capacity"),
+    option(&C::moe, &MoeConfig::expert_act, "moe.expert_act",
+           "routed and shared experts: swiglu | gelu"),
     option(&C::moe, &MoeConfig::aux_loss, "moe.aux_loss",
            "Switch/GShard load-balance coefficient alpha (>= 0)"),
     option(&C::moe, &MoeConfig::z_loss, "moe.z_loss", "router z-loss coefficient (>= 0)"),
@@ -218,11 +239,41 @@ std::vector<OptionDef> data_options() {
   using C = Config;
   return {
     option(&C::data, &DataConfig::train_path, "data.train_path",
-           "training token shard (docs/data-format.md); must exist when set"),
+           "training token shard, or IDX images for image families; must exist when set"),
     option(&C::data, &DataConfig::val_path, "data.val_path",
-           "validation token shard; must exist when set"),
+           "validation token shard, or IDX images; must exist when set"),
+    option(&C::data, &DataConfig::train_labels, "data.train_labels",
+           "image families: IDX labels of data.train_path; must exist when set"),
+    option(&C::data, &DataConfig::val_labels, "data.val_labels",
+           "image families: IDX labels of data.val_path; must exist when set"),
     option(&C::data, &DataConfig::batch_size, "data.batch_size",
-           "global batch in sequences of seq_len (> 0, divisible by parallel.dp)"),
+           "global batch in sequences or images (> 0, divisible by parallel.dp)"),
+    option(&C::data, &DataConfig::hflip, "data.hflip",
+           "image families: flip training images horizontally with probability 1/2"),
+    option(&C::data, &DataConfig::image_mean, "data.image_mean",
+           "image families: pixel p in [0, 1] is fed as (p - image_mean) / image_std"),
+    option(&C::data, &DataConfig::image_std, "data.image_std",
+           "image families: see data.image_mean (> 0)"),
+  };
+}
+
+std::vector<OptionDef> diffusion_options() {
+  using C = Config;
+  return {
+    option(&C::diffusion, &DiffusionConfig::objective, "diffusion.objective",
+           "dit_moe training objective: ddpm (epsilon prediction) | rectified_flow"),
+    option(&C::diffusion, &DiffusionConfig::timesteps, "diffusion.timesteps",
+           "ddpm: diffusion steps of the linear beta schedule (> 1)"),
+    option(&C::diffusion, &DiffusionConfig::beta_start, "diffusion.beta_start",
+           "ddpm: first beta (0 < beta_start <= beta_end)"),
+    option(&C::diffusion, &DiffusionConfig::beta_end, "diffusion.beta_end",
+           "ddpm: last beta (beta_start <= beta_end < 1)"),
+    option(&C::diffusion, &DiffusionConfig::sampler, "diffusion.sampler",
+           "sampler: auto | ddim (ddpm) | euler (rectified_flow); auto picks the match"),
+    option(&C::diffusion, &DiffusionConfig::sample_steps, "diffusion.sample_steps",
+           "denoising steps when sampling (> 0; <= timesteps for ddim)"),
+    option(&C::diffusion, &DiffusionConfig::guidance, "diffusion.guidance",
+           "classifier-free guidance scale s: eps_u + s (eps_c - eps_u) (>= 0; 1 = none)"),
   };
 }
 
@@ -293,7 +344,7 @@ std::vector<OptionDef> parallel_options() {
 std::vector<OptionDef> make_table() {
   std::vector<OptionDef> table;
   for (auto section : {&model_options, &moe_options, &optim_options, &data_options,
-                       &train_options, &run_options, &checkpoint_options, &parallel_options}) {
+                       &diffusion_options, &train_options, &run_options, &checkpoint_options, &parallel_options}) {
     for (OptionDef& def : section()) table.push_back(std::move(def));
   }
   return table;

@@ -2,6 +2,7 @@
 // load_config. Each failure is one line: "<key>: <value> <what is wrong>".
 
 #include <filesystem>
+#include <initializer_list>
 #include <string>
 
 #include "framework/config/options.h"
@@ -33,9 +34,37 @@ void require_existing_file(const char* key, const std::string& path) {
                  "' is not a regular file");
 }
 
+void require_one_of(const char* key, const std::string& value,
+                    std::initializer_list<const char*> known) {
+  std::string list;
+  for (const char* k : known) {
+    if (value == k) return;
+    list += list.empty() ? k : std::string(", ") + k;
+  }
+  MOE_USER_FAIL(key, ": '", value, "' is not one of ", list);
+}
+
+// The options only the image families read.
+void validate_image_model(const ModelConfig& m) {
+  require_positive("model.image_size", m.image_size);
+  require_positive("model.image_channels", m.image_channels);
+  require_positive("model.patch_size", m.patch_size);
+  MOE_USER_CHECK(m.image_size % m.patch_size == 0, "model.image_size: ", m.image_size,
+                 " must be divisible by model.patch_size (", m.patch_size, ")");
+  require_positive("model.num_classes", m.num_classes);
+  require_one_of("model.pool", m.pool, {"cls", "gap"});
+  require_one_of("model.pos_embed", m.pos_embed, {"auto", "learned", "sincos"});
+  // 2-D sin-cos splits the width into four equal (sin, cos) x (row, column) parts.
+  MOE_USER_CHECK(!(m.pos_embed == "sincos" || (m.pos_embed == "auto" && m.family == "dit_moe")) ||
+                     m.d_model % 4 == 0,
+                 "model.d_model: ", m.d_model,
+                 " must be divisible by 4 for sin-cos position embeddings");
+  MOE_USER_CHECK(m.class_dropout >= 0.0f && m.class_dropout < 1.0f, "model.class_dropout: ",
+                 m.class_dropout, " must be in [0, 1)");
+}
+
 void validate_model(const ModelConfig& m) {
-  MOE_USER_CHECK(m.family == "moe_gpt", "model.family: '", m.family,
-                 "' is not available (known: moe_gpt; dit_moe and vit_moe are not built yet)");
+  require_one_of("model.family", m.family, {"moe_gpt", "vit_moe", "dit_moe"});
   require_positive("model.vocab_size", m.vocab_size);
   require_positive("model.seq_len", m.seq_len);
   require_positive("model.num_layers", m.num_layers);
@@ -43,14 +72,17 @@ void validate_model(const ModelConfig& m) {
   require_positive("model.num_heads", m.num_heads);
   MOE_USER_CHECK(m.d_model % m.num_heads == 0, "model.d_model: ", m.d_model,
                  " must be divisible by model.num_heads (", m.num_heads, ")");
-  MOE_USER_CHECK((m.d_model / m.num_heads) % 2 == 0, "model.d_model / model.num_heads: head dim ",
-                 m.d_model / m.num_heads, " must be even (rotary rotates pairs)");
+  MOE_USER_CHECK(m.family != "moe_gpt" || (m.d_model / m.num_heads) % 2 == 0,
+                 "model.d_model / model.num_heads: head dim ", m.d_model / m.num_heads,
+                 " must be even (rotary rotates pairs)");
   MOE_USER_CHECK(m.dense_layers >= 0 && m.dense_layers <= m.num_layers, "model.dense_layers: ",
                  m.dense_layers, " must be in [0, model.num_layers = ", m.num_layers, "]");
+  require_positive("model.moe_every", m.moe_every);
   require_positive("model.dense_ffn", m.dense_ffn);
   require_positive("model.rope_theta", m.rope_theta);
   require_positive("model.norm_eps", m.norm_eps);
   require_positive("model.init_std", m.init_std);
+  if (m.family != "moe_gpt") validate_image_model(m);
 }
 
 void validate_moe(const MoeConfig& e, const ParallelConfig& p) {
@@ -74,6 +106,35 @@ void validate_moe(const MoeConfig& e, const ParallelConfig& p) {
                  "expert on its rank and needs parallel.ep = 1, not ", p.ep);
   MOE_USER_CHECK(e.routing == "topk", "moe.routing: '", e.routing,
                  "' is not available (known: topk)");
+  require_one_of("moe.expert_act", e.expert_act, {"swiglu", "gelu"});
+}
+
+void validate_data(const DataConfig& d) {
+  require_positive("data.batch_size", d.batch_size);
+  require_existing_file("data.train_path", d.train_path);
+  require_existing_file("data.val_path", d.val_path);
+  require_existing_file("data.train_labels", d.train_labels);
+  require_existing_file("data.val_labels", d.val_labels);
+  require_positive("data.image_std", d.image_std);
+}
+
+void validate_diffusion(const DiffusionConfig& d) {
+  require_one_of("diffusion.objective", d.objective, {"ddpm", "rectified_flow"});
+  MOE_USER_CHECK(d.timesteps > 1, "diffusion.timesteps: ", d.timesteps, " must be > 1");
+  MOE_USER_CHECK(d.beta_start > 0.0f && d.beta_start <= d.beta_end, "diffusion.beta_start: ",
+                 d.beta_start, " must be in (0, diffusion.beta_end = ", d.beta_end, "]");
+  MOE_USER_CHECK(d.beta_end < 1.0f, "diffusion.beta_end: ", d.beta_end, " must be < 1");
+  require_one_of("diffusion.sampler", d.sampler, {"auto", "ddim", "euler"});
+  MOE_USER_CHECK(d.sampler != "ddim" || d.objective == "ddpm",
+                 "diffusion.sampler: ddim needs diffusion.objective = ddpm, not ", d.objective);
+  MOE_USER_CHECK(d.sampler != "euler" || d.objective == "rectified_flow",
+                 "diffusion.sampler: euler needs diffusion.objective = rectified_flow, not ",
+                 d.objective);
+  require_positive("diffusion.sample_steps", d.sample_steps);
+  MOE_USER_CHECK(d.objective != "ddpm" || d.sample_steps <= d.timesteps,
+                 "diffusion.sample_steps: ", d.sample_steps,
+                 " must be <= diffusion.timesteps = ", d.timesteps);
+  require_non_negative("diffusion.guidance", d.guidance);
 }
 
 void validate_optim(const OptimConfig& o) {
@@ -120,9 +181,6 @@ void validate_parallel(const Config& c) {
 }
 
 void validate_run(const Config& c) {
-  require_positive("data.batch_size", c.data.batch_size);
-  require_existing_file("data.train_path", c.data.train_path);
-  require_existing_file("data.val_path", c.data.val_path);
   require_positive("train.steps", c.train.steps);
   require_positive("train.log_interval", c.train.log_interval);
   require_non_negative("train.eval_interval", c.train.eval_interval);
@@ -144,6 +202,8 @@ void validate_config(const Config& config) {
   validate_model(config.model);
   validate_moe(config.moe, config.parallel);
   validate_optim(config.optim);
+  validate_data(config.data);
+  validate_diffusion(config.diffusion);
   validate_run(config);
   validate_parallel(config);
 }

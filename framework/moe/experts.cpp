@@ -67,13 +67,16 @@ Param& add_expert_param(ParamStore& store, std::string name, int64_t rows, int64
 
 GroupedExperts::GroupedExperts(ParamStore& store, const std::string& prefix, int64_t width,
                                int64_t hidden, const ExpertPlacement& placement,
-                               float init_std, float out_std)
-    : w_gate_(add_expert_param(store, prefix + ".experts.w_gate", hidden, width, placement,
-                               init_std)),
-      w_up_(add_expert_param(store, prefix + ".experts.w_up", hidden, width, placement,
-                             init_std)),
-      w_down_(add_expert_param(store, prefix + ".experts.w_down", width, hidden, placement,
-                               out_std)),
+                               float init_std, float out_std, ExpertActivation activation)
+    : w_gate_(activation == ExpertActivation::kSwiGLU
+                  ? &add_expert_param(store, prefix + ".experts.w_gate", hidden, width,
+                                      placement, init_std)
+                  : nullptr),
+      w_up_(add_expert_param(store, prefix + (w_gate_ ? ".experts.w_up" : ".experts.w_fc1"),
+                             hidden, width, placement, init_std)),
+      w_down_(add_expert_param(store,
+                               prefix + (w_gate_ ? ".experts.w_down" : ".experts.w_fc2"),
+                               width, hidden, placement, out_std)),
       width_(width),
       hidden_(hidden),
       first_expert_(placement.first_local()),
@@ -81,11 +84,11 @@ GroupedExperts::GroupedExperts(ParamStore& store, const std::string& prefix, int
 
 Tensor GroupedExperts::forward(Tensor x, std::span<const int64_t> offsets) {
   const int64_t s = x.rows();
-  MOE_CHECK(x.cols() == width_, "experts ", w_gate_.spec.name, ": input width ", x.cols(),
+  MOE_CHECK(x.cols() == width_, "experts ", w_up_.spec.name, ": input width ", x.cols(),
             " != ", width_);
   MOE_CHECK(static_cast<int64_t>(offsets.size()) == num_local_ + 1 && offsets.front() == 0 &&
                 offsets.back() == s,
-            "experts ", w_gate_.spec.name, ": offsets do not split ", s, " rows over ",
+            "experts ", w_up_.spec.name, ": offsets do not split ", s, " rows over ",
             num_local_, " local experts");
   x_ = x;
   offsets_.assign(offsets.begin(), offsets.end());
@@ -107,19 +110,24 @@ void GroupedExperts::expert_forward(int64_t i, int64_t begin, int64_t rows) {
   float* u = up_.data() + begin * hidden_;      // (n, F)
   float* h = h_.data() + begin * hidden_;       // (n, F)
   float* y = y_.data() + begin * width_;        // (n, C)
-  // g = x W_gate[i]^T, u = x W_up[i]^T, h = silu(g) * u, y = h W_down[i]^T
-  cpu::matmul(x, w_gate_.value.data() + i * fc, g, rows, hidden_, width_, false, true, 1.0f,
-              0.0f);
+  // SwiGLU: g = x W_gate[i]^T, u = x W_up[i]^T, h = silu(g) * u; GELU: h = gelu(u)
+  // then y = h W_down[i]^T
   cpu::matmul(x, w_up_.value.data() + i * fc, u, rows, hidden_, width_, false, true, 1.0f,
               0.0f);
-  cpu::swiglu_forward(g, u, h, rows * hidden_);
+  if (w_gate_) {
+    cpu::matmul(x, w_gate_->value.data() + i * fc, g, rows, hidden_, width_, false, true,
+                1.0f, 0.0f);
+    cpu::swiglu_forward(g, u, h, rows * hidden_);
+  } else {
+    cpu::gelu_forward(u, h, rows * hidden_);
+  }
   cpu::matmul(h, w_down_.value.data() + i * fc, y, rows, width_, hidden_, false, true, 1.0f,
               0.0f);
 }
 
 Tensor GroupedExperts::backward(Tensor dy) {
   const int64_t s = x_.rows();
-  MOE_CHECK(dy.rows() == s && dy.cols() == width_, "experts ", w_gate_.spec.name,
+  MOE_CHECK(dy.rows() == s && dy.cols() == width_, "experts ", w_up_.spec.name,
             ": gradient shape ", dy.shape.str());
   dh_.view({s, hidden_});
   dgate_.view({s, hidden_});
@@ -150,14 +158,23 @@ void GroupedExperts::expert_backward(int64_t i, int64_t begin, int64_t rows,
               1.0f);
   cpu::matmul(dy, w_down_.value.data() + i * fc, dh, rows, hidden_, width_, false, false,
               1.0f, 0.0f);
+  if (!w_gate_) {
+    // GELU: du = gelu'(u) dh;  dW_up[i] (F, C) += du^T x;  dx (n, C) = du W_up[i]
+    cpu::gelu_backward(u, dh, du, rows * hidden_);
+    cpu::matmul(du, x, w_up_.grad.data() + i * fc, hidden_, width_, rows, true, false, 1.0f,
+                1.0f);
+    cpu::matmul(du, w_up_.value.data() + i * fc, dx, rows, width_, hidden_, false, false,
+                1.0f, 0.0f);
+    return;
+  }
   cpu::swiglu_backward(g, u, dh, dg, du, rows * hidden_);
   // dW_gate[i] (F, C) += dg^T x;  dW_up[i] += du^T x
-  cpu::matmul(dg, x, w_gate_.grad.data() + i * fc, hidden_, width_, rows, true, false, 1.0f,
+  cpu::matmul(dg, x, w_gate_->grad.data() + i * fc, hidden_, width_, rows, true, false, 1.0f,
               1.0f);
   cpu::matmul(du, x, w_up_.grad.data() + i * fc, hidden_, width_, rows, true, false, 1.0f,
               1.0f);
   // dx (n, C) = dg W_gate[i] + du W_up[i]
-  cpu::matmul(dg, w_gate_.value.data() + i * fc, dx, rows, width_, hidden_, false, false,
+  cpu::matmul(dg, w_gate_->value.data() + i * fc, dx, rows, width_, hidden_, false, false,
               1.0f, 0.0f);
   cpu::matmul(du, w_up_.value.data() + i * fc, dx, rows, width_, hidden_, false, false,
               1.0f, 1.0f);

@@ -1,9 +1,12 @@
 #pragma once
-// GroupedExperts: the routed SwiGLU experts of one MoE layer.
+// GroupedExperts: the routed experts of one MoE layer, SwiGLU or GELU FFNs.
 //
-//   Expert_e(x) = W_down[e] (silu(W_gate[e] x) * (W_up[e] x))
-//   <prefix>.experts.w_gate, .w_up  (E, F, C)  N(0, init_std)
-//   <prefix>.experts.w_down         (E, C, F)  N(0, out_std)
+//   SwiGLU: Expert_e(x) = W_down[e] (silu(W_gate[e] x) * (W_up[e] x))
+//     <prefix>.experts.w_gate, .w_up  (E, F, C)  N(0, init_std)
+//     <prefix>.experts.w_down         (E, C, F)  N(0, out_std)
+//   GELU (V-MoE): Expert_e(x) = W_fc2[e] gelu(W_fc1[e] x)
+//     <prefix>.experts.w_fc1          (E, F, C)  N(0, init_std)
+//     <prefix>.experts.w_fc2          (E, C, F)  N(0, out_std)
 // all annotated Shard::kExpert (the leading expert axis is split over ep ranks).
 //
 // The input is the expert-ordered buffer of a dispatch: rows [off[i], off[i+1]) belong
@@ -21,20 +24,22 @@
 
 namespace moe {
 
+enum class ExpertActivation : uint8_t { kSwiGLU, kGelu };
+
 class GroupedExperts {
  public:
   GroupedExperts(ParamStore& store, const std::string& prefix, int64_t width,
                  int64_t hidden, const ExpertPlacement& placement, float init_std,
-                 float out_std);
+                 float out_std, ExpertActivation activation = ExpertActivation::kSwiGLU);
 
   // x (S, C); offsets [num_local_experts + 1] with offsets.back() == S. Returns (S, C).
   Tensor forward(Tensor x, std::span<const int64_t> offsets);
   // dy (S, C) -> dx (S, C); accumulates the weight gradients of the experts that had rows.
   Tensor backward(Tensor dy);
 
-  Param& w_gate() { return w_gate_; }
-  Param& w_up() { return w_up_; }
-  Param& w_down() { return w_down_; }
+  Param* w_gate() { return w_gate_; }  // null for GELU experts
+  Param& w_up() { return w_up_; }      // w_fc1 for GELU experts
+  Param& w_down() { return w_down_; }  // w_fc2 for GELU experts
   int64_t first_expert() const { return first_expert_; }
   int64_t num_local_experts() const { return num_local_; }
 
@@ -42,7 +47,7 @@ class GroupedExperts {
   void expert_forward(int64_t i, int64_t begin, int64_t rows);
   void expert_backward(int64_t i, int64_t begin, int64_t rows, const float* dy);
 
-  Param& w_gate_;  // (E_local, F, C)
+  Param* w_gate_;  // (E_local, F, C), null for GELU
   Param& w_up_;    // (E_local, F, C)
   Param& w_down_;  // (E_local, C, F)
   int64_t width_, hidden_;             // C, F
@@ -50,6 +55,7 @@ class GroupedExperts {
   Tensor x_;                           // (S, C) saved input
   std::vector<int64_t> offsets_;       // [E_local + 1] saved row ranges
   Buffer gate_, up_, h_, y_;           // (S, F) x3 pre-activations and hidden; (S, C)
+                                       // (GELU: up_ is the pre-activation, gate_ unused)
   Buffer dh_, dgate_, dup_, dx_;       // (S, F) x3; (S, C)
 };
 

@@ -9,14 +9,21 @@ namespace moe {
 
 namespace {
 
-std::unique_ptr<SwiGLUMlp> make_shared_experts(ParamStore& store, const std::string& prefix,
-                                               int64_t width, const MoeConfig& config,
-                                               float init_std, float out_std) {
+ExpertActivation expert_activation(const MoeConfig& config) {
+  return config.expert_act == "gelu" ? ExpertActivation::kGelu : ExpertActivation::kSwiGLU;
+}
+
+std::unique_ptr<Mlp> make_shared_experts(ParamStore& store, const std::string& prefix,
+                                         int64_t width, const MoeConfig& config,
+                                         float init_std, float out_std) {
   if (config.num_shared <= 0) return nullptr;
-  // K_s shared experts of width F_s are one SwiGLU FFN of width K_s * F_s.
-  return std::make_unique<SwiGLUMlp>(store, prefix + ".shared", width,
-                                     int64_t{config.num_shared} * config.shared_ffn,
-                                     init_std, out_std);
+  // K_s shared experts of width F_s are one FFN of width K_s * F_s.
+  const int64_t hidden = int64_t{config.num_shared} * config.shared_ffn;
+  if (expert_activation(config) == ExpertActivation::kGelu)
+    return std::make_unique<GeluMlp>(store, prefix + ".shared", width, hidden, init_std,
+                                     out_std);
+  return std::make_unique<SwiGLUMlp>(store, prefix + ".shared", width, hidden, init_std,
+                                     out_std);
 }
 
 }  // namespace
@@ -30,7 +37,7 @@ MoELayer::MoELayer(ParamStore& store, const std::string& prefix, int64_t width,
       router_(store, prefix, width, config.num_experts, config.top_k, config.renormalize,
               init_std),
       experts_(store, prefix, width, config.expert_ffn, runtime.placement, init_std,
-               out_std),
+               out_std, expert_activation(config)),
       shared_(make_shared_experts(store, prefix, width, config, init_std, out_std)),
       bias_(static_cast<size_t>(config.num_experts), 0.0f) {
   MOE_CHECK(runtime.dispatcher != nullptr, "MoE layer ", prefix, ": no dispatcher");
@@ -57,8 +64,7 @@ Tensor MoELayer::forward(Tensor u) {
   // plan: capacity and admission of the global batch
   const std::vector<int64_t> ahead = gather_choice_counts(r.experts, n);
   const int64_t capacity = expert_capacity(config_.capacity_factor, global_tokens_, k, e);
-  auto plan = std::make_shared<const RoutingPlan>(
-      build_routing_plan(r.experts, r.weights, n, k, e, capacity, ahead));
+  auto plan = std::make_shared<const RoutingPlan>(plan_global_batch(r, n, capacity, ahead));
   compute_losses(r, n);
   compute_stats(capacity);
   // dispatch -> experts -> combine
@@ -133,6 +139,33 @@ std::vector<int64_t> MoELayer::gather_choice_counts(std::span<const int32_t> exp
   global_tokens_ = ranks * n;
   if (ranks == 1) return {};
   return queued_ahead_of_rank(all_counts, ranks, tokens->rank(), k, e);
+}
+
+RoutingPlan MoELayer::plan_global_batch(const RouterOutput& r, int64_t n, int64_t capacity,
+                                        const std::vector<int64_t>& queued_ahead) {
+  const int64_t e = config_.num_experts, k = config_.top_k;
+  const RoutingPriority priority =
+      config_.batch_priority ? RoutingPriority::kBatchPriority : RoutingPriority::kChoiceMajor;
+  Communicator* tokens = runtime_.tokens;
+  const int ranks = tokens ? tokens->size() : 1;
+  if (ranks == 1 || capacity < 0)
+    return build_routing_plan(r.experts, r.weights, n, k, e, capacity, Admission{priority});
+  if (priority == RoutingPriority::kChoiceMajor)
+    return build_routing_plan(r.experts, r.weights, n, k, e, capacity,
+                              Admission{priority, queued_ahead});
+  // Batch priority orders each round by the priorities of every rank's tokens: plan the
+  // gathered global batch ([R*N*K] choices and weights) and keep this rank's slice.
+  std::vector<int32_t> all_experts(static_cast<size_t>(ranks * n * k));
+  std::vector<float> all_weights(all_experts.size());
+  tokens->all_gather<int32_t>(r.experts, all_experts);
+  tokens->all_gather<float>(r.weights, all_weights);
+  const RoutingPlan whole = build_routing_plan(all_experts, all_weights, ranks * n, k, e,
+                                               capacity, Admission{priority});
+  std::vector<uint8_t> kept(static_cast<size_t>(n * k));
+  const int64_t first = static_cast<int64_t>(tokens->rank()) * n * k;
+  for (int64_t a = 0; a < n * k; ++a) kept[a] = whole.slot[first + a] >= 0 ? 1 : 0;
+  return build_routing_plan(r.experts, r.weights, n, k, e, capacity,
+                            Admission{priority, {}, kept});
 }
 
 void MoELayer::compute_losses(const RouterOutput& r, int64_t n) {

@@ -4,10 +4,11 @@
 //
 //   route     logits, p, top-K choice, combine weights       Router       (N, E)
 //   plan      capacity, slots in the expert-ordered buffer   RoutingPlan  [N*K]
+//             (moe.batch_priority: V-MoE Batch Priority Routing)
 //   dispatch  token rows -> expert-ordered rows               Dispatcher   (S, C)
-//   experts   one SwiGLU GEMM chain per expert                GroupedExperts (S, C)
+//   experts   one SwiGLU (or GELU) GEMM chain per expert      GroupedExperts (S, C)
 //   combine   y_t = sum_k w_{t,k} Expert_{e_{t,k}}(u_t)       Dispatcher   (N, C)
-//   shared    y += Shared(u) when moe.num_shared > 0          SwiGLUMlp    (N, C)
+//   shared    y += Shared(u) when moe.num_shared > 0          Mlp          (N, C)
 //
 // The layer's losses are part of the total loss with weight 1 (times aux_scale in
 // backward): L_aux = alpha * E * sum_e f_e P_e and L_z = c_z * mean_t lse_t^2
@@ -22,7 +23,8 @@
 //
 // Parameters: <prefix>.router.weight (E, C), <prefix>.experts.{w_gate,w_up} (E, F, C),
 // <prefix>.experts.w_down (E, C, F), <prefix>.shared.* (SwiGLUMlp of width
-// num_shared * shared_ffn). The balancing bias b [E] (moe.bias_balance) is layer state,
+// num_shared * shared_ffn); with moe.expert_act = gelu the experts are
+// <prefix>.experts.{w_fc1,w_fc2} and the shared expert a GeluMlp. The balancing bias b [E] (moe.bias_balance) is layer state,
 // not a parameter: it is checkpointed through bias().
 // Layer conventions as in framework/nn/linear.h.
 
@@ -98,13 +100,16 @@ class MoELayer {
 
   Router& router() { return router_; }
   GroupedExperts& experts() { return experts_; }
-  SwiGLUMlp* shared() { return shared_.get(); }
+  Mlp* shared() { return shared_.get(); }
   int64_t num_experts() const { return config_.num_experts; }
 
  private:
   // The choices' counts over the global batch; fills global_counts_, tokens_ and
   // returns queued_ahead for the plan (empty on a single rank).
   std::vector<int64_t> gather_choice_counts(std::span<const int32_t> experts, int64_t n);
+  // This rank's plan, admitting what a plan of the whole global batch admits.
+  RoutingPlan plan_global_batch(const RouterOutput& r, int64_t n, int64_t capacity,
+                                const std::vector<int64_t>& queued_ahead);
   // L_aux and L_z of the global batch from this rank's router output.
   void compute_losses(const RouterOutput& r, int64_t n);
   void compute_stats(int64_t capacity);
@@ -114,7 +119,7 @@ class MoELayer {
   MoeRuntime runtime_;
   Router router_;
   GroupedExperts experts_;
-  std::unique_ptr<SwiGLUMlp> shared_;  // null when num_shared == 0
+  std::unique_ptr<Mlp> shared_;        // null when num_shared == 0
   std::vector<float> bias_;            // [E] selection bias, zeros unless bias_balance
 
   bool frozen_ = false;

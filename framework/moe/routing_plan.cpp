@@ -1,6 +1,10 @@
 #include "framework/moe/routing_plan.h"
 
+#include <algorithm>
+#include <algorithm>
 #include <cmath>
+#include <numeric>
+#include <numeric>
 
 #include "framework/core/error.h"
 
@@ -9,16 +13,23 @@ namespace moe {
 namespace {
 
 // Assignment indices a = t*K + k in the order they are admitted against capacity.
-std::vector<int64_t> admission_order(RoutingPriority priority, int64_t num_tokens,
-                                     int64_t top_k) {
+std::vector<int64_t> admission_order(RoutingPriority priority, std::span<const float> weights,
+                                     int64_t num_tokens, int64_t top_k) {
+  // Token order within each round of choices.
+  std::vector<int64_t> tokens(static_cast<size_t>(num_tokens));
+  std::iota(tokens.begin(), tokens.end(), int64_t{0});
+  if (priority == RoutingPriority::kBatchPriority) {
+    std::vector<float> score(static_cast<size_t>(num_tokens));
+    for (int64_t t = 0; t < num_tokens; ++t)
+      score[t] = *std::max_element(weights.begin() + t * top_k,
+                                   weights.begin() + (t + 1) * top_k);
+    std::stable_sort(tokens.begin(), tokens.end(),
+                     [&](int64_t a, int64_t b) { return score[a] > score[b]; });
+  }
   std::vector<int64_t> order;
   order.reserve(static_cast<size_t>(num_tokens * top_k));
-  switch (priority) {
-    case RoutingPriority::kChoiceMajor:
-      for (int64_t k = 0; k < top_k; ++k)
-        for (int64_t t = 0; t < num_tokens; ++t) order.push_back(t * top_k + k);
-      break;
-  }
+  for (int64_t k = 0; k < top_k; ++k)
+    for (int64_t t : tokens) order.push_back(t * top_k + k);
   return order;
 }
 
@@ -49,8 +60,8 @@ int64_t expert_capacity(float capacity_factor, int64_t num_tokens, int64_t top_k
 RoutingPlan build_routing_plan(std::span<const int32_t> experts,
                                std::span<const float> weights, int64_t num_tokens,
                                int64_t top_k, int64_t num_experts, int64_t capacity,
-                               std::span<const int64_t> queued_ahead,
-                               RoutingPriority priority) {
+                               const Admission& admission) {
+  const std::span<const int64_t> queued_ahead = admission.queued_ahead;
   const int64_t n_assign = num_tokens * top_k;
   MOE_CHECK(static_cast<int64_t>(experts.size()) == n_assign &&
                 static_cast<int64_t>(weights.size()) == n_assign,
@@ -69,21 +80,27 @@ RoutingPlan build_routing_plan(std::span<const int32_t> experts,
   plan.counts_after.assign(static_cast<size_t>(num_experts), 0);
 
   MOE_CHECK(queued_ahead.empty() ||
-                static_cast<int64_t>(queued_ahead.size()) == top_k * num_experts,
-            "routing plan: queued_ahead has ", queued_ahead.size(), " entries, expected ",
-            top_k * num_experts);
+                (static_cast<int64_t>(queued_ahead.size()) == top_k * num_experts &&
+                 admission.priority == RoutingPriority::kChoiceMajor),
+            "routing plan: queued_ahead needs choice-major priority and ", top_k * num_experts,
+            " entries, got ", queued_ahead.size());
+  MOE_CHECK(admission.kept.empty() || static_cast<int64_t>(admission.kept.size()) == n_assign,
+            "routing plan: ", admission.kept.size(), " kept flags for ", n_assign,
+            " assignments");
   // Admission: an assignment is kept iff its position in its expert's queue is below
   // the capacity. Without queued_ahead the queue is this rank's alone; in choice-major
   // order the position is the expert's running count.
   std::vector<bool> kept(static_cast<size_t>(n_assign), false);
   std::vector<int64_t> position(static_cast<size_t>(top_k * num_experts), 0);  // [K, E]
   if (!queued_ahead.empty()) position.assign(queued_ahead.begin(), queued_ahead.end());
-  for (int64_t a : admission_order(priority, num_tokens, top_k)) {
+  for (int64_t a : admission_order(admission.priority, weights, num_tokens, top_k)) {
     const int32_t e = experts[a];
     const int64_t k = a % top_k;
     ++plan.counts_before[e];
     int64_t& pos = queued_ahead.empty() ? position[e] : position[k * num_experts + e];
-    if (capacity < 0 || pos < capacity) {
+    const bool keep = admission.kept.empty() ? capacity < 0 || pos < capacity
+                                             : admission.kept[a] != 0;
+    if (keep) {
       ++plan.counts_after[e];
       kept[a] = true;
     }

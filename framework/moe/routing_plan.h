@@ -22,6 +22,10 @@ enum class RoutingPriority : uint8_t {
   // GShard: all first choices in token order, then all second choices, and so on,
   // so a token's first choice is never dropped in favour of another's second.
   kChoiceMajor,
+  // V-MoE Batch Priority Routing: the same choice-major rounds, but within a round the
+  // tokens go in order of their priority max_k w_{t,k} (highest first, ties to the
+  // lower token index), so confident tokens keep their experts when capacity is short.
+  kBatchPriority,
 };
 
 struct RoutingPlan {
@@ -49,22 +53,32 @@ struct RoutingPlan {
 int64_t expert_capacity(float capacity_factor, int64_t num_tokens, int64_t top_k,
                         int64_t num_experts);
 
+// How assignments are admitted against the capacity.
+//
+// On one process the N tokens are the whole batch and only `priority` matters. Under
+// data parallelism they are one rank's slice of the global batch, the capacity is that
+// of the global batch, and the plan must keep exactly what one process holding the
+// whole batch keeps. Two ways, both exact:
+//   queued_ahead [K*E] (choice-major priority): for choice k and expert e, the
+//     assignments of the global batch admitted before this rank's k-th choices of e:
+//     all (k' < k) choices of every rank plus the k-th choices of the ranks before it
+//     (choice_counts and queued_ahead_of_rank below); an assignment is kept iff its
+//     position in its expert's global queue is below the capacity;
+//   kept [N*K]: the decision made elsewhere (batch priority, whose order within a round
+//     depends on every rank's priorities: the caller plans the gathered global batch
+//     and passes its slice of the kept flags).
+struct Admission {
+  RoutingPriority priority = RoutingPriority::kChoiceMajor;
+  std::span<const int64_t> queued_ahead;  // empty: this rank's queue is the whole queue
+  std::span<const uint8_t> kept;          // empty: decide here
+};
+
 // Builds the plan from the chosen experts [N*K] (distinct within a token, each in
 // [0, E)) and their combine weights [N*K]. capacity < 0 keeps every assignment.
-//
-// Under data parallelism the N tokens are one rank's slice of the global batch and the
-// capacity is that of the global batch. queued_ahead [K*E] then says, for choice k and
-// expert e, how many assignments of the global batch are admitted before this rank's
-// k-th choices of e: all (k' < k) choices of every rank plus the k-th choices of the
-// ranks before it (choice_counts and queued_ahead_of_rank below). An assignment is kept
-// iff its position in its expert's global queue is below the capacity, so every rank
-// keeps exactly what one process holding the whole batch keeps. Empty queued_ahead:
-// this rank's tokens are the whole batch.
 RoutingPlan build_routing_plan(std::span<const int32_t> experts,
                                std::span<const float> weights, int64_t num_tokens,
                                int64_t top_k, int64_t num_experts, int64_t capacity,
-                               std::span<const int64_t> queued_ahead = {},
-                               RoutingPriority priority = RoutingPriority::kChoiceMajor);
+                               const Admission& admission = {});
 
 // counts [K*E]: this rank's k-th choices of expert e, at k*E + e.
 std::vector<int64_t> choice_counts(std::span<const int32_t> experts, int64_t num_tokens,

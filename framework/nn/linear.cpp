@@ -5,10 +5,14 @@
 namespace moe {
 
 Linear::Linear(ParamStore& store, const std::string& name, int64_t in_features,
-               int64_t out_features, Init init)
+               int64_t out_features, Init init, const std::string& bias_name)
     : weight_(store.add({name, Shape{out_features, in_features}, Shard::kReplicated, init})),
       in_(in_features),
-      out_(out_features) {}
+      out_(out_features) {
+  if (!bias_name.empty())
+    bias_ = &store.add({bias_name, Shape{out_features}, Shard::kReplicated, Init::zeros(),
+                        /*weight_decay=*/false});
+}
 
 Tensor Linear::forward(Tensor x) {
   MOE_CHECK(x.cols() == in_, "Linear ", weight_.spec.name, ": input width ", x.cols(),
@@ -17,6 +21,12 @@ Tensor Linear::forward(Tensor x) {
   const int64_t n = x.rows();
   Tensor y = y_.view({n, out_});
   cpu::matmul(x.data, weight_.value.data(), y.data, n, out_, in_, false, true, 1.0f, 0.0f);
+  if (bias_) {
+    const float* b = bias_->value.data();
+#pragma omp parallel for if (n * out_ > (1 << 15))
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t j = 0; j < out_; ++j) y.data[r * out_ + j] += b[j];
+  }
   return y;
 }
 
@@ -26,6 +36,12 @@ Tensor Linear::backward(Tensor dy) {
             ": gradient shape ", dy.shape.str());
   // dW (out, in) += dy^T (out, N) x (N, in)
   cpu::matmul(dy.data, x_.data, weight_.grad.data(), out_, in_, n, true, false, 1.0f, 1.0f);
+  if (bias_) {
+    // db (out) += column sums of dy
+    float* db = bias_->grad.data();
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t j = 0; j < out_; ++j) db[j] += dy.data[r * out_ + j];
+  }
   // dx (N, in) = dy (N, out) W (out, in)
   Tensor dx = dx_.view({n, in_});
   cpu::matmul(dy.data, weight_.value.data(), dx.data, n, in_, out_, false, false, 1.0f, 0.0f);

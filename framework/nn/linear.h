@@ -1,5 +1,7 @@
 #pragma once
-// Linear layer without bias: y = x W^T, W (out, in) as in PyTorch.
+// Linear layer: y = x W^T (+ b), W (out, in) as in PyTorch; the bias b (out) is
+// optional (the language model has none; the image models' embedders, adaLN and heads
+// have one). A bias starts at zero and is not weight-decayed.
 //
 // The layer conventions every nn/ and moe/ layer follows:
 // - parameters are registered in a ParamStore under global names at construction;
@@ -17,18 +19,21 @@ namespace moe {
 
 class Linear {
  public:
+  // `name` is the weight's global name; a non-empty `bias_name` adds a bias.
   Linear(ParamStore& store, const std::string& name, int64_t in_features,
-         int64_t out_features, Init init);
+         int64_t out_features, Init init, const std::string& bias_name = "");
 
   Tensor forward(Tensor x);    // x (N, in) -> y (N, out)
-  Tensor backward(Tensor dy);  // dy (N, out) -> dx (N, in); dW += dy^T x
+  Tensor backward(Tensor dy);  // dy (N, out) -> dx (N, in); dW += dy^T x, db += sum_n dy
 
   Param& weight() { return weight_; }
+  Param* bias() { return bias_; }  // null without a bias
   int64_t in_features() const { return in_; }
   int64_t out_features() const { return out_; }
 
  private:
-  Param& weight_;  // (out, in)
+  Param& weight_;            // (out, in)
+  Param* bias_ = nullptr;    // (out)
   int64_t in_, out_;
   Tensor x_;       // (N, in) saved input
   Buffer y_, dx_;

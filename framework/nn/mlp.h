@@ -11,13 +11,21 @@
 
 namespace moe {
 
-class SwiGLUMlp {
+// The interface both share, so that a dense FFN or a shared expert can be either.
+class Mlp {
+ public:
+  virtual ~Mlp() = default;
+  virtual Tensor forward(Tensor x) = 0;    // (N, C) -> (N, C)
+  virtual Tensor backward(Tensor dy) = 0;  // (N, C) -> (N, C)
+};
+
+class SwiGLUMlp final : public Mlp {
  public:
   // init_std for W_gate and W_up, out_std for W_down (the output projection).
   SwiGLUMlp(ParamStore& store, const std::string& prefix, int64_t width, int64_t hidden,
             float init_std, float out_std);
-  Tensor forward(Tensor x);    // (N, C) -> (N, C)
-  Tensor backward(Tensor dy);  // (N, C) -> (N, C)
+  Tensor forward(Tensor x) override;    // (N, C) -> (N, C)
+  Tensor backward(Tensor dy) override;  // (N, C) -> (N, C)
 
  private:
   Linear gate_, up_, down_;
@@ -25,12 +33,12 @@ class SwiGLUMlp {
   Buffer h_, dg_, du_, dx_;  // (N, F) hidden and gradients; dx (N, C)
 };
 
-class GeluMlp {
+class GeluMlp final : public Mlp {
  public:
   GeluMlp(ParamStore& store, const std::string& prefix, int64_t width, int64_t hidden,
           float init_std, float out_std);
-  Tensor forward(Tensor x);
-  Tensor backward(Tensor dy);
+  Tensor forward(Tensor x) override;
+  Tensor backward(Tensor dy) override;
 
  private:
   Linear fc1_, fc2_;

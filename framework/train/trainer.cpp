@@ -7,12 +7,12 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <optional>
 #include <sstream>
 
+#include "framework/checkpoint/h5_file.h"
 #include "framework/checkpoint/state_dict.h"
 #include "framework/core/timer.h"
-#include "framework/data/sampler.h"
-#include "framework/data/token_shard.h"
 #include "framework/kernels/ops.h"
 #include "framework/optim/adamw.h"
 #include "framework/optim/clip.h"
@@ -22,7 +22,7 @@
 #include "framework/parallel/grad_sync.h"
 #include "framework/parallel/process_groups.h"
 #include "framework/train/peak_flops.h"
-#include "models/moe_gpt/moe_gpt.h"
+#include "models/model.h"
 
 extern "C" void openblas_set_num_threads(int num_threads);
 
@@ -30,28 +30,20 @@ namespace moe {
 namespace fs = std::filesystem;
 
 struct Trainer::State {
-  TokenShard train_shard, val_shard;
-  BatchSampler train_sampler, val_sampler;
   ProcessGroups groups;
   int dp_rank = 0, dp_size = 1;
   ParamStore store;
   std::unique_ptr<Dispatcher> dispatcher;
   MoeRuntime runtime;
+  std::unique_ptr<Model> model;  // the family of model.family, with its data
   std::unique_ptr<GradSync> grad_sync;
-  std::unique_ptr<MoeGpt> model;
   std::unique_ptr<AdamW> optimizer;
   LrSchedule schedule;
   MetricsWriter metrics;
-  std::vector<int32_t> inputs, targets;  // (B, T)
   double peak_flops = 0.0;               // FLOP/s of the cores in use
   int threads = 1;
 
-  explicit State(const Config& c)
-      : train_shard(c.data.train_path),
-        val_shard(c.data.val_path),
-        train_sampler(train_shard, c.model.seq_len, c.data.batch_size, c.train.seed),
-        val_sampler(val_shard, c.model.seq_len, c.data.batch_size, c.train.seed),
-        schedule(c.optim, c.train.steps) {}
+  explicit State(const Config& c) : schedule(c.optim, c.train.steps) {}
 };
 
 namespace {
@@ -74,14 +66,16 @@ nlohmann::json component_record(const ComponentTimes& t, int64_t steps) {
 std::string format_duration(double seconds);
 
 // "step 120/600 | loss 2.1034 | lr 1.93e-03 | 2480 tok/s | MFU 43.9% | val bpb ... | ETA 9m41s"
-std::string progress_line(const nlohmann::json& r, int64_t total_steps, double eta_s) {
+std::string progress_line(const nlohmann::json& r, const nlohmann::json& eval,
+                          int64_t total_steps, double eta_s) {
   std::ostringstream line;
   line << "step " << r["step"].get<int64_t>() << "/" << total_steps << " | loss " << std::fixed
        << std::setprecision(4) << r["loss"].get<double>() << " | lr " << std::scientific
        << std::setprecision(2) << r["lr"].get<double>() << " | " << std::fixed
        << std::setprecision(0) << r["tokens_per_s"].get<double>() << " tok/s | MFU "
        << std::setprecision(1) << r["mfu"].get<double>() * 100 << "%";
-  if (r.contains("val_bpb")) line << " | val bpb " << std::setprecision(4) << r["val_bpb"].get<double>();
+  for (const auto& [key, value] : eval.items())
+    line << " | " << key << " " << std::setprecision(4) << value.get<double>();
   line << " | ETA " << format_duration(eta_s);
   return line.str();
 }
@@ -100,32 +94,30 @@ std::string format_duration(double seconds) {
 Trainer::Trainer(const Config& config, const MpiEnv& mpi)
     : config_(config), mpi_(mpi), log_(mpi.rank()) {
   check_world_size(config.parallel, mpi.size());
-  MOE_USER_CHECK(!config.data.train_path.empty(), "data.train_path: no token shard given");
-  MOE_USER_CHECK(!config.data.val_path.empty(), "data.val_path: no token shard given");
-  // Everything that can reject the input happens before the first file is written.
+  // Everything that can reject the input happens before the first file is written:
+  // make_model opens and validates the family's data. Rank 0 writes only after the
+  // collectives below, which a rank that failed never reaches (its error ends the job).
   s_ = std::make_unique<State>(config);
-  require_vocab(s_->train_shard, config.model.vocab_size, "data.train_path");
-  require_vocab(s_->val_shard, config.model.vocab_size, "data.val_path");
+  s_->groups = make_process_groups(mpi, config.parallel);
+  s_->dp_rank = s_->groups.dp->rank();
+  s_->dp_size = s_->groups.dp->size();
+  build_model();
   const fs::path dir(config.run.dir);
   MOE_USER_CHECK(config.run.overwrite || !fs::exists(dir / "metrics.jsonl"),
                  "run.dir: '", config.run.dir,
                  "' already holds a run (metrics.jsonl); choose another run.dir or set "
                  "run.overwrite=true");
 
-  // Collective from here on: every rank has passed its own input checks.
-  s_->groups = make_process_groups(mpi, config.parallel);
-  check_same_on_all_ranks(*s_->groups.world, config.resolved_ini, "the resolved config");
-  s_->dp_rank = s_->groups.dp->rank();
-  s_->dp_size = s_->groups.dp->size();
   s_->threads = rank_threads(config, mpi);
   omp_set_num_threads(s_->threads);
   openblas_set_num_threads(s_->threads);
 
-  build_model();
+  s_->store.initialize(config.train.seed);
   s_->optimizer = std::make_unique<AdamW>(s_->store, config.optim);
-  const int64_t local_batch = s_->train_sampler.local_batch(s_->dp_size);
-  s_->inputs.resize(static_cast<size_t>(local_batch * config.model.seq_len));
-  s_->targets.resize(s_->inputs.size());
+  s_->grad_sync = std::make_unique<GradSync>(
+      s_->store, *s_->groups.dp, *s_->groups.edp, s_->dp_size,
+      static_cast<int64_t>(static_cast<double>(config.parallel.grad_bucket_mb) * (1 << 20)));
+  check_same_on_all_ranks(*s_->groups.world, config.resolved_ini, "the resolved config");
 
   // The job's peak: every rank measures at once (ranks sharing cores see their share).
   s_->groups.world->barrier();
@@ -140,17 +132,14 @@ void Trainer::build_model() {
   const Config& c = config_;
   const ProcessGroups& g = s_->groups;
   const ExpertPlacement placement{c.moe.num_experts, g.ep->size(), g.ep->rank()};
-  const bool local = c.moe.dispatcher == "local" || (c.moe.dispatcher == "auto" && g.ep->size() == 1);
+  const bool local =
+      c.moe.dispatcher == "local" || (c.moe.dispatcher == "auto" && g.ep->size() == 1);
   if (local)
     s_->dispatcher = std::make_unique<LocalDispatcher>();
   else
     s_->dispatcher = std::make_unique<AllToAllDispatcher>(*g.ep, placement);
   s_->runtime = MoeRuntime{s_->dispatcher.get(), placement, g.dp.get()};
-  s_->model = std::make_unique<MoeGpt>(c.model, c.moe, s_->store, s_->runtime);
-  s_->store.initialize(c.train.seed);
-  s_->grad_sync = std::make_unique<GradSync>(
-      s_->store, *g.dp, *g.edp, s_->dp_size,
-      static_cast<int64_t>(static_cast<double>(c.parallel.grad_bucket_mb) * (1 << 20)));
+  s_->model = make_model(c, s_->store, s_->runtime);
 }
 
 Trainer::~Trainer() = default;
@@ -166,32 +155,47 @@ void Trainer::prepare_run_dir() {
   s_->metrics = MetricsWriter((dir / "metrics.jsonl").string());
 }
 
-EvalResult Trainer::evaluate() {
+nlohmann::json Trainer::evaluate() {
   // Evaluation traffic is not the training step's: the stats are put back after.
   Communicator* groups[] = {s_->groups.ep.get(), s_->groups.dp.get(), s_->groups.edp.get()};
   CommStats saved[3];
   for (int i = 0; i < 3; ++i) saved[i] = groups[i]->stats();
-  EvalResult result;
-  const int batches = config_.train.eval_batches;
-  for (int i = 0; i < batches; ++i) {
-    s_->val_sampler.eval_batch(i, s_->dp_rank, s_->dp_size, s_->inputs, s_->targets);
-    const int64_t local_batch = static_cast<int64_t>(s_->inputs.size()) / config_.model.seq_len;
-    result.loss += s_->model->forward(s_->inputs.data(), s_->targets.data(), local_batch).ce;
-  }
-  // equal slices: the global mean is the mean of the ranks' means
-  s_->groups.dp->all_reduce<double>({&result.loss, 1});
-  result.loss /= static_cast<double>(batches) * s_->dp_size;
-  result.bpb = result.loss / std::log(2.0);  // one token is one byte
+  std::vector<double> sums = s_->model->evaluate(s_->dp_rank, s_->dp_size);
+  s_->groups.dp->all_reduce<double>(sums);  // additive over the ranks' shares
   for (int i = 0; i < 3; ++i) groups[i]->stats() = saved[i];
-  return result;
+  return s_->model->eval_metrics(sums);
+}
+
+void Trainer::save_model() {
+  // The weights and the resolved config, for moe-sample and evaluation tools; the full
+  // resumable checkpoint is checkpoint/'s business. Written by world rank 0, which is
+  // rank 0 of its ep group (edp rank 0): the other ranks of that group send their
+  // expert blocks; the other ep groups hold copies and do nothing.
+  if (s_->groups.edp->rank() != 0) return;
+  std::optional<H5File> file;
+  if (mpi_.rank() == 0) {
+    file.emplace(H5File::create((fs::path(config_.run.dir) / "model.h5").string()));
+    file->set_string_attr("/config", "ini", config_.resolved_ini);
+  }
+  save_params_gathered(file ? &*file : nullptr, "/model", s_->store, *s_->groups.ep);
+  if (!file) return;
+  const std::vector<int> blocks = s_->model->moe_layer_blocks();
+  const std::vector<MoELayer*> layers = s_->model->moe_layers();
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const auto bias = layers[i]->bias();  // equal on every rank: global loads
+    file->write("/buffers/layers." + std::to_string(blocks[i]) + ".moe.router.bias",
+                bias.data(), Shape{static_cast<int64_t>(bias.size())});
+  }
+  file->close();
 }
 
 nlohmann::json Trainer::expert_load_record() {
   nlohmann::json layers = nlohmann::json::array();
+  const std::vector<int> blocks = s_->model->moe_layer_blocks();
   int index = 0;
   for (MoELayer* layer : s_->model->moe_layers()) {
     const ExpertLoadStats& st = layer->load_stats();
-    layers.push_back({{"layer", config_.model.dense_layers + index++},
+    layers.push_back({{"layer", blocks[index++]},
                       {"tokens", st.assigned},
                       {"max_over_mean", st.max_over_mean},
                       {"dropped", st.dropped_fraction}});
@@ -201,14 +205,13 @@ nlohmann::json Trainer::expert_load_record() {
 
 Trainer::StepResult Trainer::train_step(int64_t step, IntervalTimes& times) {
   const Config& c = config_;
-  MoeGpt& model = *s_->model;
-  const int64_t local_batch = static_cast<int64_t>(s_->inputs.size()) / c.model.seq_len;
-  s_->train_sampler.batch(step, s_->dp_rank, s_->dp_size, s_->inputs, s_->targets);
+  Model& model = *s_->model;
+  model.load_train_batch(step, s_->dp_rank, s_->dp_size);
   s_->store.zero_grad();
   StepResult result;
   {
     ScopedTimer timer(times.forward);
-    result.loss = model.forward(s_->inputs.data(), s_->targets.data(), local_batch);
+    result.loss = model.forward();
   }
   {
     ScopedTimer timer(times.backward);
@@ -259,7 +262,7 @@ nlohmann::json Trainer::comm_record(double steps, double step_ms) {
 nlohmann::json Trainer::interval_record(int64_t step, const StepResult& r,
                                         const IntervalTimes& times) {
   const double tokens_per_step =
-      static_cast<double>(config_.data.batch_size) * config_.model.seq_len;
+      static_cast<double>(config_.data.batch_size) * s_->model->tokens_per_sample();
   const double k = 1.0 / static_cast<double>(times.steps);
   const double step_s = times.clock.seconds() * k;
   return {{"step", step + 1},
@@ -284,21 +287,24 @@ nlohmann::json Trainer::interval_record(int64_t step, const StepResult& r,
 nlohmann::json Trainer::run() {
   const Config& c = config_;
   log_.info("moe-train: ", s_->store.numel(), " parameters, ", c.train.steps, " steps of ",
-            c.data.batch_size * c.model.seq_len, " tokens, ", s_->threads,
+            c.data.batch_size * s_->model->tokens_per_sample(), " tokens, ", s_->threads,
             " threads, BLAS kernel ", cpu::blas_core_name(), ", peak ", std::fixed,
             std::setprecision(1), s_->peak_flops * 1e-9, " GFLOP/s");
   Stopwatch run_clock;
   double train_s = 0.0;  // run time less evaluations
   IntervalTimes times;
-  EvalResult last_eval;
+  nlohmann::json last_eval = nlohmann::json::object();
   if (c.train.eval_interval > 0) {
     // The untrained model's score: the start of the validation curve.
     last_eval = evaluate();
-    const nlohmann::json record = {
-        {"step", 0}, {"val_loss", last_eval.loss}, {"val_bpb", last_eval.bpb}};
+    nlohmann::json record = {{"step", 0}};
+    record.update(last_eval);
     if (s_->metrics.is_open()) s_->metrics.write(record);
-    log_.info("step 0/", c.train.steps, " | val loss ", std::fixed, std::setprecision(4),
-              last_eval.loss, " | val bpb ", last_eval.bpb);
+    std::ostringstream line;
+    line << "step 0/" << c.train.steps;
+    for (const auto& [key, value] : last_eval.items())
+      line << " | " << key << " " << std::fixed << std::setprecision(4) << value.get<double>();
+    log_.info(line.str());
   }
   for (int64_t step = 0; step < c.train.steps; ++step) {
     const StepResult result = train_step(step, times);
@@ -309,30 +315,28 @@ nlohmann::json Trainer::run() {
 
     nlohmann::json record = interval_record(step, result, times);
     train_s += times.clock.seconds();
+    nlohmann::json eval = nlohmann::json::object();
     if (eval_now) {
-      last_eval = evaluate();
-      record["val_loss"] = last_eval.loss;
-      record["val_bpb"] = last_eval.bpb;
+      eval = last_eval = evaluate();
+      record.update(eval);
     }
     if (s_->metrics.is_open()) s_->metrics.write(record);
     const double eta = run_clock.seconds() / (step + 1) * (c.train.steps - step - 1);
-    log_.info(progress_line(record, c.train.steps, eta));
+    log_.info(progress_line(record, eval, c.train.steps, eta));
     s_->model->times().clear();
     times = IntervalTimes{};
   }
-  const double tokens = static_cast<double>(c.data.batch_size) * c.model.seq_len * c.train.steps;
-  nlohmann::json final_record = {{"final", true},
-                                 {"steps", c.train.steps},
-                                 {"val_loss", last_eval.loss},
-                                 {"val_bpb", last_eval.bpb},
-                                 {"tokens_per_s", tokens / train_s},
-                                 {"mfu", s_->model->train_flops_per_token() * tokens / train_s /
-                                             s_->peak_flops},
-                                 {"peak_gflops", s_->peak_flops * 1e-9},
-                                 {"seconds", run_clock.seconds()}};
-  if (c.run.save_model && s_->groups.edp->rank() == 0)  // the ep group of rank 0
-    save_params_gathered((fs::path(c.run.dir) / "model.h5").string(), "/model", s_->store,
-                         *s_->groups.ep);
+  if (c.run.save_model) save_model();
+  const double tokens = static_cast<double>(c.data.batch_size) *
+                        s_->model->tokens_per_sample() * c.train.steps;
+  nlohmann::json final_record = {{"final", true}, {"steps", c.train.steps}};
+  final_record.update(last_eval);
+  final_record.update({{"tokens_per_s", tokens / train_s},
+                       {"mfu", s_->model->train_flops_per_token() * tokens / train_s /
+                                   s_->peak_flops},
+                       {"samples_per_s", c.data.batch_size * c.train.steps / train_s},
+                       {"peak_gflops", s_->peak_flops * 1e-9},
+                       {"seconds", run_clock.seconds()}});
   if (mpi_.rank() == 0) std::cout << final_record.dump() << std::endl;
   return final_record;
 }

@@ -1,7 +1,8 @@
 #pragma once
-// The training loop: sample the global batch of step s from (seed, s), forward,
-// backward, clip, AdamW, aux-loss-free bias update; log progress, metrics and
-// periodic validation; print a final JSON line with the validation metrics.
+// The training loop of every model family (models/model.h): load the global batch of
+// step s (a function of (seed, s)), forward, backward, clip, AdamW, aux-loss-free bias
+// update; log progress, metrics and periodic evaluation; save the weights to
+// <run.dir>/model.h5; print a final JSON line with the family's evaluation metrics.
 
 #include <memory>
 #include <string>
@@ -11,15 +12,10 @@
 #include "framework/config/config.h"
 #include "framework/core/log.h"
 #include "framework/core/timer.h"
-#include "models/moe_gpt/moe_gpt.h"
 #include "framework/parallel/mpi_env.h"
+#include "models/model.h"
 
 namespace moe {
-
-struct EvalResult {
-  double loss = 0.0;  // mean cross-entropy per token (nats)
-  double bpb = 0.0;   // bits per byte: loss / ln 2 for byte-level tokens
-};
 
 class Trainer {
  public:
@@ -46,8 +42,9 @@ class Trainer {
   StepResult train_step(int64_t step, IntervalTimes& times);
   nlohmann::json interval_record(int64_t step, const StepResult& result,
                                  const IntervalTimes& times);
-  void build_model();
-  EvalResult evaluate();
+  void build_model();         // dispatcher, MoE runtime and the family's model
+  nlohmann::json evaluate();  // the family's metrics, e.g. val_loss and val_bpb
+  void save_model();          // <run.dir>/model.h5: weights, router biases, config
   nlohmann::json comm_record(double steps, double step_ms);
   nlohmann::json expert_load_record();
   void prepare_run_dir();

@@ -90,7 +90,7 @@ MoeGpt::MoeGpt(const ModelConfig& model, const MoeConfig& moe, ParamStore& store
   const float out_std = model.init_std / std::sqrt(2.0f * model.num_layers);
   for (int l = 0; l < model.num_layers; ++l)
     blocks_.push_back(std::make_unique<Block>(store, "layers." + std::to_string(l), model,
-                                              moe, l >= model.dense_layers, out_std,
+                                              moe, is_moe_block(model, l), out_std,
                                               runtime));
 }
 
@@ -146,13 +146,22 @@ std::vector<MoELayer*> MoeGpt::moe_layers() {
   return layers;
 }
 
+std::vector<int> MoeGpt::moe_layer_blocks() const {
+  std::vector<int> blocks;
+  for (int l = 0; l < model_.num_layers; ++l)
+    if (blocks_[l]->moe) blocks.push_back(l);
+  return blocks;
+}
+
 double MoeGpt::train_flops_per_token() const {
   const double c = model_.d_model, seq = model_.seq_len;
-  const int moe_layers = model_.num_layers - model_.dense_layers;
+  int moe_layers = 0;
+  for (int l = 0; l < model_.num_layers; ++l) moe_layers += is_moe_block(model_, l);
+  const int dense_layers = model_.num_layers - moe_layers;
   // Multiply-adds per token in the forward pass.
   double macs = 4.0 * c * c * model_.num_layers;                      // qkv + out
   macs += c * (seq + 1.0) * model_.num_layers;                        // QK^T and PV, causal
-  macs += 3.0 * c * model_.dense_ffn * model_.dense_layers;           // dense SwiGLU
+  macs += 3.0 * c * model_.dense_ffn * dense_layers;                  // dense SwiGLU
   macs += moe_layers * (c * moe_cfg_.num_experts                      // router
                         + 3.0 * c * moe_cfg_.expert_ffn * moe_cfg_.top_k
                         + 3.0 * c * moe_cfg_.shared_ffn * moe_cfg_.num_shared);

@@ -9,28 +9,16 @@
 #include <vector>
 
 #include "framework/config/config.h"
-#include "framework/moe/dispatcher.h"
+#include "framework/moe/moe_layer.h"
 #include "framework/moe/moe_layer.h"
 #include "framework/nn/attention.h"
 #include "framework/nn/embedding.h"
 #include "framework/nn/linear.h"
 #include "framework/nn/mlp.h"
 #include "framework/nn/rmsnorm.h"
+#include "models/model.h"
 
 namespace moe {
-
-struct LossParts {
-  double total = 0.0;  // ce + aux + z: what backward differentiates
-  double ce = 0.0;     // mean next-token cross-entropy (nats)
-  double aux = 0.0;    // Switch balance loss, summed over MoE layers
-  double z = 0.0;      // router z-loss, summed over MoE layers
-};
-
-// Seconds spent per component, accumulated over forward and backward.
-struct ComponentTimes {
-  double embed = 0, attention = 0, dense_ffn = 0, moe = 0, head = 0;
-  void clear() { *this = ComponentTimes{}; }
-};
 
 class MoeGpt {
  public:
@@ -44,6 +32,7 @@ class MoeGpt {
   void backward();
 
   std::vector<MoELayer*> moe_layers();
+  std::vector<int> moe_layer_blocks() const;  // block index of each MoE layer
   // Model FLOPs of one training step per token: 3x the forward matmul FLOPs of the
   // parameters a token uses (K routed + shared experts, router, attention projections,
   // dense FFN, LM head) plus causal attention (average context (T+1)/2).
@@ -63,5 +52,10 @@ class MoeGpt {
   Buffer losses_, dlogits_;       // (N), (N, V)
   ComponentTimes times_;
 };
+
+// The moe_gpt family for the trainer: MoeGpt on the token shards of data.train_path and
+// data.val_path (models/model.h).
+std::unique_ptr<Model> make_moe_gpt_model(const Config& config, ParamStore& store,
+                                          const MoeRuntime& runtime);
 
 }  // namespace moe

@@ -10,3 +10,11 @@ ensure_shards() {
   fi
   SHARDS=$dir
 }
+
+# The Fashion-MNIST IDX files of the Debian package dataset-fashion-mnist (installed by
+# launch/install-deps.sh).
+FASHION_MNIST=/usr/share/datasets/fashion-mnist
+require_fashion_mnist() {
+  [[ -f $FASHION_MNIST/train-images-idx3-ubyte.gz ]] ||
+    fail "Fashion-MNIST is missing under $FASHION_MNIST (apt-get install dataset-fashion-mnist)"
+}

@@ -122,6 +122,26 @@ TEST(RoutingPlan, FirstChoicesBeatEarlierTokensSecondChoices) {
   EXPECT_EQ(plan.num_dropped(), 1);
 }
 
+// Batch Priority Routing: within each round of choices, tokens with a higher combine
+// weight are admitted first, so a confident later token keeps the slot an earlier
+// unsure one would have taken.
+TEST(RoutingPlan, BatchPriorityAdmitsConfidentTokensFirst) {
+  // Three tokens, top-1, all on expert 0 with capacity 2; token 2 is the most confident.
+  const std::vector<int32_t> experts = {0, 0, 0};
+  const std::vector<float> weights = {0.4f, 0.3f, 0.9f};
+  const RoutingPlan gshard = build_routing_plan(experts, weights, 3, 1, kE, 2);
+  EXPECT_EQ(gshard.slot, (std::vector<int32_t>{0, 1, -1}));
+  const RoutingPlan bpr =
+      build_routing_plan(experts, weights, 3, 1, kE, 2, Admission{RoutingPriority::kBatchPriority});
+  EXPECT_EQ(bpr.slot, (std::vector<int32_t>{0, -1, 1}));  // slots stay in token order
+  EXPECT_EQ(bpr.token_of_slot, (std::vector<int32_t>{0, 2}));
+  // All first choices still precede any second choice.
+  const std::vector<int32_t> two = {0, 1, 1, 0};
+  const std::vector<float> w2 = {0.2f, 0.1f, 0.9f, 0.05f};
+  const RoutingPlan p = build_routing_plan(two, w2, 2, 2, kE, 1, Admission{RoutingPriority::kBatchPriority});
+  EXPECT_EQ(p.slot, (std::vector<int32_t>{0, -1, 1, -1}));
+}
+
 TEST(RoutingPlan, RejectsInvalidChoices) {
   EXPECT_THROW(plan_from({0, 0}, 1.0f, 2, -1), Error);  // same expert twice
   EXPECT_THROW(plan_from({0, 4}, 1.0f, 2, -1), Error);  // out of range
@@ -156,7 +176,7 @@ TEST(RoutingPlan, SlicesWithQueuedAheadKeepWhatTheWholeBatchKeeps) {
         const auto mine = std::span(experts).subspan(r * local * k, local * k);
         const RoutingPlan part = build_routing_plan(
             mine, std::span(weights).subspan(r * local * k, local * k), local, k, kE,
-            capacity, ahead);
+            capacity, Admission{RoutingPriority::kChoiceMajor, ahead});
         for (int64_t a = 0; a < local * k; ++a)
           EXPECT_EQ(part.slot[a] >= 0, whole.slot[r * local * k + a] >= 0)
               << "capacity " << capacity << ", " << ranks << " ranks, rank " << r
@@ -311,7 +331,7 @@ std::vector<double> naive_forward(TinyMoe& m, const std::vector<float>& u) {
       if (plan.slot[a] < 0) continue;
       const int64_t e = plan.expert[a];
       std::vector<double> ye(kC, 0.0);
-      swiglu(ex.w_gate().value.data() + e * kF * kC, ex.w_up().value.data() + e * kF * kC,
+      swiglu(ex.w_gate()->value.data() + e * kF * kC, ex.w_up().value.data() + e * kF * kC,
              ex.w_down().value.data() + e * kC * kF, kF, u.data() + t * kC, ye.data());
       for (int64_t j = 0; j < kC; ++j) acc[j] += plan.weight[a] * ye[j];
     }
@@ -354,6 +374,8 @@ TEST(MoELayer, ForwardMatchesNaiveReference) {
 struct GradCase {
   bool renormalize;
   float capacity_factor;
+  bool gelu = false;            // GELU experts and shared expert (V-MoE)
+  bool batch_priority = false;  // Batch Priority Routing
 };
 
 class MoELayerGradient : public ::testing::TestWithParam<GradCase> {};
@@ -362,7 +384,10 @@ class MoELayerGradient : public ::testing::TestWithParam<GradCase> {};
 // differences w.r.t. the input and every parameter.
 TEST_P(MoELayerGradient, MatchesFiniteDifferences) {
   const GradCase c = GetParam();
-  TinyMoe m(tiny_config(c.renormalize, c.capacity_factor));
+  MoeConfig config = tiny_config(c.renormalize, c.capacity_factor);
+  if (c.gelu) config.expert_act = "gelu";
+  config.batch_priority = c.batch_priority;
+  TinyMoe m(config);
   std::vector<float> u = random_vector(kN * kC, 1);
   std::vector<float> r = random_vector(kN * kC, 2);
   const Tensor ut(u.data(), {kN, kC});
@@ -388,11 +413,48 @@ TEST_P(MoELayerGradient, MatchesFiniteDifferences) {
 
 INSTANTIATE_TEST_SUITE_P(RawAndRenormalised, MoELayerGradient,
                          ::testing::Values(GradCase{false, 0.0f}, GradCase{true, 0.0f},
-                                           GradCase{false, 0.5f}, GradCase{true, 0.5f}),
+                                           GradCase{false, 0.5f}, GradCase{true, 0.5f},
+                                           GradCase{false, 0.5f, true, true},
+                                           GradCase{true, 0.0f, true, false}),
                          [](const auto& info) {
                            return std::string(info.param.renormalize ? "renorm" : "raw") +
-                                  (info.param.capacity_factor > 0 ? "_capacity" : "_dropless");
+                                  (info.param.capacity_factor > 0 ? "_capacity" : "_dropless") +
+                                  (info.param.gelu ? "_gelu" : "") +
+                                  (info.param.batch_priority ? "_bpr" : "");
                          });
+
+// GELU experts: w_fc1 / w_fc2 instead of w_gate / w_up / w_down, a GELU shared expert,
+// and Expert_e(u) = W_fc2[e] gelu(W_fc1[e] u) checked on one token.
+TEST(MoELayer, GeluExpertsFollowTheSpec) {
+  MoeConfig config = tiny_config(false, 0.0f);
+  config.expert_act = "gelu";
+  config.num_shared = 0;
+  TinyMoe m(config);
+  EXPECT_EQ(m.store.find("layers.1.moe.experts.w_gate"), nullptr);
+  EXPECT_EQ(m.store.find("layers.1.moe.experts.w_fc1")->spec.shape, (Shape{kE, kF, kC}));
+  EXPECT_EQ(m.store.find("layers.1.moe.experts.w_fc2")->spec.shape, (Shape{kE, kC, kF}));
+  EXPECT_EQ(m.layer.experts().w_gate(), nullptr);
+  config.num_shared = 1;
+  TinyMoe s(config);
+  EXPECT_NE(s.store.find("layers.1.moe.shared.w_fc1"), nullptr);
+
+  std::vector<float> u = random_vector(kC, 3);
+  const Tensor y = m.layer.forward(Tensor(u.data(), {1, kC}));
+  const RoutingPlan& plan = *m.layer.last_plan();
+  const float* w1 = m.store.find("layers.1.moe.experts.w_fc1")->value.data();
+  const float* w2 = m.store.find("layers.1.moe.experts.w_fc2")->value.data();
+  std::vector<double> expected(kC, 0.0);
+  for (int64_t k = 0; k < kK; ++k) {
+    const int e = plan.expert[k];
+    for (int64_t f = 0; f < kF; ++f) {
+      double pre = 0.0;
+      for (int64_t j = 0; j < kC; ++j) pre += w1[(e * kF + f) * kC + j] * u[j];
+      const double act = 0.5 * pre * (1.0 + std::erf(pre / std::sqrt(2.0)));
+      for (int64_t i = 0; i < kC; ++i) expected[i] += plan.weight[k] * w2[(e * kC + i) * kF + f] * act;
+    }
+  }
+  for (int64_t i = 0; i < kC; ++i) EXPECT_NEAR(y[i], expected[i], 1e-5) << i;
+}
 
 // The aux and z gradients alone (dy = 0), so they cannot hide behind the main term.
 TEST(MoELayer, AuxAndZLossGradients) {

@@ -381,6 +381,38 @@ void embedding_backward(const float* dout, const int32_t* ids, float* dtable,
     for (int64_t c = 0; c < cols; ++c) dtable[ids[i] * cols + c] += dout[i * cols + c];
 }
 
+// ---- images ----
+
+void patchify(const float* x, float* cols, int64_t B, int64_t channels, int64_t height,
+              int64_t width, int64_t patch) {
+  const int64_t gw = width / patch, num_patches = (height / patch) * gw;
+  const int64_t patch_cols = channels * patch * patch;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t c = 0; c < channels; ++c)
+      for (int64_t y = 0; y < height; ++y)
+        for (int64_t xx = 0; xx < width; ++xx) {
+          const int64_t token = (y / patch) * gw + xx / patch;
+          const int64_t col = (c * patch + y % patch) * patch + xx % patch;
+          cols[(b * num_patches + token) * patch_cols + col] =
+              x[((b * channels + c) * height + y) * width + xx];
+        }
+}
+
+void unpatchify(const float* cols, float* x, int64_t B, int64_t channels, int64_t height,
+                int64_t width, int64_t patch) {
+  const int64_t gw = width / patch, num_patches = (height / patch) * gw;
+  const int64_t patch_cols = channels * patch * patch;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t c = 0; c < channels; ++c)
+      for (int64_t y = 0; y < height; ++y)
+        for (int64_t xx = 0; xx < width; ++xx) {
+          const int64_t token = (y / patch) * gw + xx / patch;
+          const int64_t col = (c * patch + y % patch) * patch + xx % patch;
+          x[((b * channels + c) * height + y) * width + xx] =
+              cols[(b * num_patches + token) * patch_cols + col];
+        }
+}
+
 // ---- optimizer ----
 
 void adamw(float* p, const float* g, float* m, float* v, int64_t n, float lr,

@@ -1,0 +1,303 @@
+// moe-sample --checkpoint RUN/model.h5 --out FILE.png [options] [--section.key=value ...]
+//
+// Generates class-conditional samples from a trained dit_moe model (the weights and
+// resolved config that moe-train saves as <run.dir>/model.h5) with the sampler of
+// diffusion.sampler (DDIM for ddpm, Euler for rectified flow), diffusion.sample_steps
+// steps and classifier-free guidance diffusion.guidance; --section.key=value overrides
+// those (or any) options of the checkpoint's config. Writes a PNG grid with one row per
+// class, and prints one JSON line with what it did.
+//
+//   --per-class N        samples per class (default 10); the grid is classes x N
+//   --seed S             seed of the initial noise (default 0)
+//   --classifier PATH    a vit_moe model.h5: classify every sample and report the share
+//                        classified as the class it was conditioned on (class
+//                        consistency), overall and per class
+//   --stats FILE.json    per-step expert selection counts of every MoE layer
+//   --batch N            images generated at once (default 100)
+//
+// Exit status: 0 done, 2 bad input (one line naming it), 1 any other failure.
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "framework/checkpoint/h5_file.h"
+#include "framework/checkpoint/state_dict.h"
+#include "framework/config/config.h"
+#include "framework/core/timer.h"
+#include "framework/data/png.h"
+#include "framework/kernels/ops.h"
+#include "framework/moe/dispatcher.h"
+#include "models/dit_moe/diffusion.h"
+#include "models/dit_moe/dit_moe.h"
+#include "models/vit_moe/vit_moe.h"
+
+namespace {
+
+struct Args {
+  std::string checkpoint, out, classifier, stats;
+  int per_class = 10;
+  int batch = 100;
+  uint64_t seed = 0;
+  std::vector<std::string> overrides;  // --section.key=value for the checkpoint's config
+};
+
+int parse_int(const std::string& flag, const std::string& text) {
+  size_t used = 0;
+  int value = 0;
+  try {
+    value = std::stoi(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  MOE_USER_CHECK(used == text.size() && value > 0, flag, ": '", text,
+                 "' is not a positive integer");
+  return value;
+}
+
+Args parse_args(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i], value;
+    const size_t eq = arg.find('=');
+    const bool inline_value = eq != std::string::npos;
+    if (inline_value) {
+      value = arg.substr(eq + 1);
+      arg = arg.substr(0, eq);
+    }
+    auto next = [&]() -> std::string {
+      if (inline_value) return value;
+      MOE_USER_CHECK(i + 1 < argc, arg, ": needs a value");
+      return argv[++i];
+    };
+    if (arg == "--checkpoint") a.checkpoint = next();
+    else if (arg == "--out") a.out = next();
+    else if (arg == "--classifier") a.classifier = next();
+    else if (arg == "--stats") a.stats = next();
+    else if (arg == "--per-class") a.per_class = parse_int(arg, next());
+    else if (arg == "--batch") a.batch = parse_int(arg, next());
+    else if (arg == "--seed") a.seed = static_cast<uint64_t>(parse_int(arg, next()));
+    else if (arg.starts_with("--") && arg.find('.') != std::string::npos)
+      a.overrides.push_back(arg.substr(2) + "=" + next());
+    else
+      MOE_USER_FAIL("unexpected argument '", argv[i], "' (see moe-sample --help)");
+  }
+  MOE_USER_CHECK(!a.checkpoint.empty(), "--checkpoint: required");
+  MOE_USER_CHECK(!a.out.empty(), "--out: required");
+  return a;
+}
+
+// A model file written by moe-train: its config (with overrides) and its weights.
+struct LoadedModel {
+  moe::Config config;
+  moe::ParamStore store;
+  moe::LocalDispatcher dispatcher;
+};
+
+moe::Config read_config(const moe::H5File& file, const std::vector<std::string>& overrides) {
+  return moe::load_config_text(file.string_attr("/config", "ini"), overrides);
+}
+
+// Loads weights and router biases of `layers` (blocks[i] is the block of layers[i]).
+void load_weights(const moe::H5File& file, moe::ParamStore& store,
+                  const std::vector<moe::MoELayer*>& layers, const std::vector<int>& blocks) {
+  moe::load_params(file, "/model", store);
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const std::string name =
+        "/buffers/layers." + std::to_string(blocks[i]) + ".moe.router.bias";
+    if (!file.exists(name)) continue;
+    const auto bias = layers[i]->bias();
+    file.read(name, bias.data(), moe::Shape{static_cast<int64_t>(bias.size())});
+  }
+}
+
+uint8_t to_pixel(float x, const moe::DataConfig& d) {
+  const float p = std::clamp(x * d.image_std + d.image_mean, 0.0f, 1.0f);
+  return static_cast<uint8_t>(std::lround(p * 255.0f));
+}
+
+// Per-step expert selection counts: counts[step][layer][expert].
+struct ExpertStats {
+  std::vector<double> timesteps;
+  std::vector<std::vector<std::vector<int64_t>>> counts;
+};
+
+nlohmann::json classify(const std::string& path, const std::vector<uint8_t>& pixels,
+                        const std::vector<int32_t>& labels, int64_t image_floats,
+                        int num_classes) {
+  moe::H5File file = moe::H5File::open(path);
+  LoadedModel m{read_config(file, {}), {}, {}};
+  MOE_USER_CHECK(m.config.model.family == "vit_moe", "--classifier: '", path,
+                 "' holds a ", m.config.model.family, " model, not vit_moe");
+  moe::VitMoe vit(m.config.model, m.config.moe, m.store,
+                  moe::MoeRuntime::local(m.dispatcher, m.config.moe.num_experts));
+  load_weights(file, m.store, vit.moe_layers(), vit.moe_layer_blocks());
+  const int64_t n = static_cast<int64_t>(labels.size());
+  MOE_USER_CHECK(vit.tokens_per_image() > 0 &&
+                     int64_t{m.config.model.image_channels} * m.config.model.image_size *
+                             m.config.model.image_size == image_floats,
+                 "--classifier: '", path, "' takes other images than the samples");
+  std::vector<int64_t> correct(num_classes, 0), total(num_classes, 0);
+  const moe::DataConfig& d = m.config.data;
+  const int64_t chunk = 100;
+  std::vector<float> x;
+  for (int64_t begin = 0; begin < n; begin += chunk) {
+    const int64_t count = std::min(chunk, n - begin);
+    x.resize(static_cast<size_t>(count * image_floats));
+    for (int64_t i = 0; i < count * image_floats; ++i)
+      x[i] = (pixels[begin * image_floats + i] / 255.0f - d.image_mean) / d.image_std;
+    const moe::Tensor logits = vit.predict(x.data(), count);
+    for (int64_t b = 0; b < count; ++b) {
+      const float* row = logits.data + b * logits.cols();
+      const int64_t best = std::max_element(row, row + logits.cols()) - row;
+      const int32_t y = labels[begin + b];
+      total[y] += 1;
+      correct[y] += best == y;
+    }
+  }
+  nlohmann::json per_class = nlohmann::json::array();
+  int64_t sum_correct = 0;
+  for (int c = 0; c < num_classes; ++c) {
+    sum_correct += correct[c];
+    per_class.push_back(total[c] ? static_cast<double>(correct[c]) / total[c] : 0.0);
+  }
+  return {{"class_consistency", static_cast<double>(sum_correct) / std::max<int64_t>(n, 1)},
+          {"per_class", per_class}};
+}
+
+// Mean share of each expert over the first and the last third of the sampling steps
+// (high-noise vs low-noise timesteps), per layer.
+nlohmann::json stats_summary(const ExpertStats& s, const std::vector<int>& blocks) {
+  const size_t steps = s.counts.size();
+  nlohmann::json layers = nlohmann::json::array();
+  if (steps == 0) return layers;
+  const size_t third = std::max<size_t>(1, steps / 3);
+  for (size_t l = 0; l < blocks.size(); ++l) {
+    auto share = [&](size_t begin, size_t end) {
+      std::vector<double> sum(s.counts[0][l].size(), 0.0);
+      double total = 0.0;
+      for (size_t i = begin; i < end; ++i)
+        for (size_t e = 0; e < sum.size(); ++e) {
+          sum[e] += static_cast<double>(s.counts[i][l][e]);
+          total += static_cast<double>(s.counts[i][l][e]);
+        }
+      for (double& v : sum) v /= std::max(total, 1.0);
+      return sum;
+    };
+    layers.push_back({{"layer", blocks[l]},
+                      {"early_share", share(0, third)},
+                      {"late_share", share(steps - third, steps)}});
+  }
+  return layers;
+}
+
+int run(const Args& a) {
+  moe::Stopwatch clock;
+  moe::H5File file = moe::H5File::open(a.checkpoint);
+  LoadedModel m{read_config(file, a.overrides), {}, {}};
+  const moe::Config& c = m.config;
+  MOE_USER_CHECK(c.model.family == "dit_moe", "--checkpoint: '", a.checkpoint, "' holds a ",
+                 c.model.family, " model; moe-sample needs dit_moe");
+  moe::DitMoe net(c.model, c.moe, m.store, moe::MoeRuntime::local(m.dispatcher, c.moe.num_experts));
+  load_weights(file, m.store, net.moe_layers(), net.moe_layer_blocks());
+  const moe::Diffusion diffusion(c.diffusion);
+
+  const int classes = c.model.num_classes;
+  const int64_t size = c.model.image_size;
+  const int64_t image_floats = int64_t{c.model.image_channels} * size * size;
+  std::vector<int32_t> labels;
+  for (int y = 0; y < classes; ++y) labels.insert(labels.end(), a.per_class, y);
+  moe::SampleOptions options;
+  options.sampler = c.diffusion.sampler == "auto"
+                        ? (c.diffusion.objective == "ddpm" ? "ddim" : "euler")
+                        : c.diffusion.sampler;
+  options.steps = c.diffusion.sample_steps;
+  options.guidance = c.diffusion.guidance;
+  options.clip_lo = (0.0f - c.data.image_mean) / c.data.image_std;
+  options.clip_hi = (1.0f - c.data.image_mean) / c.data.image_std;
+
+  ExpertStats stats;
+  const std::vector<moe::MoELayer*> layers = net.moe_layers();
+  std::vector<uint8_t> pixels(labels.size() * image_floats);
+  const int64_t n = static_cast<int64_t>(labels.size());
+  for (int64_t begin = 0, chunk = 0; begin < n; begin += a.batch, ++chunk) {
+    const int64_t count = std::min<int64_t>(a.batch, n - begin);
+    options.seed = a.seed * 1000003u + static_cast<uint64_t>(chunk);  // noise per chunk
+    const std::span<const int32_t> chunk_labels(labels.data() + begin, count);
+    const std::vector<float> x = moe::sample_images(
+        net, diffusion, c.model, chunk_labels, options, [&](int step, double t) {
+          if (static_cast<size_t>(step) >= stats.counts.size()) {
+            stats.timesteps.push_back(t);
+            stats.counts.emplace_back(layers.size());
+            for (size_t l = 0; l < layers.size(); ++l)
+              stats.counts[step][l].assign(static_cast<size_t>(c.moe.num_experts), 0);
+          }
+          for (size_t l = 0; l < layers.size(); ++l) {
+            const std::vector<int64_t>& assigned = layers[l]->load_stats().assigned;
+            for (size_t e = 0; e < assigned.size(); ++e)
+              stats.counts[step][l][e] += assigned[e];
+          }
+        });
+    for (int64_t i = 0; i < count * image_floats; ++i)
+      pixels[begin * image_floats + i] = to_pixel(x[i], c.data);
+  }
+
+  // The grid: one row per class, the first channel of each sample.
+  std::vector<std::vector<uint8_t>> tiles;
+  for (int64_t i = 0; i < n; ++i)
+    tiles.emplace_back(pixels.begin() + i * image_floats,
+                       pixels.begin() + i * image_floats + size * size);
+  int64_t width = 0, height = 0;
+  const std::vector<uint8_t> grid =
+      moe::tile_images(tiles, classes, a.per_class, size, size, 2, 255, &width, &height);
+  moe::write_png_gray(a.out, width, height, grid);
+
+  nlohmann::json result = {{"out", a.out},
+                           {"samples", n},
+                           {"width", width},
+                           {"height", height},
+                           {"sampler", options.sampler},
+                           {"steps", options.steps},
+                           {"guidance", options.guidance}};
+  if (!a.stats.empty()) {
+    std::ofstream out(a.stats);
+    MOE_USER_CHECK(out.good(), "--stats: cannot write '", a.stats, "'");
+    out << nlohmann::json{{"timesteps", stats.timesteps},
+                          {"layers", net.moe_layer_blocks()},
+                          {"counts", stats.counts},
+                          {"summary", stats_summary(stats, net.moe_layer_blocks())}}
+               .dump()
+        << "\n";
+    MOE_USER_CHECK(out.good(), "--stats: cannot write '", a.stats, "'");
+  }
+  if (!a.classifier.empty())
+    result.update(classify(a.classifier, pixels, labels, image_floats, classes));
+  result["seconds"] = clock.seconds();
+  std::cout << result.dump() << std::endl;
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  moe::cpu::select_blas_kernels(argv);  // may re-execute: before anything else
+  for (int i = 1; i < argc; ++i)
+    if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
+      std::cout << "usage: moe-sample --checkpoint RUN/model.h5 --out FILE.png [--per-class N]\n"
+                   "       [--seed S] [--batch N] [--classifier VIT/model.h5] [--stats FILE.json]\n"
+                   "       [--section.key=value ...]   (overrides, e.g. --diffusion.guidance=4)\n";
+      return 0;
+    }
+  try {
+    return run(parse_args(argc, argv));
+  } catch (const moe::Error& e) {
+    std::cerr << "moe-sample: " << e.what() << "\n";
+    return e.user_error() ? 2 : 1;
+  }
+}

@@ -1,0 +1,66 @@
+#include "framework/nn/pos_embed.h"
+
+#include <cmath>
+
+namespace moe {
+
+std::vector<float> sincos_2d_table(int64_t width, int64_t grid_h, int64_t grid_w) {
+  MOE_CHECK(width % 4 == 0, "sin-cos position table: width ", width,
+            " is not divisible by 4");
+  const int64_t quarter = width / 4;
+  std::vector<float> table(static_cast<size_t>(grid_h * grid_w * width));
+  for (int64_t h = 0; h < grid_h; ++h)
+    for (int64_t w = 0; w < grid_w; ++w) {
+      float* row = table.data() + (h * grid_w + w) * width;
+      for (int64_t k = 0; k < quarter; ++k) {
+        // w_k = 1 / 10000^(k / (C/4))
+        const double omega = std::pow(10000.0, -static_cast<double>(k) / quarter);
+        row[k] = static_cast<float>(std::sin(w * omega));
+        row[quarter + k] = static_cast<float>(std::cos(w * omega));
+        row[2 * quarter + k] = static_cast<float>(std::sin(h * omega));
+        row[3 * quarter + k] = static_cast<float>(std::cos(h * omega));
+      }
+    }
+  return table;
+}
+
+PositionEmbedding::PositionEmbedding(ParamStore& store, const std::string& name,
+                                     int64_t tokens, int64_t width, float init_std)
+    : weight_(&store.add({name, Shape{tokens, width}, Shard::kReplicated,
+                          Init::normal(init_std), /*weight_decay=*/false})),
+      tokens_(tokens),
+      width_(width) {}
+
+PositionEmbedding::PositionEmbedding(std::vector<float> table, int64_t tokens, int64_t width)
+    : fixed_(std::move(table)), tokens_(tokens), width_(width) {
+  MOE_CHECK(static_cast<int64_t>(fixed_.size()) == tokens * width,
+            "position table of ", fixed_.size(), " floats for (", tokens, ", ", width, ")");
+}
+
+Tensor PositionEmbedding::forward(Tensor x) {
+  MOE_CHECK(x.cols() == width_ && x.rows() % tokens_ == 0, "PositionEmbedding: input ",
+            x.shape.str(), " is not (B*", tokens_, ", ", width_, ")");
+  const int64_t n = x.rows();
+  const float* pos = table();
+  Tensor y = y_.view({n, width_});
+#pragma omp parallel for if (n * width_ > (1 << 15))
+  for (int64_t r = 0; r < n; ++r) {
+    const float* p = pos + (r % tokens_) * width_;
+    for (int64_t j = 0; j < width_; ++j) y.data[r * width_ + j] = x.data[r * width_ + j] + p[j];
+  }
+  return y;
+}
+
+Tensor PositionEmbedding::backward(Tensor dy) {
+  if (weight_) {
+    float* dpos = weight_->grad.data();
+    const int64_t n = dy.rows();
+    for (int64_t r = 0; r < n; ++r) {
+      float* d = dpos + (r % tokens_) * width_;
+      for (int64_t j = 0; j < width_; ++j) d[j] += dy.data[r * width_ + j];
+    }
+  }
+  return dy;
+}
+
+}  // namespace moe

@@ -1,0 +1,38 @@
+#include "framework/nn/timestep_embed.h"
+
+#include <cmath>
+
+#include "framework/kernels/ops.h"
+
+namespace moe {
+
+TimestepEmbedder::TimestepEmbedder(ParamStore& store, const std::string& prefix,
+                                   int64_t width, float init_std)
+    : fc1_(store, prefix + ".fc1.weight", 2 * kFrequencies, width, Init::normal(init_std),
+           prefix + ".fc1.bias"),
+      fc2_(store, prefix + ".fc2.weight", width, width, Init::normal(init_std),
+           prefix + ".fc2.bias") {}
+
+Tensor TimestepEmbedder::forward(const float* t, int64_t n) {
+  Tensor freq = freq_.view({n, 2 * kFrequencies});
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t k = 0; k < kFrequencies; ++k) {
+      const double f = std::exp(-std::log(10000.0) * static_cast<double>(k) / kFrequencies);
+      const double arg = static_cast<double>(t[i]) * f;
+      freq.data[i * 2 * kFrequencies + k] = static_cast<float>(std::cos(arg));
+      freq.data[i * 2 * kFrequencies + kFrequencies + k] = static_cast<float>(std::sin(arg));
+    }
+  pre_ = fc1_.forward(freq);  // (n, C)
+  Tensor act = act_.view(pre_.shape);
+  cpu::silu_forward(pre_.data, act.data, act.numel());
+  return fc2_.forward(act);
+}
+
+void TimestepEmbedder::backward(Tensor dy) {
+  const Tensor dact = fc2_.backward(dy);
+  Tensor dpre = dpre_.view(pre_.shape);
+  cpu::silu_backward(pre_.data, dact.data, dpre.data, dpre.numel());
+  fc1_.backward(dpre);
+}
+
+}  // namespace moe

@@ -1,0 +1,280 @@
+#include "models/dit_moe/dit_moe.h"
+
+#include <cmath>
+
+#include "framework/core/timer.h"
+#include "framework/kernels/ops.h"
+#include "framework/nn/adaln.h"
+#include "framework/nn/attention.h"
+#include "framework/nn/mlp.h"
+
+namespace moe {
+namespace {
+
+void add(const float* a, const float* b, float* out, int64_t n) {
+#pragma omp parallel for simd if (n > (1 << 15))
+  for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+}
+
+PositionEmbedding make_pos_embed(ParamStore& store, const ModelConfig& m) {
+  const int64_t grid = m.image_size / m.patch_size;
+  if (m.pos_embed == "learned")
+    return PositionEmbedding(store, "pos_embed", grid * grid, m.d_model, m.init_std);
+  return PositionEmbedding(sincos_2d_table(m.d_model, grid, grid), grid * grid, m.d_model);
+}
+
+int64_t patch_pixels(const ModelConfig& m) {
+  return int64_t{m.patch_size} * m.patch_size * m.image_channels;
+}
+
+}  // namespace
+
+DitFinalLayer::DitFinalLayer(ParamStore& store, const std::string& prefix, int64_t width,
+                             int64_t patch_pixels, float norm_eps)
+    : norm_(store, prefix + ".norm", width, norm_eps, /*affine=*/false),
+      adaln_(store, prefix + ".adaln.weight", width, 2 * width, Init::zeros(),
+             prefix + ".adaln.bias"),
+      linear_(store, prefix + ".linear.weight", width, patch_pixels, Init::zeros(),
+              prefix + ".linear.bias"),
+      width_(width) {}
+
+Tensor DitFinalLayer::forward(Tensor h, Tensor s, int64_t batch) {
+  batch_ = batch;
+  tokens_ = h.rows() / batch;
+  mod_ = adaln_.forward(s);  // (B, 2C): [shift | scale]
+  normed_ = norm_.forward(h);
+  Tensor m = modulated_.view(h.shape);
+  modulate_forward(normed_.data, mod_.data, mod_.data + width_, 2 * width_, m.data, batch_,
+                   tokens_, width_);
+  return linear_.forward(m);
+}
+
+Tensor DitFinalLayer::backward(Tensor dy, float* ds) {
+  const Tensor dm = linear_.backward(dy);  // (B*T, C)
+  Tensor dmod = dmod_.view({batch_, 2 * width_});
+  dmod_.zero();
+  Tensor dn = dnorm_.view(dm.shape);
+  modulate_backward(normed_.data, mod_.data + width_, 2 * width_, dm.data, dn.data,
+                    dmod.data, dmod.data + width_, batch_, tokens_, width_);
+  const Tensor ds_here = adaln_.backward(dmod);
+  cpu::axpy(1.0f, ds_here.data, ds, ds_here.numel());
+  return norm_.backward(dn);
+}
+
+// One adaLN-Zero block. mod = adaln(s) (B, 6C) holds, per image, the chunks
+// [shift1 | scale1 | gate1 | shift2 | scale2 | gate2] of C floats each.
+struct DitMoe::Block {
+  LayerNorm norm1, norm2;  // no affine: adaLN modulates
+  SelfAttention attn;
+  Linear adaln;                   // C -> 6C, zero-init
+  std::unique_ptr<Mlp> mlp;       // dense blocks
+  std::unique_ptr<MoELayer> moe;  // MoE blocks
+  int64_t width, batch = 0, tokens = 0;
+  Tensor mod, n1, n2, a, f;       // views kept for backward: (B,6C), (N,C) x4
+  Buffer m1, m2, h_mid, h_out;    // (N, C)
+  Buffer dmod, dn, dmid, dh_in, dbranch;  // (B, 6C), (N, C) x4
+
+  Block(ParamStore& store, const std::string& prefix, const ModelConfig& m,
+        const MoeConfig& e, bool is_moe, float out_std, const MoeRuntime& runtime)
+      : norm1(store, prefix + ".norm1", m.d_model, m.norm_eps, /*affine=*/false),
+        norm2(store, prefix + ".norm2", m.d_model, m.norm_eps, /*affine=*/false),
+        attn(store, prefix + ".attn", m.d_model, m.num_heads, /*causal=*/false,
+             /*rotary=*/false, m.rope_theta, m.init_std, out_std),
+        adaln(store, prefix + ".adaln.weight", m.d_model, 6 * m.d_model, Init::zeros(),
+              prefix + ".adaln.bias"),
+        width(m.d_model) {
+    if (is_moe)
+      moe = std::make_unique<MoELayer>(store, prefix + ".moe", m.d_model, e, m.init_std,
+                                       out_std, runtime);
+    else
+      mlp = std::make_unique<SwiGLUMlp>(store, prefix + ".mlp", m.d_model, m.dense_ffn,
+                                        m.init_std, out_std);
+  }
+
+  const float* chunk(int i) const { return mod.data + i * width; }
+
+  Tensor forward(Tensor x, Tensor s, ComponentTimes& t) {
+    tokens = x.rows() / s.rows();
+    batch = s.rows();
+    const int64_t stride = 6 * width;
+    Tensor mid = h_mid.view(x.shape);
+    {
+      ScopedTimer timer(t.attention);
+      mod = adaln.forward(s);
+      n1 = norm1.forward(x);
+      Tensor mod1 = m1.view(x.shape);
+      modulate_forward(n1.data, chunk(0), chunk(1), stride, mod1.data, batch, tokens, width);
+      a = attn.forward(mod1, batch, tokens);
+      gated_add_forward(x.data, chunk(2), stride, a.data, mid.data, batch, tokens, width);
+    }
+    ScopedTimer timer(moe ? t.moe : t.dense_ffn);
+    n2 = norm2.forward(mid);
+    Tensor mod2 = m2.view(x.shape);
+    modulate_forward(n2.data, chunk(3), chunk(4), stride, mod2.data, batch, tokens, width);
+    f = moe ? moe->forward(mod2) : mlp->forward(mod2);
+    Tensor out = h_out.view(x.shape);
+    gated_add_forward(mid.data, chunk(5), stride, f.data, out.data, batch, tokens, width);
+    return out;
+  }
+
+  // dh_out (N, C) -> dh_in (N, C); ds (B, C) += the gradient through adaln.
+  Tensor backward(Tensor dh_out, float* ds, ComponentTimes& t) {
+    const int64_t stride = 6 * width;
+    Tensor dm = dmod.view({batch, stride});
+    dmod.zero();
+    float* dchunk[6];
+    for (int i = 0; i < 6; ++i) dchunk[i] = dm.data + i * width;
+    Tensor branch = dbranch.view(dh_out.shape);
+    Tensor dnorm = dn.view(dh_out.shape);
+    Tensor d_mid = dmid.view(dh_out.shape);
+    {
+      ScopedTimer timer(moe ? t.moe : t.dense_ffn);
+      gated_add_backward(chunk(5), stride, f.data, dh_out.data, branch.data, dchunk[5],
+                         batch, tokens, width);
+      const Tensor dm2 = moe ? moe->backward(branch) : mlp->backward(branch);
+      modulate_backward(n2.data, chunk(4), stride, dm2.data, dnorm.data, dchunk[3], dchunk[4],
+                        batch, tokens, width);
+      add(dh_out.data, norm2.backward(dnorm).data, d_mid.data, d_mid.numel());
+    }
+    ScopedTimer timer(t.attention);
+    gated_add_backward(chunk(2), stride, a.data, d_mid.data, branch.data, dchunk[2], batch,
+                       tokens, width);
+    const Tensor dm1 = attn.backward(branch);
+    modulate_backward(n1.data, chunk(1), stride, dm1.data, dnorm.data, dchunk[0], dchunk[1],
+                      batch, tokens, width);
+    Tensor din = dh_in.view(dh_out.shape);
+    add(d_mid.data, norm1.backward(dnorm).data, din.data, din.numel());
+    const Tensor ds_here = adaln.backward(dm);
+    cpu::axpy(1.0f, ds_here.data, ds, ds_here.numel());
+    return din;
+  }
+};
+
+DitMoe::DitMoe(const ModelConfig& model, const MoeConfig& moe, ParamStore& store,
+               const MoeRuntime& runtime)
+    : model_(model),
+      moe_cfg_(moe),
+      patch_embed_(store, "patch_embed", model.image_channels, model.image_size,
+                   model.patch_size, model.d_model),
+      pos_(make_pos_embed(store, model)),
+      t_embed_(store, "t_embed", model.d_model, model.init_std),
+      y_embed_(store, "y_embed.weight", model.num_classes + 1, model.d_model,
+               Init::normal(model.init_std)),
+      final_(store, "final", model.d_model, patch_pixels(model), model.norm_eps) {
+  const float out_std = model.init_std / std::sqrt(2.0f * model.num_layers);
+  for (int l = 0; l < model.num_layers; ++l)
+    blocks_.push_back(std::make_unique<Block>(store, "layers." + std::to_string(l), model,
+                                              moe, is_moe_block(model, l), out_std,
+                                              runtime));
+}
+
+DitMoe::~DitMoe() = default;
+
+int64_t DitMoe::tokens_per_image() const {
+  const int64_t grid = model_.image_size / model_.patch_size;
+  return grid * grid;
+}
+
+Tensor DitMoe::forward(const float* x, const float* t, const int32_t* y, int64_t batch) {
+  batch_ = batch;
+  const int64_t ch = model_.image_channels, size = model_.image_size, c = model_.d_model;
+  Tensor h, s;
+  {
+    ScopedTimer timer(times_.embed);
+    h = pos_.forward(patch_embed_.forward(
+        Tensor(const_cast<float*>(x), Shape{batch, ch, size, size})));  // (B*P, C)
+    const Tensor te = t_embed_.forward(t, batch);                       // (B, C)
+    const Tensor ye = y_embed_.forward(y, batch);                       // (B, C)
+    Tensor cond = c_.view({batch, c});
+    add(te.data, ye.data, cond.data, cond.numel());
+    s = s_.view({batch, c});
+    cpu::silu_forward(cond.data, s.data, s.numel());
+  }
+  for (auto& block : blocks_) h = block->forward(h, s, times_);
+  ScopedTimer timer(times_.head);
+  const Tensor out = final_.forward(h, s, batch);  // (B*P, p*p*Cout)
+  pred_ = pred_buf_.view({batch, ch, size, size});
+  cpu::unpatchify(out.data, pred_.data, batch, ch, size, size, model_.patch_size);
+  return pred_;
+}
+
+LossParts DitMoe::loss(const float* target) {
+  ScopedTimer timer(times_.head);
+  const int64_t n = pred_.numel();
+  Tensor dpred = dpred_.view(pred_.shape);
+  double sum = 0.0;
+  const float scale = 2.0f / static_cast<float>(n);
+  for (int64_t i = 0; i < n; ++i) {
+    const float diff = pred_.data[i] - target[i];
+    sum += static_cast<double>(diff) * diff;
+    dpred.data[i] = scale * diff;  // d mean((pred - target)^2) / d pred
+  }
+  LossParts parts;
+  parts.ce = sum / static_cast<double>(n);
+  for (MoELayer* layer : moe_layers()) {
+    parts.aux += layer->aux_loss();
+    parts.z += layer->z_loss();
+  }
+  parts.total = parts.ce + parts.aux + parts.z;
+  return parts;
+}
+
+void DitMoe::backward() {
+  const int64_t c = model_.d_model, size = model_.image_size;
+  Tensor ds = ds_.view({batch_, c});
+  ds_.zero();
+  Tensor dh;
+  {
+    ScopedTimer timer(times_.head);
+    Tensor dout = dout_.view({batch_ * tokens_per_image(), patch_pixels(model_)});
+    // unpatchify is a permutation: its backward is patchify
+    cpu::patchify(dpred_.data(), dout.data, batch_, model_.image_channels, size, size,
+                  model_.patch_size);
+    dh = final_.backward(dout, ds.data);
+  }
+  for (auto it = blocks_.rbegin(); it != blocks_.rend(); ++it)
+    dh = (*it)->backward(dh, ds.data, times_);
+  ScopedTimer timer(times_.embed);
+  patch_embed_.backward(pos_.backward(dh));
+  Tensor dc = dc_.view({batch_, c});
+  cpu::silu_backward(c_.data(), ds.data, dc.data, dc.numel());
+  t_embed_.backward(dc);
+  y_embed_.backward(dc);
+}
+
+std::vector<MoELayer*> DitMoe::moe_layers() {
+  std::vector<MoELayer*> layers;
+  for (auto& block : blocks_)
+    if (block->moe) layers.push_back(block->moe.get());
+  return layers;
+}
+
+std::vector<int> DitMoe::moe_layer_blocks() const {
+  std::vector<int> blocks;
+  for (int l = 0; l < model_.num_layers; ++l)
+    if (blocks_[l]->moe) blocks.push_back(l);
+  return blocks;
+}
+
+double DitMoe::train_flops_per_token() const {
+  const double c = model_.d_model, t = static_cast<double>(tokens_per_image());
+  const double pixels = static_cast<double>(patch_pixels(model_));
+  const double expert_mats = moe_cfg_.expert_act == "gelu" ? 2.0 : 3.0;
+  // Multiply-adds per token in the forward pass; per-image work (conditioning, adaLN)
+  // divided by the T tokens of an image.
+  double macs = 2.0 * c * pixels;                                  // patch embed + final
+  macs += (2.0 * TimestepEmbedder::kFrequencies * c + c * c) / t;  // timestep MLP
+  macs += 2.0 * c * c / t;                                         // final adaLN
+  for (int l = 0; l < model_.num_layers; ++l) {
+    macs += 4.0 * c * c + 2.0 * c * t + 6.0 * c * c / t;  // attention, adaLN
+    if (is_moe_block(model_, l))
+      macs += c * moe_cfg_.num_experts +
+              expert_mats * c * moe_cfg_.expert_ffn * moe_cfg_.top_k +
+              expert_mats * c * moe_cfg_.shared_ffn * moe_cfg_.num_shared;
+    else
+      macs += 3.0 * c * model_.dense_ffn;
+  }
+  return 3.0 * 2.0 * macs;
+}
+
+}  // namespace moe

@@ -1,0 +1,121 @@
+// The dit_moe family behind the trainer's Model interface: DitMoe trained with the
+// diffusion objective on IDX images (Fashion-MNIST), evaluation = the same objective on
+// fixed noise and timesteps over the test images.
+
+#include "framework/core/rng.h"
+#include "framework/data/image_sampler.h"
+#include "models/dit_moe/diffusion.h"
+#include "models/dit_moe/dit_moe.h"
+
+namespace moe {
+namespace {
+
+class DitMoeModel final : public Model {
+ public:
+  DitMoeModel(const Config& c, ParamStore& store, const MoeRuntime& runtime)
+      : seed_(c.train.seed),
+        eval_batches_(c.train.eval_batches),
+        class_dropout_(c.model.class_dropout),
+        train_data_(open_images(c, c.data.train_path, c.data.train_labels, "data.train_path",
+                                "data.train_labels")),
+        val_data_(open_images(c, c.data.val_path, c.data.val_labels, "data.val_path",
+                              "data.val_labels")),
+        train_sampler_(train_data_, c.data.batch_size, c.train.seed,
+                       {c.data.hflip, c.data.image_mean, c.data.image_std}),
+        val_sampler_(val_data_, c.data.batch_size, c.train.seed,
+                     {false, c.data.image_mean, c.data.image_std}),
+        diffusion_(c.diffusion),
+        net_(c.model, c.moe, store, runtime) {}
+
+  void load_train_batch(int64_t step, int dp_rank, int dp_size) override {
+    const int64_t rows = resize(dp_size);
+    train_sampler_.batch(step, dp_rank, dp_size, x0_, labels_);
+    const PhiloxKey drop_key = philox_key(seed_, hash_name("diffusion.label_drop"));
+    for (int64_t r = 0; r < rows; ++r) {
+      const uint64_t b = static_cast<uint64_t>(dp_rank * rows + r);  // global sample
+      make_example(r, "train", static_cast<uint64_t>(step), b);
+      // classifier-free guidance: the null class with probability class_dropout
+      const uint64_t bits = random_u64(drop_key, static_cast<uint64_t>(step), b);
+      if (uniform_from_bits(static_cast<uint32_t>(bits)) < class_dropout_)
+        labels_[r] = static_cast<int32_t>(net_.null_class());
+    }
+    batch_ = rows;
+  }
+  LossParts forward() override {
+    net_.forward(x_t_.data(), t_.data(), labels_.data(), batch_);
+    return net_.loss(target_.data());
+  }
+  void backward() override { net_.backward(); }
+
+  // sums = {sum over images of the per-image mean squared error, images}
+  std::vector<double> evaluate(int dp_rank, int dp_size) override {
+    const int64_t rows = resize(dp_size);
+    double loss = 0.0, images = 0.0;
+    for (int i = 0; i < eval_batches_; ++i) {
+      const int64_t n = val_sampler_.eval_batch(i, dp_rank, dp_size, x0_, labels_);
+      if (n == 0) break;
+      for (int64_t r = 0; r < n; ++r)
+        make_example(r, "eval", static_cast<uint64_t>(i), static_cast<uint64_t>(dp_rank * rows + r));
+      net_.forward(x_t_.data(), t_.data(), labels_.data(), n);
+      loss += net_.loss(target_.data()).ce * static_cast<double>(n);
+      images += static_cast<double>(n);
+    }
+    return {loss, images};
+  }
+  nlohmann::json eval_metrics(std::span<const double> sums) const override {
+    return {{"val_loss", sums[1] > 0 ? sums[0] / sums[1] : 0.0}};
+  }
+
+  std::vector<MoELayer*> moe_layers() override { return net_.moe_layers(); }
+  std::vector<int> moe_layer_blocks() const override { return net_.moe_layer_blocks(); }
+  int64_t tokens_per_sample() const override { return net_.tokens_per_image(); }
+  double train_flops_per_token() const override { return net_.train_flops_per_token(); }
+  ComponentTimes& times() override { return net_.times(); }
+
+ private:
+  static ImageDataset open_images(const Config& c, const std::string& images,
+                                  const std::string& labels, const char* images_key,
+                                  const char* labels_key) {
+    MOE_USER_CHECK(!images.empty(), images_key, ": no IDX images given");
+    MOE_USER_CHECK(!labels.empty(), labels_key, ": no IDX labels given");
+    ImageDataset data(images, labels, c.model.num_classes);
+    data.require_shape(c.model.image_channels, c.model.image_size, images_key);
+    return data;
+  }
+  int64_t resize(int dp_size) {
+    const int64_t rows = train_sampler_.local_batch(dp_size);
+    const size_t n = static_cast<size_t>(rows * train_sampler_.image_floats());
+    x0_.resize(n);
+    x_t_.resize(n);
+    target_.resize(n);
+    t_.resize(static_cast<size_t>(rows));
+    labels_.resize(static_cast<size_t>(rows));
+    return rows;
+  }
+  void make_example(int64_t r, const std::string& stream, uint64_t counter, uint64_t b) {
+    const int64_t d = train_sampler_.image_floats();
+    diffusion_.make_example(x0_.data() + r * d, d, stream, seed_, counter, b,
+                            x_t_.data() + r * d, target_.data() + r * d, t_.data() + r);
+  }
+
+  uint64_t seed_;
+  int eval_batches_;
+  float class_dropout_;
+  ImageDataset train_data_, val_data_;
+  ImageBatchSampler train_sampler_, val_sampler_;
+  Diffusion diffusion_;
+  DitMoe net_;
+  int64_t batch_ = 0;
+  std::vector<float> x0_, x_t_, target_;  // (B_local, Cin, H, W)
+  std::vector<float> t_;                  // (B_local) timesteps as the embedder sees them
+  std::vector<int32_t> labels_;           // (B_local), null class = num_classes
+};
+
+}  // namespace
+
+std::unique_ptr<Model> make_dit_moe_model(const Config& config, ParamStore& store,
+                                          const MoeRuntime& runtime) {
+  return std::make_unique<DitMoeModel>(config, store, runtime);
+}
+
+}  // namespace moe

@@ -1,0 +1,77 @@
+#pragma once
+// Model: a model family as the trainer sees it (model.family = moe_gpt | vit_moe |
+// dit_moe): its network, its data, its loss and its evaluation metrics, behind one
+// interface so that one training loop trains all three.
+//
+// A step is load_train_batch(step, dp_rank, dp_size) -> forward() -> backward(): the
+// global batch of a step is a pure function of (train.seed, step) and each data-parallel
+// rank loads its slice (DESIGN decision 3). Evaluation is split the same way and
+// returns additive sums, so that the trainer can sum them over ranks before
+// eval_metrics() turns them into the family's metrics. Nothing here communicates.
+
+#include <memory>
+#include <span>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "framework/config/config.h"
+#include "framework/moe/moe_layer.h"
+#include "framework/moe/moe_layer.h"
+#include "framework/tensor/param_store.h"
+
+namespace moe {
+
+struct LossParts {
+  double total = 0.0;  // main + aux + z: what backward differentiates
+  double ce = 0.0;     // the main loss: cross-entropy (moe_gpt, vit_moe) or the
+                       // diffusion MSE (dit_moe)
+  double aux = 0.0;    // Switch balance loss, summed over MoE layers
+  double z = 0.0;      // router z-loss, summed over MoE layers
+};
+
+// Seconds spent per component, accumulated over forward and backward.
+struct ComponentTimes {
+  double embed = 0, attention = 0, dense_ffn = 0, moe = 0, head = 0;
+  void clear() { *this = ComponentTimes{}; }
+};
+
+// True when block l of a model with this config has an MoE FFN: l >= dense_layers and
+// (l - dense_layers + 1) is a multiple of moe_every (1: every later block; 2: every
+// other one, ending with the last when the count works out, as in V-MoE).
+inline bool is_moe_block(const ModelConfig& m, int layer) {
+  return layer >= m.dense_layers && (layer - m.dense_layers + 1) % m.moe_every == 0;
+}
+
+class Model {
+ public:
+  virtual ~Model() = default;
+
+  // Loads this rank's slice of the global training batch of `step`.
+  virtual void load_train_batch(int64_t step, int dp_rank, int dp_size) = 0;
+  // Loss of the loaded batch; keeps what backward needs.
+  virtual LossParts forward() = 0;
+  // Gradients of the last forward's total loss, accumulated into the ParamStore.
+  virtual void backward() = 0;
+
+  // Additive evaluation sums of this rank's share of the evaluation set.
+  virtual std::vector<double> evaluate(int dp_rank, int dp_size) = 0;
+  // The family's metrics from the sums over all ranks, e.g. {"val_loss", "val_bpb"}.
+  virtual nlohmann::json eval_metrics(std::span<const double> sums) const = 0;
+
+  virtual std::vector<MoELayer*> moe_layers() = 0;
+  // Block index of each of moe_layers(), for telemetry.
+  virtual std::vector<int> moe_layer_blocks() const = 0;
+  // Sequence positions one sample puts through the transformer (T, or patches + CLS).
+  virtual int64_t tokens_per_sample() const = 0;
+  // Model FLOPs of one training step per token (3x the forward matmul FLOPs).
+  virtual double train_flops_per_token() const = 0;
+  virtual ComponentTimes& times() = 0;
+};
+
+// The model of config.model.family, its parameters registered in `store` (not yet
+// initialised) and its data opened and validated (bad files are user errors).
+std::unique_ptr<Model> make_model(const Config& config, ParamStore& store,
+                                  const MoeRuntime& runtime);
+
+}  // namespace moe

@@ -1,0 +1,82 @@
+// The moe_gpt family behind the trainer's Model interface: MoeGpt on byte-level token
+// shards, validation loss and bits per byte.
+
+#include <cmath>
+
+#include "framework/data/sampler.h"
+#include "framework/data/token_shard.h"
+#include "models/moe_gpt/moe_gpt.h"
+
+namespace moe {
+namespace {
+
+class MoeGptModel final : public Model {
+ public:
+  MoeGptModel(const Config& c, ParamStore& store, const MoeRuntime& runtime)
+      : seq_len_(c.model.seq_len),
+        eval_batches_(c.train.eval_batches),
+        train_shard_(open_shard(c.data.train_path, "data.train_path", c.model.vocab_size)),
+        val_shard_(open_shard(c.data.val_path, "data.val_path", c.model.vocab_size)),
+        train_sampler_(train_shard_, c.model.seq_len, c.data.batch_size, c.train.seed),
+        val_sampler_(val_shard_, c.model.seq_len, c.data.batch_size, c.train.seed),
+        net_(c.model, c.moe, store, runtime) {}
+
+  void load_train_batch(int64_t step, int dp_rank, int dp_size) override {
+    resize(dp_size);
+    train_sampler_.batch(step, dp_rank, dp_size, inputs_, targets_);
+  }
+  LossParts forward() override {
+    return net_.forward(inputs_.data(), targets_.data(), local_batch());
+  }
+  void backward() override { net_.backward(); }
+
+  // sums = {sum over batches of the mean CE, batches}
+  std::vector<double> evaluate(int dp_rank, int dp_size) override {
+    resize(dp_size);
+    double loss = 0.0;
+    for (int i = 0; i < eval_batches_; ++i) {
+      val_sampler_.eval_batch(i, dp_rank, dp_size, inputs_, targets_);
+      loss += net_.forward(inputs_.data(), targets_.data(), local_batch()).ce;
+    }
+    return {loss, static_cast<double>(eval_batches_)};
+  }
+  nlohmann::json eval_metrics(std::span<const double> sums) const override {
+    const double loss = sums[1] > 0 ? sums[0] / sums[1] : 0.0;
+    return {{"val_loss", loss}, {"val_bpb", loss / std::log(2.0)}};  // one token = one byte
+  }
+
+  std::vector<MoELayer*> moe_layers() override { return net_.moe_layers(); }
+  std::vector<int> moe_layer_blocks() const override { return net_.moe_layer_blocks(); }
+  int64_t tokens_per_sample() const override { return seq_len_; }
+  double train_flops_per_token() const override { return net_.train_flops_per_token(); }
+  ComponentTimes& times() override { return net_.times(); }
+
+ private:
+  static TokenShard open_shard(const std::string& path, const std::string& key, int vocab) {
+    MOE_USER_CHECK(!path.empty(), key, ": no token shard given");
+    TokenShard shard(path);
+    require_vocab(shard, vocab, key);
+    return shard;
+  }
+  void resize(int dp_size) {
+    inputs_.resize(static_cast<size_t>(train_sampler_.local_batch(dp_size) * seq_len_));
+    targets_.resize(inputs_.size());
+  }
+  int64_t local_batch() const { return static_cast<int64_t>(inputs_.size()) / seq_len_; }
+
+  int64_t seq_len_;
+  int eval_batches_;
+  TokenShard train_shard_, val_shard_;
+  BatchSampler train_sampler_, val_sampler_;
+  MoeGpt net_;
+  std::vector<int32_t> inputs_, targets_;  // (B_local, T)
+};
+
+}  // namespace
+
+std::unique_ptr<Model> make_moe_gpt_model(const Config& config, ParamStore& store,
+                                          const MoeRuntime& runtime) {
+  return std::make_unique<MoeGptModel>(config, store, runtime);
+}
+
+}  // namespace moe

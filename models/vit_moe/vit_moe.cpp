@@ -1,0 +1,205 @@
+#include "models/vit_moe/vit_moe.h"
+
+#include <cmath>
+
+#include "framework/core/timer.h"
+#include "framework/kernels/ops.h"
+
+namespace moe {
+namespace {
+
+// out = a + b over the (N, C) residual stream
+void add(const float* a, const float* b, float* out, int64_t n) {
+#pragma omp parallel for simd if (n > (1 << 15))
+  for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+}
+
+int64_t image_tokens(const ModelConfig& m) {
+  const int64_t grid = m.image_size / m.patch_size;
+  return grid * grid + (m.pool == "cls" ? 1 : 0);
+}
+
+PositionEmbedding make_pos_embed(ParamStore& store, const ModelConfig& m) {
+  const int64_t grid = m.image_size / m.patch_size, t = image_tokens(m);
+  if (m.pos_embed != "sincos")  // auto = learned for ViT
+    return PositionEmbedding(store, "pos_embed", t, m.d_model, m.init_std);
+  // Fixed table over the patches; the CLS token (row 0) gets a zero position, as in MAE.
+  std::vector<float> table = sincos_2d_table(m.d_model, grid, grid);
+  if (m.pool == "cls") table.insert(table.begin(), static_cast<size_t>(m.d_model), 0.0f);
+  return PositionEmbedding(std::move(table), t, m.d_model);
+}
+
+}  // namespace
+
+// One pre-LN block: h += Attn(LN1(h)); h += FFN(LN2(h)).
+struct VitMoe::Block {
+  LayerNorm norm1;
+  SelfAttention attn;
+  LayerNorm norm2;
+  std::unique_ptr<GeluMlp> mlp;   // dense blocks
+  std::unique_ptr<MoELayer> moe;  // MoE blocks
+  Buffer h_mid, h_out, dh_mid, dh_in;  // (N, C)
+
+  Block(ParamStore& store, const std::string& prefix, const ModelConfig& m,
+        const MoeConfig& e, bool is_moe, float out_std, const MoeRuntime& runtime)
+      : norm1(store, prefix + ".norm1", m.d_model, m.norm_eps, /*affine=*/true),
+        attn(store, prefix + ".attn", m.d_model, m.num_heads, /*causal=*/false,
+             /*rotary=*/false, m.rope_theta, m.init_std, out_std),
+        norm2(store, prefix + ".norm2", m.d_model, m.norm_eps, /*affine=*/true) {
+    if (is_moe)
+      moe = std::make_unique<MoELayer>(store, prefix + ".moe", m.d_model, e, m.init_std,
+                                       out_std, runtime);
+    else
+      mlp = std::make_unique<GeluMlp>(store, prefix + ".mlp", m.d_model, m.dense_ffn,
+                                      m.init_std, out_std);
+  }
+
+  Tensor forward(Tensor x, int64_t batch, int64_t tokens, ComponentTimes& t) {
+    const int64_t n = x.numel();
+    Tensor mid = h_mid.view(x.shape);
+    {
+      ScopedTimer timer(t.attention);
+      Tensor a = attn.forward(norm1.forward(x), batch, tokens);
+      add(x.data, a.data, mid.data, n);
+    }
+    Tensor out = h_out.view(x.shape);
+    ScopedTimer timer(moe ? t.moe : t.dense_ffn);
+    Tensor f = norm2.forward(mid);
+    Tensor y = moe ? moe->forward(f) : mlp->forward(f);
+    add(mid.data, y.data, out.data, n);
+    return out;
+  }
+
+  Tensor backward(Tensor dh_out, ComponentTimes& t) {
+    const int64_t n = dh_out.numel();
+    Tensor dmid = dh_mid.view(dh_out.shape);
+    {
+      ScopedTimer timer(moe ? t.moe : t.dense_ffn);
+      Tensor dy = moe ? moe->backward(dh_out) : mlp->backward(dh_out);
+      add(dh_out.data, norm2.backward(dy).data, dmid.data, n);
+    }
+    ScopedTimer timer(t.attention);
+    Tensor din = dh_in.view(dh_out.shape);
+    Tensor da = norm1.backward(attn.backward(dmid));
+    add(dmid.data, da.data, din.data, n);
+    return din;
+  }
+};
+
+VitMoe::VitMoe(const ModelConfig& model, const MoeConfig& moe, ParamStore& store,
+               const MoeRuntime& runtime)
+    : model_(model),
+      moe_cfg_(moe),
+      patch_embed_(store, "patch_embed", model.image_channels, model.image_size,
+                   model.patch_size, model.d_model),
+      cls_(model.pool == "cls"
+               ? std::make_unique<ClsToken>(store, "cls_token", model.d_model, model.init_std)
+               : nullptr),
+      pos_(make_pos_embed(store, model)),
+      final_norm_(store, "final_norm", model.d_model, model.norm_eps, /*affine=*/true),
+      pool_(model.pool == "cls" ? TokenPool::Mode::kCls : TokenPool::Mode::kMean),
+      // A zero head starts every class at the same logit (loss ln(classes)), as in ViT.
+      head_(store, "head.weight", model.d_model, model.num_classes, Init::zeros(),
+            "head.bias") {
+  const float out_std = model.init_std / std::sqrt(2.0f * model.num_layers);
+  for (int l = 0; l < model.num_layers; ++l)
+    blocks_.push_back(std::make_unique<Block>(store, "layers." + std::to_string(l), model,
+                                              moe, is_moe_block(model, l), out_std,
+                                              runtime));
+}
+
+VitMoe::~VitMoe() = default;
+
+int64_t VitMoe::tokens_per_image() const { return image_tokens(model_); }
+
+Tensor VitMoe::embed_and_blocks(const float* images, int64_t batch) {
+  batch_ = batch;
+  const int64_t c = model_.image_channels, s = model_.image_size;
+  Tensor h;
+  {
+    ScopedTimer timer(times_.embed);
+    Tensor x(const_cast<float*>(images), Shape{batch, c, s, s});
+    h = patch_embed_.forward(x);  // (B*P, C)
+    if (cls_) h = cls_->forward(h, batch);
+    h = pos_.forward(h);  // (B*T, C)
+  }
+  for (auto& block : blocks_) h = block->forward(h, batch, tokens_per_image(), times_);
+  ScopedTimer timer(times_.head);
+  logits_ = head_.forward(pool_.forward(final_norm_.forward(h), batch));  // (B, classes)
+  return logits_;
+}
+
+Tensor VitMoe::predict(const float* images, int64_t batch) {
+  return embed_and_blocks(images, batch);
+}
+
+LossParts VitMoe::forward(const float* images, const int32_t* labels, int64_t batch) {
+  embed_and_blocks(images, batch);
+  labels_.assign(labels, labels + batch);
+  const int64_t classes = model_.num_classes;
+  ScopedTimer timer(times_.head);
+  Tensor losses = losses_.view({batch});
+  Tensor dlogits = dlogits_.view({batch, classes});
+  cpu::cross_entropy(logits_.data, labels_.data(), losses.data, dlogits.data,
+                     1.0f / static_cast<float>(batch), batch, classes);
+  LossParts parts;
+  for (int64_t i = 0; i < batch; ++i) parts.ce += losses[i];
+  parts.ce /= static_cast<double>(batch);
+  for (MoELayer* layer : moe_layers()) {
+    parts.aux += layer->aux_loss();
+    parts.z += layer->z_loss();
+  }
+  parts.total = parts.ce + parts.aux + parts.z;
+  return parts;
+}
+
+void VitMoe::backward() {
+  Tensor dh;
+  {
+    ScopedTimer timer(times_.head);
+    Tensor dlogits(dlogits_.data(), Shape{batch_, model_.num_classes});
+    dh = final_norm_.backward(pool_.backward(head_.backward(dlogits)));
+  }
+  for (auto it = blocks_.rbegin(); it != blocks_.rend(); ++it) dh = (*it)->backward(dh, times_);
+  ScopedTimer timer(times_.embed);
+  dh = pos_.backward(dh);
+  if (cls_) dh = cls_->backward(dh);
+  patch_embed_.backward(dh);
+}
+
+std::vector<MoELayer*> VitMoe::moe_layers() {
+  std::vector<MoELayer*> layers;
+  for (auto& block : blocks_)
+    if (block->moe) layers.push_back(block->moe.get());
+  return layers;
+}
+
+std::vector<int> VitMoe::moe_layer_blocks() const {
+  std::vector<int> blocks;
+  for (int l = 0; l < model_.num_layers; ++l)
+    if (blocks_[l]->moe) blocks.push_back(l);
+  return blocks;
+}
+
+double VitMoe::train_flops_per_token() const {
+  const double c = model_.d_model, t = static_cast<double>(tokens_per_image());
+  const double patches = t - (cls_ ? 1.0 : 0.0);
+  const double pixels = static_cast<double>(model_.image_channels) * model_.patch_size *
+                        model_.patch_size;
+  const double expert_mats = moe_cfg_.expert_act == "gelu" ? 2.0 : 3.0;
+  // Multiply-adds per token in the forward pass.
+  double macs = c * pixels * patches / t;  // patch embedding
+  for (int l = 0; l < model_.num_layers; ++l) {
+    macs += 4.0 * c * c + 2.0 * c * t;  // projections; QK^T and PV over all T keys
+    if (is_moe_block(model_, l))
+      macs += c * moe_cfg_.num_experts +
+              expert_mats * c * moe_cfg_.expert_ffn * moe_cfg_.top_k +
+              expert_mats * c * moe_cfg_.shared_ffn * moe_cfg_.num_shared;
+    else
+      macs += 2.0 * c * model_.dense_ffn;  // GELU MLP
+  }
+  macs += c * model_.num_classes / t;  // head, once per image
+  return 3.0 * 2.0 * macs;
+}
+
+}  // namespace moe

@@ -1,0 +1,78 @@
+#pragma once
+// ViT-MoE (model.family = vit_moe), V-MoE / ViMoE style; docs/image-models.md is the
+// spec and tests/reference/vit_moe_ref.py an independent PyTorch implementation.
+//
+//   tokens = PatchEmbed(x)                          (B*P, C), P = (H/p)^2
+//   h_0    = [cls | tokens] + pos                   (B*T, C), T = P + 1 (pool = cls)
+//            tokens + pos                           T = P (pool = gap)
+//   for l < L:  h += Attn(LN1(h));  h += FFN_l(LN2(h))
+//               bidirectional attention; FFN_l a GELU MLP, or an MoE layer when
+//               is_moe_block(l) (top-K, capacity, optional BPR and shared expert)
+//   f      = pool(LN_f(h))                          (B, C): CLS token or token mean
+//   logits = f W_head^T + b_head                    (B, classes), W_head zeros
+//   loss   = mean_b CE(logits_b, y_b) + sum over MoE layers of (aux + z)
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "framework/config/config.h"
+#include "framework/moe/moe_layer.h"
+#include "framework/moe/moe_layer.h"
+#include "framework/nn/attention.h"
+#include "framework/nn/layernorm.h"
+#include "framework/nn/linear.h"
+#include "framework/nn/mlp.h"
+#include "framework/nn/patch_embed.h"
+#include "framework/nn/pos_embed.h"
+#include "framework/nn/tokens.h"
+#include "models/model.h"
+
+namespace moe {
+
+class VitMoe {
+ public:
+  VitMoe(const ModelConfig& model, const MoeConfig& moe, ParamStore& store,
+         const MoeRuntime& runtime);
+  ~VitMoe();
+
+  // images (B, Cin, H, W), labels (B) in [0, classes). Keeps what backward needs.
+  LossParts forward(const float* images, const int32_t* labels, int64_t batch);
+  // Logits only (evaluation, classification of samples): (B, classes).
+  Tensor predict(const float* images, int64_t batch);
+  // Gradients of the last forward's total loss.
+  void backward();
+
+  Tensor logits() const { return logits_; }  // (B, classes) of the last forward
+  std::vector<MoELayer*> moe_layers();
+  std::vector<int> moe_layer_blocks() const;
+  int64_t tokens_per_image() const;  // T
+  double train_flops_per_token() const;
+  ComponentTimes& times() { return times_; }
+
+ private:
+  struct Block;
+  Tensor embed_and_blocks(const float* images, int64_t batch);
+
+  ModelConfig model_;
+  MoeConfig moe_cfg_;
+  PatchEmbed patch_embed_;
+  std::unique_ptr<ClsToken> cls_;  // pool = cls
+  PositionEmbedding pos_;
+  std::vector<std::unique_ptr<Block>> blocks_;
+  LayerNorm final_norm_;
+  TokenPool pool_;
+  Linear head_;
+  int64_t batch_ = 0;
+  Tensor logits_;
+  std::vector<int32_t> labels_;   // (B)
+  Buffer losses_, dlogits_;       // (B), (B, classes)
+  ComponentTimes times_;
+};
+
+// The vit_moe family for the trainer: VitMoe on the IDX images of data.train_path /
+// data.train_labels, test top-1 accuracy on data.val_path / data.val_labels.
+std::unique_ptr<Model> make_vit_moe_model(const Config& config, ParamStore& store,
+                                          const MoeRuntime& runtime);
+
+}  // namespace moe

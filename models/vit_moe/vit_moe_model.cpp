@@ -1,0 +1,102 @@
+// The vit_moe family behind the trainer's Model interface: VitMoe on IDX images
+// (Fashion-MNIST), evaluation = top-1 accuracy and loss on the test set.
+
+#include "framework/data/image_sampler.h"
+#include "models/vit_moe/vit_moe.h"
+
+namespace moe {
+namespace {
+
+class VitMoeModel final : public Model {
+ public:
+  VitMoeModel(const Config& c, ParamStore& store, const MoeRuntime& runtime)
+      : eval_batches_(c.train.eval_batches),
+        train_data_(open_images(c, c.data.train_path, c.data.train_labels, "data.train_path",
+                                "data.train_labels")),
+        val_data_(open_images(c, c.data.val_path, c.data.val_labels, "data.val_path",
+                              "data.val_labels")),
+        train_sampler_(train_data_, c.data.batch_size, c.train.seed,
+                       {c.data.hflip, c.data.image_mean, c.data.image_std}),
+        val_sampler_(val_data_, c.data.batch_size, c.train.seed,
+                     {false, c.data.image_mean, c.data.image_std}),
+        net_(c.model, c.moe, store, runtime) {}
+
+  void load_train_batch(int64_t step, int dp_rank, int dp_size) override {
+    resize(dp_size);
+    train_sampler_.batch(step, dp_rank, dp_size, images_, labels_);
+  }
+  LossParts forward() override {
+    return net_.forward(images_.data(), labels_.data(), static_cast<int64_t>(labels_.size()));
+  }
+  void backward() override { net_.backward(); }
+
+  // sums = {correct top-1, images, sum of CE}; train.eval_batches batches of
+  // data.batch_size test images in order (the whole set when they cover it).
+  std::vector<double> evaluate(int dp_rank, int dp_size) override {
+    resize(dp_size);
+    std::vector<double> sums(3, 0.0);
+    for (int i = 0; i < eval_batches_; ++i) {
+      const int64_t n = val_sampler_.eval_batch(i, dp_rank, dp_size, images_, labels_);
+      if (n == 0) break;
+      const Tensor logits = net_.predict(images_.data(), n);
+      const int64_t classes = logits.cols();
+      for (int64_t b = 0; b < n; ++b) {
+        const float* row = logits.data + b * classes;
+        int64_t best = 0;
+        double lse = 0.0, max = row[0];
+        for (int64_t k = 1; k < classes; ++k) {
+          if (row[k] > row[best]) best = k;
+          max = std::max(max, static_cast<double>(row[k]));
+        }
+        for (int64_t k = 0; k < classes; ++k) lse += std::exp(row[k] - max);
+        sums[0] += best == labels_[b];
+        sums[2] += max + std::log(lse) - row[labels_[b]];
+      }
+      sums[1] += static_cast<double>(n);
+    }
+    return sums;
+  }
+  nlohmann::json eval_metrics(std::span<const double> sums) const override {
+    const double n = std::max(sums[1], 1.0);
+    return {{"test_accuracy", sums[0] / n}, {"test_loss", sums[2] / n},
+            {"test_images", sums[1]}};
+  }
+
+  std::vector<MoELayer*> moe_layers() override { return net_.moe_layers(); }
+  std::vector<int> moe_layer_blocks() const override { return net_.moe_layer_blocks(); }
+  int64_t tokens_per_sample() const override { return net_.tokens_per_image(); }
+  double train_flops_per_token() const override { return net_.train_flops_per_token(); }
+  ComponentTimes& times() override { return net_.times(); }
+
+ private:
+  static ImageDataset open_images(const Config& c, const std::string& images,
+                                  const std::string& labels, const char* images_key,
+                                  const char* labels_key) {
+    MOE_USER_CHECK(!images.empty(), images_key, ": no IDX images given");
+    MOE_USER_CHECK(!labels.empty(), labels_key, ": no IDX labels given");
+    ImageDataset data(images, labels, c.model.num_classes);
+    data.require_shape(c.model.image_channels, c.model.image_size, images_key);
+    return data;
+  }
+  void resize(int dp_size) {
+    const int64_t rows = train_sampler_.local_batch(dp_size);
+    images_.resize(static_cast<size_t>(rows * train_sampler_.image_floats()));
+    labels_.resize(static_cast<size_t>(rows));
+  }
+
+  int eval_batches_;
+  ImageDataset train_data_, val_data_;
+  ImageBatchSampler train_sampler_, val_sampler_;
+  VitMoe net_;
+  std::vector<float> images_;    // (B_local, Cin, H, W)
+  std::vector<int32_t> labels_;  // (B_local)
+};
+
+}  // namespace
+
+std::unique_ptr<Model> make_vit_moe_model(const Config& config, ParamStore& store,
+                                          const MoeRuntime& runtime) {
+  return std::make_unique<VitMoeModel>(config, store, runtime);
+}
+
+}  // namespace moe

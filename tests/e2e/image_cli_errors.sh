@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The bad-input contract for the image families and moe-sample: exit status 2, one line
+# naming the key or file, nothing written.
+set -uo pipefail
+BUILD_DIR=$1 SOURCE_DIR=$2
+source "$SOURCE_DIR/tests/e2e/lib.bash"
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+require_fashion_mnist
+cd "$SOURCE_DIR"
+checked=0
+
+# expect_error NAME PATTERN PROGRAM ARGS...: exit 2, one stderr line matching PATTERN,
+# and no run directory created.
+expect_error() {
+  local name=$1 pattern=$2 program=$3; shift 3
+  local dir=$tmp/run_$name
+  "$BUILD_DIR/$program" "$@" --run.dir="$dir" >"$tmp/out" 2>"$tmp/err"
+  local rc=$?
+  [[ $rc -eq 2 ]] || { cat "$tmp/err"; fail "$name: exit status $rc, expected 2"; }
+  [[ $(wc -l <"$tmp/err") -eq 1 ]] || { cat "$tmp/err"; fail "$name: expected one line"; }
+  grep -q -- "$pattern" "$tmp/err" || { cat "$tmp/err"; fail "$name: message lacks '$pattern'"; }
+  [[ ! -e $dir ]] || fail "$name: $dir was created"
+  echo "ok $name: $(cat "$tmp/err")"
+  checked=$((checked + 1))
+}
+
+vit=(--config configs/vit_moe_tiny.ini --train.steps=2)
+dit=(--config configs/dit_moe_tiny.ini --train.steps=2)
+images=$FASHION_MNIST/train-images-idx3-ubyte.gz
+head -c 1000 "$FASHION_MNIST/t10k-labels-idx1-ubyte.gz" >"$tmp/cut-labels.gz"
+expect_error unknown_family "model.family" moe-train "${vit[@]}" --model.family=unet
+expect_error images_as_labels "images given as labels" moe-train "${vit[@]}" --data.train_labels="$images"
+expect_error label_count "labels for the" moe-train "${vit[@]}" --data.val_labels="$FASHION_MNIST/train-labels-idx1-ubyte.gz"
+expect_error truncated_labels "cut-labels.gz" moe-train "${vit[@]}" --data.val_labels="$tmp/cut-labels.gz"
+expect_error missing_labels "data.train_labels" moe-train "${dit[@]}" --data.train_labels=
+expect_error image_size "model.image_size" moe-train "${vit[@]}" --model.image_size=32 --model.patch_size=8
+expect_error patch_size "model.patch_size" moe-train "${vit[@]}" --model.patch_size=5
+expect_error few_classes "model.num_classes" moe-train "${dit[@]}" --model.num_classes=5
+expect_error bad_pool "model.pool" moe-train "${vit[@]}" --model.pool=max
+expect_error bad_objective "diffusion.objective" moe-train "${dit[@]}" --diffusion.objective=score
+expect_error sampler_mismatch "diffusion.sampler" moe-train "${dit[@]}" --diffusion.sampler=euler
+expect_error bad_activation "moe.expert_act" moe-train "${vit[@]}" --moe.expert_act=relu
+
+# moe-sample: a missing checkpoint, a checkpoint of the wrong family
+expect_error sample_missing "nope.h5" moe-sample --checkpoint "$tmp/nope.h5" --out "$tmp/x.png"
+"$BUILD_DIR/moe-train" "${vit[@]}" --run.dir="$tmp/vit" >/dev/null 2>&1 || fail "tiny vit run failed"
+expect_error sample_family "dit_moe" moe-sample --checkpoint "$tmp/vit/model.h5" --out "$tmp/x.png"
+[[ ! -e $tmp/x.png ]] || fail "moe-sample wrote a PNG for a bad checkpoint"
+echo "$checked passed, 0 failed"
