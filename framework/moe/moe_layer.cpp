@@ -148,24 +148,27 @@ RoutingPlan MoELayer::plan_global_batch(const RouterOutput& r, int64_t n, int64_
       config_.batch_priority ? RoutingPriority::kBatchPriority : RoutingPriority::kChoiceMajor;
   Communicator* tokens = runtime_.tokens;
   const int ranks = tokens ? tokens->size() : 1;
+  Admission admission;
+  admission.priority = priority;
   if (ranks == 1 || capacity < 0)
-    return build_routing_plan(r.experts, r.weights, n, k, e, capacity, Admission{priority});
-  if (priority == RoutingPriority::kChoiceMajor)
-    return build_routing_plan(r.experts, r.weights, n, k, e, capacity,
-                              Admission{priority, queued_ahead});
+    return build_routing_plan(r.experts, r.weights, n, k, e, capacity, admission);
+  if (priority == RoutingPriority::kChoiceMajor) {
+    admission.queued_ahead = queued_ahead;
+    return build_routing_plan(r.experts, r.weights, n, k, e, capacity, admission);
+  }
   // Batch priority orders each round by the priorities of every rank's tokens: plan the
   // gathered global batch ([R*N*K] choices and weights) and keep this rank's slice.
   std::vector<int32_t> all_experts(static_cast<size_t>(ranks * n * k));
   std::vector<float> all_weights(all_experts.size());
   tokens->all_gather<int32_t>(r.experts, all_experts);
   tokens->all_gather<float>(r.weights, all_weights);
-  const RoutingPlan whole = build_routing_plan(all_experts, all_weights, ranks * n, k, e,
-                                               capacity, Admission{priority});
+  const RoutingPlan whole =
+      build_routing_plan(all_experts, all_weights, ranks * n, k, e, capacity, admission);
   std::vector<uint8_t> kept(static_cast<size_t>(n * k));
   const int64_t first = static_cast<int64_t>(tokens->rank()) * n * k;
   for (int64_t a = 0; a < n * k; ++a) kept[a] = whole.slot[first + a] >= 0 ? 1 : 0;
-  return build_routing_plan(r.experts, r.weights, n, k, e, capacity,
-                            Admission{priority, {}, kept});
+  admission.kept = kept;
+  return build_routing_plan(r.experts, r.weights, n, k, e, capacity, admission);
 }
 
 void MoELayer::compute_losses(const RouterOutput& r, int64_t n) {
