@@ -69,6 +69,7 @@ namespace {
 constexpr const char* kUsage =
     "usage: moe-bench a2a [--tokens=N] [--width=C] [--experts=E] [--top-k=K] [--skew=S]\n"
     "                     [--iters=I] [--warmup=W] [--seed=X] [--threads=T]\n"
+    "                     [--counts=plan|exchange]\n"
     "Run under mpirun: launch/mpirun.sh -np R build/moe-bench a2a ...\n";
 
 struct A2aOptions {
@@ -81,6 +82,10 @@ struct A2aOptions {
   int warmup = 5;         // untimed iterations first
   uint64_t seed = 1;
   int threads = 0;        // OpenMP threads per rank; 0 = cores / ranks on the node
+  // Where receivers learn their row counts: "plan" (the plan carries every rank's
+  // kept counts, as the MoE layer fills it from its routing all-gather in training)
+  // or "exchange" (the dispatcher's own counts all-to-all).
+  std::string counts = "plan";
 };
 
 // Every rank parses the same argv, so a bad option fails on all ranks alike (user
@@ -98,7 +103,8 @@ A2aOptions parse_a2a_options(int argc, char** argv, int ranks) {
       ("iters", po::value(&o.iters)->default_value(o.iters), "timed iterations")
       ("warmup", po::value(&o.warmup)->default_value(o.warmup), "untimed iterations")
       ("seed", po::value(&o.seed)->default_value(o.seed), "routing seed")
-      ("threads", po::value(&o.threads)->default_value(o.threads), "threads per rank");
+      ("threads", po::value(&o.threads)->default_value(o.threads), "threads per rank")
+      ("counts", po::value(&o.counts)->default_value(o.counts), "plan or exchange");
   try {
     po::variables_map vm;
     po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
@@ -117,6 +123,8 @@ A2aOptions parse_a2a_options(int argc, char** argv, int ranks) {
   MOE_USER_CHECK(o.iters >= 1, "a2a: --iters must be >= 1, got ", o.iters);
   MOE_USER_CHECK(o.warmup >= 0, "a2a: --warmup must be >= 0, got ", o.warmup);
   MOE_USER_CHECK(o.threads >= 0, "a2a: --threads must be >= 0, got ", o.threads);
+  MOE_USER_CHECK(o.counts == "plan" || o.counts == "exchange",
+                 "a2a: --counts must be plan or exchange, got '", o.counts, "'");
   return o;
 }
 
@@ -275,8 +283,27 @@ struct A2aBench {
       : opt(o),
         world(w),
         ep(w),
-        dispatcher(ep, ExpertPlacement{o.experts, w.size(), w.rank()}),
-        plan(make_routing(o, w.rank())) {}
+        dispatcher(ep, ExpertPlacement{o.experts, w.size(), w.rank()}, token_ranks(o, w)),
+        plan(make_routing(o, w.rank())) {
+    if (o.counts == "plan") plan = with_group_counts(*plan, w);
+  }
+
+  // ep = world: ep rank r is token rank r; none in exchange mode.
+  static std::vector<int> token_ranks(const A2aOptions& o, const MpiCommunicator& w) {
+    std::vector<int> ranks;
+    if (o.counts == "plan")
+      for (int r = 0; r < w.size(); ++r) ranks.push_back(r);
+    return ranks;
+  }
+  // The plan with every rank's kept counts, gathered once (not timed: in training they
+  // come from the routing all-gather the MoE layer does anyway).
+  static std::shared_ptr<const RoutingPlan> with_group_counts(const RoutingPlan& p,
+                                                              MpiCommunicator& w) {
+    RoutingPlan out = p;
+    out.group_counts_after.resize(static_cast<size_t>(w.size() * p.num_experts));
+    w.all_gather<int64_t>(p.counts_after, out.group_counts_after);
+    return std::make_shared<const RoutingPlan>(std::move(out));
+  }
 };
 
 double ms_since(const Stopwatch& watch) { return watch.seconds() * 1e3; }
@@ -507,7 +534,7 @@ int run_a2a(const MpiEnv& env, const A2aOptions& opt) {
                            {"tokens", opt.tokens},    {"width", opt.width},
                            {"experts", opt.experts},  {"top_k", opt.top_k},
                            {"skew", opt.skew},        {"iters", opt.iters},
-                           {"threads", threads}};
+                           {"threads", threads},      {"counts", opt.counts}};
   record.update(volume_record(bench));
   record.update(summary_record(bench, series));
   if (world.rank() == 0) std::cout << record.dump() << std::endl;

@@ -173,12 +173,15 @@ TEST(RoutingPlan, SlicesWithQueuedAheadKeepWhatTheWholeBatchKeeps) {
                                      local, k, kE);
         all_counts.insert(all_counts.end(), c.begin(), c.end());
       }
+      const auto kept = kept_counts_of_ranks(all_counts, ranks, k, kE, capacity);
       for (int r = 0; r < ranks; ++r) {
         const auto ahead = queued_ahead_of_rank(all_counts, ranks, r, k, kE);
         const auto mine = std::span(experts).subspan(r * local * k, local * k);
         const RoutingPlan part = build_routing_plan(
             mine, std::span(weights).subspan(r * local * k, local * k), local, k, kE,
             capacity, Admission{RoutingPriority::kChoiceMajor, ahead, {}});
+        for (int64_t x = 0; x < kE; ++x)
+          EXPECT_EQ(kept[r * kE + x], part.counts_after[x]) << "rank " << r << " expert " << x;
         for (int64_t a = 0; a < local * k; ++a)
           EXPECT_EQ(part.slot[a] >= 0, whole.slot[r * local * k + a] >= 0)
               << "capacity " << capacity << ", " << ranks << " ranks, rank " << r
