@@ -121,4 +121,11 @@ void check_model_params(const H5File& file, const ParamStore& store);
 // "/model/<name>", "/optim/<name>/exp_avg", ... for copy 0, 1, 2 of a parameter.
 std::string tensor_path(const std::string& name, int copy);
 
+// The root attributes and /config (collective in a parallel file); `format` is
+// kCheckpointFormat or kWeightsFormat.
+void write_origin(H5File& file, const CheckpointOrigin& origin, const std::string& format);
+CheckpointOrigin read_origin(const H5File& file);
+// The attributes of /trainer; a user error when one is missing or they disagree.
+TrainerState read_trainer_state(const H5File& file);
+
 }  // namespace moe
