@@ -41,8 +41,10 @@ class ChecksumLedger {
 
 Shape vector_shape(size_t n) { return Shape{static_cast<int64_t>(n)}; }
 
-void write_origin(H5File& file, const CheckpointOrigin& origin, bool full) {
-  file.set_string_attr("/", "format", full ? kCheckpointFormat : kWeightsFormat);
+}  // namespace
+
+void write_origin(H5File& file, const CheckpointOrigin& origin, const std::string& format) {
+  file.set_string_attr("/", "format", format);
   file.set_int_attr("/", "format_version", kCheckpointFormatVersion);
   file.set_string_attr("/", "framework_version", MOE_VERSION);
   file.set_string_attr("/", "model_family", origin.family);
@@ -66,6 +68,7 @@ CheckpointOrigin read_origin(const H5File& file) {
   return origin;
 }
 
+namespace {
 void write_trainer(H5File& file, const TrainerState& t) {
   const std::string g = "/trainer";
   file.set_int_attr(g, "step", t.step);
@@ -81,8 +84,9 @@ void write_trainer(H5File& file, const TrainerState& t) {
   file.set_float_attr(g, "lr_decay_fraction", t.lr_decay_fraction);
   file.set_float_attr(g, "lr_last", t.lr_last);
 }
+}  // namespace
 
-TrainerState read_trainer(const H5File& file) {
+TrainerState read_trainer_state(const H5File& file) {
   const std::string g = "/trainer";
   TrainerState t;
   t.step = file.int_attr(g, "step");
@@ -102,6 +106,8 @@ TrainerState read_trainer(const H5File& file) {
                  t.data_position, ", rng_counter ", t.rng_counter, ")");
   return t;
 }
+
+namespace {
 
 // The local block of copy `copy` of parameter i.
 float* copy_data(const CheckpointContent& c, size_t i, int copy) {
@@ -176,6 +182,44 @@ void check_optim_shapes(const H5File& file, const ParamStore& store) {
     }
 }
 
+CheckpointOrigin read_contents(const H5File& file, const CheckpointContent& content,
+                               ReadWhat what, const std::string& family, const BlockPlan& plan,
+                               Communicator& world) {
+  const std::string& path = file.path();
+  const bool everything = what == ReadWhat::kEverything;
+  const std::string format = check_format(file);
+  MOE_USER_CHECK(!everything || format == kCheckpointFormat, path,
+                 ": a weights file (format ", format,
+                 ") has no optimizer or trainer state to resume from; run.init_from reads it");
+  CheckpointOrigin origin = read_origin(file);
+  MOE_USER_CHECK(origin.family == family, path, ": holds a ", origin.family,
+                 " model, but model.family is ", family);
+  check_model_params(file, *content.store);
+  if (everything) check_optim_shapes(file, *content.store);
+
+  ChecksumLedger ledger;
+  read_tensors(file, content, plan, 0, ledger);
+  if (everything) {
+    read_tensors(file, content, plan, 1, ledger);
+    read_tensors(file, content, plan, 2, ledger);
+  }
+  read_buffers(file, content, world.rank(), ledger);
+  std::vector<uint64_t> expected;
+  for (const std::string& name : ledger.datasets())
+    expected.push_back(file.uint_attr(name, "checksum"));
+  const std::vector<uint64_t> sums = ledger.totals(world);
+  for (size_t j = 0; j < sums.size(); ++j)
+    MOE_USER_CHECK(sums[j] == expected[j], path, ": dataset ", ledger.datasets()[j],
+                   " fails its checksum: the file is corrupted");
+  if (everything) {
+    *content.trainer = read_trainer_state(file);
+    const int64_t optim_step = file.int_attr("/optim", "step");
+    MOE_USER_CHECK(optim_step >= 0, path, ": /optim step ", optim_step, " is negative");
+    content.optimizer->set_step_count(optim_step);
+  }
+  return origin;
+}
+
 }  // namespace
 
 std::string tensor_path(const std::string& name, int copy) {
@@ -206,7 +250,7 @@ void write_checkpoint(const std::string& path, const CheckpointContent& content,
                       Communicator& world, MPI_Comm comm, const WriteOptions& options) {
   const bool full = content.optimizer != nullptr && content.trainer != nullptr;
   H5File file = H5File::create(path, comm);
-  write_origin(file, origin, full);
+  write_origin(file, origin, full ? kCheckpointFormat : kWeightsFormat);
   ChecksumLedger ledger;
   write_tensors(file, content, plan, 0, ledger);
   if (options.mid_write) options.mid_write();
@@ -265,38 +309,17 @@ CheckpointOrigin read_checkpoint(const std::string& path, const CheckpointConten
   MOE_CHECK(!everything || (content.optimizer && content.trainer),
             "read_checkpoint: everything needs an optimizer and a trainer state");
   H5File file = H5File::open(path, comm);
-  const std::string format = check_format(file);
-  MOE_USER_CHECK(!everything || format == kCheckpointFormat, path,
-                 ": a weights file (format ", format,
-                 ") has no optimizer or trainer state to resume from; run.init_from reads it");
-  CheckpointOrigin origin = read_origin(file);
-  MOE_USER_CHECK(origin.family == family, path, ": holds a ", origin.family,
-                 " model, but model.family is ", family);
-  check_model_params(file, *content.store);
-  if (everything) check_optim_shapes(file, *content.store);
-
-  ChecksumLedger ledger;
-  read_tensors(file, content, plan, 0, ledger);
-  if (everything) {
-    read_tensors(file, content, plan, 1, ledger);
-    read_tensors(file, content, plan, 2, ledger);
+  // A bad file fails the same check on every rank (they read the same file; checksums
+  // are compared after summing over ranks), so the ranks close it together. Any other
+  // error may be one rank's: it leaves the file open for the abort (h5_file.h).
+  try {
+    CheckpointOrigin origin = read_contents(file, content, what, family, plan, world);
+    file.close();
+    return origin;
+  } catch (const Error& e) {
+    if (e.user_error()) file.close();
+    throw;
   }
-  read_buffers(file, content, world.rank(), ledger);
-  std::vector<uint64_t> expected;
-  for (const std::string& name : ledger.datasets())
-    expected.push_back(file.uint_attr(name, "checksum"));
-  const std::vector<uint64_t> sums = ledger.totals(world);
-  for (size_t j = 0; j < sums.size(); ++j)
-    MOE_USER_CHECK(sums[j] == expected[j], path, ": dataset ", ledger.datasets()[j],
-                   " fails its checksum: the file is corrupted");
-  if (everything) {
-    *content.trainer = read_trainer(file);
-    const int64_t optim_step = file.int_attr("/optim", "step");
-    MOE_USER_CHECK(optim_step >= 0, path, ": /optim step ", optim_step, " is negative");
-    content.optimizer->set_step_count(optim_step);
-  }
-  file.close();
-  return origin;
 }
 
 }  // namespace moe
