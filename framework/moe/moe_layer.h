@@ -129,6 +129,7 @@ class MoELayer {
   double aux_loss_ = 0.0, z_loss_ = 0.0;
   int64_t global_tokens_ = 0;          // N_g, tokens of the global batch
   std::vector<int64_t> global_counts_;  // [E] assignments per expert in the global batch
+  std::vector<int64_t> all_counts_;     // [R, K, E] choice counts of every rank
   ExpertLoadStats stats_;
   Buffer y_, du_, d_expert_out_, dprobs_, dlogits_;  // (N,C) (N,C) (S,C) (N,E) (N,E)
   std::vector<float> dweights_;                      // [N*K]

@@ -132,6 +132,19 @@ Trainer::Trainer(const Config& config, const MpiEnv& mpi)
   if (mpi.rank() == 0) prepare_run_dir();
 }
 
+std::vector<int> Trainer::ep_token_ranks() const {
+  // The dp rank of every member of this rank's ep group, when they all share its dp
+  // group (the MoE layer's token group); else none, and the dispatcher exchanges counts.
+  const RankGrid& grid = s_->groups.grid;
+  const int me = mpi_.rank();
+  std::vector<int> ranks;
+  for (int member : grid.members(Group::kEp, me)) {
+    if (grid.group_index(Group::kDp, member) != grid.group_index(Group::kDp, me)) return {};
+    ranks.push_back(grid.coord(Group::kDp, member));
+  }
+  return ranks;
+}
+
 void Trainer::build_model() {
   const Config& c = config_;
   const ProcessGroups& g = s_->groups;
@@ -141,7 +154,7 @@ void Trainer::build_model() {
   if (local)
     s_->dispatcher = std::make_unique<LocalDispatcher>();
   else
-    s_->dispatcher = std::make_unique<AllToAllDispatcher>(*g.ep, placement);
+    s_->dispatcher = std::make_unique<AllToAllDispatcher>(*g.ep, placement, ep_token_ranks());
   s_->runtime = MoeRuntime{s_->dispatcher.get(), placement, g.dp.get()};
   s_->model = make_model(c, s_->store, s_->runtime);
 }

@@ -49,6 +49,7 @@ class Trainer {
   nlohmann::json interval_record(int64_t step, const StepResult& result,
                                  const IntervalTimes& times);
   void build_model();         // dispatcher, MoE runtime and the family's model
+  std::vector<int> ep_token_ranks() const;  // for the all-to-all dispatcher
   nlohmann::json evaluate();  // the family's metrics, e.g. val_loss and val_bpb
   void save_model();          // <run.dir>/model.h5: weights, router biases, config
   std::vector<NamedBuffer> model_buffers();  // layer state checkpoints hold (router biases)

@@ -6,7 +6,8 @@
 //     dispatcher's on the same plan exactly, dropless and with dropped assignments,
 //     with expert counts that ep divides and that it does not (7 experts);
 //   - each expert's rows arrive grouped by source rank in token order;
-//   - every exchange is counted in the communicator's stats.
+//   - every exchange is counted in the communicator's stats;
+//   - with the plan's group counts no counts exchange takes place.
 //
 // Checks after a collective use EXPECT (not ASSERT): a rank leaving a test early would
 // leave the others waiting in the next collective.
@@ -128,6 +129,30 @@ void expect_same_as_local(int64_t n, int64_t e, int64_t k, int64_t capacity) {
   if (capacity >= 0) {
     EXPECT_GT(r.plan->num_dropped(), 0) << "the capacity drops nothing";
   }
+}
+
+// With the plan's group counts (what the MoE layer derives from its all-gathered routing
+// counts) the dispatcher skips the counts exchange and still matches the local oracle.
+TEST(AllToAllDispatcher, GroupCountsReplaceTheCountsExchange) {
+  MpiCommunicator ep(test::mpi_env().world());
+  const int64_t n = 36, e = 7, k = 2;
+  const Routing base = random_routing(ep.rank(), n, e, k, 8, /*unit_weights=*/false);
+  RoutingPlan with_counts = *base.plan;
+  with_counts.group_counts_after.resize(static_cast<size_t>(ep.size() * e));
+  ep.all_gather<int64_t>(base.plan->counts_after, with_counts.group_counts_after);
+  Routing r{std::make_shared<const RoutingPlan>(std::move(with_counts)), base.x};
+  std::vector<float> dy(r.x.size(), 0.25f);
+  std::vector<int> token_ranks(static_cast<size_t>(ep.size()));
+  for (int i = 0; i < ep.size(); ++i) token_ranks[i] = i;
+  LocalDispatcher local;
+  AllToAllDispatcher flat(ep, ExpertPlacement{e, ep.size(), ep.rank()}, token_ranks);
+  const Outputs want = run(local, r, dy);
+  ep.stats() = CommStats{};
+  const Outputs got = run(flat, r, dy);
+  EXPECT_EQ(ep.stats().calls, 4) << "one exchange per step, no counts exchange";
+  EXPECT_EQ(got.y, want.y);
+  EXPECT_EQ(got.dx, want.dx);
+  EXPECT_EQ(got.dweights, want.dweights);
 }
 
 TEST(AllToAllDispatcher, SameAsLocalDropless) { expect_same_as_local(40, 8, 2, -1); }
