@@ -19,6 +19,7 @@ BlockPlan::BlockPlan(const ParamStore& store, Communicator& world) {
   world.all_gather<int64_t>(mine, all);
 
   writer_.assign(params.size() * kCopies, false);
+  sharded_.assign(params.size(), false);
   for (size_t i = 0; i < params.size(); ++i) {
     // block (offset and shape) -> its replicas, in world-rank order
     std::map<std::vector<int64_t>, std::vector<int>> replicas;
@@ -35,6 +36,7 @@ BlockPlan::BlockPlan(const ParamStore& store, Communicator& world) {
     MOE_CHECK(covered == params[i].spec.shape.numel(), "the blocks of ", params[i].spec.name,
               " over the ranks hold ", covered, " elements, the tensor ",
               params[i].spec.shape.numel());
+    sharded_[i] = replicas.size() > 1;
     const std::vector<int>& mine_replicas =
         replicas.at(std::vector<int64_t>(mine.begin() + i * kPerParam,
                                          mine.begin() + (i + 1) * kPerParam));

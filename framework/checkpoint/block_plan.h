@@ -35,9 +35,13 @@ class BlockPlan {
   bool writes(size_t param, int copy) const {
     return writer_[param * kCopies + static_cast<size_t>(copy)];
   }
+  // True when the tensor of parameter `param` is written by more than one rank (it is
+  // sharded in this layout); false when one rank writes it whole.
+  bool sharded(size_t param) const { return sharded_[param]; }
 
  private:
-  std::vector<bool> writer_;  // [param * kCopies + copy]
+  std::vector<bool> writer_;   // [param * kCopies + copy]
+  std::vector<bool> sharded_;  // [param]
 };
 
 }  // namespace moe

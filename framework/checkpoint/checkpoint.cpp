@@ -116,8 +116,11 @@ float* copy_data(const CheckpointContent& c, size_t i, int copy) {
   return copy == 1 ? c.optimizer->exp_avg(i).data : c.optimizer->exp_avg_sq(i).data;
 }
 
+// A tensor several ranks write goes in one collective transfer (when `collective`); a
+// tensor one rank writes whole goes independently, so the other ranks do not wait for
+// it: a collective transfer would synchronise all ranks for no aggregation to gain.
 void write_tensors(H5File& file, const CheckpointContent& content, const BlockPlan& plan,
-                   int copy, ChecksumLedger& ledger) {
+                   int copy, bool collective, ChecksumLedger& ledger) {
   const std::deque<Param>& params = content.store->params();
   for (size_t i = 0; i < params.size(); ++i) {
     const Param& p = params[i];
@@ -125,6 +128,7 @@ void write_tensors(H5File& file, const CheckpointContent& content, const BlockPl
     const float* data = copy_data(content, i, copy);
     const bool mine = plan.writes(i, copy);
     file.create_float_dataset(name, p.spec.shape);
+    file.set_collective_transfers(collective && plan.sharded(i));
     file.write_block(name, data, p.local_shape, p.offset, mine);
     if (copy == 0) file.set_string_attr(name, "shard", shard_name(p.spec.shard));
     ledger.add(name, mine ? block_checksum(data, p.spec.shape, p.local_shape, p.offset) : 0);
@@ -252,12 +256,13 @@ void write_checkpoint(const std::string& path, const CheckpointContent& content,
   H5File file = H5File::create(path, comm);
   write_origin(file, origin, full ? kCheckpointFormat : kWeightsFormat);
   ChecksumLedger ledger;
-  write_tensors(file, content, plan, 0, ledger);
+  write_tensors(file, content, plan, 0, options.collective, ledger);
   if (options.mid_write) options.mid_write();
   if (full) {
-    write_tensors(file, content, plan, 1, ledger);
-    write_tensors(file, content, plan, 2, ledger);
+    write_tensors(file, content, plan, 1, options.collective, ledger);
+    write_tensors(file, content, plan, 2, options.collective, ledger);
   }
+  file.set_collective_transfers(false);  // buffers: rank 0 writes them whole
   write_buffers(file, content, world.rank(), ledger);
   const std::vector<uint64_t> sums = ledger.totals(world);
   for (size_t j = 0; j < sums.size(); ++j)
@@ -309,6 +314,7 @@ CheckpointOrigin read_checkpoint(const std::string& path, const CheckpointConten
   MOE_CHECK(!everything || (content.optimizer && content.trainer),
             "read_checkpoint: everything needs an optimizer and a trainer state");
   H5File file = H5File::open(path, comm);
+  file.set_collective_transfers(false);
   // A bad file fails the same check on every rank (they read the same file; checksums
   // are compared after summing over ranks), so the ranks close it together. Any other
   // error may be one rank's: it leaves the file open for the abort (h5_file.h).

@@ -86,16 +86,18 @@ struct CheckpointOrigin {
   int world_size = 1;
 };
 
-// Collective over `world` (whose MPI communicator is `comm`). Called with the test hook
-// (MOE_TEST_CHECKPOINT_PAUSE, docs/checkpoint-format.md) between the model and the
-// optimizer state.
 struct WriteOptions {
-  std::function<void()> mid_write;  // may be empty
+  // Collective MPI-IO transfers of the tensor data (checkpoint.collective_io), or
+  // independent ones (each rank writes its blocks on its own).
+  bool collective = true;
+  // Called between the model and the optimizer state: the test hook
+  // (MOE_TEST_CHECKPOINT_PAUSE, docs/checkpoint-format.md). May be empty.
+  std::function<void()> mid_write;
 };
 
 // Writes `content` to `path` (through "<path>.tmp", renamed by close): a checkpoint
-// when content.optimizer and content.trainer are set, else a weights file. The
-// directory must exist.
+// when content.optimizer and content.trainer are set, else a weights file. Collective
+// over `world` (whose MPI communicator is `comm`). The directory must exist.
 void write_checkpoint(const std::string& path, const CheckpointContent& content,
                       const CheckpointOrigin& origin, const BlockPlan& plan,
                       Communicator& world, MPI_Comm comm, const WriteOptions& options = {});
@@ -105,7 +107,9 @@ enum class ReadWhat { kWeights, kEverything };
 // Reads a checkpoint (kEverything: weights, optimizer state, buffers, trainer state) or
 // the weights and buffers of a checkpoint or weights file (kWeights) into `content`,
 // each rank its own blocks. `family` is the model family the caller builds; the file
-// must hold it. Checks every checksum it reads. Returns the file's origin.
+// must hold it. Checks every checksum it reads. Returns the file's origin. Collective;
+// the data transfers are independent: no rank waits for another to read, and the
+// replicated tensors every rank reads need no redistribution (docs/benchmarks.md).
 CheckpointOrigin read_checkpoint(const std::string& path, const CheckpointContent& content,
                                  ReadWhat what, const std::string& family,
                                  const BlockPlan& plan, Communicator& world, MPI_Comm comm);

@@ -156,6 +156,7 @@ void Checkpointer::save(const TrainerState& state) {
   CheckpointContent content{&store_, &optimizer_, buffers_, &copy};
   const std::string path = dir_.path_for(state.step);
   WriteOptions options;
+  options.collective = config_.checkpoint.collective_io;
   options.mid_write = [&] { pause_for_test(state.step); };
   write_checkpoint(path, content, origin(), plan_, world_, comm_, options);
   if (world_.rank() != 0) return;
@@ -171,7 +172,9 @@ void Checkpointer::save(const TrainerState& state) {
 
 void Checkpointer::save_weights(const std::string& path) {
   CheckpointContent content{&store_, nullptr, buffers_, nullptr};
-  write_checkpoint(path, content, origin(), plan_, world_, comm_);
+  WriteOptions options;
+  options.collective = config_.checkpoint.collective_io;
+  write_checkpoint(path, content, origin(), plan_, world_, comm_, options);
 }
 
 }  // namespace moe

@@ -86,12 +86,14 @@ Id file_access_plist(const std::string& path, MPI_Comm comm) {
   return fapl;
 }
 
-// The one place for the dataset transfer properties: collective MPI-IO transfers in
-// parallel files (the MPI-IO layer may then aggregate the ranks' blocks into large
-// contiguous writes), the default elsewhere.
-Id transfer_plist(bool parallel, const std::string& path) {
+// The one place for the dataset transfer properties: in parallel files collective
+// MPI-IO transfers (the MPI-IO layer may aggregate the ranks' blocks into large
+// contiguous requests) or independent ones; the default in serial files.
+Id transfer_plist(bool parallel, bool collective, const std::string& path) {
   Id dxpl(H5_CHECK(H5Pcreate(H5P_DATASET_XFER), path), H5Pclose);
-  if (parallel) H5_CHECK(H5Pset_dxpl_mpio(dxpl.get(), H5FD_MPIO_COLLECTIVE), path);
+  if (parallel)
+    H5_CHECK(H5Pset_dxpl_mpio(dxpl.get(), collective ? H5FD_MPIO_COLLECTIVE : H5FD_MPIO_INDEPENDENT),
+             path);
   return dxpl;
 }
 
@@ -165,7 +167,7 @@ H5File::H5File(hid_t file, std::string path, std::string write_path, bool writab
 H5File::H5File(H5File&& other) noexcept
     : file_(std::exchange(other.file_, -1)), path_(std::move(other.path_)),
       write_path_(std::move(other.write_path_)), writable_(other.writable_),
-      comm_(other.comm_), rank_(other.rank_) {}
+      comm_(other.comm_), rank_(other.rank_), collective_(other.collective_) {}
 
 H5File H5File::create(const std::string& path, MPI_Comm comm) {
   const std::string tmp = path + ".tmp";
@@ -307,7 +309,7 @@ void H5File::write_dataset(const std::string& dataset, hid_t file_type, const vo
     H5_CHECK(H5Sselect_none(space.get()), path_);
     H5_CHECK(H5Sselect_none(mem_space.get()), path_);
   }
-  const Id dxpl = transfer_plist(parallel(), path_);
+  const Id dxpl = transfer_plist(parallel(), collective_, path_);
   H5_USER_CHECK(H5Dwrite(ds.get(), mem.get(), mem_space.get(), space.get(), dxpl.get(), data),
                 path_, "cannot write dataset ", dataset);
 }
@@ -332,7 +334,7 @@ void H5File::write_block(const std::string& dataset, const float* data, const Sh
     H5_CHECK(H5Sselect_none(mem_space.get()), path_);
   }
   const float none = 0.0f;  // HDF5 wants a buffer even for an empty selection
-  const Id dxpl = transfer_plist(parallel(), path_);
+  const Id dxpl = transfer_plist(parallel(), collective_, path_);
   H5_USER_CHECK(H5Dwrite(ds.get(), H5T_NATIVE_FLOAT, mem_space.get(), space.get(), dxpl.get(),
                          any ? data : &none),
                 path_, "cannot write dataset ", dataset);
@@ -377,7 +379,7 @@ void H5File::read_dataset(const std::string& dataset, hid_t mem_type, void* out,
     MOE_USER_FAIL(path_, ": dataset ", dataset, " has shape ", shape.str(), ", expected ",
                   expected.str());
   if (shape.numel() == 0) return;
-  const Id dxpl = transfer_plist(parallel(), path_);
+  const Id dxpl = transfer_plist(parallel(), collective_, path_);
   H5_USER_CHECK(H5Dread(ds.get(), mem_type, H5S_ALL, H5S_ALL, dxpl.get(), out), path_,
                 "cannot read dataset ", dataset);
 }
@@ -402,7 +404,7 @@ void H5File::read_block(const std::string& dataset, float* out, const Shape& blo
     H5_CHECK(H5Sselect_none(mem_space.get()), path_);
   }
   float none = 0.0f;
-  const Id dxpl = transfer_plist(parallel(), path_);
+  const Id dxpl = transfer_plist(parallel(), collective_, path_);
   H5_USER_CHECK(H5Dread(ds.get(), H5T_NATIVE_FLOAT, mem_space.get(), space.get(), dxpl.get(),
                         any ? out : &none),
                 path_, "cannot read dataset ", dataset);

@@ -16,8 +16,9 @@
 // metadata (create, create_dataset, write, attributes, close) is collective: all ranks
 // make the same calls with the same arguments in the same order. Dataset data moves in
 // collective transfers (write_block, read_block): each rank names its own block of the
-// dataset (a hyperslab) or none. The metadata reads (exists, list, dataset_shape,
-// attribute reads) are independent.
+// dataset (a hyperslab) or none. set_collective_transfers(false) makes the transfers
+// independent (each rank's I/O on its own; every rank still makes the calls). The
+// metadata reads (exists, list, dataset_shape, attribute reads) are independent.
 //
 // Every HDF5 call goes through H5_CHECK or H5_USER_CHECK. Problems with the file itself
 // (missing, not HDF5, a dataset absent or of the wrong shape, cannot create or rename)
@@ -107,6 +108,8 @@ class H5File {
   const std::string& path() const { return path_; }
   bool writable() const { return writable_; }
   bool parallel() const { return comm_ != MPI_COMM_NULL; }
+  // Collective (default) or independent MPI-IO transfers of dataset data.
+  void set_collective_transfers(bool on) { collective_ = on; }
 
   // True when a group or dataset exists at `object` (all its parent groups included).
   bool exists(const std::string& object) const;
@@ -183,6 +186,7 @@ class H5File {
   bool writable_ = false;
   MPI_Comm comm_ = MPI_COMM_NULL;  // parallel files: the ranks sharing the file
   int rank_ = 0;                   // in comm_
+  bool collective_ = true;         // MPI-IO transfers of parallel files
 };
 
 }  // namespace moe

@@ -321,6 +321,8 @@ std::vector<OptionDef> checkpoint_options() {
            "steps between checkpoints (>= 0; 0 = only at the end)"),
     option(&C::checkpoint, &CheckpointConfig::keep, "checkpoint.keep",
            "checkpoints kept, newest first (> 0)"),
+    option(&C::checkpoint, &CheckpointConfig::collective_io, "checkpoint.collective_io",
+           "write checkpoints with collective MPI-IO transfers (false: independent)"),
   };
 }
 

@@ -134,14 +134,16 @@ class CheckpointTest : public ::testing::Test {
   }
 
   // Writes a checkpoint of the model with experts over `ep` ranks.
-  void write(const std::string& path, int ep, bool full = true) {
+  void write(const std::string& path, int ep, bool full = true, bool collective = true) {
     Model m(ep, rank());
     m.fill();
     TrainerState state = sample_state();
     const BlockPlan plan(m.store, *world_);
     CheckpointContent content{&m.store, full ? m.optimizer.get() : nullptr,
                               {{"layers.1.moe.router.bias", m.bias}}, full ? &state : nullptr};
-    write_checkpoint(path, content, origin(ep), plan, *world_, world_->handle());
+    WriteOptions options;
+    options.collective = collective;
+    write_checkpoint(path, content, origin(ep), plan, *world_, world_->handle(), options);
   }
 
   // Reads `path` into a model with experts over `ep` ranks; returns the user error
@@ -202,12 +204,18 @@ TEST_F(CheckpointTest, RoundTripsEveryTensorAndFieldInTheSameLayout) {
 }
 
 TEST_F(CheckpointTest, ReadsBackIntoOtherLayouts) {
-  write(file("a.h5"), std::min<int>(size(), kExperts));
-  for (int ep : {1, 2, 3}) {
-    if (ep > size()) continue;
-    Model m(ep, rank());
-    EXPECT_EQ(read(file("a.h5"), ep, &m), "") << "ep " << ep;
-    EXPECT_EQ(m.mismatches(), 0) << "ep " << ep;
+  // checkpoint.collective_io = true and false write the same tensors
+  for (bool collective : {true, false}) {
+    write(file("a.h5"), std::min<int>(size(), kExperts), true, collective);
+    for (int ep : {1, 2, 3}) {
+      if (ep > size()) continue;
+      Model m(ep, rank());
+      EXPECT_EQ(read(file("a.h5"), ep, &m), "") << "ep " << ep << " collective " << collective;
+      EXPECT_EQ(m.mismatches(), 0) << "ep " << ep << " collective " << collective;
+    }
+    world_->barrier();
+    if (rank() == 0) fs::remove(file("a.h5"));
+    world_->barrier();
   }
 }
 
