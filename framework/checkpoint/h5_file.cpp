@@ -1,8 +1,14 @@
 #include "framework/checkpoint/h5_file.h"
 
+#include "framework/parallel/mpi_env.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <filesystem>
 #include <utility>
 
@@ -57,23 +63,68 @@ class Id {
   Id(const Id&) = delete;
   Id& operator=(const Id&) = delete;
   hid_t get() const { return id_; }
+  hid_t release() { return std::exchange(id_, -1); }
 
  private:
   hid_t id_;
   herr_t (*close_)(hid_t);
 };
 
-// The one place that decides how files are accessed. Serial POSIX I/O for now; the
-// MPI-IO driver (H5Pset_fapl_mpio) for collective writes goes here. CLOSE_SEMI makes
-// H5Fclose fail loudly if an object were left open (and is what MPI-IO requires).
-Id file_access_plist(const std::string& path) {
+// The one place that decides how files are accessed: POSIX I/O for serial files, the
+// MPI-IO driver for parallel ones (metadata written collectively: one rank writes each
+// metadata block instead of all of them). CLOSE_SEMI makes H5Fclose fail loudly if an
+// object were left open (and is what MPI-IO requires). The 1.8 file format has
+// checksummed object headers and superblock.
+Id file_access_plist(const std::string& path, MPI_Comm comm) {
   Id fapl(H5_CHECK(H5Pcreate(H5P_FILE_ACCESS), path), H5Pclose);
   H5_CHECK(H5Pset_fclose_degree(fapl.get(), H5F_CLOSE_SEMI), path);
+  H5_CHECK(H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V18, H5F_LIBVER_V18), path);
+  if (comm != MPI_COMM_NULL) {
+    H5_CHECK(H5Pset_fapl_mpio(fapl.get(), comm, MPI_INFO_NULL), path);
+    H5_CHECK(H5Pset_coll_metadata_write(fapl.get(), true), path);
+  }
   return fapl;
 }
 
-// The one place for the dataset transfer properties (collective MPI-IO later).
-hid_t transfer_plist() { return H5P_DEFAULT; }
+// The one place for the dataset transfer properties: in parallel files collective
+// MPI-IO transfers (the MPI-IO layer may aggregate the ranks' blocks into large
+// contiguous requests) or independent ones; the default in serial files.
+Id transfer_plist(bool parallel, bool collective, const std::string& path) {
+  Id dxpl(H5_CHECK(H5Pcreate(H5P_DATASET_XFER), path), H5Pclose);
+  if (parallel)
+    H5_CHECK(H5Pset_dxpl_mpio(dxpl.get(), collective ? H5FD_MPIO_COLLECTIVE : H5FD_MPIO_INDEPENDENT),
+             path);
+  return dxpl;
+}
+
+// Selects [offset, offset + block) of `space` (block.numel() == 0: nothing).
+void select_block(hid_t space, const Shape& block, const H5Offset& offset,
+                  const std::string& path) {
+  if (block.rank == 0) return;  // scalar: the whole (single) element
+  if (block.numel() == 0) {
+    H5_CHECK(H5Sselect_none(space), path);
+    return;
+  }
+  hsize_t start[Shape::kMaxDims], count[Shape::kMaxDims];
+  for (int d = 0; d < block.rank; ++d) {
+    start[d] = static_cast<hsize_t>(offset[d]);
+    count[d] = static_cast<hsize_t>(block[d]);
+  }
+  H5_CHECK(H5Sselect_hyperslab(space, H5S_SELECT_SET, start, nullptr, count, nullptr), path);
+}
+
+void fsync_path(const std::string& path, const std::string& file_for_errors) {
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  MOE_USER_CHECK(fd >= 0, file_for_errors, ": cannot open ", path, " to sync it: ",
+                 std::strerror(errno));
+  const int rc = ::fsync(fd);
+  const int err = errno;
+  ::close(fd);
+  // Some file systems cannot sync a directory (EINVAL): the rename is then as durable
+  // as they make it.
+  MOE_USER_CHECK(rc == 0 || err == EINVAL, file_for_errors, ": cannot sync ", path, ": ",
+                 std::strerror(err));
+}
 
 Id dataspace_for(const Shape& shape, const std::string& path) {
   if (shape.rank == 0) return Id(H5_CHECK(H5Screate(H5S_SCALAR), path), H5Sclose);
@@ -106,38 +157,51 @@ Id open_scalar_attr(hid_t file, const std::string& path, const std::string& obje
 
 }  // namespace
 
-H5File::H5File(hid_t file, std::string path, std::string write_path, bool writable)
+H5File::H5File(hid_t file, std::string path, std::string write_path, bool writable,
+               MPI_Comm comm)
     : file_(file), path_(std::move(path)), write_path_(std::move(write_path)),
-      writable_(writable) {}
+      writable_(writable), comm_(comm) {
+  if (comm_ != MPI_COMM_NULL) MPI_Comm_rank(comm_, &rank_);
+}
 
 H5File::H5File(H5File&& other) noexcept
     : file_(std::exchange(other.file_, -1)), path_(std::move(other.path_)),
-      write_path_(std::move(other.write_path_)), writable_(other.writable_) {}
+      write_path_(std::move(other.write_path_)), writable_(other.writable_),
+      comm_(other.comm_), rank_(other.rank_), collective_(other.collective_) {}
 
-H5File H5File::create(const std::string& path) {
+H5File H5File::create(const std::string& path, MPI_Comm comm) {
   const std::string tmp = path + ".tmp";
-  const Id fapl = file_access_plist(path);
+  const Id fapl = file_access_plist(path, comm);
   const hid_t file =
       H5_USER_CHECK(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()), path,
                     "cannot create the file (writing ", tmp, ")");
-  return H5File(file, path, tmp, true);
+  return H5File(file, path, tmp, true, comm);
 }
 
-H5File H5File::open(const std::string& path) {
+H5File H5File::open(const std::string& path, MPI_Comm comm) {
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) MOE_USER_FAIL(path, ": no such file");
-  const Id fapl = file_access_plist(path);
+  const Id fapl = file_access_plist(path, comm);
   const hid_t file = H5_USER_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get()), path,
-                                   "not an HDF5 file, or unreadable");
-  return H5File(file, path, path, false);
+                                   "not an HDF5 file, truncated, or unreadable");
+  return H5File(file, path, path, false, comm);
 }
 
 H5File::~H5File() {
   if (file_ < 0) return;
+  if (parallel() && std::uncaught_exceptions() > 0) return;  // see the header
   H5E_BEGIN_TRY { H5Fclose(file_); }
   H5E_END_TRY;
   // Never committed: drop the partial file so the final name stays untouched.
-  if (writable_) std::remove(write_path_.c_str());
+  if (writable_ && rank_ == 0) std::remove(write_path_.c_str());
+}
+
+void H5File::commit() {
+  fsync_path(write_path_, path_);
+  if (std::rename(write_path_.c_str(), path_.c_str()) != 0)
+    MOE_USER_FAIL(path_, ": cannot rename ", write_path_, " to it: ", std::strerror(errno));
+  const std::filesystem::path dir = std::filesystem::path(path_).parent_path();
+  fsync_path(dir.empty() ? "." : dir.string(), path_);
 }
 
 void H5File::close() {
@@ -151,16 +215,17 @@ void H5File::close() {
   try {
     H5_USER_CHECK(H5Fclose(file), path_, "cannot finish writing ", write_path_);
     closed = true;
-    if (std::rename(write_path_.c_str(), path_.c_str()) != 0)
-      MOE_USER_FAIL(path_, ": cannot rename ", write_path_, " to it: ", std::strerror(errno));
+    if (rank_ == 0) commit();
   } catch (...) {
-    if (!closed) {
+    if (!closed && !parallel()) {
       H5E_BEGIN_TRY { H5Fclose(file); }
       H5E_END_TRY;
     }
-    std::remove(write_path_.c_str());
+    if (rank_ == 0) std::remove(write_path_.c_str());
     throw;
   }
+  // Nobody returns before the file has its final name.
+  if (parallel()) MPI_CHECK(MPI_Barrier(comm_));
 }
 
 hid_t H5File::require_open() const {
@@ -217,22 +282,61 @@ Shape H5File::dataset_shape(const std::string& dataset) const {
   return shape;
 }
 
-void H5File::write_dataset(const std::string& dataset, hid_t file_type, const void* data,
-                           const Shape& shape) {
+hid_t H5File::create_dataset(const std::string& dataset, hid_t file_type, const Shape& shape) {
   const hid_t file = require_open();
   MOE_CHECK(writable_, "write of ", dataset, " to ", path_, ", which is open read-only");
   const Id lcpl(H5_CHECK(H5Pcreate(H5P_LINK_CREATE), path_), H5Pclose);
   H5_CHECK(H5Pset_create_intermediate_group(lcpl.get(), 1), path_);
+  // Every element is written by someone: filling with zeros first would write twice.
+  const Id dcpl(H5_CHECK(H5Pcreate(H5P_DATASET_CREATE), path_), H5Pclose);
+  H5_CHECK(H5Pset_fill_time(dcpl.get(), H5D_FILL_TIME_NEVER), path_);
   const Id space = dataspace_for(shape, path_);
-  const Id ds(H5_CHECK(H5Dcreate2(file, dataset.c_str(), file_type, space.get(), lcpl.get(),
-                                  H5P_DEFAULT, H5P_DEFAULT),
-                       path_ + " (dataset " + dataset + ")"),
-              H5Dclose);
+  return H5_CHECK(H5Dcreate2(file, dataset.c_str(), file_type, space.get(), lcpl.get(),
+                             dcpl.get(), H5P_DEFAULT),
+                  path_ + " (dataset " + dataset + ")");
+}
+
+void H5File::write_dataset(const std::string& dataset, hid_t file_type, const void* data,
+                           const Shape& shape) {
+  const Id ds(create_dataset(dataset, file_type, shape), H5Dclose);
   if (shape.numel() == 0) return;
   // The memory type is the native twin of the file type (little-endian here).
   const hid_t mem_type = H5_CHECK(H5Tget_native_type(file_type, H5T_DIR_ASCEND), path_);
   const Id mem(mem_type, H5Tclose);
-  H5_USER_CHECK(H5Dwrite(ds.get(), mem.get(), H5S_ALL, H5S_ALL, transfer_plist(), data),
+  const Id space(H5_CHECK(H5Dget_space(ds.get()), path_), H5Sclose);
+  const Id mem_space = dataspace_for(shape, path_);
+  if (rank_ != 0) {  // parallel: rank 0's copy is written
+    H5_CHECK(H5Sselect_none(space.get()), path_);
+    H5_CHECK(H5Sselect_none(mem_space.get()), path_);
+  }
+  const Id dxpl = transfer_plist(parallel(), collective_, path_);
+  H5_USER_CHECK(H5Dwrite(ds.get(), mem.get(), mem_space.get(), space.get(), dxpl.get(), data),
+                path_, "cannot write dataset ", dataset);
+}
+
+void H5File::create_float_dataset(const std::string& dataset, const Shape& shape) {
+  const Id ds(create_dataset(dataset, H5T_IEEE_F32LE, shape), H5Dclose);
+}
+
+void H5File::write_block(const std::string& dataset, const float* data, const Shape& block,
+                         const H5Offset& offset, bool participate) {
+  const hid_t file = require_open();
+  MOE_CHECK(writable_, "write of ", dataset, " to ", path_, ", which is open read-only");
+  const Id ds(H5_CHECK(H5Dopen2(file, dataset.c_str(), H5P_DEFAULT), path_ + " (" + dataset + ")"),
+              H5Dclose);
+  const Id space(H5_CHECK(H5Dget_space(ds.get()), path_), H5Sclose);
+  const bool any = participate && block.numel() > 0;
+  const Id mem_space = dataspace_for(any ? block : Shape{1}, path_);
+  if (any) {
+    select_block(space.get(), block, offset, path_);
+  } else {
+    H5_CHECK(H5Sselect_none(space.get()), path_);
+    H5_CHECK(H5Sselect_none(mem_space.get()), path_);
+  }
+  const float none = 0.0f;  // HDF5 wants a buffer even for an empty selection
+  const Id dxpl = transfer_plist(parallel(), collective_, path_);
+  H5_USER_CHECK(H5Dwrite(ds.get(), H5T_NATIVE_FLOAT, mem_space.get(), space.get(), dxpl.get(),
+                         any ? data : &none),
                 path_, "cannot write dataset ", dataset);
 }
 
@@ -246,16 +350,12 @@ void H5File::write(const std::string& dataset, const int64_t* data, const Shape&
   write_dataset(dataset, H5T_STD_I64LE, data, shape);
 }
 
-void H5File::read_dataset(const std::string& dataset, hid_t mem_type, void* out,
-                          const Shape& expected) const {
+hid_t H5File::open_for_read(const std::string& dataset, hid_t mem_type, Shape* shape) const {
   const hid_t file = require_open();
-  const Shape shape = dataset_shape(dataset);  // checks existence
-  if (!(shape == expected))
-    MOE_USER_FAIL(path_, ": dataset ", dataset, " has shape ", shape.str(), ", expected ",
-                  expected.str());
-  const Id ds(H5_USER_CHECK(H5Dopen2(file, dataset.c_str(), H5P_DEFAULT), path_,
-                            "cannot open dataset ", dataset),
-              H5Dclose);
+  *shape = dataset_shape(dataset);  // checks existence
+  Id ds(H5_USER_CHECK(H5Dopen2(file, dataset.c_str(), H5P_DEFAULT), path_,
+                      "cannot open dataset ", dataset),
+        H5Dclose);
   const Id type(H5_CHECK(H5Dget_type(ds.get()), path_), H5Tclose);
   const H5T_class_t stored = H5_CHECK(H5Tget_class(type.get()), path_);
   const H5T_class_t wanted = H5_CHECK(H5Tget_class(mem_type), path_);
@@ -268,9 +368,46 @@ void H5File::read_dataset(const std::string& dataset, hid_t mem_type, void* out,
                   " data of ", H5Tget_size(type.get()), " bytes, expected ",
                   wanted == H5T_FLOAT ? "floating-point" : "integer", " data of ",
                   H5Tget_size(mem_type), " bytes");
+  return ds.release();
+}
+
+void H5File::read_dataset(const std::string& dataset, hid_t mem_type, void* out,
+                          const Shape& expected) const {
+  Shape shape;
+  const Id ds(open_for_read(dataset, mem_type, &shape), H5Dclose);
+  if (!(shape == expected))
+    MOE_USER_FAIL(path_, ": dataset ", dataset, " has shape ", shape.str(), ", expected ",
+                  expected.str());
   if (shape.numel() == 0) return;
-  H5_USER_CHECK(H5Dread(ds.get(), mem_type, H5S_ALL, H5S_ALL, transfer_plist(), out), path_,
+  const Id dxpl = transfer_plist(parallel(), collective_, path_);
+  H5_USER_CHECK(H5Dread(ds.get(), mem_type, H5S_ALL, H5S_ALL, dxpl.get(), out), path_,
                 "cannot read dataset ", dataset);
+}
+
+void H5File::read_block(const std::string& dataset, float* out, const Shape& block,
+                        const H5Offset& offset) const {
+  Shape shape;
+  const Id ds(open_for_read(dataset, H5T_NATIVE_FLOAT, &shape), H5Dclose);
+  bool inside = shape.rank == block.rank;
+  for (int d = 0; inside && d < block.rank; ++d)
+    inside = offset[d] >= 0 && block[d] >= 0 && offset[d] + block[d] <= shape[d];
+  if (!inside)
+    MOE_USER_FAIL(path_, ": dataset ", dataset, " has shape ", shape.str(),
+                  ", which does not hold the block ", block.str(), " at the expected offset");
+  const Id space(H5_CHECK(H5Dget_space(ds.get()), path_), H5Sclose);
+  const bool any = block.numel() > 0;
+  const Id mem_space = dataspace_for(any ? block : Shape{1}, path_);
+  if (any) {
+    select_block(space.get(), block, offset, path_);
+  } else {
+    H5_CHECK(H5Sselect_none(space.get()), path_);
+    H5_CHECK(H5Sselect_none(mem_space.get()), path_);
+  }
+  float none = 0.0f;
+  const Id dxpl = transfer_plist(parallel(), collective_, path_);
+  H5_USER_CHECK(H5Dread(ds.get(), H5T_NATIVE_FLOAT, mem_space.get(), space.get(), dxpl.get(),
+                        any ? out : &none),
+                path_, "cannot read dataset ", dataset);
 }
 
 void H5File::read(const std::string& dataset, float* out, const Shape& expected) const {
@@ -324,6 +461,11 @@ void H5File::set_int_attr(const std::string& object, const std::string& name,
   write_attr(object, name, H5T_NATIVE_INT64, H5T_STD_I64LE, &value);
 }
 
+void H5File::set_uint_attr(const std::string& object, const std::string& name,
+                           uint64_t value) {
+  write_attr(object, name, H5T_NATIVE_UINT64, H5T_STD_U64LE, &value);
+}
+
 void H5File::set_float_attr(const std::string& object, const std::string& name,
                             double value) {
   write_attr(object, name, H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, &value);
@@ -355,6 +497,12 @@ void H5File::read_attr(const std::string& object, const std::string& name, H5T_c
 int64_t H5File::int_attr(const std::string& object, const std::string& name) const {
   int64_t value = 0;
   read_attr(object, name, H5T_INTEGER, H5T_NATIVE_INT64, &value);
+  return value;
+}
+
+uint64_t H5File::uint_attr(const std::string& object, const std::string& name) const {
+  uint64_t value = 0;
+  read_attr(object, name, H5T_INTEGER, H5T_NATIVE_UINT64, &value);
   return value;
 }
 

@@ -6,21 +6,32 @@
 // characters in HDF5 names), and string / integer / floating attributes on the file
 // ("/") or on a group. state_dict.h stores ParamStores in it.
 //
-// Writing is all-or-nothing: create() writes to "<path>.tmp" and close() renames it to
-// <path>. A file destroyed without close() (an exception unwound past it) is removed,
-// so a failed write never leaves a half-written file under the final name.
+// Writing is all-or-nothing: create() writes to "<path>.tmp" and close() flushes it to
+// the disk (fsync), renames it to <path> and syncs the directory. A file destroyed
+// without close() (an exception unwound past it) is removed, so a failed write never
+// leaves a half-written file under the final name.
+//
+// Parallel files (create/open with an MPI communicator) use HDF5's MPI-IO driver: every
+// rank of the communicator opens the one file, and every call that creates or changes
+// metadata (create, create_dataset, write, attributes, close) is collective: all ranks
+// make the same calls with the same arguments in the same order. Dataset data moves in
+// collective transfers (write_block, read_block): each rank names its own block of the
+// dataset (a hyperslab) or none. set_collective_transfers(false) makes the transfers
+// independent (each rank's I/O on its own; every rank still makes the calls). The
+// metadata reads (exists, list, dataset_shape, attribute reads) are independent.
 //
 // Every HDF5 call goes through H5_CHECK or H5_USER_CHECK. Problems with the file itself
 // (missing, not HDF5, a dataset absent or of the wrong shape, cannot create or rename)
 // are user errors: one line naming the file and what is wrong. Anything else is an
 // internal error naming the call, the file and the source line.
 //
-// Files are opened serially with default properties for now; the file-access property
-// list is made in one place (h5_file.cpp, file_access_plist) where the MPI-IO driver
-// for collective writes will be selected.
+// Files use the HDF5 1.8 file format (H5Pset_libver_bounds V18): its object headers
+// carry checksums, so corrupted metadata is detected by HDF5 itself.
 
 #include <hdf5.h>
+#include <mpi.h>
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -68,25 +79,37 @@ std::string last_error();
 
 namespace moe {
 
+// Start of a block inside a dataset, per dimension.
+using H5Offset = std::array<int64_t, Shape::kMaxDims>;
+
 class H5File {
  public:
-  // Starts a new file: written as "<path>.tmp", renamed to `path` by close().
-  static H5File create(const std::string& path);
-  // Opens an existing file read-only.
-  static H5File open(const std::string& path);
+  // Starts a new file: written as "<path>.tmp", renamed to `path` by close(). With a
+  // communicator (not MPI_COMM_NULL) the file is parallel and this is collective; the
+  // directory must exist.
+  static H5File create(const std::string& path, MPI_Comm comm = MPI_COMM_NULL);
+  // Opens an existing file read-only (parallel and collective with a communicator).
+  static H5File open(const std::string& path, MPI_Comm comm = MPI_COMM_NULL);
 
   H5File(H5File&& other) noexcept;
   H5File& operator=(H5File&&) = delete;
   H5File(const H5File&) = delete;
   H5File& operator=(const H5File&) = delete;
-  // Closes the file; a created file that was never close()d is deleted.
+  // Closes the file; a created file that was never close()d is deleted. A parallel file
+  // destroyed while an exception unwinds is left open (closing is collective, and the
+  // other ranks may not be here: the job is about to be aborted) and its temporary
+  // file is left for the next checkpoint's clean-up.
   ~H5File();
 
-  // Closes the file; for a created file, commits it by renaming "<path>.tmp" to path.
+  // Closes the file; for a created file, commits it: fsync "<path>.tmp", rename it to
+  // path, fsync the directory (parallel: rank 0 commits, then all ranks meet).
   void close();
 
   const std::string& path() const { return path_; }
   bool writable() const { return writable_; }
+  bool parallel() const { return comm_ != MPI_COMM_NULL; }
+  // Collective (default) or independent MPI-IO transfers of dataset data.
+  void set_collective_transfers(bool on) { collective_ = on; }
 
   // True when a group or dataset exists at `object` (all its parent groups included).
   bool exists(const std::string& object) const;
@@ -96,10 +119,25 @@ class H5File {
   Shape dataset_shape(const std::string& dataset) const;
 
   // Writes a new dataset of `shape` (rank 0: scalar), creating missing parent groups.
+  // Parallel files: collective, rank 0's data is written.
   void write(const std::string& dataset, const float* data, const Shape& shape);
   void write(const std::string& dataset, const int32_t* data, const Shape& shape);
   void write(const std::string& dataset, const int64_t* data, const Shape& shape);
   void write(const std::string& dataset, Tensor t) { write(dataset, t.data, t.shape); }
+
+  // Creates a float32 dataset of `shape` whose data write_block fills (collective in
+  // parallel files). No fill values are written: unwritten elements are undefined.
+  void create_float_dataset(const std::string& dataset, const Shape& shape);
+  // Writes `data` (row-major, of shape `block`) to the elements [offset, offset + block)
+  // of a float dataset. Collective in parallel files: every rank calls it for the same
+  // dataset; a rank with participate = false writes nothing.
+  void write_block(const std::string& dataset, const float* data, const Shape& block,
+                   const H5Offset& offset, bool participate = true);
+  // Reads the elements [offset, offset + block) of a float dataset into `out` (row-major,
+  // of shape `block`); a user error naming the dataset when it is not floating point or
+  // the block lies outside it. Collective in parallel files.
+  void read_block(const std::string& dataset, float* out, const Shape& block,
+                  const H5Offset& offset) const;
 
   // Reads a whole dataset into `out` after checking that it exists, has exactly
   // `expected` shape and a compatible element type (float into float; integers no
@@ -114,21 +152,28 @@ class H5File {
   void set_string_attr(const std::string& object, const std::string& name,
                        const std::string& value);
   void set_int_attr(const std::string& object, const std::string& name, int64_t value);
+  void set_uint_attr(const std::string& object, const std::string& name, uint64_t value);
   void set_float_attr(const std::string& object, const std::string& name, double value);
   bool has_attr(const std::string& object, const std::string& name) const;
   // Reading an attribute that is absent or of another kind is a user error.
   std::string string_attr(const std::string& object, const std::string& name) const;
   int64_t int_attr(const std::string& object, const std::string& name) const;
+  uint64_t uint_attr(const std::string& object, const std::string& name) const;
   double float_attr(const std::string& object, const std::string& name) const;
 
  private:
-  H5File(hid_t file, std::string path, std::string write_path, bool writable);
+  H5File(hid_t file, std::string path, std::string write_path, bool writable, MPI_Comm comm);
 
   hid_t require_open() const;
+  hid_t create_dataset(const std::string& dataset, hid_t file_type, const Shape& shape);
   void write_dataset(const std::string& dataset, hid_t mem_type, const void* data,
                      const Shape& shape);
   void read_dataset(const std::string& dataset, hid_t mem_type, void* out,
                     const Shape& expected) const;
+  // Opens `dataset`, checks that its element class can be read as `mem_type`, and
+  // returns the dataset (caller closes) and its shape.
+  hid_t open_for_read(const std::string& dataset, hid_t mem_type, Shape* shape) const;
+  void commit();  // fsync + rename + fsync the directory
   hid_t open_or_create_group(const std::string& group);  // caller closes the id
   void write_attr(const std::string& object, const std::string& name, hid_t mem_type,
                   hid_t file_type, const void* value);
@@ -139,6 +184,9 @@ class H5File {
   std::string path_;        // the final name
   std::string write_path_;  // where HDF5 writes: path_ + ".tmp" for created files
   bool writable_ = false;
+  MPI_Comm comm_ = MPI_COMM_NULL;  // parallel files: the ranks sharing the file
+  int rank_ = 0;                   // in comm_
+  bool collective_ = true;         // MPI-IO transfers of parallel files
 };
 
 }  // namespace moe

@@ -101,7 +101,11 @@ struct LoadedModel {
 };
 
 moe::Config read_config(const moe::H5File& file, const std::vector<std::string>& overrides) {
-  return moe::load_config_text(file.string_attr("/config", "ini"), overrides);
+  // The files the run read or resumed from need not exist where the model is used.
+  std::vector<std::string> all = {"data.train_path=", "data.val_path=", "data.train_labels=",
+                                  "data.val_labels=", "run.resume=", "run.init_from="};
+  all.insert(all.end(), overrides.begin(), overrides.end());
+  return moe::load_config_text(file.string_attr("/config", "ini"), all);
 }
 
 // Loads weights and router biases of `layers` (blocks[i] is the block of layers[i]).

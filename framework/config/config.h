@@ -107,8 +107,10 @@ struct RunConfig {
 };
 
 struct CheckpointConfig {
+  std::string dir;                 // where checkpoints go; empty = <run.dir>/checkpoints
   int interval = 0;                // steps between checkpoints; 0 = only at the end
   int keep = 3;                    // keep the newest N
+  bool collective_io = true;       // collective MPI-IO writes; false: independent
 };
 
 struct ParallelConfig {

@@ -315,10 +315,14 @@ std::vector<OptionDef> run_options() {
 std::vector<OptionDef> checkpoint_options() {
   using C = Config;
   return {
+    option(&C::checkpoint, &CheckpointConfig::dir, "checkpoint.dir",
+           "directory of the checkpoints; empty = <run.dir>/checkpoints"),
     option(&C::checkpoint, &CheckpointConfig::interval, "checkpoint.interval",
            "steps between checkpoints (>= 0; 0 = only at the end)"),
     option(&C::checkpoint, &CheckpointConfig::keep, "checkpoint.keep",
            "checkpoints kept, newest first (> 0)"),
+    option(&C::checkpoint, &CheckpointConfig::collective_io, "checkpoint.collective_io",
+           "write checkpoints with collective MPI-IO transfers (false: independent)"),
   };
 }
 

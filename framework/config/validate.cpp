@@ -188,10 +188,8 @@ void validate_run(const Config& c) {
   require_non_negative("train.threads", c.train.threads);
   require_non_negative("train.peak_gflops", c.train.peak_gflops);
   MOE_USER_CHECK(!c.run.dir.empty(), "run.dir: must not be empty");
-  MOE_USER_CHECK(c.run.resume.empty(), "run.resume: '", c.run.resume,
-                 "': resuming is not supported yet");
-  MOE_USER_CHECK(c.run.init_from.empty(), "run.init_from: '", c.run.init_from,
-                 "': initialising from a checkpoint is not supported yet");
+  if (c.run.resume != "auto") require_existing_file("run.resume", c.run.resume);
+  require_existing_file("run.init_from", c.run.init_from);
   require_non_negative("checkpoint.interval", c.checkpoint.interval);
   require_positive("checkpoint.keep", c.checkpoint.keep);
 }

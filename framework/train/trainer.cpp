@@ -10,8 +10,7 @@
 #include <optional>
 #include <sstream>
 
-#include "framework/checkpoint/h5_file.h"
-#include "framework/checkpoint/state_dict.h"
+#include "framework/checkpoint/checkpointer.h"
 #include "framework/core/timer.h"
 #include "framework/kernels/ops.h"
 #include "framework/optim/adamw.h"
@@ -38,6 +37,8 @@ struct Trainer::State {
   std::unique_ptr<Model> model;  // the family of model.family, with its data
   std::unique_ptr<GradSync> grad_sync;
   std::unique_ptr<AdamW> optimizer;
+  std::unique_ptr<Checkpointer> checkpointer;
+  int64_t start_step = 0;  // steps already taken: > 0 when resumed
   LrSchedule schedule;
   MetricsWriter metrics;
   double peak_flops = 0.0;               // FLOP/s of the cores in use
@@ -103,10 +104,12 @@ Trainer::Trainer(const Config& config, const MpiEnv& mpi)
   s_->dp_size = s_->groups.dp->size();
   build_model();
   const fs::path dir(config.run.dir);
-  MOE_USER_CHECK(config.run.overwrite || !fs::exists(dir / "metrics.jsonl"),
+  // A resumed run continues the run of its run.dir (run.resume, checkpoint/checkpointer.h).
+  MOE_USER_CHECK(config.run.overwrite || !config.run.resume.empty() ||
+                     !fs::exists(dir / "metrics.jsonl"),
                  "run.dir: '", config.run.dir,
-                 "' already holds a run (metrics.jsonl); choose another run.dir or set "
-                 "run.overwrite=true");
+                 "' already holds a run (metrics.jsonl); choose another run.dir, set "
+                 "run.overwrite=true or resume it with run.resume=auto");
 
   s_->threads = rank_threads(config, mpi);
   omp_set_num_threads(s_->threads);
@@ -118,6 +121,7 @@ Trainer::Trainer(const Config& config, const MpiEnv& mpi)
       s_->store, *s_->groups.dp, *s_->groups.edp, s_->dp_size,
       static_cast<int64_t>(static_cast<double>(config.parallel.grad_bucket_mb) * (1 << 20)));
   check_same_on_all_ranks(*s_->groups.world, config.resolved_ini, "the resolved config");
+  restore_checkpoint();
 
   // The job's peak: every rank measures at once (ranks sharing cores see their share).
   s_->groups.world->barrier();
@@ -157,6 +161,29 @@ void Trainer::build_model() {
 
 Trainer::~Trainer() = default;
 
+std::vector<NamedBuffer> Trainer::model_buffers() {
+  std::vector<NamedBuffer> buffers;
+  const std::vector<int> blocks = s_->model->moe_layer_blocks();
+  const std::vector<MoELayer*> layers = s_->model->moe_layers();
+  for (size_t i = 0; i < layers.size(); ++i)  // equal on every rank: global loads
+    buffers.push_back({"layers." + std::to_string(blocks[i]) + ".moe.router.bias",
+                       layers[i]->bias()});
+  return buffers;
+}
+
+void Trainer::restore_checkpoint() {
+  s_->checkpointer = std::make_unique<Checkpointer>(config_, *s_->groups.world, s_->store,
+                                                    *s_->optimizer, model_buffers(), log_);
+  if (const std::optional<TrainerState> state = s_->checkpointer->restore())
+    s_->start_step = state->step;
+}
+
+void Trainer::save_checkpoint(int64_t completed, float last_lr, IntervalTimes& times) {
+  ScopedTimer timer(times.checkpoint);
+  const int64_t tokens_per_step = config_.data.batch_size * s_->model->tokens_per_sample();
+  s_->checkpointer->save(make_trainer_state(config_, completed, tokens_per_step, last_lr));
+}
+
 void Trainer::prepare_run_dir() {
   const fs::path dir(config_.run.dir);
   std::error_code ec;
@@ -165,7 +192,11 @@ void Trainer::prepare_run_dir() {
   std::ofstream ini(dir / "config.ini", std::ios::trunc);
   ini << config_.resolved_ini;
   MOE_CHECK(ini.good(), "cannot write ", (dir / "config.ini").string());
-  s_->metrics = MetricsWriter((dir / "metrics.jsonl").string());
+  // A resumed run keeps the records up to its checkpoint and drops any logged after it
+  // by the interrupted run, so that metrics.jsonl reads as one uninterrupted run.
+  const std::string metrics = (dir / "metrics.jsonl").string();
+  s_->metrics = s_->start_step > 0 ? MetricsWriter::resume(metrics, s_->start_step)
+                                   : MetricsWriter(metrics);
 }
 
 nlohmann::json Trainer::evaluate() {
@@ -180,26 +211,9 @@ nlohmann::json Trainer::evaluate() {
 }
 
 void Trainer::save_model() {
-  // The weights and the resolved config, for moe-sample and evaluation tools; the full
-  // resumable checkpoint is checkpoint/'s business. Written by world rank 0, which is
-  // rank 0 of its ep group (edp rank 0): the other ranks of that group send their
-  // expert blocks; the other ep groups hold copies and do nothing.
-  if (s_->groups.edp->rank() != 0) return;
-  std::optional<H5File> file;
-  if (mpi_.rank() == 0) {
-    file.emplace(H5File::create((fs::path(config_.run.dir) / "model.h5").string()));
-    file->set_string_attr("/config", "ini", config_.resolved_ini);
-  }
-  save_params_gathered(file ? &*file : nullptr, "/model", s_->store, *s_->groups.ep);
-  if (!file) return;
-  const std::vector<int> blocks = s_->model->moe_layer_blocks();
-  const std::vector<MoELayer*> layers = s_->model->moe_layers();
-  for (size_t i = 0; i < layers.size(); ++i) {
-    const auto bias = layers[i]->bias();  // equal on every rank: global loads
-    file->write("/buffers/layers." + std::to_string(blocks[i]) + ".moe.router.bias",
-                bias.data(), Shape{static_cast<int64_t>(bias.size())});
-  }
-  file->close();
+  // The weights, router biases and resolved config, for moe-sample and evaluation
+  // tools (format moe-weights, docs/checkpoint-format.md): every rank writes its blocks.
+  s_->checkpointer->save_weights((fs::path(config_.run.dir) / "model.h5").string());
 }
 
 nlohmann::json Trainer::expert_load_record() {
@@ -277,7 +291,7 @@ nlohmann::json Trainer::interval_record(int64_t step, const StepResult& r,
   const double tokens_per_step =
       static_cast<double>(config_.data.batch_size) * s_->model->tokens_per_sample();
   const double k = 1.0 / static_cast<double>(times.steps);
-  const double step_s = times.clock.seconds() * k;
+  const double step_s = times.training_seconds() * k;
   return {{"step", step + 1},
           {"loss", r.loss.ce},
           {"aux_loss", r.loss.aux},
@@ -307,7 +321,9 @@ nlohmann::json Trainer::run() {
   double train_s = 0.0;  // run time less evaluations
   IntervalTimes times;
   nlohmann::json last_eval = nlohmann::json::object();
-  if (c.train.eval_interval > 0) {
+  if (s_->start_step > 0)
+    log_.info("continuing at step ", s_->start_step + 1, " of ", c.train.steps);
+  if (c.train.eval_interval > 0 && s_->start_step == 0) {
     // The untrained model's score: the start of the validation curve.
     last_eval = evaluate();
     nlohmann::json record = {{"step", 0}};
@@ -319,35 +335,46 @@ nlohmann::json Trainer::run() {
       line << " | " << key << " " << std::fixed << std::setprecision(4) << value.get<double>();
     log_.info(line.str());
   }
-  for (int64_t step = 0; step < c.train.steps; ++step) {
+  for (int64_t step = s_->start_step; step < c.train.steps; ++step) {
     const StepResult result = train_step(step, times);
     const bool last = step + 1 == c.train.steps;
     const bool eval_now =
         last || (c.train.eval_interval > 0 && (step + 1) % c.train.eval_interval == 0);
-    if ((step + 1) % c.train.log_interval != 0 && !eval_now) continue;
+    // After the step's record, so that metrics.jsonl holds every step of a checkpoint.
+    const bool checkpoint_now = s_->checkpointer->due(step + 1, c.train.steps);
+    if ((step + 1) % c.train.log_interval != 0 && !eval_now) {
+      if (checkpoint_now) save_checkpoint(step + 1, result.lr, times);
+      continue;
+    }
 
     nlohmann::json record = interval_record(step, result, times);
-    train_s += times.clock.seconds();
+    train_s += times.training_seconds();
     nlohmann::json eval = nlohmann::json::object();
     if (eval_now) {
       eval = last_eval = evaluate();
       record.update(eval);
     }
     if (s_->metrics.is_open()) s_->metrics.write(record);
-    const double eta = run_clock.seconds() / (step + 1) * (c.train.steps - step - 1);
+    const double eta = run_clock.seconds() / static_cast<double>(step + 1 - s_->start_step) *
+                       static_cast<double>(c.train.steps - step - 1);
     log_.info(progress_line(record, eval, c.train.steps, eta));
     s_->model->times().clear();
     times = IntervalTimes{};
+    if (checkpoint_now) save_checkpoint(step + 1, result.lr, times);
   }
   if (c.run.save_model) save_model();
+  // Throughput of the steps this process ran (all of them unless resumed).
+  const int64_t steps_run = std::max<int64_t>(0, c.train.steps - s_->start_step);
   const double tokens = static_cast<double>(c.data.batch_size) *
-                        s_->model->tokens_per_sample() * c.train.steps;
+                        s_->model->tokens_per_sample() * static_cast<double>(steps_run);
+  train_s = std::max(train_s, 1e-9);
   nlohmann::json final_record = {{"final", true}, {"steps", c.train.steps}};
   final_record.update(last_eval);
   final_record.update({{"tokens_per_s", tokens / train_s},
                        {"mfu", s_->model->train_flops_per_token() * tokens / train_s /
                                    s_->peak_flops},
-                       {"samples_per_s", c.data.batch_size * c.train.steps / train_s},
+                       {"samples_per_s",
+                        static_cast<double>(c.data.batch_size * steps_run) / train_s},
                        {"peak_gflops", s_->peak_flops * 1e-9},
                        {"seconds", run_clock.seconds()}});
   if (mpi_.rank() == 0) std::cout << final_record.dump() << std::endl;

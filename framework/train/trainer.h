@@ -1,8 +1,10 @@
 #pragma once
 // The training loop of every model family (models/model.h): load the global batch of
 // step s (a function of (seed, s)), forward, backward, clip, AdamW, aux-loss-free bias
-// update; log progress, metrics and periodic evaluation; save the weights to
-// <run.dir>/model.h5; print a final JSON line with the family's evaluation metrics.
+// update; log progress, metrics and periodic evaluation; write checkpoints (resume from
+// one, or initialise the weights from one: framework/checkpoint/checkpointer.h); save
+// the weights to <run.dir>/model.h5; print a final JSON line with the family's
+// evaluation metrics.
 
 #include <memory>
 #include <string>
@@ -10,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "framework/checkpoint/checkpoint.h"
 #include "framework/config/config.h"
 #include "framework/core/log.h"
 #include "framework/core/timer.h"
@@ -38,7 +41,9 @@ class Trainer {
   struct IntervalTimes {
     Stopwatch clock;
     double forward = 0, backward = 0, grad_sync = 0, optimizer = 0;
+    double checkpoint = 0;  // writing checkpoints: not training time
     int64_t steps = 0;
+    double training_seconds() const { return clock.seconds() - checkpoint; }
   };
   StepResult train_step(int64_t step, IntervalTimes& times);
   nlohmann::json interval_record(int64_t step, const StepResult& result,
@@ -47,6 +52,9 @@ class Trainer {
   std::vector<int> ep_token_ranks() const;  // for the all-to-all dispatcher
   nlohmann::json evaluate();  // the family's metrics, e.g. val_loss and val_bpb
   void save_model();          // <run.dir>/model.h5: weights, router biases, config
+  std::vector<NamedBuffer> model_buffers();  // layer state checkpoints hold (router biases)
+  void restore_checkpoint();  // run.resume / run.init_from; sets the start step
+  void save_checkpoint(int64_t completed, float last_lr, IntervalTimes& times);
   nlohmann::json comm_record(double steps, double step_ms);
   nlohmann::json expert_load_record();
   void prepare_run_dir();

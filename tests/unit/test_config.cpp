@@ -243,8 +243,12 @@ TEST(ConfigErrors, OutOfRange) {
             std::string::npos);
   EXPECT_NE(error_for_overrides({"parallel.tp=2", "parallel.dp=1"}).find("parallel.tp"),
             std::string::npos);
-  EXPECT_NE(error_for_overrides({"run.resume=auto"}).find("not supported yet"),
-            std::string::npos);
+  // run.resume is auto or an existing checkpoint; run.init_from an existing file.
+  EXPECT_EQ(error_for_overrides({"run.resume=/nonexistent/step_00000010.h5"}),
+            "run.resume: file '/nonexistent/step_00000010.h5' does not exist");
+  EXPECT_EQ(error_for_overrides({"run.init_from=/nonexistent/model.h5"}),
+            "run.init_from: file '/nonexistent/model.h5' does not exist");
+  EXPECT_EQ(load_config_text("", {"run.resume=auto"}).run.resume, "auto");
 }
 
 TEST(ConfigErrors, InconsistentCombinations) {

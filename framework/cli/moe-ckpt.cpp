@@ -1,0 +1,167 @@
+// moe-ckpt: checkpoints and weights files for people and downstream tools
+// (docs/checkpoint-format.md).
+//
+//   moe-ckpt info PATH [--json]        format, model family, the layout it was written
+//                                      with, step, tensors and shapes, the config
+//   moe-ckpt export PATH --out FILE [--format safetensors|h5]
+//                                      the weights (parameters and router biases) to
+//                                      safetensors or to an HDF5 weights file; the
+//                                      format follows the extension unless given
+//   moe-ckpt verify PATH               every field, every checksum, and the tensors
+//                                      against the model its config describes
+//
+// Exit status: 0 done (verify: the file is intact), 2 bad input or a bad file (one line
+// naming the file and what is wrong), 1 any other failure.
+
+#include <cstring>
+#include <iomanip>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "framework/checkpoint/export.h"
+#include "framework/checkpoint/inspect.h"
+#include "framework/config/config.h"
+#include "framework/moe/dispatcher.h"
+#include "models/dit_moe/dit_moe.h"
+#include "models/moe_gpt/moe_gpt.h"
+#include "models/vit_moe/vit_moe.h"
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: moe-ckpt info PATH [--json]\n"
+    "       moe-ckpt export PATH --out FILE [--format safetensors|h5]\n"
+    "       moe-ckpt verify PATH\n";
+
+struct Args {
+  std::string command, path, out, format;
+  bool json = false;
+};
+
+Args parse_args(int argc, char** argv) {
+  Args a;
+  std::vector<std::string> positional;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i], value;
+    const size_t eq = arg.find('=');
+    const bool inline_value = arg.starts_with("--") && eq != std::string::npos;
+    if (inline_value) {
+      value = arg.substr(eq + 1);
+      arg = arg.substr(0, eq);
+    }
+    auto next = [&]() -> std::string {
+      if (inline_value) return value;
+      MOE_USER_CHECK(i + 1 < argc, arg, ": needs a value");
+      return argv[++i];
+    };
+    if (arg == "--out") a.out = next();
+    else if (arg == "--format") a.format = next();
+    else if (arg == "--json") a.json = true;
+    else if (arg.starts_with("--")) MOE_USER_FAIL("unknown option '", arg, "' (see moe-ckpt --help)");
+    else positional.push_back(arg);
+  }
+  MOE_USER_CHECK(!positional.empty(), "a command is required: info, export or verify");
+  a.command = positional[0];
+  MOE_USER_CHECK(a.command == "info" || a.command == "export" || a.command == "verify",
+                 "'", a.command, "' is not a command (info, export, verify)");
+  MOE_USER_CHECK(positional.size() == 2, a.command, ": needs exactly one checkpoint path");
+  a.path = positional[1];
+  MOE_USER_CHECK(a.command == "export" || (a.out.empty() && a.format.empty()),
+                 "--out and --format belong to export");
+  MOE_USER_CHECK(a.command != "export" || !a.out.empty(), "export: --out FILE is required");
+  return a;
+}
+
+// The parameters and router biases of the model the file's config describes, built
+// without its data (paths in the config may not exist here).
+void check_against_model(const moe::H5File& file, const moe::CheckpointSummary& s) {
+  const moe::Config c = moe::load_config_text(
+      s.origin.config_ini, {"data.train_path=", "data.val_path=", "data.train_labels=",
+                            "data.val_labels=", "run.resume=", "run.init_from="});
+  MOE_USER_CHECK(c.model.family == s.origin.family, file.path(), ": model_family ",
+                 s.origin.family, " but the config says ", c.model.family);
+  moe::ParamStore store;
+  moe::LocalDispatcher dispatcher;
+  const moe::MoeRuntime runtime = moe::MoeRuntime::local(dispatcher, c.moe.num_experts);
+  std::vector<int> blocks;
+  if (c.model.family == "moe_gpt") blocks = moe::MoeGpt(c.model, c.moe, store, runtime).moe_layer_blocks();
+  else if (c.model.family == "vit_moe") blocks = moe::VitMoe(c.model, c.moe, store, runtime).moe_layer_blocks();
+  else blocks = moe::DitMoe(c.model, c.moe, store, runtime).moe_layer_blocks();
+  moe::check_model_params(file, store);
+  std::vector<std::string> expected;
+  for (int b : blocks) expected.push_back("layers." + std::to_string(b) + ".moe.router.bias");
+  std::vector<std::string> held;
+  for (const moe::TensorEntry& e : s.buffers) {
+    held.push_back(e.name);
+    MOE_USER_CHECK(e.shape == moe::Shape{c.moe.num_experts}, file.path(), ": buffer ", e.name,
+                   " has shape ", e.shape.str(), ", the model expects (", c.moe.num_experts, ")");
+  }
+  MOE_USER_CHECK(held == expected, file.path(), ": /buffers holds ", held.size(),
+                 " router biases, the model has ", expected.size(), " MoE layers");
+}
+
+void print_info(const moe::CheckpointSummary& s) {
+  std::cout << s.path << "\n"
+            << "  format            " << s.format << " version " << s.format_version
+            << " (framework " << s.framework_version << ")\n"
+            << "  model family      " << s.origin.family << "\n"
+            << "  written by        " << s.origin.world_size << " ranks: dp "
+            << s.origin.layout.dp << ", tp " << s.origin.layout.tp << ", ep "
+            << s.origin.layout.ep << ", etp " << s.origin.layout.etp << "\n";
+  if (s.trainer)
+    std::cout << "  step              " << s.trainer->step << " (" << s.trainer->tokens_seen
+              << " tokens; lr " << s.trainer->lr_last << ", " << s.trainer->lr_schedule
+              << " over " << s.trainer->lr_total_steps << " steps)\n";
+  int64_t numel = 0;
+  for (const moe::TensorEntry& e : s.params) numel += e.shape.numel();
+  std::cout << "  parameters        " << numel << " in " << s.params.size() << " tensors\n"
+            << "  file              " << s.file_bytes << " bytes\n\n";
+  for (const moe::TensorEntry& e : s.params)
+    std::cout << "  " << std::left << std::setw(40) << e.name << std::setw(18) << e.shape.str()
+              << e.shard << "\n";
+  for (const moe::TensorEntry& e : s.buffers)
+    std::cout << "  " << std::left << std::setw(40) << e.name << std::setw(18) << e.shape.str()
+              << "buffer\n";
+  std::cout << "\n[config]\n" << s.origin.config_ini;
+}
+
+int run(const Args& a) {
+  const moe::H5File file = moe::H5File::open(a.path);
+  if (a.command == "info") {
+    const moe::CheckpointSummary s = moe::summarize_checkpoint(file);
+    if (a.json) std::cout << moe::summary_json(s).dump(2) << "\n";
+    else print_info(s);
+  } else if (a.command == "export") {
+    const moe::ExportResult r =
+        moe::export_weights(file, a.out, moe::export_format(a.format, a.out));
+    std::cout << a.out << ": " << r.tensors << " tensors, " << r.bytes << " bytes\n";
+  } else {
+    const int64_t tensors = moe::verify_checkpoint(file);
+    const moe::CheckpointSummary s = moe::summarize_checkpoint(file);
+    check_against_model(file, s);
+    std::cout << a.path << ": ok (" << s.format << " version " << s.format_version << ", "
+              << tensors << " tensors, checksums and shapes match the " << s.origin.family
+              << " model of its config)\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i)
+    if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
+      std::cout << kUsage;
+      return 0;
+    }
+  try {
+    return run(parse_args(argc, argv));
+  } catch (const moe::Error& e) {
+    std::cerr << "moe-ckpt: " << e.what() << "\n";
+    return e.user_error() ? 2 : 1;
+  } catch (const std::exception& e) {
+    std::cerr << "moe-ckpt: " << e.what() << "\n";
+    return 1;
+  }
+}

@@ -1,0 +1,84 @@
+#!/usr/bin/python3
+"""Compare the training records of two runs (metrics.jsonl) and their final weights.
+
+Usage: compare_runs.py REF_DIR RUN_DIR LABEL [--from STEP] [--rtol X] [--weights]
+
+Records of steps > STEP (default 0) that carry a loss are compared on every field the
+training determines (loss, aux_loss, z_loss, lr, grad_norm, expert loads, validation
+metrics), not on timings. --rtol 0 (default) demands bit-identical values; otherwise
+losses must agree to relative X (grad norms and aux losses to 10 X). With --weights,
+RUN_DIR/model.h5 must equal REF_DIR/model.h5 (exactly, or within 1e-5 absolute).
+"""
+
+import argparse
+import json
+import sys
+
+import h5py
+import numpy as np
+
+EXACT_KEYS = ("loss", "aux_loss", "z_loss", "lr", "grad_norm")
+
+
+def records(run_dir, first):
+    out = {}
+    for line in open(f"{run_dir}/metrics.jsonl"):
+        r = json.loads(line)
+        if "loss" in r and r["step"] > first:
+            assert r["step"] not in out, f"{run_dir}: step {r['step']} logged twice"
+            out[r["step"]] = r
+    return out
+
+
+def close(a, b, rtol):
+    return a == b if rtol == 0 else abs(a - b) <= rtol * max(abs(a), 1e-12)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("ref")
+    p.add_argument("run")
+    p.add_argument("label")
+    p.add_argument("--from", dest="first", type=int, default=0)
+    p.add_argument("--rtol", type=float, default=0.0)
+    p.add_argument("--weights", action="store_true")
+    a = p.parse_args()
+    ref, run = records(a.ref, a.first), records(a.run, a.first)
+    problems = []
+    if sorted(ref) != sorted(run):
+        problems.append(f"steps differ: {sorted(ref)} vs {sorted(run)}")
+    worst = 0.0
+    for step in sorted(set(ref) & set(run)):
+        x, y = ref[step], run[step]
+        for key in EXACT_KEYS + tuple(k for k in x if k.startswith("val_")):
+            tol = a.rtol if key in ("loss", "lr") or key.startswith("val_") else 10 * a.rtol
+            if key not in y or not close(x[key], y[key], tol):
+                problems.append(f"step {step}: {key} {x[key]!r} vs {y.get(key)!r}")
+            elif key == "loss":
+                worst = max(worst, abs(x[key] - y[key]) / abs(x[key]))
+        if [e["tokens"] for e in x["experts"]] != [e["tokens"] for e in y["experts"]]:
+            problems.append(f"step {step}: expert loads differ")
+    wmax = 0.0
+    if a.weights:
+        with h5py.File(f"{a.ref}/model.h5") as fa, h5py.File(f"{a.run}/model.h5") as fb:
+            for group in ("model", "buffers"):
+                if sorted(fa[group]) != sorted(fb[group]):
+                    problems.append(f"/{group} names differ")
+                    continue
+                for n in fa[group]:
+                    d = float(np.max(np.abs(fa[group][n][...] - fb[group][n][...])))
+                    wmax = max(wmax, d)
+                    if d > (0.0 if a.rtol == 0 else 1e-5):
+                        problems.append(f"final /{group}/{n} differs by {d:.3e}")
+    for line in problems[:10]:
+        print(f"FAIL {a.label}: {line}")
+    if problems:
+        return 1
+    kind = "bit-identical" if a.rtol == 0 else f"max loss rel diff {worst:.2e}"
+    extra = f", max weight diff {wmax:.2e}" if a.weights else ""
+    print(f"{a.label}: steps {min(run)}..{max(run)} {kind}{extra}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
