@@ -97,9 +97,8 @@ void validate_moe(const MoeConfig& e, const ParallelConfig& p) {
   require_non_negative("moe.bias_update_rate", e.bias_update_rate);
   require_non_negative("moe.max_nodes_per_token", e.max_nodes_per_token);
   require_non_negative("moe.locality_loss", e.locality_loss);
-  if (e.dispatcher == "two_level")
-    MOE_USER_FAIL("moe.dispatcher: 'two_level' is not available yet (use flat or auto)");
-  MOE_USER_CHECK(e.dispatcher == "local" || e.dispatcher == "flat" || e.dispatcher == "auto",
+  MOE_USER_CHECK(e.dispatcher == "local" || e.dispatcher == "flat" || e.dispatcher == "auto" ||
+                     e.dispatcher == "two_level",
                  "moe.dispatcher: '", e.dispatcher,
                  "' is not a dispatcher (known: auto, local, flat, two_level)");
   MOE_USER_CHECK(e.dispatcher != "local" || p.ep == 1, "moe.dispatcher: local keeps every "

@@ -21,6 +21,7 @@
 #include "framework/moe/all_to_all_dispatcher.h"
 #include "framework/parallel/grad_sync.h"
 #include "framework/parallel/process_groups.h"
+#include "framework/parallel/two_level_all_to_all.h"
 #include "framework/train/peak_flops.h"
 #include "models/model.h"
 
@@ -33,6 +34,7 @@ struct Trainer::State {
   ProcessGroups groups;
   int dp_rank = 0, dp_size = 1;
   ParamStore store;
+  std::unique_ptr<TwoLevelAllToAll> two_level;  // ep over its nodes (two_level dispatch)
   std::unique_ptr<Dispatcher> dispatcher;
   MoeRuntime runtime;
   std::unique_ptr<Model> model;  // the family of model.family, with its data
@@ -132,17 +134,45 @@ void Trainer::build_model() {
   const Config& c = config_;
   const ProcessGroups& g = s_->groups;
   const ExpertPlacement placement{c.moe.num_experts, g.ep->size(), g.ep->rank()};
-  const bool local =
-      c.moe.dispatcher == "local" || (c.moe.dispatcher == "auto" && g.ep->size() == 1);
-  if (local)
+  const NodeMap ep_nodes = g.nodes(Group::kEp);
+  log_.info("topology: ", g.topology.world.describe(),
+            g.topology.from_config ? " (parallel.ranks_per_node)" : " (MPI shared memory)",
+            "; ep group: ", ep_nodes.describe());
+  const std::string kind = choose_dispatcher(ep_nodes);
+  if (kind == "local") {
     s_->dispatcher = std::make_unique<LocalDispatcher>();
-  else
+  } else if (kind == "two_level") {
+    MOE_USER_CHECK(ep_nodes.blocked(), "moe.dispatcher: two_level needs every ep group "
+                   "placed node by node in equal numbers, but this rank's spans ",
+                   ep_nodes.describe(), "; use flat, or change parallel.ep / the placement");
+    s_->two_level = std::make_unique<TwoLevelAllToAll>(*g.ep, ep_nodes);
+    s_->dispatcher = std::make_unique<AllToAllDispatcher>(*g.ep, placement, s_->two_level.get());
+  } else {
     s_->dispatcher = std::make_unique<AllToAllDispatcher>(*g.ep, placement);
+  }
   s_->runtime = MoeRuntime{s_->dispatcher.get(), placement, g.dp.get()};
   s_->model = make_model(c, s_->store, s_->runtime);
 }
 
+std::string Trainer::choose_dispatcher(const NodeMap& ep_nodes) {
+  const std::string& kind = config_.moe.dispatcher;
+  if (kind != "auto") return kind;
+  if (s_->groups.ep->size() == 1) return "local";
+  (void)ep_nodes;
+  return "flat";
+}
+
 Trainer::~Trainer() = default;
+
+std::vector<std::pair<std::string, std::vector<Communicator*>>> Trainer::telemetry_groups() {
+  // ep: the token all-to-all, with the two-level exchange's node and cross-node parts
+  std::vector<Communicator*> ep = {s_->groups.ep.get()};
+  if (s_->two_level) {
+    ep.push_back(&s_->two_level->intra());
+    ep.push_back(&s_->two_level->inter());
+  }
+  return {{"ep", ep}, {"dp", {s_->groups.dp.get()}}, {"edp", {s_->groups.edp.get()}}};
+}
 
 void Trainer::prepare_run_dir() {
   const fs::path dir(config_.run.dir);
@@ -157,12 +187,12 @@ void Trainer::prepare_run_dir() {
 
 nlohmann::json Trainer::evaluate() {
   // Evaluation traffic is not the training step's: the stats are put back after.
-  Communicator* groups[] = {s_->groups.ep.get(), s_->groups.dp.get(), s_->groups.edp.get()};
-  CommStats saved[3];
-  for (int i = 0; i < 3; ++i) saved[i] = groups[i]->stats();
+  std::vector<std::pair<Communicator*, CommStats>> saved;
+  for (const auto& [name, comms] : telemetry_groups())
+    for (Communicator* comm : comms) saved.emplace_back(comm, comm->stats());
   std::vector<double> sums = s_->model->evaluate(s_->dp_rank, s_->dp_size);
   s_->groups.dp->all_reduce<double>(sums);  // additive over the ranks' shares
-  for (int i = 0; i < 3; ++i) groups[i]->stats() = saved[i];
+  for (auto& [comm, stats] : saved) comm->stats() = stats;
   return s_->model->eval_metrics(sums);
 }
 
@@ -243,14 +273,21 @@ nlohmann::json Trainer::comm_record(double steps, double step_ms) {
   // carries the token all-to-all, dp the dense gradient buckets, routing statistics
   // and losses, edp the expert gradient buckets. Waiting for a slower rank counts as
   // communication time.
+  // Bytes and messages are split by link class (intra- vs inter-node, the topology's
+  // nodes).
   nlohmann::json record;
   double comm_ms = 0.0;
-  const std::pair<const char*, Communicator*> groups[] = {
-      {"ep", s_->groups.ep.get()}, {"dp", s_->groups.dp.get()}, {"edp", s_->groups.edp.get()}};
-  for (const auto& [name, comm] : groups) {
-    const CommStats st = comm->stats();
-    comm->stats() = CommStats{};
+  for (const auto& [name, comms] : telemetry_groups()) {
+    CommStats st;
+    for (Communicator* comm : comms) {
+      st += comm->stats();
+      comm->stats() = CommStats{};
+    }
     record[name] = {{"bytes", static_cast<double>(st.bytes_sent) / steps},
+                    {"intra_node_bytes", static_cast<double>(st.intra_node_bytes) / steps},
+                    {"inter_node_bytes", static_cast<double>(st.inter_node_bytes) / steps},
+                    {"intra_node_messages", static_cast<double>(st.intra_node_messages) / steps},
+                    {"inter_node_messages", static_cast<double>(st.inter_node_messages) / steps},
                     {"ms", st.seconds * 1e3 / steps}};
     comm_ms += st.seconds * 1e3 / steps;
   }
