@@ -103,8 +103,21 @@ void validate_moe(const MoeConfig& e, const ParallelConfig& p) {
                  "' is not a dispatcher (known: auto, local, flat, two_level)");
   MOE_USER_CHECK(e.dispatcher != "local" || p.ep == 1, "moe.dispatcher: local keeps every "
                  "expert on its rank and needs parallel.ep = 1, not ", p.ep);
-  MOE_USER_CHECK(e.routing == "topk", "moe.routing: '", e.routing,
-                 "' is not available (known: topk)");
+  MOE_USER_CHECK(e.routing == "topk" || e.routing == "bilevel", "moe.routing: '", e.routing,
+                 "' is not a routing (known: topk, bilevel)");
+  require_non_negative("moe.node_groups", e.node_groups);
+  if (e.routing == "bilevel") {
+    MOE_USER_CHECK(e.node_groups > 0 && e.num_experts % e.node_groups == 0,
+                   "moe.node_groups: bilevel routing needs a number of expert groups that "
+                   "divides moe.num_experts = ", e.num_experts, ", not ", e.node_groups);
+    MOE_USER_CHECK(e.top_k <= e.num_experts / e.node_groups, "moe.top_k: ", e.top_k,
+                   " exceeds the ", e.num_experts / e.node_groups,
+                   " experts of a group (bilevel routing chooses within one group)");
+    MOE_USER_CHECK(!e.bias_balance, "moe.bias_balance: not available with bilevel routing");
+    MOE_USER_CHECK(e.locality_loss == 0.0f && e.max_nodes_per_token == 0,
+                   "moe.locality_loss, moe.max_nodes_per_token: bilevel routing already "
+                   "sends each token to one node group; use them with moe.routing = topk");
+  }
   require_one_of("moe.expert_act", e.expert_act, {"swiglu", "gelu"});
 }
 

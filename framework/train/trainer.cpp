@@ -150,7 +150,20 @@ void Trainer::build_model() {
   } else {
     s_->dispatcher = std::make_unique<AllToAllDispatcher>(*g.ep, placement);
   }
-  s_->runtime = MoeRuntime{s_->dispatcher.get(), placement, g.dp.get()};
+  s_->runtime = MoeRuntime{s_->dispatcher.get(), placement,
+                           ExpertLocality::of(placement, ep_nodes.node, ep_nodes.num_nodes),
+                           g.dp.get()};
+  if (c.moe.routing == "bilevel") {
+    // Groups are node-aligned when the ep group spans node_groups nodes holding E / N
+    // consecutive experts each (the contiguous placement over a blocked ep group).
+    bool aligned = ep_nodes.num_nodes == c.moe.node_groups;
+    const int64_t per_group = c.moe.num_experts / c.moe.node_groups;
+    for (int64_t e = 0; aligned && e < c.moe.num_experts; ++e)
+      aligned = s_->runtime.locality.expert_node[e] == e / per_group;
+    log_.info("bilevel routing: ", c.moe.node_groups, " groups of ", per_group, " experts, ",
+              aligned ? "one per node of the ep group"
+                      : "not aligned with the ep group's nodes (" + ep_nodes.describe() + ")");
+  }
   s_->model = make_model(c, s_->store, s_->runtime);
 }
 
@@ -228,7 +241,11 @@ nlohmann::json Trainer::expert_load_record() {
     layers.push_back({{"layer", blocks[index++]},
                       {"tokens", st.assigned},
                       {"max_over_mean", st.max_over_mean},
-                      {"dropped", st.dropped_fraction}});
+                      {"dropped", st.dropped_fraction},
+                      {"node_local", st.node_local_fraction},
+                      {"nodes_per_token", st.nodes_per_token},
+                      {"remote_nodes_per_token", st.remote_nodes_per_token},
+                      {"locality_loss", st.locality_loss}});
   }
   return layers;
 }

@@ -231,7 +231,8 @@ TEST(ConfigErrors, OutOfRange) {
       {"train.log_interval=0", "train.log_interval"},
       {"checkpoint.keep=0", "checkpoint.keep"},
       {"parallel.dp=0", "parallel.dp"},
-      {"moe.routing=bilevel", "moe.routing"},
+      {"moe.routing=expert_choice", "moe.routing"},
+      {"moe.routing=bilevel", "moe.node_groups"},
       {"model.family=gpt", "model.family"},
       {"run.dir=", "run.dir"},
   };
