@@ -115,6 +115,10 @@ struct CheckpointConfig {
 struct ParallelConfig {
   int dp = 1, tp = 1, ep = 1, etp = 1;
   int ranks_per_node = 0;          // 0 = discovered from MPI
+  // All-to-all cost model of moe.dispatcher = auto; 0 = measured at start-up where the
+  // job has such a link, else a published figure
+  float intra_latency_us = 0.0f, intra_bandwidth_gbs = 0.0f;
+  float inter_latency_us = 0.0f, inter_bandwidth_gbs = 0.0f;
   float grad_bucket_mb = 25.0f;    // gradient all-reduce bucket, MiB
 };
 

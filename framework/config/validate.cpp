@@ -171,6 +171,10 @@ void validate_parallel(const Config& c) {
   require_positive("parallel.ep", p.ep);
   require_positive("parallel.etp", p.etp);
   require_non_negative("parallel.ranks_per_node", p.ranks_per_node);
+  require_non_negative("parallel.intra_latency_us", p.intra_latency_us);
+  require_non_negative("parallel.intra_bandwidth_gbs", p.intra_bandwidth_gbs);
+  require_non_negative("parallel.inter_latency_us", p.inter_latency_us);
+  require_non_negative("parallel.inter_bandwidth_gbs", p.inter_bandwidth_gbs);
   MOE_USER_CHECK(p.grad_bucket_mb > 0.0f, "parallel.grad_bucket_mb: ", p.grad_bucket_mb,
                  " must be > 0");
   MOE_USER_CHECK(p.tp == 1, "parallel.tp: ", p.tp,

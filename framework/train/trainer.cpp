@@ -19,6 +19,7 @@
 #include "framework/optim/lr_schedule.h"
 #include "framework/train/metrics.h"
 #include "framework/moe/all_to_all_dispatcher.h"
+#include "framework/parallel/cost_model.h"
 #include "framework/parallel/grad_sync.h"
 #include "framework/parallel/process_groups.h"
 #include "framework/parallel/two_level_all_to_all.h"
@@ -35,6 +36,8 @@ struct Trainer::State {
   int dp_rank = 0, dp_size = 1;
   ParamStore store;
   std::unique_ptr<TwoLevelAllToAll> two_level;  // ep over its nodes (two_level dispatch)
+  nlohmann::json dispatcher_choice = nlohmann::json::object();  // auto: choice, prediction
+  std::string dispatcher_name;
   std::unique_ptr<Dispatcher> dispatcher;
   MoeRuntime runtime;
   std::unique_ptr<Model> model;  // the family of model.family, with its data
@@ -139,6 +142,7 @@ void Trainer::build_model() {
             g.topology.from_config ? " (parallel.ranks_per_node)" : " (MPI shared memory)",
             "; ep group: ", ep_nodes.describe());
   const std::string kind = choose_dispatcher(ep_nodes);
+  s_->dispatcher_name = kind;
   if (kind == "local") {
     s_->dispatcher = std::make_unique<LocalDispatcher>();
   } else if (kind == "two_level") {
@@ -167,12 +171,53 @@ void Trainer::build_model() {
   s_->model = make_model(c, s_->store, s_->runtime);
 }
 
+namespace {
+
+// Tokens one sample puts through each MoE layer, from the config (the model is built
+// after the dispatcher it is given).
+int64_t tokens_per_sample(const ModelConfig& m) {
+  if (m.family == "moe_gpt") return m.seq_len;
+  const int64_t side = m.image_size / m.patch_size;
+  return side * side + (m.family == "vit_moe" && m.pool == "cls" ? 1 : 0);
+}
+
+}  // namespace
+
 std::string Trainer::choose_dispatcher(const NodeMap& ep_nodes) {
-  const std::string& kind = config_.moe.dispatcher;
+  const Config& c = config_;
+  const std::string& kind = c.moe.dispatcher;
   if (kind != "auto") return kind;
-  if (s_->groups.ep->size() == 1) return "local";
-  (void)ep_nodes;
-  return "flat";
+  const ProcessGroups& g = s_->groups;
+  if (g.ep->size() == 1) return "local";
+  // Calibration is collective over the world: decided from what every rank knows alike.
+  if (g.topology.world.num_nodes == 1) return "flat";
+  const ParallelConfig& p = c.parallel;
+  const CalibratedModel cost = measure_link_costs(
+      *g.world, g.topology.world, {p.intra_latency_us * 1e-6, p.intra_bandwidth_gbs * 1e9},
+      {p.inter_latency_us * 1e-6, p.inter_bandwidth_gbs * 1e9}, published_gpu_cluster());
+  if (!ep_nodes.blocked() || ep_nodes.num_nodes == 1) {
+    log_.info("moe.dispatcher=auto: flat (the ep group spans ", ep_nodes.describe(), ")");
+    return "flat";
+  }
+  // One exchange of a dispatch: every token's K rows of C floats, spread over the ep group.
+  const double rows = static_cast<double>(c.data.batch_size) / c.parallel.dp *
+                      static_cast<double>(tokens_per_sample(c.model)) * c.moe.top_k;
+  const double block = rows * c.model.d_model * sizeof(float) / g.ep->size();
+  const double flat = cost.model.flat_seconds(block, ep_nodes.num_nodes, ep_nodes.ranks_per_node);
+  const double two = cost.model.two_level_seconds(block, ep_nodes.num_nodes,
+                                                  ep_nodes.ranks_per_node);
+  const std::string choice = two < flat ? "two_level" : "flat";
+  s_->dispatcher_choice = {{"dispatcher", choice},
+                           {"predicted_flat_ms", flat * 1e3},
+                           {"predicted_two_level_ms", two * 1e3},
+                           {"block_bytes", block},
+                           {"cost_model", cost.model.describe()}};
+  log_.info("moe.dispatcher=auto: ", choice, " (predicted per exchange: flat ", std::fixed,
+            std::setprecision(3), flat * 1e3, " ms, two-level ", two * 1e3, " ms; ",
+            ep_nodes.describe(), ", ", std::setprecision(0), block, " B per peer; ",
+            cost.model.describe(), "; intra ", cost.intra_source, ", inter ", cost.inter_source,
+            ")");
+  return choice;
 }
 
 Trainer::~Trainer() = default;
@@ -390,7 +435,9 @@ nlohmann::json Trainer::run() {
                                    s_->peak_flops},
                        {"samples_per_s", c.data.batch_size * c.train.steps / train_s},
                        {"peak_gflops", s_->peak_flops * 1e-9},
+                       {"dispatcher", s_->dispatcher_name},
                        {"seconds", run_clock.seconds()}});
+  if (!s_->dispatcher_choice.empty()) final_record["dispatcher_choice"] = s_->dispatcher_choice;
   if (mpi_.rank() == 0) std::cout << final_record.dump() << std::endl;
   return final_record;
 }

@@ -5,6 +5,8 @@
 #     training loss falls on one process; under mpirun (dp = ep = 4 on 2 emulated nodes
 #     of 2, two-level dispatcher) it logs the single-process losses (relative 1e-5): the
 #     groups are a model property, so the layout changes nothing;
+#   - moe.dispatcher = auto logs its choice and the cost model's prediction, and follows
+#     config link figures (slow inter-node latency: two_level; fast: flat);
 #   - node-limited routing (M = 1) and the locality loss run on the same 2 x 2 layout
 #     with finite losses; with M = 1 every token reaches exactly one node (telemetry
 #     from the routing plans of the global batch), plain top-2 reaches more.
@@ -37,6 +39,18 @@ train_4 "$tmp/bilevel-4" "${bilevel[@]}" --moe.dispatcher=two_level
 train_4 "$tmp/topk" --moe.dispatcher=two_level
 train_4 "$tmp/limited" --moe.max_nodes_per_token=1
 train_4 "$tmp/locality" --moe.locality_loss=0.05
+
+auto_choice() {  # auto_choice INTER_LATENCY_US: the dispatcher auto picks
+  "$SOURCE_DIR/launch/mpirun.sh" -np 4 "$BUILD_DIR/moe-train" "${args[@]}" "${layout[@]}" \
+    --train.steps=2 --moe.dispatcher=auto --parallel.inter_latency_us="$1" \
+    --parallel.inter_bandwidth_gbs=50 --parallel.intra_latency_us=1 \
+    --parallel.intra_bandwidth_gbs=100 --run.dir="$tmp/auto-$1" </dev/null \
+    2>"$tmp/err" | tail -1 | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["dispatcher"])'
+  grep -q "moe.dispatcher=auto: .*predicted per exchange: flat .* ms, two-level .* ms" "$tmp/err" ||
+    { cat "$tmp/err"; fail "auto: no choice logged"; }
+}
+[[ $(auto_choice 1000) == two_level ]] || fail "auto with 1 ms inter-node latency"
+[[ $(auto_choice 0.001) == flat ]] || fail "auto with 1 ns inter-node latency"
 
 /usr/bin/python3 - "$tmp" <<'PY'
 import json, math, sys
