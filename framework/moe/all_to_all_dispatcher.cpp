@@ -1,5 +1,6 @@
 #include "framework/moe/all_to_all_dispatcher.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "framework/kernels/ops.h"
@@ -78,8 +79,15 @@ const AllToAllState& state_of(const DispatchHandle& handle) {
 }  // namespace
 
 AllToAllDispatcher::AllToAllDispatcher(Communicator& ep, ExpertPlacement placement,
+                                       std::vector<int> token_ranks,
                                        TwoLevelAllToAll* two_level)
-    : ep_(ep), placement_(placement), two_level_(two_level) {
+    : ep_(ep),
+      placement_(placement),
+      token_ranks_(std::move(token_ranks)),
+      two_level_(two_level) {
+  MOE_CHECK(token_ranks_.empty() || static_cast<int>(token_ranks_.size()) == ep.size(),
+            "all-to-all dispatcher: ", token_ranks_.size(), " token ranks for ", ep.size(),
+            " ep ranks");
   MOE_CHECK(placement.ep_size == ep.size() && placement.ep_rank == ep.rank(),
             "all-to-all dispatcher: placement for ep rank ", placement.ep_rank, " of ",
             placement.ep_size, " on ep rank ", ep.rank(), " of ", ep.size());
@@ -98,24 +106,14 @@ DispatchHandle AllToAllDispatcher::dispatch(Tensor x, std::shared_ptr<const Rout
   auto state = std::make_shared<AllToAllState>();
   // counts: the kept rows of each expert go to its owner
   std::vector<int64_t> send_counts(static_cast<size_t>(placement_.num_experts));  // [E]
-  std::vector<int64_t> per_rank_experts(static_cast<size_t>(ranks));              // [R]
   state->send_rows.assign(static_cast<size_t>(ranks), 0);
   for (int d = 0; d < ranks; ++d) {
-    per_rank_experts[d] = placement_.count(d);
     for (int64_t e = placement_.first(d); e < placement_.first(d + 1); ++e) {
       send_counts[e] = plan->counts_after[e];
       state->send_rows[d] += plan->counts_after[e];
     }
   }
-  state->recv_counts.assign(static_cast<size_t>(ranks * num_local), 0);
-  if (two_level_ != nullptr) {
-    state->row_plan = scaled(two_level_->all_to_all_counts(send_counts, per_rank_experts,
-                                                           state->recv_counts),
-                             c);
-  } else {
-    const std::vector<int64_t> from_each(static_cast<size_t>(ranks), num_local);
-    ep_.all_to_all_v<int64_t>(send_counts, per_rank_experts, state->recv_counts, from_each);
-  }
+  state->recv_counts = receive_counts(*plan, send_counts, *state, c);
   state->recv_rows.assign(static_cast<size_t>(ranks), 0);
   std::vector<int64_t> expert_offsets(static_cast<size_t>(num_local + 1), 0);
   for (int s = 0; s < ranks; ++s)
@@ -136,6 +134,46 @@ DispatchHandle AllToAllDispatcher::dispatch(Tensor x, std::shared_ptr<const Rout
   state->returned->resize(s_local * c);
   return DispatchHandle(std::move(plan), std::move(storage), rows, std::move(expert_offsets),
                         placement_.first_local(), std::move(state));
+}
+
+std::vector<int64_t> AllToAllDispatcher::receive_counts(const RoutingPlan& plan,
+                                                        const std::vector<int64_t>& send_counts,
+                                                        AllToAllState& state, int64_t cols) {
+  const int ranks = ep_.size();
+  const int64_t e = placement_.num_experts, num_local = placement_.num_local();
+  const int64_t first = placement_.first_local();
+  std::vector<int64_t> recv(static_cast<size_t>(ranks * num_local), 0);  // [ep, E_local]
+  const std::vector<int64_t>& group = plan.group_counts_after;  // [R_tokens, E]
+  if (!token_ranks_.empty() && !group.empty()) {
+    const int64_t mine = token_ranks_[ep_.rank()];
+    MOE_CHECK(static_cast<int64_t>(group.size()) % e == 0 &&
+                  std::equal(send_counts.begin(), send_counts.end(), group.begin() + mine * e),
+              "all-to-all dispatcher: the plan's group counts disagree with its own counts");
+    for (int s = 0; s < ranks; ++s)
+      for (int64_t i = 0; i < num_local; ++i)
+        recv[s * num_local + i] = group[token_ranks_[s] * e + first + i];
+    if (two_level_ != nullptr) {
+      // every rank's rows to every rank are known: the two-level plan needs no exchange
+      auto rows = [&](int src, int dst) {
+        int64_t total = 0;
+        for (int64_t x = placement_.first(dst); x < placement_.first(dst + 1); ++x)
+          total += group[token_ranks_[src] * e + x];
+        return total;
+      };
+      state.row_plan = scaled(two_level_->plan_known(rows), cols);
+    }
+    return recv;
+  }
+  std::vector<int64_t> per_rank_experts(static_cast<size_t>(ranks));  // [R]
+  for (int d = 0; d < ranks; ++d) per_rank_experts[d] = placement_.count(d);
+  if (two_level_ != nullptr) {
+    state.row_plan = scaled(two_level_->all_to_all_counts(send_counts, per_rank_experts, recv),
+                            cols);
+    return recv;
+  }
+  const std::vector<int64_t> from_each(static_cast<size_t>(ranks), num_local);
+  ep_.all_to_all_v<int64_t>(send_counts, per_rank_experts, recv, from_each);
+  return recv;
 }
 
 void AllToAllDispatcher::to_experts(const AllToAllState& state, const float* slot_rows,

@@ -9,10 +9,12 @@
 // one contiguous block of the slot-ordered buffer). dispatch:
 //
 //   1. permute     x (N, C) -> slot order (S, C)               rows for rank 0 | 1 | ...
-//   2. counts      all_to_all_v of the per-expert row counts: rank s learns how many
-//                  rows of each of its local experts every source sends  [ep, E_local]
+//   2. counts      how many rows of each local expert every source sends [ep, E_local]:
+//                  read from plan.group_counts_after when the MoE layer filled it (it
+//                  all-gathers the routing counts anyway), else one small all_to_all_v
 //                  (two-level: over the same two steps as the rows, so every rank also
-//                  learns the rows it forwards; TwoLevelPlan)
+//                  learns the rows it forwards; with the group counts every rank knows
+//                  them already: TwoLevelPlan)
 //   3. exchange    all_to_all_v of the rows                    (S_recv, C), source-major
 //   4. regroup     source-major -> expert-major: local expert i gets the rows of
 //                  source 0, then source 1, ... (the global token order, so expert
@@ -52,10 +54,12 @@ struct AllToAllState final : DispatchState {
 class AllToAllDispatcher final : public Dispatcher {
  public:
   // ep: the expert-parallel group; placement.ep_size == ep.size(),
-  // placement.ep_rank == ep.rank(). two_level (null: flat) routes every exchange over
-  // the nodes of ep (its group() must be ep). All must outlive the dispatcher.
+  // placement.ep_rank == ep.rank(). token_ranks [ep]: the rank in the plans' token
+  // group of each ep rank, when the ep group lies inside one token group (empty: always
+  // exchange the counts). two_level (null: flat) routes every exchange over the nodes of
+  // ep (its group() must be ep). All must outlive the dispatcher.
   AllToAllDispatcher(Communicator& ep, ExpertPlacement placement,
-                     TwoLevelAllToAll* two_level = nullptr);
+                     std::vector<int> token_ranks = {}, TwoLevelAllToAll* two_level = nullptr);
 
   DispatchHandle dispatch(Tensor x, std::shared_ptr<const RoutingPlan> plan) override;
   void combine(const DispatchHandle& handle, Tensor expert_out, Tensor y) override;
@@ -71,9 +75,16 @@ class AllToAllDispatcher final : public Dispatcher {
   void to_sources(const AllToAllState& state, const float* expert_rows, float* slot_rows,
                   int64_t cols);
 
+  // recv_counts [ep * E_local] from the plan's group counts, or by an exchange; with
+  // two-level also state.row_plan (rows of `cols` floats)
+  std::vector<int64_t> receive_counts(const RoutingPlan& plan,
+                                      const std::vector<int64_t>& send_counts,
+                                      AllToAllState& state, int64_t cols);
+
   Communicator& ep_;
   ExpertPlacement placement_;
-  TwoLevelAllToAll* two_level_;  // null: flat
+  std::vector<int> token_ranks_;  // [ep] token-group rank of each ep rank
+  TwoLevelAllToAll* two_level_;   // null: flat
   RowStoragePool storage_;   // handle rows
   RowStoragePool returned_;  // AllToAllState::returned
   Buffer scratch_a_, scratch_b_;  // per-call staging, (max(S, S_recv), C)

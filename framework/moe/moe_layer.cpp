@@ -156,7 +156,8 @@ std::vector<int64_t> MoELayer::gather_choice_counts(std::span<const int32_t> exp
   const std::vector<int64_t> counts = choice_counts(experts, n, k, e);  // [K, E]
   Communicator* tokens = runtime_.tokens;
   const int ranks = tokens ? tokens->size() : 1;
-  std::vector<int64_t> all_counts = counts;  // [R, K, E]
+  std::vector<int64_t>& all_counts = all_counts_;  // [R, K, E]
+  all_counts = counts;
   if (ranks > 1) {
     all_counts.resize(static_cast<size_t>(ranks * k * e));
     tokens->all_gather<int64_t>(counts, all_counts);
@@ -223,24 +224,34 @@ RoutingPlan MoELayer::plan_global_batch(const Choices& r, int64_t n, int64_t cap
       config_.batch_priority ? RoutingPriority::kBatchPriority : RoutingPriority::kChoiceMajor;
   Communicator* tokens = runtime_.tokens;
   const int ranks = tokens ? tokens->size() : 1;
-  if (ranks == 1 || capacity < 0)
-    return build_routing_plan(r.experts, r.weights, n, k, e, capacity, Admission{priority});
-  if (priority == RoutingPriority::kChoiceMajor)
-    return build_routing_plan(r.experts, r.weights, n, k, e, capacity,
-                              Admission{priority, queued_ahead});
+  Admission admission;
+  admission.priority = priority;
+  if (ranks == 1)
+    return build_routing_plan(r.experts, r.weights, n, k, e, capacity, admission);
+  if (capacity < 0 || priority == RoutingPriority::kChoiceMajor) {
+    if (capacity >= 0) admission.queued_ahead = queued_ahead;
+    RoutingPlan plan = build_routing_plan(r.experts, r.weights, n, k, e, capacity, admission);
+    // what every rank keeps follows from the gathered counts: no counts exchange needed
+    plan.group_counts_after = kept_counts_of_ranks(all_counts_, ranks, k, e, capacity);
+    return plan;
+  }
   // Batch priority orders each round by the priorities of every rank's tokens: plan the
   // gathered global batch ([R*N*K] choices and weights) and keep this rank's slice.
   std::vector<int32_t> all_experts(static_cast<size_t>(ranks * n * k));
   std::vector<float> all_weights(all_experts.size());
   tokens->all_gather<int32_t>(r.experts, all_experts);
   tokens->all_gather<float>(r.weights, all_weights);
-  const RoutingPlan whole = build_routing_plan(all_experts, all_weights, ranks * n, k, e,
-                                               capacity, Admission{priority});
+  const RoutingPlan whole =
+      build_routing_plan(all_experts, all_weights, ranks * n, k, e, capacity, admission);
   std::vector<uint8_t> kept(static_cast<size_t>(n * k));
   const int64_t first = static_cast<int64_t>(tokens->rank()) * n * k;
   for (int64_t a = 0; a < n * k; ++a) kept[a] = whole.slot[first + a] >= 0 ? 1 : 0;
-  return build_routing_plan(r.experts, r.weights, n, k, e, capacity,
-                            Admission{priority, {}, kept});
+  admission.kept = kept;
+  RoutingPlan plan = build_routing_plan(r.experts, r.weights, n, k, e, capacity, admission);
+  plan.group_counts_after.assign(static_cast<size_t>(ranks * e), 0);
+  for (int64_t a = 0; a < ranks * n * k; ++a)
+    if (whole.slot[a] >= 0) ++plan.group_counts_after[(a / (n * k)) * e + all_experts[a]];
+  return plan;
 }
 
 std::vector<double> MoELayer::local_distribution() const {

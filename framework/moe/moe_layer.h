@@ -169,6 +169,7 @@ class MoELayer {
   std::vector<double> local_mean_p_;   // [E] P^r of the last forward (locality loss)
   int64_t global_tokens_ = 0;          // N_g, tokens of the global batch
   std::vector<int64_t> global_counts_;  // [E] assignments per expert in the global batch
+  std::vector<int64_t> all_counts_;     // [R, K, E] choice counts of every rank
   ExpertLoadStats stats_;
   Buffer y_, du_, d_expert_out_, dprobs_, dlogits_;  // (N,C) (N,C) (S,C) (N,E) (N,E)
   Buffer dlocal_probs_, dlocal_logits_;              // bi-level: (N,G) (N,G)

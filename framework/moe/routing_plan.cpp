@@ -148,4 +148,24 @@ std::vector<int64_t> queued_ahead_of_rank(std::span<const int64_t> all_counts, i
   return ahead;
 }
 
+std::vector<int64_t> kept_counts_of_ranks(std::span<const int64_t> all_counts, int ranks,
+                                          int64_t top_k, int64_t num_experts,
+                                          int64_t capacity) {
+  const int64_t ke = top_k * num_experts;
+  MOE_CHECK(static_cast<int64_t>(all_counts.size()) == ranks * ke,
+            "kept_counts_of_ranks: ", all_counts.size(), " counts for ", ranks, " ranks");
+  std::vector<int64_t> kept(static_cast<size_t>(ranks * num_experts), 0);
+  for (int64_t e = 0; e < num_experts; ++e) {
+    int64_t queued = 0;  // position in e's global queue: choice k of rank 0, 1, ..., then k+1
+    for (int64_t k = 0; k < top_k; ++k)
+      for (int r = 0; r < ranks; ++r) {
+        const int64_t c = all_counts[r * ke + k * num_experts + e];
+        const int64_t room = capacity < 0 ? c : std::clamp<int64_t>(capacity - queued, 0, c);
+        kept[r * num_experts + e] += room;
+        queued += c;
+      }
+  }
+  return kept;
+}
+
 }  // namespace moe

@@ -41,6 +41,10 @@ struct RoutingPlan {
   std::vector<int32_t> token_of_slot;   // [S] token whose row fills each slot
   std::vector<int64_t> counts_before;   // [E] assignments chosen, before dropping
   std::vector<int64_t> counts_after;    // [E] assignments kept, = rows of expert e
+  // Under data parallelism: counts_after of every rank of the token group, [R * E] in
+  // rank order (empty when unknown). Lets an all-to-all dispatcher size its receives
+  // without exchanging counts.
+  std::vector<int64_t> group_counts_after;
 
   int64_t num_assignments() const { return num_tokens * top_k; }
   int64_t num_slots() const { return expert_offsets.empty() ? 0 : expert_offsets.back(); }
@@ -89,5 +93,10 @@ std::vector<int64_t> choice_counts(std::span<const int32_t> experts, int64_t num
 //   sum_{r} sum_{k' < k} all[r][k'][e] + sum_{r < rank} all[r][k][e]
 std::vector<int64_t> queued_ahead_of_rank(std::span<const int64_t> all_counts, int ranks,
                                           int rank, int64_t top_k, int64_t num_experts);
+
+// all_counts as above. Returns [R * E]: the assignments of rank r to expert e that
+// choice-major admission against `capacity` (< 0: dropless) keeps, for every rank.
+std::vector<int64_t> kept_counts_of_ranks(std::span<const int64_t> all_counts, int ranks,
+                                          int64_t top_k, int64_t num_experts, int64_t capacity);
 
 }  // namespace moe

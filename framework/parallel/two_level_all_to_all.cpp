@@ -86,6 +86,23 @@ void TwoLevelAllToAll::check_plan(const TwoLevelPlan& plan) const {
             plan.staged.size(), " counts for ", w, " ranks");
 }
 
+TwoLevelPlan TwoLevelAllToAll::plan_known(
+    const std::function<int64_t(int src, int dst)>& rows) const {
+  const int w = group_.size(), me = group_.rank();
+  TwoLevelPlan plan;
+  for (int d = 0; d < w; ++d) {
+    plan.send.push_back(rows(me, d));
+    plan.recv.push_back(rows(d, me));
+  }
+  // step 2 brings this rank what local rank l'' of its node sends to (n', local_)
+  plan.staged.resize(static_cast<size_t>(per_node_ * nodes_));
+  for (int src_local = 0; src_local < per_node_; ++src_local)
+    for (int n = 0; n < nodes_; ++n)
+      plan.staged[src_local * nodes_ + n] =
+          rows(node_ * per_node_ + src_local, n * per_node_ + local_);
+  return plan;
+}
+
 TwoLevelPlan TwoLevelAllToAll::all_to_all_counts(std::span<const int64_t> counts,
                                                  std::span<const int64_t> segment,
                                                  std::vector<int64_t>& received) {

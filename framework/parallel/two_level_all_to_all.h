@@ -31,6 +31,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <vector>
@@ -73,6 +74,10 @@ class TwoLevelAllToAll {
   TwoLevelPlan all_to_all_counts(std::span<const int64_t> counts,
                                  std::span<const int64_t> segment,
                                  std::vector<int64_t>& received);
+
+  // The plan when every rank knows every block: rows(src, dst) elements from group rank
+  // src to dst (e.g. from counts all ranks already gathered). No communication.
+  TwoLevelPlan plan_known(const std::function<int64_t(int src, int dst)>& rows) const;
 
   // recv = what group.all_to_all_v(send, plan.send, recv, plan.recv) delivers.
   template <typename T>

@@ -133,6 +133,19 @@ Trainer::Trainer(const Config& config, const MpiEnv& mpi)
   if (mpi.rank() == 0) prepare_run_dir();
 }
 
+std::vector<int> Trainer::ep_token_ranks() const {
+  // The dp rank of every member of this rank's ep group, when they all share its dp
+  // group (the MoE layer's token group); else none, and the dispatcher exchanges counts.
+  const RankGrid& grid = s_->groups.grid;
+  const int me = mpi_.rank();
+  std::vector<int> ranks;
+  for (int member : grid.members(Group::kEp, me)) {
+    if (grid.group_index(Group::kDp, member) != grid.group_index(Group::kDp, me)) return {};
+    ranks.push_back(grid.coord(Group::kDp, member));
+  }
+  return ranks;
+}
+
 void Trainer::build_model() {
   const Config& c = config_;
   const ProcessGroups& g = s_->groups;
@@ -150,9 +163,10 @@ void Trainer::build_model() {
                    "placed node by node in equal numbers, but this rank's spans ",
                    ep_nodes.describe(), "; use flat, or change parallel.ep / the placement");
     s_->two_level = std::make_unique<TwoLevelAllToAll>(*g.ep, ep_nodes);
-    s_->dispatcher = std::make_unique<AllToAllDispatcher>(*g.ep, placement, s_->two_level.get());
+    s_->dispatcher = std::make_unique<AllToAllDispatcher>(*g.ep, placement, ep_token_ranks(),
+                                                             s_->two_level.get());
   } else {
-    s_->dispatcher = std::make_unique<AllToAllDispatcher>(*g.ep, placement);
+    s_->dispatcher = std::make_unique<AllToAllDispatcher>(*g.ep, placement, ep_token_ranks());
   }
   s_->runtime = MoeRuntime{s_->dispatcher.get(), placement,
                            ExpertLocality::of(placement, ep_nodes.node, ep_nodes.num_nodes),
@@ -320,7 +334,7 @@ Trainer::StepResult Trainer::train_step(int64_t step, IntervalTimes& times) {
   result.loss.total = result.loss.ce + result.loss.aux + result.loss.z;
   result.lr = s_->schedule.lr(step);
   ScopedTimer timer(times.optimizer);
-  result.grad_norm = global_grad_norm(s_->store, *s_->groups.ep);
+  result.grad_norm = global_grad_norm(s_->store, *s_->groups.tp, *s_->groups.ep);
   scale_grads(s_->store, clip_coefficient(result.grad_norm, c.optim.grad_clip));
   s_->optimizer->step(result.lr);
   if (c.moe.bias_balance)

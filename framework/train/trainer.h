@@ -50,6 +50,7 @@ class Trainer {
   std::string choose_dispatcher(const NodeMap& ep_nodes);
   // Communicators whose statistics each telemetry group ("ep", "dp", "edp") sums.
   std::vector<std::pair<std::string, std::vector<Communicator*>>> telemetry_groups();
+  std::vector<int> ep_token_ranks() const;  // for the all-to-all dispatcher
   nlohmann::json evaluate();  // the family's metrics, e.g. val_loss and val_bpb
   void save_model();          // <run.dir>/model.h5: weights, router biases, config
   nlohmann::json comm_record(double steps, double step_ms);

@@ -3,7 +3,7 @@
 
 Usage: tests/bench/weak_scaling.py [--build build] [--config configs/moe_gpt_tiny.ini]
                                    [--nps 1,2,4,8] [--experts 8] [--batch-per-rank B]
-                                   [--steps 30] [--skip 5] [--threads 1]
+                                   [--steps 30] [--skip 5] [--threads 1] [--repeats 1]
 
 Runs moe-train under launch/mpirun.sh at each np with dp = np, ep = min(np, experts) and
 the global batch scaled with np (batch-per-rank sequences on every rank: weak scaling)
@@ -32,7 +32,9 @@ replicated parameters; the measured dp bytes also hold the routing statistics
 
 On a machine with fewer cores than ranks (2 cores here: np 4 and 8 oversubscribe) the
 ranks share cores, so tokens/s cannot grow with np: read the volumes and the time
-shares, not speedups. Prints a table and one JSON line.
+shares, not speedups; --repeats N runs every np N times and reports the median of each
+figure (the volumes are the same in every run: the data and the routing depend on the
+seed only). Prints a table and one JSON line.
 """
 import argparse
 import configparser
@@ -140,6 +142,19 @@ def run_np(args, np_, tmp):
     }
 
 
+def median_row(runs):
+    """Median over repeated runs of one np, figure by figure."""
+    out = {}
+    for key, first in runs[0].items():
+        if isinstance(first, float):
+            values = sorted(r[key] for r in runs)
+            mid = len(values) // 2
+            out[key] = values[mid] if len(values) % 2 else 0.5 * (values[mid - 1] + values[mid])
+        else:
+            out[key] = first
+    return out
+
+
 def print_table(rows, config):
     print(f"weak scaling of {config}: dp = np, ep = min(np, experts), batch per rank fixed")
     print("(ranks beyond the core count share cores: compare volumes and shares, not speed)")
@@ -151,7 +166,8 @@ def print_table(rows, config):
                  f"{r['step_ms']:.1f}", f"{r['comm_ms']:.1f}", f"{100 * r['comm_share']:.0f}",
                  f"{r['compute_ms']:.1f}", f"{r['a2a_bytes'] / 1024:.1f}",
                  f"{r['a2a_bytes_expected'] / 1024:.1f}",
-                 f"{r['a2a_bytes_expected_measured_load'] / 1024:.1f}", f"{r['dp_bytes'] / 1024:.1f}",
+                 f"{r['a2a_bytes_expected_measured_load'] / 1024:.1f}",
+                 f"{r['dp_bytes'] / 1024:.1f}",
                  f"{r['grad_allreduce_bytes_expected'] / 1024:.1f}",
                  f"{r['edp_bytes'] / 1024:.1f}")
         print(" | ".join(f"{c:>10}" for c in cells))
@@ -168,21 +184,25 @@ def main():
                    help="sequences per rank (0 = the config's batch_size)")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--skip", type=int, default=5, help="first steps left out of the means")
+    p.add_argument("--repeats", type=int, default=1, help="runs per np; medians reported")
     p.add_argument("--threads", type=int, default=1,
                    help="train.threads, the same on every rank (0 = cores / ranks)")
     args = p.parse_args()
     if args.skip >= args.steps:
         p.error("--skip must be smaller than --steps")
+    if args.repeats < 1:
+        p.error("--repeats must be >= 1")
     if args.batch_per_rank == 0:
         ini = configparser.ConfigParser()
         ini.read(os.path.join(ROOT, args.config))
         args.batch_per_rank = int(ini["data"]["batch_size"])
     with tempfile.TemporaryDirectory() as tmp:
-        rows = [run_np(args, int(n), tmp) for n in args.nps.split(",")]
+        rows = [median_row([run_np(args, int(n), tmp) for _ in range(args.repeats)])
+                for n in args.nps.split(",")]
     print_table(rows, args.config)
     print(json.dumps({"bench": "weak_scaling", "config": args.config, "experts": args.experts,
                       "batch_per_rank": args.batch_per_rank, "steps": args.steps,
-                      "skip": args.skip, "cores": os.cpu_count(),
+                      "skip": args.skip, "repeats": args.repeats, "cores": os.cpu_count(),
                       "note": "ranks beyond the core count share cores: "
                               "volumes and shares, not speedups",
                       "rows": [{k: (round(v, 4) if isinstance(v, float) else v)

@@ -7,7 +7,8 @@
 //     dispatcher's on the same plan exactly, dropless and with dropped assignments,
 //     with expert counts that ep divides and that it does not (7 experts);
 //   - each expert's rows arrive grouped by source rank in token order;
-//   - every exchange is counted in the communicator's stats.
+//   - every exchange is counted in the communicator's stats;
+//   - with the plan's group counts no counts exchange takes place.
 //
 // Checks after a collective use EXPECT (not ASSERT): a rank leaving a test early would
 // leave the others waiting in the next collective.
@@ -135,11 +136,47 @@ void expect_same_as_local(int64_t n, int64_t e, int64_t k, int64_t capacity) {
   for (int g = 1; g <= ep.size(); ++g) {
     if (ep.size() % g != 0) continue;
     TwoLevelAllToAll two(ep, NodeMap::blocks(ep.size(), g));
-    AllToAllDispatcher two_level(ep, placement, &two);
+    AllToAllDispatcher two_level(ep, placement, {}, &two);
     expect_equal(run(two_level, r, dy), want, "two-level G=" + std::to_string(g));
   }
   if (capacity >= 0) {
     EXPECT_GT(r.plan->num_dropped(), 0) << "the capacity drops nothing";
+  }
+}
+
+// With the plan's group counts (what the MoE layer derives from its all-gathered routing
+// counts) the dispatcher skips the counts exchange and still matches the local oracle.
+TEST(AllToAllDispatcher, GroupCountsReplaceTheCountsExchange) {
+  MpiCommunicator ep(test::mpi_env().world());
+  const int64_t n = 36, e = 7, k = 2;
+  const Routing base = random_routing(ep.rank(), n, e, k, 8, /*unit_weights=*/false);
+  RoutingPlan with_counts = *base.plan;
+  with_counts.group_counts_after.resize(static_cast<size_t>(ep.size() * e));
+  ep.all_gather<int64_t>(base.plan->counts_after, with_counts.group_counts_after);
+  Routing r{std::make_shared<const RoutingPlan>(std::move(with_counts)), base.x};
+  std::vector<float> dy(r.x.size(), 0.25f);
+  std::vector<int> token_ranks(static_cast<size_t>(ep.size()));
+  for (int i = 0; i < ep.size(); ++i) token_ranks[i] = i;
+  LocalDispatcher local;
+  AllToAllDispatcher flat(ep, ExpertPlacement{e, ep.size(), ep.rank()}, token_ranks);
+  const Outputs want = run(local, r, dy);
+  ep.stats() = CommStats{};
+  const Outputs got = run(flat, r, dy);
+  EXPECT_EQ(ep.stats().calls, 4) << "one exchange per step, no counts exchange";
+  EXPECT_EQ(got.y, want.y);
+  EXPECT_EQ(got.dx, want.dx);
+  EXPECT_EQ(got.dweights, want.dweights);
+  // two-level: the plan of what each rank forwards follows from the group counts too
+  for (int g = 1; g <= ep.size(); ++g) {
+    if (ep.size() % g != 0) continue;
+    TwoLevelAllToAll two(ep, NodeMap::blocks(ep.size(), g));
+    AllToAllDispatcher two_level(ep, ExpertPlacement{e, ep.size(), ep.rank()}, token_ranks,
+                                 &two);
+    two.reset_stats();
+    const Outputs hier = run(two_level, r, dy);
+    EXPECT_EQ(two.intra().stats().calls + two.inter().stats().calls, 8)
+        << "two steps per exchange, no counts exchange, G=" << g;
+    expect_equal(hier, want, "two-level with group counts G=" + std::to_string(g));
   }
 }
 

@@ -132,13 +132,15 @@ TEST(RoutingPlan, BatchPriorityAdmitsConfidentTokensFirst) {
   const RoutingPlan gshard = build_routing_plan(experts, weights, 3, 1, kE, 2);
   EXPECT_EQ(gshard.slot, (std::vector<int32_t>{0, 1, -1}));
   const RoutingPlan bpr =
-      build_routing_plan(experts, weights, 3, 1, kE, 2, Admission{RoutingPriority::kBatchPriority});
+      build_routing_plan(experts, weights, 3, 1, kE, 2,
+                         Admission{RoutingPriority::kBatchPriority, {}, {}});
   EXPECT_EQ(bpr.slot, (std::vector<int32_t>{0, -1, 1}));  // slots stay in token order
   EXPECT_EQ(bpr.token_of_slot, (std::vector<int32_t>{0, 2}));
   // All first choices still precede any second choice.
   const std::vector<int32_t> two = {0, 1, 1, 0};
   const std::vector<float> w2 = {0.2f, 0.1f, 0.9f, 0.05f};
-  const RoutingPlan p = build_routing_plan(two, w2, 2, 2, kE, 1, Admission{RoutingPriority::kBatchPriority});
+  const RoutingPlan p = build_routing_plan(
+      two, w2, 2, 2, kE, 1, Admission{RoutingPriority::kBatchPriority, {}, {}});
   EXPECT_EQ(p.slot, (std::vector<int32_t>{0, -1, 1, -1}));
 }
 
@@ -171,19 +173,24 @@ TEST(RoutingPlan, SlicesWithQueuedAheadKeepWhatTheWholeBatchKeeps) {
                                      local, k, kE);
         all_counts.insert(all_counts.end(), c.begin(), c.end());
       }
+      const auto kept = kept_counts_of_ranks(all_counts, ranks, k, kE, capacity);
       for (int r = 0; r < ranks; ++r) {
         const auto ahead = queued_ahead_of_rank(all_counts, ranks, r, k, kE);
         const auto mine = std::span(experts).subspan(r * local * k, local * k);
         const RoutingPlan part = build_routing_plan(
             mine, std::span(weights).subspan(r * local * k, local * k), local, k, kE,
-            capacity, Admission{RoutingPriority::kChoiceMajor, ahead});
+            capacity, Admission{RoutingPriority::kChoiceMajor, ahead, {}});
+        for (int64_t x = 0; x < kE; ++x)
+          EXPECT_EQ(kept[r * kE + x], part.counts_after[x]) << "rank " << r << " expert " << x;
         for (int64_t a = 0; a < local * k; ++a)
           EXPECT_EQ(part.slot[a] >= 0, whole.slot[r * local * k + a] >= 0)
               << "capacity " << capacity << ", " << ranks << " ranks, rank " << r
               << ", assignment " << a;
       }
     }
-    if (capacity == 5) EXPECT_GT(whole.num_dropped(), 0);
+    if (capacity == 5) {
+      EXPECT_GT(whole.num_dropped(), 0);
+    }
   }
 }
 
