@@ -350,10 +350,14 @@ nlohmann::json Trainer::comm_record(double steps, double step_ms) {
   // and losses, edp the expert gradient buckets. Waiting for a slower rank counts as
   // communication time.
   // Bytes and messages are split by link class (intra- vs inter-node, the topology's
-  // nodes).
+  // nodes); job_*_bytes sum every rank's (one small all-reduce over the world, which no
+  // telemetry group counts).
   nlohmann::json record;
   double comm_ms = 0.0;
-  for (const auto& [name, comms] : telemetry_groups()) {
+  const auto groups = telemetry_groups();
+  std::vector<int64_t> job(2 * groups.size(), 0);  // [group][intra, inter]
+  for (size_t i = 0; i < groups.size(); ++i) {
+    const auto& [name, comms] = groups[i];
     CommStats st;
     for (Communicator* comm : comms) {
       st += comm->stats();
@@ -365,7 +369,14 @@ nlohmann::json Trainer::comm_record(double steps, double step_ms) {
                     {"intra_node_messages", static_cast<double>(st.intra_node_messages) / steps},
                     {"inter_node_messages", static_cast<double>(st.inter_node_messages) / steps},
                     {"ms", st.seconds * 1e3 / steps}};
+    job[2 * i] = st.intra_node_bytes;
+    job[2 * i + 1] = st.inter_node_bytes;
     comm_ms += st.seconds * 1e3 / steps;
+  }
+  s_->groups.world->all_reduce<int64_t>(job);
+  for (size_t i = 0; i < groups.size(); ++i) {
+    record[groups[i].first]["job_intra_node_bytes"] = static_cast<double>(job[2 * i]) / steps;
+    record[groups[i].first]["job_inter_node_bytes"] = static_cast<double>(job[2 * i + 1]) / steps;
   }
   record["total_ms"] = comm_ms;
   record["compute_ms"] = std::max(0.0, step_ms - comm_ms);
