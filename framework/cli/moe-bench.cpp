@@ -191,6 +191,7 @@ class TimedCommunicator final : public Communicator {
   int rank() const override { return inner_.rank(); }
   int size() const override { return inner_.size(); }
   void barrier() override { inner_.barrier(); }
+  std::unique_ptr<Communicator> split(int, int) const override { unused("split"); }
 
   void reset() { counts_s = rows_s = comm_cpu_s = 0.0; }
   double counts_s = 0.0, rows_s = 0.0, comm_cpu_s = 0.0;

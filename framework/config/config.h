@@ -47,10 +47,11 @@ struct MoeConfig {
   float z_loss = 0.001f;           // router z-loss coefficient
   bool bias_balance = false;       // DeepSeek-V3 aux-loss-free bias balancing
   float bias_update_rate = 1e-3f;  // gamma of the bias update
-  std::string dispatcher = "auto";   // auto, local, flat (two_level comes later)
-  std::string routing = "topk";      // topk (bilevel to come)
-  int max_nodes_per_token = 0;       // 0 = unlimited
-  float locality_loss = 0.0f;
+  std::string dispatcher = "auto";   // auto, local, flat, two_level
+  std::string routing = "topk";      // topk | bilevel (SMILE)
+  int node_groups = 0;               // bilevel: groups of the node-level router
+  int max_nodes_per_token = 0;       // node-limited top-K: M; 0 = unlimited
+  float locality_loss = 0.0f;        // LocMoE locality loss coefficient mu
 };
 
 struct OptimConfig {
@@ -116,6 +117,10 @@ struct CheckpointConfig {
 struct ParallelConfig {
   int dp = 1, tp = 1, ep = 1, etp = 1;
   int ranks_per_node = 0;          // 0 = discovered from MPI
+  // All-to-all cost model of moe.dispatcher = auto; 0 = measured at start-up where the
+  // job has such a link, else a published figure
+  float intra_latency_us = 0.0f, intra_bandwidth_gbs = 0.0f;
+  float inter_latency_us = 0.0f, inter_bandwidth_gbs = 0.0f;
   float grad_bucket_mb = 25.0f;    // gradient all-reduce bucket, MiB
 };
 

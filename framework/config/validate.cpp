@@ -97,15 +97,27 @@ void validate_moe(const MoeConfig& e, const ParallelConfig& p) {
   require_non_negative("moe.bias_update_rate", e.bias_update_rate);
   require_non_negative("moe.max_nodes_per_token", e.max_nodes_per_token);
   require_non_negative("moe.locality_loss", e.locality_loss);
-  if (e.dispatcher == "two_level")
-    MOE_USER_FAIL("moe.dispatcher: 'two_level' is not available yet (use flat or auto)");
-  MOE_USER_CHECK(e.dispatcher == "local" || e.dispatcher == "flat" || e.dispatcher == "auto",
+  MOE_USER_CHECK(e.dispatcher == "local" || e.dispatcher == "flat" || e.dispatcher == "auto" ||
+                     e.dispatcher == "two_level",
                  "moe.dispatcher: '", e.dispatcher,
                  "' is not a dispatcher (known: auto, local, flat, two_level)");
   MOE_USER_CHECK(e.dispatcher != "local" || p.ep == 1, "moe.dispatcher: local keeps every "
                  "expert on its rank and needs parallel.ep = 1, not ", p.ep);
-  MOE_USER_CHECK(e.routing == "topk", "moe.routing: '", e.routing,
-                 "' is not available (known: topk)");
+  MOE_USER_CHECK(e.routing == "topk" || e.routing == "bilevel", "moe.routing: '", e.routing,
+                 "' is not a routing (known: topk, bilevel)");
+  require_non_negative("moe.node_groups", e.node_groups);
+  if (e.routing == "bilevel") {
+    MOE_USER_CHECK(e.node_groups > 0 && e.num_experts % e.node_groups == 0,
+                   "moe.node_groups: bilevel routing needs a number of expert groups that "
+                   "divides moe.num_experts = ", e.num_experts, ", not ", e.node_groups);
+    MOE_USER_CHECK(e.top_k <= e.num_experts / e.node_groups, "moe.top_k: ", e.top_k,
+                   " exceeds the ", e.num_experts / e.node_groups,
+                   " experts of a group (bilevel routing chooses within one group)");
+    MOE_USER_CHECK(!e.bias_balance, "moe.bias_balance: not available with bilevel routing");
+    MOE_USER_CHECK(e.locality_loss == 0.0f && e.max_nodes_per_token == 0,
+                   "moe.locality_loss, moe.max_nodes_per_token: bilevel routing already "
+                   "sends each token to one node group; use them with moe.routing = topk");
+  }
   require_one_of("moe.expert_act", e.expert_act, {"swiglu", "gelu"});
 }
 
@@ -159,6 +171,10 @@ void validate_parallel(const Config& c) {
   require_positive("parallel.ep", p.ep);
   require_positive("parallel.etp", p.etp);
   require_non_negative("parallel.ranks_per_node", p.ranks_per_node);
+  require_non_negative("parallel.intra_latency_us", p.intra_latency_us);
+  require_non_negative("parallel.intra_bandwidth_gbs", p.intra_bandwidth_gbs);
+  require_non_negative("parallel.inter_latency_us", p.inter_latency_us);
+  require_non_negative("parallel.inter_bandwidth_gbs", p.inter_bandwidth_gbs);
   MOE_USER_CHECK(p.grad_bucket_mb > 0.0f, "parallel.grad_bucket_mb: ", p.grad_bucket_mb,
                  " must be > 0");
   MOE_USER_CHECK(p.tp == 1, "parallel.tp: ", p.tp,

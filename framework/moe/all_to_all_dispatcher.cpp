@@ -55,6 +55,21 @@ void regroup(const float* src, float* dst, const std::vector<int64_t>& counts, i
   }
 }
 
+// The row plan in floats: rows of `cols` floats.
+TwoLevelPlan scaled(TwoLevelPlan plan, int64_t cols) {
+  for (auto* counts : {&plan.send, &plan.recv, &plan.staged})
+    for (int64_t& c : *counts) c *= cols;
+  return plan;
+}
+
+// The two-level plan was made for the rows of dispatch; every later exchange has the
+// same width.
+void check_plan_width(const AllToAllState& state, int64_t cols) {
+  for (size_t d = 0; d < state.send_rows.size(); ++d)
+    MOE_CHECK(state.row_plan.send[d] == state.send_rows[d] * cols,
+              "all-to-all dispatcher: rows of ", cols, " columns, dispatched with another width");
+}
+
 const AllToAllState& state_of(const DispatchHandle& handle) {
   const auto* state = dynamic_cast<const AllToAllState*>(handle.state());
   MOE_CHECK(state != nullptr, "all-to-all dispatcher: handle from another dispatcher");
@@ -64,14 +79,20 @@ const AllToAllState& state_of(const DispatchHandle& handle) {
 }  // namespace
 
 AllToAllDispatcher::AllToAllDispatcher(Communicator& ep, ExpertPlacement placement,
-                                       std::vector<int> token_ranks)
-    : ep_(ep), placement_(placement), token_ranks_(std::move(token_ranks)) {
+                                       std::vector<int> token_ranks,
+                                       TwoLevelAllToAll* two_level)
+    : ep_(ep),
+      placement_(placement),
+      token_ranks_(std::move(token_ranks)),
+      two_level_(two_level) {
   MOE_CHECK(token_ranks_.empty() || static_cast<int>(token_ranks_.size()) == ep.size(),
             "all-to-all dispatcher: ", token_ranks_.size(), " token ranks for ", ep.size(),
             " ep ranks");
   MOE_CHECK(placement.ep_size == ep.size() && placement.ep_rank == ep.rank(),
             "all-to-all dispatcher: placement for ep rank ", placement.ep_rank, " of ",
             placement.ep_size, " on ep rank ", ep.rank(), " of ", ep.size());
+  MOE_CHECK(two_level == nullptr || &two_level->group() == &ep,
+            "all-to-all dispatcher: the two-level exchange spans another group than ep");
 }
 
 DispatchHandle AllToAllDispatcher::dispatch(Tensor x, std::shared_ptr<const RoutingPlan> plan) {
@@ -92,7 +113,7 @@ DispatchHandle AllToAllDispatcher::dispatch(Tensor x, std::shared_ptr<const Rout
       state->send_rows[d] += plan->counts_after[e];
     }
   }
-  state->recv_counts = receive_counts(*plan, send_counts);
+  state->recv_counts = receive_counts(*plan, send_counts, *state, c);
   state->recv_rows.assign(static_cast<size_t>(ranks), 0);
   std::vector<int64_t> expert_offsets(static_cast<size_t>(num_local + 1), 0);
   for (int s = 0; s < ranks; ++s)
@@ -115,8 +136,9 @@ DispatchHandle AllToAllDispatcher::dispatch(Tensor x, std::shared_ptr<const Rout
                         placement_.first_local(), std::move(state));
 }
 
-std::vector<int64_t> AllToAllDispatcher::receive_counts(
-    const RoutingPlan& plan, const std::vector<int64_t>& send_counts) {
+std::vector<int64_t> AllToAllDispatcher::receive_counts(const RoutingPlan& plan,
+                                                        const std::vector<int64_t>& send_counts,
+                                                        AllToAllState& state, int64_t cols) {
   const int ranks = ep_.size();
   const int64_t e = placement_.num_experts, num_local = placement_.num_local();
   const int64_t first = placement_.first_local();
@@ -130,10 +152,25 @@ std::vector<int64_t> AllToAllDispatcher::receive_counts(
     for (int s = 0; s < ranks; ++s)
       for (int64_t i = 0; i < num_local; ++i)
         recv[s * num_local + i] = group[token_ranks_[s] * e + first + i];
+    if (two_level_ != nullptr) {
+      // every rank's rows to every rank are known: the two-level plan needs no exchange
+      auto rows = [&](int src, int dst) {
+        int64_t total = 0;
+        for (int64_t x = placement_.first(dst); x < placement_.first(dst + 1); ++x)
+          total += group[token_ranks_[src] * e + x];
+        return total;
+      };
+      state.row_plan = scaled(two_level_->plan_known(rows), cols);
+    }
     return recv;
   }
   std::vector<int64_t> per_rank_experts(static_cast<size_t>(ranks));  // [R]
   for (int d = 0; d < ranks; ++d) per_rank_experts[d] = placement_.count(d);
+  if (two_level_ != nullptr) {
+    state.row_plan = scaled(two_level_->all_to_all_counts(send_counts, per_rank_experts, recv),
+                            cols);
+    return recv;
+  }
   const std::vector<int64_t> from_each(static_cast<size_t>(ranks), num_local);
   ep_.all_to_all_v<int64_t>(send_counts, per_rank_experts, recv, from_each);
   return recv;
@@ -144,10 +181,15 @@ void AllToAllDispatcher::to_experts(const AllToAllState& state, const float* slo
   const int ranks = ep_.size();
   const int64_t recv_total = sum(state.recv_rows);
   Tensor staged = scratch_b_.view({recv_total, cols});  // (S_recv, C) source-major
-  ep_.all_to_all_v<float>({slot_rows, static_cast<size_t>(sum(state.send_rows) * cols)},
-                          times(state.send_rows, cols),
-                          {staged.data, static_cast<size_t>(recv_total * cols)},
-                          times(state.recv_rows, cols));
+  const std::span<const float> send{slot_rows, static_cast<size_t>(sum(state.send_rows) * cols)};
+  const std::span<float> recv{staged.data, static_cast<size_t>(recv_total * cols)};
+  if (two_level_ != nullptr) {
+    check_plan_width(state, cols);
+    two_level_->all_to_all_v<float>(state.row_plan, send, recv);
+  } else {
+    ep_.all_to_all_v<float>(send, times(state.send_rows, cols), recv,
+                            times(state.recv_rows, cols));
+  }
   regroup(staged.data, expert_rows, state.recv_counts, ranks, placement_.num_local(), cols,
           /*to_expert_major=*/true);
 }
@@ -159,10 +201,15 @@ void AllToAllDispatcher::to_sources(const AllToAllState& state, const float* exp
   Tensor staged = scratch_b_.view({recv_total, cols});  // (S_recv, C) source-major
   regroup(expert_rows, staged.data, state.recv_counts, ranks, placement_.num_local(), cols,
           /*to_expert_major=*/false);
-  ep_.all_to_all_v<float>({staged.data, static_cast<size_t>(recv_total * cols)},
-                          times(state.recv_rows, cols),
-                          {slot_rows, static_cast<size_t>(sum(state.send_rows) * cols)},
-                          times(state.send_rows, cols));
+  const std::span<const float> send{staged.data, static_cast<size_t>(recv_total * cols)};
+  const std::span<float> recv{slot_rows, static_cast<size_t>(sum(state.send_rows) * cols)};
+  if (two_level_ != nullptr) {
+    check_plan_width(state, cols);
+    two_level_->all_to_all_v_reverse<float>(state.row_plan, send, recv);
+  } else {
+    ep_.all_to_all_v<float>(send, times(state.recv_rows, cols), recv,
+                            times(state.send_rows, cols));
+  }
 }
 
 void AllToAllDispatcher::combine(const DispatchHandle& handle, Tensor expert_out, Tensor y) {

@@ -1,5 +1,8 @@
 #pragma once
-// AllToAllDispatcher: expert parallelism with one flat all-to-all-v over the ep group.
+// AllToAllDispatcher: expert parallelism with an all-to-all-v over the ep group, flat
+// (one MPI all-to-all-v) or two-level (framework/parallel/two_level_all_to_all.h:
+// inside each node, then across nodes; moe.dispatcher = two_level). Both deliver the
+// same rows in the same order, so the choice changes traffic, never results.
 //
 // Each rank routes its own N tokens over all E experts (plan slots are expert-major,
 // so the rows for ep rank d, the owner of experts [first(d), first(d) + count(d)), are
@@ -9,6 +12,9 @@
 //   2. counts      how many rows of each local expert every source sends [ep, E_local]:
 //                  read from plan.group_counts_after when the MoE layer filled it (it
 //                  all-gathers the routing counts anyway), else one small all_to_all_v
+//                  (two-level: over the same two steps as the rows, so every rank also
+//                  learns the rows it forwards; with the group counts every rank knows
+//                  them already: TwoLevelPlan)
 //   3. exchange    all_to_all_v of the rows                    (S_recv, C), source-major
 //   4. regroup     source-major -> expert-major: local expert i gets the rows of
 //                  source 0, then source 1, ... (the global token order, so expert
@@ -29,6 +35,7 @@
 #include "framework/moe/dispatcher.h"
 #include "framework/moe/placement.h"
 #include "framework/parallel/communicator.h"
+#include "framework/parallel/two_level_all_to_all.h"
 
 namespace moe {
 
@@ -38,6 +45,7 @@ struct AllToAllState final : DispatchState {
   std::vector<int64_t> recv_rows;   // [ep] rows this rank received from each ep rank
   std::vector<int64_t> recv_counts; // [ep * E_local] rows of local expert i from source
                                     // s at s * E_local + i
+  TwoLevelPlan row_plan;            // two-level only: the row exchange, in floats
   // (S, C) the experts' outputs for this rank's slots, in slot order: written by
   // combine, read by combine_backward (dweights need them where the tokens live).
   std::shared_ptr<Buffer> returned;
@@ -46,11 +54,12 @@ struct AllToAllState final : DispatchState {
 class AllToAllDispatcher final : public Dispatcher {
  public:
   // ep: the expert-parallel group; placement.ep_size == ep.size(),
-  // placement.ep_rank == ep.rank(). Both must outlive the dispatcher. token_ranks [ep]:
-  // the rank in the plans' token group of each ep rank, when the ep group lies inside
-  // one token group (empty: always exchange the counts).
+  // placement.ep_rank == ep.rank(). token_ranks [ep]: the rank in the plans' token
+  // group of each ep rank, when the ep group lies inside one token group (empty: always
+  // exchange the counts). two_level (null: flat) routes every exchange over the nodes of
+  // ep (its group() must be ep). All must outlive the dispatcher.
   AllToAllDispatcher(Communicator& ep, ExpertPlacement placement,
-                     std::vector<int> token_ranks = {});
+                     std::vector<int> token_ranks = {}, TwoLevelAllToAll* two_level = nullptr);
 
   DispatchHandle dispatch(Tensor x, std::shared_ptr<const RoutingPlan> plan) override;
   void combine(const DispatchHandle& handle, Tensor expert_out, Tensor y) override;
@@ -66,13 +75,16 @@ class AllToAllDispatcher final : public Dispatcher {
   void to_sources(const AllToAllState& state, const float* expert_rows, float* slot_rows,
                   int64_t cols);
 
-  // recv_counts [ep * E_local] from the plan's group counts, or by an exchange
+  // recv_counts [ep * E_local] from the plan's group counts, or by an exchange; with
+  // two-level also state.row_plan (rows of `cols` floats)
   std::vector<int64_t> receive_counts(const RoutingPlan& plan,
-                                      const std::vector<int64_t>& send_counts);
+                                      const std::vector<int64_t>& send_counts,
+                                      AllToAllState& state, int64_t cols);
 
   Communicator& ep_;
   ExpertPlacement placement_;
   std::vector<int> token_ranks_;  // [ep] token-group rank of each ep rank
+  TwoLevelAllToAll* two_level_;   // null: flat
   RowStoragePool storage_;   // handle rows
   RowStoragePool returned_;  // AllToAllState::returned
   Buffer scratch_a_, scratch_b_;  // per-call staging, (max(S, S_recv), C)

@@ -27,4 +27,24 @@ int ExpertPlacement::owner(int64_t expert) const {
   return static_cast<int>(extra + (expert - in_wide) / base);
 }
 
+ExpertLocality ExpertLocality::of(const ExpertPlacement& placement,
+                                  const std::vector<int>& ep_rank_node, int num_nodes) {
+  MOE_CHECK(static_cast<int>(ep_rank_node.size()) == placement.ep_size,
+            "expert locality: nodes of ", ep_rank_node.size(), " ep ranks, placement over ",
+            placement.ep_size);
+  ExpertLocality loc;
+  loc.num_nodes = num_nodes;
+  loc.expert_node.resize(static_cast<size_t>(placement.num_experts));
+  for (int64_t e = 0; e < placement.num_experts; ++e)
+    loc.expert_node[e] = ep_rank_node[placement.owner(e)];
+  loc.token_node = ep_rank_node[placement.ep_rank];
+  return loc;
+}
+
+int64_t ExpertLocality::experts_on(int node) const {
+  int64_t count = 0;
+  for (int n : expert_node) count += n == node ? 1 : 0;
+  return count;
+}
+
 }  // namespace moe

@@ -10,7 +10,9 @@
 // the assignments of the global batch to e in (choice, token) order, so a layer
 // computes the same rows whatever the layout.
 
+#include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace moe {
 
@@ -27,6 +29,25 @@ struct ExpertPlacement {
   int owner(int64_t expert) const;  // ep rank holding `expert`
   int64_t first_local() const { return first(ep_rank); }
   int64_t num_local() const { return count(ep_rank); }
+};
+
+// Which node every expert lives on, seen from this rank's tokens: the nodes of the ep
+// group (framework/parallel/topology.h), numbered 0 .. num_nodes-1. Node-limited routing,
+// the locality loss and the node-local share of the telemetry read it. One process, or
+// an ep group inside one node: every expert and token on node 0.
+struct ExpertLocality {
+  int num_nodes = 1;
+  std::vector<int> expert_node;  // [E] node of each expert's owner
+  int token_node = 0;            // node of this rank, whose tokens the layer routes
+
+  static ExpertLocality single(int64_t num_experts) {
+    return {1, std::vector<int>(static_cast<size_t>(num_experts), 0), 0};
+  }
+  // ep_rank_node [ep]: node of each ep rank (NodeMap::node of the ep group).
+  static ExpertLocality of(const ExpertPlacement& placement,
+                           const std::vector<int>& ep_rank_node, int num_nodes);
+  // Experts on node n.
+  int64_t experts_on(int node) const;
 };
 
 }  // namespace moe

@@ -5,6 +5,9 @@
 //   p      = softmax(logits)    (N, E) over all E experts
 //   choose the top-K experts of p + b (b: the aux-loss-free balancing bias, absent
 //   unless moe.bias_balance; ties go to the lower expert index), choice k = 0 first
+//   node-limited (moe.max_nodes_per_token = M, DeepSeek-V3): score every node by the
+//   sum of the top max(1, K/M) scores of its experts, keep the M best nodes (ties to
+//   the lower node), choose the top-K among their experts only
 //   weight of a choice: w_k = p_{e_k}, or w_k = p_{e_k} / sum_j p_{e_j} (renormalize)
 //
 // The choice is piecewise constant; gradients reach W and u through the weights
@@ -24,6 +27,18 @@
 
 namespace moe {
 
+// Node-limited routing: each token's experts lie on at most max_nodes nodes.
+struct NodeLimit {
+  std::vector<int> expert_node;  // [E] node of each expert (ExpertLocality)
+  int num_nodes = 1;
+  int max_nodes = 0;  // 0: unlimited
+
+  // Whether the limit can bind: a token reaches at most min(K, nodes) nodes anyway.
+  bool binds(int64_t top_k) const {
+    return max_nodes > 0 && max_nodes < num_nodes && max_nodes < top_k;
+  }
+};
+
 // The result of Router::forward: views of router-owned storage, valid until the
 // next forward.
 struct RouterOutput {
@@ -35,8 +50,10 @@ struct RouterOutput {
 
 class Router {
  public:
+  // limit: node-limited routing (default: none). Its M nodes with the fewest experts
+  // must hold at least K experts (a user error otherwise).
   Router(ParamStore& store, const std::string& prefix, int64_t width, int64_t num_experts,
-         int64_t top_k, bool renormalize, float init_std);
+         int64_t top_k, bool renormalize, float init_std, NodeLimit limit = {});
 
   // u (N, C). bias [E] shifts the selection only (empty: no bias). fixed_experts
   // [N*K], when not empty, replaces the top-K choice (routing held fixed for
@@ -57,12 +74,16 @@ class Router {
 
  private:
   void select(std::span<const float> bias, int64_t n);
+  // scores (N, E): experts outside each token's best max_nodes nodes set to -inf.
+  void limit_to_nodes(float* scores, int64_t n) const;
   void compute_weights(int64_t n);
   void weights_backward(const float* dweights, float* dp, int64_t n) const;
 
   Param& weight_;  // (E, C)
   int64_t width_, num_experts_, top_k_;
   bool renormalize_;
+  NodeLimit limit_;
+  std::vector<std::vector<int32_t>> node_experts_;  // [nodes][...] experts of each node
   Tensor u_;                     // (N, C) saved input
   Buffer logits_, probs_;        // (N, E)
   Buffer scores_, top_values_;   // (N, E) p + b; (N, K) scratch of the top-K

@@ -15,6 +15,39 @@ size_t comm_type_size(CommType type) {
   MOE_FAIL("unknown CommType ", static_cast<int>(type));
 }
 
+CommStats& CommStats::operator+=(const CommStats& other) {
+  bytes_sent += other.bytes_sent;
+  seconds += other.seconds;
+  calls += other.calls;
+  intra_node_bytes += other.intra_node_bytes;
+  inter_node_bytes += other.inter_node_bytes;
+  intra_node_messages += other.intra_node_messages;
+  inter_node_messages += other.inter_node_messages;
+  return *this;
+}
+
+void Communicator::set_peer_nodes(std::vector<int> node_of_rank) {
+  MOE_CHECK(node_of_rank.empty() || node_of_rank.size() == static_cast<size_t>(size()),
+            "set_peer_nodes: ", node_of_rank.size(), " nodes for a communicator of ",
+            size(), " ranks");
+  peer_nodes_ = std::move(node_of_rank);
+}
+
+void Communicator::count_sent(int peer, int64_t bytes, int64_t messages) {
+  stats_.bytes_sent += bytes;
+  if (same_node(peer)) {
+    stats_.intra_node_bytes += bytes;
+    stats_.intra_node_messages += messages;
+  } else {
+    stats_.inter_node_bytes += bytes;
+    stats_.inter_node_messages += messages;
+  }
+}
+
+void Communicator::count_ring(int64_t bytes, int64_t messages) {
+  if (size() > 1) count_sent((rank() + 1) % size(), bytes, messages);
+}
+
 void Communicator::check_blocks(const char* call, const char* block_name, size_t block,
                                 const char* total_name, size_t total) const {
   const size_t n = static_cast<size_t>(size());

@@ -44,12 +44,22 @@
 //   barrier          0
 //
 // n = 1 moves nothing. Integer division rounds each estimate down.
+//
+// Link classes: when the communicator knows the node of each of its ranks
+// (set_peer_nodes), every byte and message is also counted as intra-node or
+// inter-node. all_to_all(_v), send and recv count each non-empty block to a peer as
+// one message on the link to that peer. The other collectives follow the ring their
+// byte estimate assumes: everything this rank sends goes to its successor
+// (rank() + 1) % size(), in 2 (n-1) messages for all_reduce, n-1 for all_gather and
+// reduce_scatter and 1 for broadcast. Without node information every link is
+// intra-node.
 
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <span>
 #include <type_traits>
+#include <vector>
 
 namespace moe {
 
@@ -74,6 +84,12 @@ struct CommStats {
   int64_t bytes_sent = 0;  // payload this rank sent to other ranks
   double seconds = 0.0;    // wall time inside collective calls
   int64_t calls = 0;
+  // bytes_sent split by link class (intra + inter == bytes_sent), and the messages
+  // carrying them (the convention above)
+  int64_t intra_node_bytes = 0, inter_node_bytes = 0;
+  int64_t intra_node_messages = 0, inter_node_messages = 0;
+
+  CommStats& operator+=(const CommStats& other);
 };
 
 class Communicator {
@@ -127,8 +143,20 @@ class Communicator {
   }
   virtual void barrier() = 0;
 
+  // The ranks that pass the same `color` (>= 0), numbered by `key` in ascending order.
+  // Collective over this communicator. The new communicator inherits the node of each
+  // of its ranks, so its statistics keep the link classes.
+  virtual std::unique_ptr<Communicator> split(int color, int key) const = 0;
+
   CommStats& stats() { return stats_; }
   const CommStats& stats() const { return stats_; }
+
+  // node_of_rank [size()]: any integers, equal for ranks on one node. Empty: one node.
+  void set_peer_nodes(std::vector<int> node_of_rank);
+  std::span<const int> peer_nodes() const { return peer_nodes_; }
+  bool same_node(int peer) const {
+    return peer_nodes_.empty() || peer_nodes_[peer] == peer_nodes_[rank()];
+  }
 
  protected:
   virtual void all_reduce_raw(void* data, int64_t count, CommType type, ReduceOp op) = 0;
@@ -145,9 +173,16 @@ class Communicator {
                         int tag) = 0;
   virtual void recv_raw(void* data, int64_t count, CommType type, int peer, int tag) = 0;
 
+  // Statistics of the backends, by the convention above: `bytes` in `messages`
+  // messages to `peer` (never this rank), or to the ring successor.
+  void count_sent(int peer, int64_t bytes, int64_t messages = 1);
+  void count_ring(int64_t bytes, int64_t messages);
+
   CommStats stats_;
 
  private:
+  std::vector<int> peer_nodes_;  // [size()] node of each rank, or empty
+
   // Size checks shared by every backend; they throw moe::Error naming the call and
   // the sizes before anything is sent. check_blocks: total == size() * block.
   void check_blocks(const char* call, const char* block_name, size_t block,

@@ -68,6 +68,20 @@ std::unique_ptr<MpiCommunicator> MpiCommunicator::split(const MpiCommunicator& p
   return std::unique_ptr<MpiCommunicator>(new MpiCommunicator(owned, Adopt{}));
 }
 
+std::unique_ptr<Communicator> MpiCommunicator::split(int color, int key) const {
+  std::unique_ptr<MpiCommunicator> child = split(*this, color, key);
+  if (!peer_nodes().empty()) {
+    // The child's ranks are ours in key order: gather their parent ranks.
+    const int mine = rank();
+    std::vector<int> parents(static_cast<size_t>(child->size()));
+    MPI_CHECK(MPI_Allgather(&mine, 1, MPI_INT, parents.data(), 1, MPI_INT, child->comm_));
+    std::vector<int> nodes(parents.size());
+    for (size_t i = 0; i < parents.size(); ++i) nodes[i] = peer_nodes()[parents[i]];
+    child->set_peer_nodes(std::move(nodes));
+  }
+  return child;
+}
+
 // The constructors' common part. Split and dup'ed communicators inherit the parent's
 // error handler, but the parent may be a user's MPI_COMM_WORLD with the default
 // (abort); set it explicitly. Frees `owned` if a query fails (no destructor runs then).
@@ -102,7 +116,7 @@ void MpiCommunicator::all_reduce_raw(void* data, int64_t count, CommType type, R
   const int n = int_count(count, "all_reduce", "data");
   MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data, n, mpi_type(type), mpi_op(op), comm_));
   const int64_t bytes = count * static_cast<int64_t>(comm_type_size(type));
-  stats_.bytes_sent += 2 * (size_ - 1) * bytes / size_;  // ring estimate
+  count_ring(2 * (size_ - 1) * bytes / size_, 2 * (size_ - 1));  // ring estimate
 }
 
 void MpiCommunicator::all_gather_raw(const void* send, int64_t count, void* recv,
@@ -113,7 +127,7 @@ void MpiCommunicator::all_gather_raw(const void* send, int64_t count, void* recv
   int_count(count * size_, "all_gather", "recv");  // MPI addresses recv with int too
   const MPI_Datatype t = mpi_type(type);
   MPI_CHECK(MPI_Allgather(send, n, t, recv, n, t, comm_));
-  stats_.bytes_sent += (size_ - 1) * count * static_cast<int64_t>(comm_type_size(type));
+  count_ring((size_ - 1) * count * static_cast<int64_t>(comm_type_size(type)), size_ - 1);
 }
 
 void MpiCommunicator::reduce_scatter_raw(const void* send, void* recv, int64_t recv_count,
@@ -123,7 +137,8 @@ void MpiCommunicator::reduce_scatter_raw(const void* send, void* recv, int64_t r
   const int n = int_count(recv_count, "reduce_scatter", "recv");
   int_count(recv_count * size_, "reduce_scatter", "send");
   MPI_CHECK(MPI_Reduce_scatter_block(send, recv, n, mpi_type(type), mpi_op(op), comm_));
-  stats_.bytes_sent += (size_ - 1) * recv_count * static_cast<int64_t>(comm_type_size(type));
+  count_ring((size_ - 1) * recv_count * static_cast<int64_t>(comm_type_size(type)),
+             size_ - 1);
 }
 
 void MpiCommunicator::all_to_all_v_raw(const void* send, const int64_t* send_counts,
@@ -137,9 +152,9 @@ void MpiCommunicator::all_to_all_v_raw(const void* send, const int64_t* send_cou
   const MPI_Datatype t = mpi_type(type);
   MPI_CHECK(MPI_Alltoallv(send, sc.data(), sd.data(), t, recv, rc.data(), rd.data(), t,
                           comm_));
-  int64_t sent = 0;
-  for (int d = 0; d < size_; ++d) sent += d == rank_ ? 0 : send_counts[d];
-  stats_.bytes_sent += sent * static_cast<int64_t>(comm_type_size(type));
+  const int64_t element = static_cast<int64_t>(comm_type_size(type));
+  for (int d = 0; d < size_; ++d)
+    if (d != rank_ && send_counts[d] > 0) count_sent(d, send_counts[d] * element);
 }
 
 void MpiCommunicator::all_to_all_raw(const void* send, void* recv, int64_t block,
@@ -150,7 +165,9 @@ void MpiCommunicator::all_to_all_raw(const void* send, void* recv, int64_t block
   int_count(block * size_, "all_to_all", "send");
   const MPI_Datatype t = mpi_type(type);
   MPI_CHECK(MPI_Alltoall(send, n, t, recv, n, t, comm_));
-  stats_.bytes_sent += (size_ - 1) * block * static_cast<int64_t>(comm_type_size(type));
+  const int64_t bytes = block * static_cast<int64_t>(comm_type_size(type));
+  for (int d = 0; d < size_; ++d)
+    if (d != rank_ && bytes > 0) count_sent(d, bytes);
 }
 
 void MpiCommunicator::broadcast_raw(void* data, int64_t count, CommType type, int root) {
@@ -161,7 +178,7 @@ void MpiCommunicator::broadcast_raw(void* data, int64_t count, CommType type, in
   const int n = int_count(count, "broadcast", "data");
   MPI_CHECK(MPI_Bcast(data, n, mpi_type(type), root, comm_));
   const int64_t bytes = count * static_cast<int64_t>(comm_type_size(type));
-  stats_.bytes_sent += (size_ - 1) * bytes / size_;  // the job's n-1 copies, shared
+  count_ring((size_ - 1) * bytes / size_, 1);  // the job's n-1 copies, shared
 }
 
 void MpiCommunicator::send_raw(const void* data, int64_t count, CommType type, int peer,
@@ -172,7 +189,7 @@ void MpiCommunicator::send_raw(const void* data, int64_t count, CommType type, i
             size_, "-rank communicator");
   const int n = int_count(count, "send", "data");
   MPI_CHECK(MPI_Send(data, n, mpi_type(type), peer, tag, comm_));
-  if (peer != rank_) stats_.bytes_sent += count * static_cast<int64_t>(comm_type_size(type));
+  if (peer != rank_) count_sent(peer, count * static_cast<int64_t>(comm_type_size(type)));
 }
 
 void MpiCommunicator::recv_raw(void* data, int64_t count, CommType type, int peer, int tag) {

@@ -39,6 +39,7 @@ class MpiCommunicator final : public Communicator {
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   void barrier() override;
+  std::unique_ptr<Communicator> split(int color, int key) const override;
 
   // The owned handle, for libraries that take an MPI_Comm (parallel HDF5).
   MPI_Comm handle() const { return comm_; }

@@ -25,6 +25,9 @@ MpiEnv::MpiEnv(int* argc, char*** argv) {
                                 &node));
   MPI_CHECK(MPI_Comm_rank(node, &local_rank_));
   MPI_CHECK(MPI_Comm_size(node, &local_size_));
+  // key = world rank, so local rank 0 is the node's lowest world rank
+  node_leader_ = rank_;
+  MPI_CHECK(MPI_Bcast(&node_leader_, 1, MPI_INT, 0, node));
   MPI_CHECK(MPI_Comm_free(&node));
 }
 

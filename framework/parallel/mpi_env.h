@@ -31,13 +31,15 @@ class MpiEnv {
   int size() const { return size_; }
   int local_rank() const { return local_rank_; }  // rank within the node
   int local_size() const { return local_size_; }  // ranks on this node
+  // The lowest world rank on this node: a label the ranks of one node share.
+  int node_leader() const { return node_leader_; }
   MPI_Comm world() const { return MPI_COMM_WORLD; }
 
   // Ends the whole job: every rank exits with `code` (MPI_Abort when size > 1).
   [[noreturn]] void abort(int code) const;
 
  private:
-  int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1;
+  int rank_ = 0, size_ = 1, local_rank_ = 0, local_size_ = 1, node_leader_ = 0;
 };
 
 }  // namespace moe

@@ -24,6 +24,11 @@ Communicator& ProcessGroups::get(Group g) const {
   return **comm;
 }
 
+NodeMap ProcessGroups::nodes(Group g) const {
+  MOE_CHECK(world != nullptr, "process groups are not set up");
+  return topology.world.restrict_to(grid.members(g, world->rank()));
+}
+
 void check_same_on_all_ranks(Communicator& world, std::string_view text,
                              std::string_view what) {
   // The bit pattern travels as int64 (CommType has no unsigned 64-bit type).
@@ -49,7 +54,7 @@ namespace {
 std::string layout_text(const ParallelConfig& p, std::string_view order) {
   std::ostringstream os;
   os << "dp=" << p.dp << " tp=" << p.tp << " ep=" << p.ep << " etp=" << p.etp
-     << " order=" << order;
+     << " ranks_per_node=" << p.ranks_per_node << " order=" << order;
   return os.str();
 }
 
@@ -59,13 +64,16 @@ ProcessGroups make_process_groups(const MpiEnv& env, const ParallelConfig& paral
                                   std::string_view order) {
   auto world = std::make_unique<MpiCommunicator>(env.world());
   check_same_on_all_ranks(*world, layout_text(parallel, order),
-                          "parallel.dp/tp/ep/etp and the rank order");
+                          "parallel.dp/tp/ep/etp/ranks_per_node and the rank order");
   ProcessGroups groups;
   groups.grid = make_rank_grid(world->size(), parallel, order);
+  groups.topology = discover_topology(*world, env.node_leader(), parallel.ranks_per_node);
+  world->set_peer_nodes(groups.topology.world.node);
   const RankGrid& grid = groups.grid;
   const int rank = world->rank();
   auto split = [&](Group g) -> std::unique_ptr<Communicator> {
-    auto comm = MpiCommunicator::split(*world, grid.group_index(g, rank), grid.coord(g, rank));
+    // the child inherits the nodes of its ranks
+    auto comm = world->split(grid.group_index(g, rank), grid.coord(g, rank));
     MOE_CHECK(comm->rank() == grid.coord(g, rank) && comm->size() == grid.size(g),
               "process group ", group_name(g), ": MPI gave rank ", comm->rank(), " of ",
               comm->size(), ", the grid says ", grid.coord(g, rank), " of ", grid.size(g));

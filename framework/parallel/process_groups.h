@@ -17,6 +17,7 @@
 #include "framework/config/config.h"
 #include "framework/parallel/communicator.h"
 #include "framework/parallel/rank_grid.h"
+#include "framework/parallel/topology.h"
 
 namespace moe {
 
@@ -24,14 +25,19 @@ class MpiEnv;  // mpi_env.h; declared only, so users of ProcessGroups need no mp
 
 struct ProcessGroups {
   RankGrid grid;
+  Topology topology;  // node of every world rank (parallel.ranks_per_node or MPI)
   std::unique_ptr<Communicator> world, dp, tp, ep, edp, etp;
 
   Communicator& get(Group g) const;
+  // The nodes of this rank's group of kind g (topology restricted to its members).
+  NodeMap nodes(Group g) const;
 };
 
 // Builds the grid (user errors for sizes that do not factor), checks that every rank
-// was given the same layout, then splits world once per group kind (color = group
-// index, key = group-rank). Collective over the world.
+// was given the same layout, discovers the topology (parallel.ranks_per_node, else
+// MPI's shared-memory split), then splits world once per group kind (color = group
+// index, key = group-rank). Every communicator knows the node of each of its ranks, so
+// its statistics split bytes into intra- and inter-node. Collective over the world.
 ProcessGroups make_process_groups(const MpiEnv& env, const ParallelConfig& parallel,
                                   std::string_view order = kDefaultRankOrder);
 

@@ -18,8 +18,10 @@
 #include "framework/optim/lr_schedule.h"
 #include "framework/train/metrics.h"
 #include "framework/moe/all_to_all_dispatcher.h"
+#include "framework/parallel/cost_model.h"
 #include "framework/parallel/grad_sync.h"
 #include "framework/parallel/process_groups.h"
+#include "framework/parallel/two_level_all_to_all.h"
 #include "framework/train/peak_flops.h"
 #include "models/model.h"
 
@@ -31,7 +33,11 @@ namespace fs = std::filesystem;
 struct Trainer::State {
   ProcessGroups groups;
   int dp_rank = 0, dp_size = 1;
+  std::string layout_note;  // topology and routing layout, logged after the input checks
   ParamStore store;
+  std::unique_ptr<TwoLevelAllToAll> two_level;  // ep over its nodes (two_level dispatch)
+  nlohmann::json dispatcher_choice = nlohmann::json::object();  // auto: choice, prediction
+  std::string dispatcher_name;
   std::unique_ptr<Dispatcher> dispatcher;
   MoeRuntime runtime;
   std::unique_ptr<Model> model;  // the family of model.family, with its data
@@ -122,6 +128,7 @@ Trainer::Trainer(const Config& config, const MpiEnv& mpi)
       static_cast<int64_t>(static_cast<double>(config.parallel.grad_bucket_mb) * (1 << 20)));
   check_same_on_all_ranks(*s_->groups.world, config.resolved_ini, "the resolved config");
   restore_checkpoint();
+  log_.info(s_->layout_note);
 
   // The job's peak: every rank measures at once (ranks sharing cores see their share).
   s_->groups.world->barrier();
@@ -149,14 +156,94 @@ void Trainer::build_model() {
   const Config& c = config_;
   const ProcessGroups& g = s_->groups;
   const ExpertPlacement placement{c.moe.num_experts, g.ep->size(), g.ep->rank()};
-  const bool local =
-      c.moe.dispatcher == "local" || (c.moe.dispatcher == "auto" && g.ep->size() == 1);
-  if (local)
+  const NodeMap ep_nodes = g.nodes(Group::kEp);
+  const std::string kind = choose_dispatcher(ep_nodes);
+  s_->dispatcher_name = kind;
+  if (kind == "local") {
     s_->dispatcher = std::make_unique<LocalDispatcher>();
-  else
+  } else if (kind == "two_level") {
+    MOE_USER_CHECK(ep_nodes.blocked(), "moe.dispatcher: two_level needs every ep group "
+                   "placed node by node in equal numbers, but this rank's spans ",
+                   ep_nodes.describe(), "; use flat, or change parallel.ep / the placement");
+    s_->two_level = std::make_unique<TwoLevelAllToAll>(*g.ep, ep_nodes);
+    s_->dispatcher = std::make_unique<AllToAllDispatcher>(*g.ep, placement, ep_token_ranks(),
+                                                             s_->two_level.get());
+  } else {
     s_->dispatcher = std::make_unique<AllToAllDispatcher>(*g.ep, placement, ep_token_ranks());
-  s_->runtime = MoeRuntime{s_->dispatcher.get(), placement, g.dp.get()};
+  }
+  s_->runtime = MoeRuntime{s_->dispatcher.get(), placement,
+                           ExpertLocality::of(placement, ep_nodes.node, ep_nodes.num_nodes),
+                           g.dp.get()};
+  // The model opens and validates the data: a bad file is reported alone, before any
+  // progress output.
   s_->model = make_model(c, s_->store, s_->runtime);
+  // Logged once the input has passed every check (the constructor), so that bad input
+  // gets its one line alone.
+  s_->layout_note = detail::concat(
+      "topology: ", g.topology.world.describe(),
+      g.topology.from_config ? " (parallel.ranks_per_node)" : " (MPI shared memory)",
+      "; ep group: ", ep_nodes.describe());
+  if (c.moe.routing == "bilevel") {
+    // Groups are node-aligned when the ep group spans node_groups nodes holding E / N
+    // consecutive experts each (the contiguous placement over a blocked ep group).
+    bool aligned = ep_nodes.num_nodes == c.moe.node_groups;
+    const int64_t per_group = c.moe.num_experts / c.moe.node_groups;
+    for (int64_t e = 0; aligned && e < c.moe.num_experts; ++e)
+      aligned = s_->runtime.locality.expert_node[e] == e / per_group;
+    s_->layout_note += detail::concat(
+        "; bilevel routing: ", c.moe.node_groups, " groups of ", per_group, " experts, ",
+        aligned ? "one per node of the ep group"
+                : "not aligned with the ep group's nodes (" + ep_nodes.describe() + ")");
+  }
+}
+
+namespace {
+
+// Tokens one sample puts through each MoE layer, from the config (the model is built
+// after the dispatcher it is given).
+int64_t tokens_per_sample(const ModelConfig& m) {
+  if (m.family == "moe_gpt") return m.seq_len;
+  const int64_t side = m.image_size / m.patch_size;
+  return side * side + (m.family == "vit_moe" && m.pool == "cls" ? 1 : 0);
+}
+
+}  // namespace
+
+std::string Trainer::choose_dispatcher(const NodeMap& ep_nodes) {
+  const Config& c = config_;
+  const std::string& kind = c.moe.dispatcher;
+  if (kind != "auto") return kind;
+  const ProcessGroups& g = s_->groups;
+  if (g.ep->size() == 1) return "local";
+  // Calibration is collective over the world: decided from what every rank knows alike.
+  if (g.topology.world.num_nodes == 1) return "flat";
+  const ParallelConfig& p = c.parallel;
+  const CalibratedModel cost = measure_link_costs(
+      *g.world, g.topology.world, {p.intra_latency_us * 1e-6, p.intra_bandwidth_gbs * 1e9},
+      {p.inter_latency_us * 1e-6, p.inter_bandwidth_gbs * 1e9}, published_gpu_cluster());
+  if (!ep_nodes.blocked() || ep_nodes.num_nodes == 1) {
+    log_.info("moe.dispatcher=auto: flat (the ep group spans ", ep_nodes.describe(), ")");
+    return "flat";
+  }
+  // One exchange of a dispatch: every token's K rows of C floats, spread over the ep group.
+  const double rows = static_cast<double>(c.data.batch_size) / c.parallel.dp *
+                      static_cast<double>(tokens_per_sample(c.model)) * c.moe.top_k;
+  const double block = rows * c.model.d_model * sizeof(float) / g.ep->size();
+  const double flat = cost.model.flat_seconds(block, ep_nodes.num_nodes, ep_nodes.ranks_per_node);
+  const double two = cost.model.two_level_seconds(block, ep_nodes.num_nodes,
+                                                  ep_nodes.ranks_per_node);
+  const std::string choice = two < flat ? "two_level" : "flat";
+  s_->dispatcher_choice = {{"dispatcher", choice},
+                           {"predicted_flat_ms", flat * 1e3},
+                           {"predicted_two_level_ms", two * 1e3},
+                           {"block_bytes", block},
+                           {"cost_model", cost.model.describe()}};
+  log_.info("moe.dispatcher=auto: ", choice, " (predicted per exchange: flat ", std::fixed,
+            std::setprecision(3), flat * 1e3, " ms, two-level ", two * 1e3, " ms; ",
+            ep_nodes.describe(), ", ", std::setprecision(0), block, " B per peer; ",
+            cost.model.describe(), "; intra ", cost.intra_source, ", inter ", cost.inter_source,
+            ")");
+  return choice;
 }
 
 Trainer::~Trainer() = default;
@@ -184,6 +271,16 @@ void Trainer::save_checkpoint(int64_t completed, float last_lr, IntervalTimes& t
   s_->checkpointer->save(make_trainer_state(config_, completed, tokens_per_step, last_lr));
 }
 
+std::vector<std::pair<std::string, std::vector<Communicator*>>> Trainer::telemetry_groups() {
+  // ep: the token all-to-all, with the two-level exchange's node and cross-node parts
+  std::vector<Communicator*> ep = {s_->groups.ep.get()};
+  if (s_->two_level) {
+    ep.push_back(&s_->two_level->intra());
+    ep.push_back(&s_->two_level->inter());
+  }
+  return {{"ep", ep}, {"dp", {s_->groups.dp.get()}}, {"edp", {s_->groups.edp.get()}}};
+}
+
 void Trainer::prepare_run_dir() {
   const fs::path dir(config_.run.dir);
   std::error_code ec;
@@ -201,12 +298,12 @@ void Trainer::prepare_run_dir() {
 
 nlohmann::json Trainer::evaluate() {
   // Evaluation traffic is not the training step's: the stats are put back after.
-  Communicator* groups[] = {s_->groups.ep.get(), s_->groups.dp.get(), s_->groups.edp.get()};
-  CommStats saved[3];
-  for (int i = 0; i < 3; ++i) saved[i] = groups[i]->stats();
+  std::vector<std::pair<Communicator*, CommStats>> saved;
+  for (const auto& [name, comms] : telemetry_groups())
+    for (Communicator* comm : comms) saved.emplace_back(comm, comm->stats());
   std::vector<double> sums = s_->model->evaluate(s_->dp_rank, s_->dp_size);
   s_->groups.dp->all_reduce<double>(sums);  // additive over the ranks' shares
-  for (int i = 0; i < 3; ++i) groups[i]->stats() = saved[i];
+  for (auto& [comm, stats] : saved) comm->stats() = stats;
   return s_->model->eval_metrics(sums);
 }
 
@@ -225,7 +322,11 @@ nlohmann::json Trainer::expert_load_record() {
     layers.push_back({{"layer", blocks[index++]},
                       {"tokens", st.assigned},
                       {"max_over_mean", st.max_over_mean},
-                      {"dropped", st.dropped_fraction}});
+                      {"dropped", st.dropped_fraction},
+                      {"node_local", st.node_local_fraction},
+                      {"nodes_per_token", st.nodes_per_token},
+                      {"remote_nodes_per_token", st.remote_nodes_per_token},
+                      {"locality_loss", st.locality_loss}});
   }
   return layers;
 }
@@ -270,16 +371,34 @@ nlohmann::json Trainer::comm_record(double steps, double step_ms) {
   // carries the token all-to-all, dp the dense gradient buckets, routing statistics
   // and losses, edp the expert gradient buckets. Waiting for a slower rank counts as
   // communication time.
+  // Bytes and messages are split by link class (intra- vs inter-node, the topology's
+  // nodes); job_*_bytes sum every rank's (one small all-reduce over the world, which no
+  // telemetry group counts).
   nlohmann::json record;
   double comm_ms = 0.0;
-  const std::pair<const char*, Communicator*> groups[] = {
-      {"ep", s_->groups.ep.get()}, {"dp", s_->groups.dp.get()}, {"edp", s_->groups.edp.get()}};
-  for (const auto& [name, comm] : groups) {
-    const CommStats st = comm->stats();
-    comm->stats() = CommStats{};
+  const auto groups = telemetry_groups();
+  std::vector<int64_t> job(2 * groups.size(), 0);  // [group][intra, inter]
+  for (size_t i = 0; i < groups.size(); ++i) {
+    const auto& [name, comms] = groups[i];
+    CommStats st;
+    for (Communicator* comm : comms) {
+      st += comm->stats();
+      comm->stats() = CommStats{};
+    }
     record[name] = {{"bytes", static_cast<double>(st.bytes_sent) / steps},
+                    {"intra_node_bytes", static_cast<double>(st.intra_node_bytes) / steps},
+                    {"inter_node_bytes", static_cast<double>(st.inter_node_bytes) / steps},
+                    {"intra_node_messages", static_cast<double>(st.intra_node_messages) / steps},
+                    {"inter_node_messages", static_cast<double>(st.inter_node_messages) / steps},
                     {"ms", st.seconds * 1e3 / steps}};
+    job[2 * i] = st.intra_node_bytes;
+    job[2 * i + 1] = st.inter_node_bytes;
     comm_ms += st.seconds * 1e3 / steps;
+  }
+  s_->groups.world->all_reduce<int64_t>(job);
+  for (size_t i = 0; i < groups.size(); ++i) {
+    record[groups[i].first]["job_intra_node_bytes"] = static_cast<double>(job[2 * i]) / steps;
+    record[groups[i].first]["job_inter_node_bytes"] = static_cast<double>(job[2 * i + 1]) / steps;
   }
   record["total_ms"] = comm_ms;
   record["compute_ms"] = std::max(0.0, step_ms - comm_ms);
@@ -376,7 +495,9 @@ nlohmann::json Trainer::run() {
                        {"samples_per_s",
                         static_cast<double>(c.data.batch_size * steps_run) / train_s},
                        {"peak_gflops", s_->peak_flops * 1e-9},
+                       {"dispatcher", s_->dispatcher_name},
                        {"seconds", run_clock.seconds()}});
+  if (!s_->dispatcher_choice.empty()) final_record["dispatcher_choice"] = s_->dispatcher_choice;
   if (mpi_.rank() == 0) std::cout << final_record.dump() << std::endl;
   return final_record;
 }

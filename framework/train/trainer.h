@@ -8,6 +8,7 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -17,6 +18,7 @@
 #include "framework/core/log.h"
 #include "framework/core/timer.h"
 #include "framework/parallel/mpi_env.h"
+#include "framework/parallel/topology.h"
 #include "models/model.h"
 
 namespace moe {
@@ -49,6 +51,10 @@ class Trainer {
   nlohmann::json interval_record(int64_t step, const StepResult& result,
                                  const IntervalTimes& times);
   void build_model();         // dispatcher, MoE runtime and the family's model
+  // moe.dispatcher resolved: local, flat or two_level (auto: by the cost model)
+  std::string choose_dispatcher(const NodeMap& ep_nodes);
+  // Communicators whose statistics each telemetry group ("ep", "dp", "edp") sums.
+  std::vector<std::pair<std::string, std::vector<Communicator*>>> telemetry_groups();
   std::vector<int> ep_token_ranks() const;  // for the all-to-all dispatcher
   nlohmann::json evaluate();  // the family's metrics, e.g. val_loss and val_bpb
   void save_model();          // <run.dir>/model.h5: weights, router biases, config

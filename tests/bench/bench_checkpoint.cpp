@@ -107,8 +107,8 @@ int run(int argc, char** argv, const MpiEnv& mpi) {
   ProcessGroups groups = make_process_groups(mpi, c.parallel);
   auto& world = dynamic_cast<MpiCommunicator&>(*groups.world);
   LocalDispatcher unused;  // the model only registers its parameters here
-  const MoeRuntime runtime{&unused, ExpertPlacement{c.moe.num_experts, groups.ep->size(),
-                                                    groups.ep->rank()}, nullptr};
+  MoeRuntime runtime = MoeRuntime::local(unused, c.moe.num_experts);
+  runtime.placement = ExpertPlacement{c.moe.num_experts, groups.ep->size(), groups.ep->rank()};
   ParamStore store;
   std::unique_ptr<Model> model = make_model(c, store, runtime);
   store.initialize(c.train.seed);

@@ -1,5 +1,6 @@
 // mpi-ranks: 1 2 3 4
-// The flat all-to-all dispatcher against the local one, under mpirun with ep = world:
+// The flat and the two-level all-to-all dispatchers against the local one, under mpirun
+// with ep = world (two-level: every emulated split of the world into N nodes of G):
 //   - dispatch -> combine (identity experts, weights summing to one) returns the input,
 //     and combine_backward -> dispatch_backward returns the gradient;
 //   - with per-expert functions, combine outputs, dx and dweights equal the local
@@ -15,6 +16,7 @@
 #include <gtest/gtest.h>
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "framework/core/rng.h"
@@ -22,6 +24,7 @@
 #include "framework/moe/dispatcher.h"
 #include "framework/moe/routing_plan.h"
 #include "framework/parallel/mpi_communicator.h"
+#include "framework/parallel/two_level_all_to_all.h"
 #include "tests/parallel/mpi_test.h"
 
 namespace moe {
@@ -111,6 +114,14 @@ Outputs run(Dispatcher& dispatcher, const Routing& r, const std::vector<float>& 
   return o;
 }
 
+void expect_equal(const Outputs& got, const Outputs& want, const std::string& what) {
+  for (size_t i = 0; i < want.y.size(); ++i) EXPECT_EQ(got.y[i], want.y[i]) << what << " y " << i;
+  for (size_t i = 0; i < want.dx.size(); ++i)
+    EXPECT_EQ(got.dx[i], want.dx[i]) << what << " dx " << i;
+  for (size_t i = 0; i < want.dweights.size(); ++i)
+    EXPECT_EQ(got.dweights[i], want.dweights[i]) << what << " dweights " << i;
+}
+
 void expect_same_as_local(int64_t n, int64_t e, int64_t k, int64_t capacity) {
   MpiCommunicator ep(test::mpi_env().world());
   const ExpertPlacement placement{e, ep.size(), ep.rank()};
@@ -121,11 +132,13 @@ void expect_same_as_local(int64_t n, int64_t e, int64_t k, int64_t capacity) {
   LocalDispatcher local;
   AllToAllDispatcher flat(ep, placement);
   const Outputs want = run(local, r, dy);
-  const Outputs got = run(flat, r, dy);
-  for (size_t i = 0; i < want.y.size(); ++i) EXPECT_EQ(got.y[i], want.y[i]) << "y " << i;
-  for (size_t i = 0; i < want.dx.size(); ++i) EXPECT_EQ(got.dx[i], want.dx[i]) << "dx " << i;
-  for (size_t i = 0; i < want.dweights.size(); ++i)
-    EXPECT_EQ(got.dweights[i], want.dweights[i]) << "dweights " << i;
+  expect_equal(run(flat, r, dy), want, "flat");
+  for (int g = 1; g <= ep.size(); ++g) {
+    if (ep.size() % g != 0) continue;
+    TwoLevelAllToAll two(ep, NodeMap::blocks(ep.size(), g));
+    AllToAllDispatcher two_level(ep, placement, {}, &two);
+    expect_equal(run(two_level, r, dy), want, "two-level G=" + std::to_string(g));
+  }
   if (capacity >= 0) {
     EXPECT_GT(r.plan->num_dropped(), 0) << "the capacity drops nothing";
   }
@@ -153,6 +166,18 @@ TEST(AllToAllDispatcher, GroupCountsReplaceTheCountsExchange) {
   EXPECT_EQ(got.y, want.y);
   EXPECT_EQ(got.dx, want.dx);
   EXPECT_EQ(got.dweights, want.dweights);
+  // two-level: the plan of what each rank forwards follows from the group counts too
+  for (int g = 1; g <= ep.size(); ++g) {
+    if (ep.size() % g != 0) continue;
+    TwoLevelAllToAll two(ep, NodeMap::blocks(ep.size(), g));
+    AllToAllDispatcher two_level(ep, ExpertPlacement{e, ep.size(), ep.rank()}, token_ranks,
+                                 &two);
+    two.reset_stats();
+    const Outputs hier = run(two_level, r, dy);
+    EXPECT_EQ(two.intra().stats().calls + two.inter().stats().calls, 8)
+        << "two steps per exchange, no counts exchange, G=" << g;
+    expect_equal(hier, want, "two-level with group counts G=" + std::to_string(g));
+  }
 }
 
 TEST(AllToAllDispatcher, SameAsLocalDropless) { expect_same_as_local(40, 8, 2, -1); }

@@ -1,0 +1,84 @@
+#pragma once
+// SMILE bi-level router (moe.routing = bilevel; docs/parallelism.md, "Routing options").
+//
+// The E experts form N node groups of G = E / N consecutive experts (moe.node_groups =
+// N; expert e = n*G + j is expert j of group n; with the contiguous placement and an
+// ep group spanning N nodes, group n is node n). Two small routers replace the E-way one:
+//
+//   node level   a = u W1^T  (T, N),  p1 = softmax(a)      W1 (N, C) <prefix>.router.node_weight
+//   rank level   b = u W2^T  (T, G),  p2 = softmax(b)      W2 (G, C) <prefix>.router.local_weight
+//   choose       n* = argmax p1 (ties to the lower group): the one node the token travels
+//                to; then the top-K local indices j_k of p2 (ties to the lower index)
+//   expert       e_k = n* G + j_k
+//   weight       w_k = p1[n*] q_k,  q_k = p2[j_k]  (or p2[j_k] / sum_k p2[j_k] with
+//                moe.renormalize)
+//
+// So every token crosses the inter-node links at most once and its K copies fan out
+// inside the node: the two-stage dispatch of SMILE. Router parameters fall from E C to
+// (N + G) C. W2 is shared by the groups (SMILE's (N + G) C count); SMILE publishes no
+// code, and the gate product p1 p2 is our reading of the paper (documented in docs/).
+//
+// Balance losses, one per level (moe_layer.cpp, with the global-batch counts):
+//   L_bal = alpha N sum_n f1_n P1_n + alpha G sum_j f2_j P2_j
+//   f1_n = assignments to group n / (T K) (= tokens sent to n / T),  P1_n = mean_t p1_{t,n}
+//   f2_j = assignments to local index j / (T K),                    P2_j = mean_t p2_{t,j}
+// and the z-loss on both sets of logits.
+//
+// Backward: dp1[n*] += sum_k dw_k q_k; dq_k = dw_k p1[n*]; q -> p2 as in Router
+// (renormalised or not); then softmax backward of each level, plus the extra gradients
+// on p1, p2 (balance) and on the logits (z-loss); du = da W1 + db W2.
+
+#include <span>
+#include <string>
+#include <vector>
+
+#include "framework/tensor/param_store.h"
+
+namespace moe {
+
+struct BilevelOutput {
+  Tensor node_logits, node_probs;    // (T, N)
+  Tensor local_logits, local_probs;  // (T, G)
+  std::span<const int32_t> experts;  // [T*K] chosen experts, best first per token
+  std::span<const float> weights;    // [T*K] combine weights
+};
+
+class BilevelRouter {
+ public:
+  BilevelRouter(ParamStore& store, const std::string& prefix, int64_t width,
+                int64_t num_experts, int64_t num_groups, int64_t top_k, bool renormalize,
+                float init_std);
+
+  // u (T, C). fixed_experts [T*K], when not empty, replaces the choice (all K of a token
+  // in one group); the weights are still computed from p1, p2.
+  BilevelOutput forward(Tensor u, std::span<const int32_t> fixed_experts = {});
+  // dweights [T*K]; extra gradients dnode_probs, dnode_logits (T, N) and dlocal_probs,
+  // dlocal_logits (T, G) (nullptr: none). Returns du (T, C) (overwritten); accumulates
+  // dW1, dW2.
+  Tensor backward(const float* dweights, const float* dnode_probs, const float* dnode_logits,
+                  const float* dlocal_probs, const float* dlocal_logits);
+
+  int64_t num_groups() const { return groups_; }       // N
+  int64_t group_size() const { return group_size_; }   // G = E / N
+  Param& node_weight() { return node_weight_; }
+  Param& local_weight() { return local_weight_; }
+
+ private:
+  void compute_weights(int64_t t);
+
+  Param& node_weight_;   // (N, C)
+  Param& local_weight_;  // (G, C)
+  int64_t width_, num_experts_, groups_, group_size_, top_k_;
+  bool renormalize_;
+  Tensor u_;                                 // (T, C) saved input
+  Buffer node_logits_, node_probs_;          // (T, N)
+  Buffer local_logits_, local_probs_;        // (T, G)
+  Buffer top_values_;                        // (T, K) scratch
+  std::vector<int32_t> node_choice_;         // [T] n*
+  std::vector<int32_t> local_choice_;        // [T*K] j_k
+  std::vector<int32_t> experts_;             // [T*K]
+  std::vector<float> weights_, q_;           // [T*K] w_k, q_k
+  Buffer dnode_, dlocal_, du_;               // (T, N), (T, G), (T, C)
+};
+
+}  // namespace moe
