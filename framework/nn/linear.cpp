@@ -14,6 +14,17 @@ Linear::Linear(ParamStore& store, const std::string& name, int64_t in_features,
                         /*weight_decay=*/false});
 }
 
+Linear::Linear(Param& weight, Param* bias)
+    : weight_(weight),
+      bias_(bias),
+      in_(weight.local_shape[1]),
+      out_(weight.local_shape[0]) {
+  MOE_CHECK(weight.local_shape.rank == 2, "Linear ", weight.spec.name, ": weight of shape ",
+            weight.local_shape.str());
+  MOE_CHECK(!bias || bias->numel() == out_, "Linear ", weight.spec.name, ": bias of ",
+            bias ? bias->numel() : 0, " for ", out_, " outputs");
+}
+
 Tensor Linear::forward(Tensor x) {
   MOE_CHECK(x.cols() == in_, "Linear ", weight_.spec.name, ": input width ", x.cols(),
             " != ", in_);

@@ -22,6 +22,9 @@ class Linear {
   // `name` is the weight's global name; a non-empty `bias_name` adds a bias.
   Linear(ParamStore& store, const std::string& name, int64_t in_features,
          int64_t out_features, Init init, const std::string& bias_name = "");
+  // Over parameters registered elsewhere, e.g. this rank's block of a tensor-parallel
+  // weight: the layer works on the local (out, in) block and its local bias (or none).
+  Linear(Param& weight, Param* bias);
 
   Tensor forward(Tensor x);    // x (N, in) -> y (N, out)
   Tensor backward(Tensor dy);  // dy (N, out) -> dx (N, in); dW += dy^T x, db += sum_n dy

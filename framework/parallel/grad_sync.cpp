@@ -58,12 +58,20 @@ void GradSync::all_reduce() {
   }
 }
 
-double global_grad_norm(const ParamStore& store, Communicator& ep) {
-  double parts[2] = {grad_sum_squares(store, [](const Param& p) { return !is_expert(p); }),
-                     grad_sum_squares(store, is_expert)};
-  // experts: one block per ep rank; replicated parts are equal everywhere
-  ep.all_reduce<double>({parts + 1, 1});
-  return std::sqrt(parts[0] + parts[1]);
+double global_grad_norm(const ParamStore& store, Communicator& tp, Communicator& ep) {
+  auto tp_block = [](const Param& p) {
+    return p.spec.shard == Shard::kTpColumn || p.spec.shard == Shard::kTpRow ||
+           p.spec.shard == Shard::kVocab;
+  };
+  double replicated = grad_sum_squares(store, [&](const Param& p) {
+    return !is_expert(p) && !tp_block(p);
+  });
+  double tp_part = grad_sum_squares(store, tp_block);
+  double expert_part = grad_sum_squares(store, is_expert);
+  // one block per tp rank, one per ep rank; replicated parts are equal everywhere
+  if (tp.size() > 1) tp.all_reduce<double>({&tp_part, 1});
+  ep.all_reduce<double>({&expert_part, 1});
+  return std::sqrt(replicated + tp_part + expert_part);
 }
 
 }  // namespace moe

@@ -15,8 +15,9 @@
 // per-call latency; a bucket never splits a parameter.
 //
 // global_grad_norm: every parameter counted exactly once. Replicated gradients are
-// identical on all ranks after the sync; expert shards differ within an ep group and
-// repeat over edp, so their squares are summed over the ep group only.
+// identical on all ranks after the sync; tensor-parallel blocks (kTpColumn, kTpRow,
+// kVocab) differ within a tp group, so their squares are summed over tp; expert shards
+// differ within an ep group and repeat over edp, so theirs are summed over ep.
 
 #include <cstdint>
 #include <vector>
@@ -48,7 +49,7 @@ class GradSync {
   Buffer flat_;  // the bucket being reduced
 };
 
-// Pre-clip global L2 norm of the gradients (see above); ep: this rank's ep group.
-double global_grad_norm(const ParamStore& store, Communicator& ep);
+// Pre-clip global L2 norm of the gradients (see above); tp, ep: this rank's groups.
+double global_grad_norm(const ParamStore& store, Communicator& tp, Communicator& ep);
 
 }  // namespace moe

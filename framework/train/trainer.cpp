@@ -255,7 +255,7 @@ Trainer::StepResult Trainer::train_step(int64_t step, IntervalTimes& times) {
   result.loss.total = result.loss.ce + result.loss.aux + result.loss.z;
   result.lr = s_->schedule.lr(step);
   ScopedTimer timer(times.optimizer);
-  result.grad_norm = global_grad_norm(s_->store, *s_->groups.ep);
+  result.grad_norm = global_grad_norm(s_->store, *s_->groups.tp, *s_->groups.ep);
   scale_grads(s_->store, clip_coefficient(result.grad_norm, c.optim.grad_clip));
   s_->optimizer->step(result.lr);
   if (c.moe.bias_balance)

@@ -1,0 +1,66 @@
+#pragma once
+// Tensor-parallel linear layers (Megatron-LM, Shoeybi et al. 2019): one weight split
+// over the tp ranks, each rank multiplying by its block. Pairs of them make an MLP or
+// an attention block with one all-reduce forward and one backward:
+//
+//   ColumnParallelLinear  W (out, in) split along out: rank r holds rows
+//                         [r * out/tp, (r + 1) * out/tp) (Shard::kTpColumn), and its
+//                         block of the bias. x (N, in) is the same on every tp rank;
+//                         y_r = x W_r^T + b_r is this rank's (N, out/tp) columns of y.
+//                         Backward: dx = sum_r dy_r W_r, an all-reduce over tp.
+//   RowParallelLinear     W (out, in) split along in: rank r holds columns
+//                         [r * in/tp, (r + 1) * in/tp) (Shard::kTpRow); the bias is
+//                         replicated. x_r (N, in/tp) is this rank's slice of the
+//                         input (a column-parallel output); y = sum_r x_r W_r^T + b,
+//                         an all-reduce over tp. Backward: dx_r = dy W_r, no exchange.
+//
+// Only the functions named for it communicate: ColumnParallelLinear::backward_all_reduce
+// and RowParallelLinear::forward_all_reduce. The blocks are views of logical
+// parameters, so their initial values are those of the unsharded layer (ParamStore)
+// and checkpoints store the logical tensors. tp must divide the split dimension.
+
+#include <string>
+
+#include "framework/nn/linear.h"
+#include "framework/parallel/communicator.h"
+
+namespace moe {
+
+class ColumnParallelLinear {
+ public:
+  ColumnParallelLinear(ParamStore& store, const std::string& name, int64_t in_features,
+                       int64_t out_features, Init init, Communicator& tp,
+                       const std::string& bias_name = "");
+
+  Tensor forward(Tensor x);  // x (N, in) -> y_r (N, out/tp); no communication
+  // dy_r (N, out/tp) -> dx (N, in) summed over the tp ranks; accumulates dW_r, db_r.
+  Tensor backward_all_reduce(Tensor dy);
+
+  Linear& local() { return local_; }
+
+ private:
+  Communicator& tp_;
+  Linear local_;  // over this rank's (out/tp, in) block
+};
+
+class RowParallelLinear {
+ public:
+  RowParallelLinear(ParamStore& store, const std::string& name, int64_t in_features,
+                    int64_t out_features, Init init, Communicator& tp,
+                    const std::string& bias_name = "");
+
+  // x_r (N, in/tp) -> y (N, out) = sum over tp ranks of x_r W_r^T, plus the bias.
+  Tensor forward_all_reduce(Tensor x);
+  // dy (N, out), the same on every tp rank -> dx_r (N, in/tp); accumulates dW_r and
+  // (on every rank, equally) db. No communication.
+  Tensor backward(Tensor dy);
+
+  Linear& local() { return local_; }
+
+ private:
+  Communicator& tp_;
+  Param* bias_;   // (out) replicated, added once after the reduction
+  Linear local_;  // over this rank's (out, in/tp) block, without the bias
+};
+
+}  // namespace moe
