@@ -481,6 +481,8 @@ nlohmann::json Trainer::run() {
     times = IntervalTimes{};
     if (checkpoint_now) save_checkpoint(step + 1, result.lr, times);
   }
+  // A run resumed from its last step trained nothing here: still report its metrics.
+  if (s_->start_step >= c.train.steps) last_eval = evaluate();
   if (c.run.save_model) save_model();
   // Throughput of the steps this process ran (all of them unless resumed).
   const int64_t steps_run = std::max<int64_t>(0, c.train.steps - s_->start_step);

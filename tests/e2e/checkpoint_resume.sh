@@ -38,6 +38,10 @@ train "$tmp/b" --run.resume="$tmp/a/checkpoints/step_00000015.h5"
 grep -q "resumed from .*step_00000015.h5 at step 15" "$tmp/err" || fail "no resume line"
 compare "$tmp/a" "$tmp/b" "resume from step 15" --from 15 --weights
 
+# Resuming the last checkpoint of a finished run trains nothing and still reports.
+train "$tmp/g" --run.resume="$tmp/a/checkpoints/step_00000020.h5"
+tail -n 1 "$tmp/out" | grep -q '"val_loss"' || fail "resume at the last step: $(tail -n 1 "$tmp/out")"
+
 # resume=auto in the run's own directory after a crash at step 17: the pointer still
 # names step 15, metrics.jsonl has records up to 17 and the checkpoint of step 20 does
 # not exist yet. The continued metrics.jsonl is the uninterrupted run's.

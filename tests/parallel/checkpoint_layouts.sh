@@ -16,8 +16,18 @@ set -uo pipefail
 BUILD_DIR=$1 SOURCE_DIR=$2
 source "$SOURCE_DIR/tests/e2e/lib.bash"
 tmp=$(mktemp -d)
+# The processes whose parent is $1: mpirun's ranks (from /proc: procps may be missing).
+children_of() {
+  local f rest ppid
+  for f in /proc/[0-9]*/stat; do
+    rest=$(cat "$f" 2>/dev/null) || continue
+    rest=${rest##*) }  # after "pid (command) ": state ppid ...
+    read -r _ ppid _ <<<"$rest"
+    if [[ $ppid == "$1" ]]; then f=${f#/proc/}; echo "${f%/stat}"; fi
+  done
+}
 job=
-cleanup() { [[ -n $job ]] && kill -9 $(pgrep -P "$job") "$job" 2>/dev/null; rm -rf "$tmp"; }
+cleanup() { [[ -n $job ]] && kill -9 $(children_of "$job") "$job" 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
 ensure_shards "$tmp"
 cd "$SOURCE_DIR"
@@ -67,8 +77,9 @@ for _ in $(seq 1200); do
   sleep 0.1
 done
 grep -q "test hook: pausing" "$tmp/crash.err" || fail "the test hook never paused"
-ranks=$(pgrep -P "$job" | wc -l)
-kill -9 $(pgrep -P "$job") "$job"
+ranks=$(children_of "$job")
+kill -9 $ranks "$job"
+ranks=$(wc -w <<<"$ranks")
 wait "$job" 2>/dev/null
 job=
 ck=$tmp/crash/checkpoints

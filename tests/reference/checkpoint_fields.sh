@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A checkpoint is readable without our code: h5py finds every field that
+# A checkpoint is readable without our code: h5py (and h5dump) finds every field that
 # docs/checkpoint-format.md documents (and nothing else), with the documented types and
 # checksums; the weights exported by moe-ckpt (safetensors and HDF5) equal the
 # checkpoint's and, loaded into the PyTorch reference model (tests/reference), give the
@@ -23,6 +23,10 @@ ckpt=$tmp/run/checkpoints/step_00000010.h5
 /usr/bin/python3 tests/reference/check_checkpoint.py docs/checkpoint-format.md "$ckpt" \
   "$tmp/run/model.h5" "$tmp/w.h5" "$tmp/w.safetensors" "$tmp/batch.h5" \
   "$tmp/run/metrics.jsonl" 10 || fail "checkpoint fields or exported weights"
+
+# h5dump (hdf5-tools) reads it too.
+h5dump -a /trainer/step "$ckpt" | grep -q "(0): 10" || fail "h5dump does not read /trainer@step"
+h5dump -d /model/embed.weight "$ckpt" >/dev/null || fail "h5dump does not read /model/embed.weight"
 
 # The documented fine-tuning example, as a user would run it.
 /usr/bin/python3 docs/examples/finetune_pytorch.py "$tmp/w.safetensors" \
