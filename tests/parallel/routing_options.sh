@@ -5,6 +5,7 @@
 #     training loss falls on one process; under mpirun (dp = ep = 4 on 2 emulated nodes
 #     of 2, two-level dispatcher) it logs the single-process losses (relative 1e-5): the
 #     groups are a model property, so the layout changes nothing;
+#   - the image families train a few steps with each option (finite losses);
 #   - moe.dispatcher = auto logs its choice and the cost model's prediction, and follows
 #     config link figures (slow inter-node latency: two_level; fast: flat);
 #   - node-limited routing (M = 1) and the locality loss run on the same 2 x 2 layout
@@ -39,6 +40,20 @@ train_4 "$tmp/bilevel-4" "${bilevel[@]}" --moe.dispatcher=two_level
 train_4 "$tmp/topk" --moe.dispatcher=two_level
 train_4 "$tmp/limited" --moe.max_nodes_per_token=1
 train_4 "$tmp/locality" --moe.locality_loss=0.05
+
+for family in vit_moe dit_moe; do  # 4 experts: 2 groups of 2, one per rank
+  for option in "--moe.routing=bilevel --moe.node_groups=2 --moe.dispatcher=two_level" \
+                "--moe.max_nodes_per_token=1" "--moe.locality_loss=0.1"; do
+    # shellcheck disable=SC2086
+    "$SOURCE_DIR/launch/mpirun.sh" -np 4 "$BUILD_DIR/moe-train" --config "configs/${family}_tiny.ini" \
+      --train.steps=3 --train.eval_batches=1 --train.threads=1 --train.peak_gflops=1 \
+      --run.save_model=false "${layout[@]}" $option --run.dir="$tmp/$family-${option%% *}" \
+      </dev/null 2>"$tmp/err" | tail -1 >"$tmp/final" || { cat "$tmp/err"; fail "$family $option"; }
+    /usr/bin/python3 -c 'import json, math, sys; r = json.load(open(sys.argv[1]))
+assert all(math.isfinite(v) for k, v in r.items() if k.endswith("loss")), r' "$tmp/final" ||
+      fail "$family $option: losses not finite"
+  done
+done
 
 auto_choice() {  # auto_choice INTER_LATENCY_US: the dispatcher auto picks
   "$SOURCE_DIR/launch/mpirun.sh" -np 4 "$BUILD_DIR/moe-train" "${args[@]}" "${layout[@]}" \
