@@ -38,6 +38,9 @@ struct Trainer::State {
   std::unique_ptr<TwoLevelAllToAll> two_level;  // ep over its nodes (two_level dispatch)
   nlohmann::json dispatcher_choice = nlohmann::json::object();  // auto: choice, prediction
   std::string dispatcher_name;
+  // Start-up notes (topology, dispatcher choice), printed by run(): a bad input found
+  // after them must still be one line.
+  std::vector<std::string> notes;
   std::unique_ptr<Dispatcher> dispatcher;
   MoeRuntime runtime;
   std::unique_ptr<Model> model;  // the family of model.family, with its data
@@ -52,6 +55,14 @@ struct Trainer::State {
 };
 
 namespace {
+
+// The arguments streamed into one string (manipulators included).
+template <typename... Args>
+std::string text(const Args&... args) {
+  std::ostringstream os;
+  (os << ... << args);
+  return os.str();
+}
 
 // Threads of this rank: the node's cores shared among its ranks unless configured.
 int rank_threads(const Config& config, const MpiEnv& mpi) {
@@ -151,9 +162,10 @@ void Trainer::build_model() {
   const ProcessGroups& g = s_->groups;
   const ExpertPlacement placement{c.moe.num_experts, g.ep->size(), g.ep->rank()};
   const NodeMap ep_nodes = g.nodes(Group::kEp);
-  log_.info("topology: ", g.topology.world.describe(),
-            g.topology.from_config ? " (parallel.ranks_per_node)" : " (MPI shared memory)",
-            "; ep group: ", ep_nodes.describe());
+  s_->notes.push_back(
+      text("topology: ", g.topology.world.describe(),
+           g.topology.from_config ? " (parallel.ranks_per_node)" : " (MPI shared memory)",
+           "; ep group: ", ep_nodes.describe()));
   const std::string kind = choose_dispatcher(ep_nodes);
   s_->dispatcher_name = kind;
   if (kind == "local") {
@@ -178,9 +190,10 @@ void Trainer::build_model() {
     const int64_t per_group = c.moe.num_experts / c.moe.node_groups;
     for (int64_t e = 0; aligned && e < c.moe.num_experts; ++e)
       aligned = s_->runtime.locality.expert_node[e] == e / per_group;
-    log_.info("bilevel routing: ", c.moe.node_groups, " groups of ", per_group, " experts, ",
-              aligned ? "one per node of the ep group"
-                      : "not aligned with the ep group's nodes (" + ep_nodes.describe() + ")");
+    s_->notes.push_back(text(
+        "bilevel routing: ", c.moe.node_groups, " groups of ", per_group, " experts, ",
+        aligned ? "one per node of the ep group"
+                : "not aligned with the ep group's nodes (" + ep_nodes.describe() + ")"));
   }
   s_->model = make_model(c, s_->store, s_->runtime);
 }
@@ -210,7 +223,8 @@ std::string Trainer::choose_dispatcher(const NodeMap& ep_nodes) {
       *g.world, g.topology.world, {p.intra_latency_us * 1e-6, p.intra_bandwidth_gbs * 1e9},
       {p.inter_latency_us * 1e-6, p.inter_bandwidth_gbs * 1e9}, published_gpu_cluster());
   if (!ep_nodes.blocked() || ep_nodes.num_nodes == 1) {
-    log_.info("moe.dispatcher=auto: flat (the ep group spans ", ep_nodes.describe(), ")");
+    s_->notes.push_back(
+        text("moe.dispatcher=auto: flat (the ep group spans ", ep_nodes.describe(), ")"));
     return "flat";
   }
   // One exchange of a dispatch: every token's K rows of C floats, spread over the ep group.
@@ -226,11 +240,11 @@ std::string Trainer::choose_dispatcher(const NodeMap& ep_nodes) {
                            {"predicted_two_level_ms", two * 1e3},
                            {"block_bytes", block},
                            {"cost_model", cost.model.describe()}};
-  log_.info("moe.dispatcher=auto: ", choice, " (predicted per exchange: flat ", std::fixed,
-            std::setprecision(3), flat * 1e3, " ms, two-level ", two * 1e3, " ms; ",
-            ep_nodes.describe(), ", ", std::setprecision(0), block, " B per peer; ",
-            cost.model.describe(), "; intra ", cost.intra_source, ", inter ", cost.inter_source,
-            ")");
+  s_->notes.push_back(text("moe.dispatcher=auto: ", choice, " (predicted per exchange: flat ",
+                           std::fixed, std::setprecision(3), flat * 1e3, " ms, two-level ",
+                           two * 1e3, " ms; ", ep_nodes.describe(), ", ", std::setprecision(0),
+                           block, " B per peer; ", cost.model.describe(), "; intra ",
+                           cost.intra_source, ", inter ", cost.inter_source, ")"));
   return choice;
 }
 
@@ -410,6 +424,7 @@ nlohmann::json Trainer::interval_record(int64_t step, const StepResult& r,
 
 nlohmann::json Trainer::run() {
   const Config& c = config_;
+  for (const std::string& note : s_->notes) log_.info(note);
   log_.info("moe-train: ", s_->store.numel(), " parameters, ", c.train.steps, " steps of ",
             c.data.batch_size * s_->model->tokens_per_sample(), " tokens, ", s_->threads,
             " threads, BLAS kernel ", cpu::blas_core_name(), ", peak ", std::fixed,
