@@ -17,6 +17,7 @@ packages=(
   dataset-fashion-mnist                     # IDX images of the image families
   python3 python3-numpy python3-h5py python3-torch  # reference tests, peer benchmark
   python3-pil                               # tests decode the PNG sample grids
+  iproute2 util-linux                       # ip netns, unshare: the emulated cluster
 )
 
 missing=()

@@ -33,11 +33,13 @@ namespace fs = std::filesystem;
 struct Trainer::State {
   ProcessGroups groups;
   int dp_rank = 0, dp_size = 1;
-  std::string layout_note;  // topology and routing layout, logged after the input checks
   ParamStore store;
   std::unique_ptr<TwoLevelAllToAll> two_level;  // ep over its nodes (two_level dispatch)
   nlohmann::json dispatcher_choice = nlohmann::json::object();  // auto: choice, prediction
   std::string dispatcher_name;
+  // Start-up notes (topology, dispatcher choice), printed by run(): a bad input found
+  // after them must still be one line.
+  std::vector<std::string> notes;
   std::unique_ptr<Dispatcher> dispatcher;
   MoeRuntime runtime;
   std::unique_ptr<Model> model;  // the family of model.family, with its data
@@ -54,6 +56,14 @@ struct Trainer::State {
 };
 
 namespace {
+
+// The arguments streamed into one string (manipulators included).
+template <typename... Args>
+std::string text(const Args&... args) {
+  std::ostringstream os;
+  (os << ... << args);
+  return os.str();
+}
 
 // Threads of this rank: the node's cores shared among its ranks unless configured.
 int rank_threads(const Config& config, const MpiEnv& mpi) {
@@ -128,7 +138,6 @@ Trainer::Trainer(const Config& config, const MpiEnv& mpi)
       static_cast<int64_t>(static_cast<double>(config.parallel.grad_bucket_mb) * (1 << 20)));
   check_same_on_all_ranks(*s_->groups.world, config.resolved_ini, "the resolved config");
   restore_checkpoint();
-  log_.info(s_->layout_note);
 
   // The job's peak: every rank measures at once (ranks sharing cores see their share).
   s_->groups.world->barrier();
@@ -157,6 +166,10 @@ void Trainer::build_model() {
   const ProcessGroups& g = s_->groups;
   const ExpertPlacement placement{c.moe.num_experts, g.ep->size(), g.ep->rank()};
   const NodeMap ep_nodes = g.nodes(Group::kEp);
+  s_->notes.push_back(
+      text("topology: ", g.topology.world.describe(),
+           g.topology.from_config ? " (parallel.ranks_per_node)" : " (MPI shared memory)",
+           "; ep group: ", ep_nodes.describe()));
   const std::string kind = choose_dispatcher(ep_nodes);
   s_->dispatcher_name = kind;
   if (kind == "local") {
@@ -177,12 +190,6 @@ void Trainer::build_model() {
   // The model opens and validates the data: a bad file is reported alone, before any
   // progress output.
   s_->model = make_model(c, s_->store, s_->runtime);
-  // Logged once the input has passed every check (the constructor), so that bad input
-  // gets its one line alone.
-  s_->layout_note = detail::concat(
-      "topology: ", g.topology.world.describe(),
-      g.topology.from_config ? " (parallel.ranks_per_node)" : " (MPI shared memory)",
-      "; ep group: ", ep_nodes.describe());
   if (c.moe.routing == "bilevel") {
     // Groups are node-aligned when the ep group spans node_groups nodes holding E / N
     // consecutive experts each (the contiguous placement over a blocked ep group).
@@ -190,10 +197,10 @@ void Trainer::build_model() {
     const int64_t per_group = c.moe.num_experts / c.moe.node_groups;
     for (int64_t e = 0; aligned && e < c.moe.num_experts; ++e)
       aligned = s_->runtime.locality.expert_node[e] == e / per_group;
-    s_->layout_note += detail::concat(
-        "; bilevel routing: ", c.moe.node_groups, " groups of ", per_group, " experts, ",
+    s_->notes.push_back(text(
+        "bilevel routing: ", c.moe.node_groups, " groups of ", per_group, " experts, ",
         aligned ? "one per node of the ep group"
-                : "not aligned with the ep group's nodes (" + ep_nodes.describe() + ")");
+                : "not aligned with the ep group's nodes (" + ep_nodes.describe() + ")"));
   }
 }
 
@@ -222,7 +229,8 @@ std::string Trainer::choose_dispatcher(const NodeMap& ep_nodes) {
       *g.world, g.topology.world, {p.intra_latency_us * 1e-6, p.intra_bandwidth_gbs * 1e9},
       {p.inter_latency_us * 1e-6, p.inter_bandwidth_gbs * 1e9}, published_gpu_cluster());
   if (!ep_nodes.blocked() || ep_nodes.num_nodes == 1) {
-    log_.info("moe.dispatcher=auto: flat (the ep group spans ", ep_nodes.describe(), ")");
+    s_->notes.push_back(
+        text("moe.dispatcher=auto: flat (the ep group spans ", ep_nodes.describe(), ")"));
     return "flat";
   }
   // One exchange of a dispatch: every token's K rows of C floats, spread over the ep group.
@@ -238,11 +246,11 @@ std::string Trainer::choose_dispatcher(const NodeMap& ep_nodes) {
                            {"predicted_two_level_ms", two * 1e3},
                            {"block_bytes", block},
                            {"cost_model", cost.model.describe()}};
-  log_.info("moe.dispatcher=auto: ", choice, " (predicted per exchange: flat ", std::fixed,
-            std::setprecision(3), flat * 1e3, " ms, two-level ", two * 1e3, " ms; ",
-            ep_nodes.describe(), ", ", std::setprecision(0), block, " B per peer; ",
-            cost.model.describe(), "; intra ", cost.intra_source, ", inter ", cost.inter_source,
-            ")");
+  s_->notes.push_back(text("moe.dispatcher=auto: ", choice, " (predicted per exchange: flat ",
+                           std::fixed, std::setprecision(3), flat * 1e3, " ms, two-level ",
+                           two * 1e3, " ms; ", ep_nodes.describe(), ", ", std::setprecision(0),
+                           block, " B per peer; ", cost.model.describe(), "; intra ",
+                           cost.intra_source, ", inter ", cost.inter_source, ")"));
   return choice;
 }
 
@@ -432,6 +440,7 @@ nlohmann::json Trainer::interval_record(int64_t step, const StepResult& r,
 
 nlohmann::json Trainer::run() {
   const Config& c = config_;
+  for (const std::string& note : s_->notes) log_.info(note);
   log_.info("moe-train: ", s_->store.numel(), " parameters, ", c.train.steps, " steps of ",
             c.data.batch_size * s_->model->tokens_per_sample(), " tokens, ", s_->threads,
             " threads, BLAS kernel ", cpu::blas_core_name(), ", peak ", std::fixed,

@@ -7,10 +7,11 @@ Usage: tests/bench/routing_locality.py [--build build] [--nodes 2] [--per-node 4
 
 Trains the same model the same number of steps on launch/emulated_cluster.sh (N nodes
 x G ranks, shared memory inside a node, TCP between nodes; dp = ep = N*G) with
-  topk      plain top-K routing (the reference)
-  limited   node-limited top-K, moe.max_nodes_per_token = 1
-  locality  top-K with the LocMoE locality loss, moe.locality_loss = --locality
-  bilevel   SMILE bi-level routing, moe.node_groups = N (one group per node)
+  topk      plain top-K routing (the reference), flat dispatcher
+  limited   node-limited top-K, moe.max_nodes_per_token = 1, flat dispatcher
+  locality  top-K with the LocMoE locality loss, moe.locality_loss = --locality, flat
+  bilevel   SMILE bi-level routing, moe.node_groups = N (one group per node),
+            two-level dispatcher (same inter-node bytes as flat)
 and reports, per step averaged over the steps after the first five:
   inter-node bytes     the token all-to-all's bytes on inter-node links, all ranks
                        together (comm.ep.job_inter_node_bytes): what this framework's
@@ -87,8 +88,9 @@ def main():
     ini.read(os.path.join(ROOT, args.config))
     width = ini.getint("model", "d_model")
     tokens = ini.getint("data", "batch_size") * ini.getint("model", "seq_len")
-    variants = [("topk", []), ("limited", ["--moe.max_nodes_per_token=1"]),
-                ("locality", [f"--moe.locality_loss={args.locality}"]),
+    variants = [("topk", ["--moe.dispatcher=flat"]),
+                ("limited", ["--moe.max_nodes_per_token=1", "--moe.dispatcher=flat"]),
+                ("locality", [f"--moe.locality_loss={args.locality}", "--moe.dispatcher=flat"]),
                 ("bilevel", ["--moe.routing=bilevel", f"--moe.node_groups={args.nodes}",
                              "--moe.dispatcher=two_level"])]
     results = {}

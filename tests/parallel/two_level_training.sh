@@ -4,8 +4,9 @@
 # training with moe.dispatcher = two_level logs the same losses as flat (relative 1e-5;
 # in practice identical, since the same rows arrive in the same order) on emulated nodes
 # (parallel.ranks_per_node) under plain mpirun, for (ranks, ranks per node) in (4, 2),
-# (8, 4), (8, 2), dropless and with a capacity, and for the image families; and rank 0
-# sends fewer inter-node messages per step.
+# (8, 4), (8, 2), dropless and with a capacity, with ep < dp (8 ranks, ep 4: two ep
+# groups of 2 nodes x 2), and for the image families; and rank 0 sends fewer inter-node
+# messages per step.
 set -euo pipefail
 BUILD_DIR=$1 SOURCE_DIR=$2
 source "$SOURCE_DIR/tests/e2e/lib.bash"
@@ -17,13 +18,16 @@ common=(--train.steps=12 --train.log_interval=1 --train.eval_interval=6
 lm=(--config configs/moe_gpt_tiny.ini --data.train_path="$SHARDS/fortunes_train.tok"
     --data.val_path="$SHARDS/fortunes_val.tok" --moe.num_experts=8 --optim.lr=0.001)
 
-# run_case NAME NP G -- ARGS...: flat and two-level with dp = ep = NP, G ranks per node
+# run_case NAME NP G [EP] -- ARGS...: flat and two-level with dp = NP, ep = EP (default
+# NP), G ranks per node
 run_case() {
-  local name=$1 np=$2 g=$3; shift 4
+  local name=$1 np=$2 g=$3 ep=$2
+  if [[ $4 != -- ]]; then ep=$4; shift; fi
+  shift 4
   local d
   for d in flat two_level; do
     "$SOURCE_DIR/launch/mpirun.sh" -np "$np" "$BUILD_DIR/moe-train" "${common[@]}" "$@" \
-      --parallel.dp="$np" --parallel.ep="$np" --parallel.ranks_per_node="$g" \
+      --parallel.dp="$np" --parallel.ep="$ep" --parallel.ranks_per_node="$g" \
       --moe.dispatcher=$d --run.dir="$tmp/$name-$d" </dev/null >/dev/null 2>"$tmp/err" \
       || { cat "$tmp/err"; fail "$name: mpirun -np $np with $d"; }
   done
@@ -52,6 +56,7 @@ PY
 run_case lm-4x2 4 2 -- "${lm[@]}"
 run_case lm-8x4-capacity 8 4 -- "${lm[@]}" --moe.capacity_factor=1.0
 run_case lm-8x2 8 2 -- "${lm[@]}"
+run_case lm-8x2-ep4 8 2 4 -- "${lm[@]}"
 run_case vit_moe-4x2 4 2 -- --config configs/vit_moe_tiny.ini --moe.capacity_factor=1.0
 run_case dit_moe-4x2 4 2 -- --config configs/dit_moe_tiny.ini
 echo PASS
