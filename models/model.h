@@ -16,7 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "framework/config/config.h"
-#include "framework/moe/moe_layer.h"
+#include "framework/data/idx.h"
 #include "framework/moe/moe_layer.h"
 #include "framework/tensor/param_store.h"
 
@@ -42,6 +42,29 @@ struct ComponentTimes {
 inline bool is_moe_block(const ModelConfig& m, int layer) {
   return layer >= m.dense_layers && (layer - m.dense_layers + 1) % m.moe_every == 0;
 }
+
+// The MoE layers of a model's blocks in block order, and the index of each one's block.
+// Every family's Block holds `std::unique_ptr<MoELayer> moe`, null in dense blocks.
+template <class Block>
+std::vector<MoELayer*> moe_layers_of(const std::vector<std::unique_ptr<Block>>& blocks) {
+  std::vector<MoELayer*> layers;
+  for (const auto& block : blocks)
+    if (block->moe) layers.push_back(block->moe.get());
+  return layers;
+}
+template <class Block>
+std::vector<int> moe_block_indices(const std::vector<std::unique_ptr<Block>>& blocks) {
+  std::vector<int> indices;
+  for (size_t l = 0; l < blocks.size(); ++l)
+    if (blocks[l]->moe) indices.push_back(static_cast<int>(l));
+  return indices;
+}
+
+// The IDX images and labels of the training split (data.train_path, data.train_labels)
+// or the evaluation split (data.val_path, data.val_labels), checked against
+// model.image_channels and model.image_size; a missing or bad file is a user error
+// naming its key.
+ImageDataset open_image_split(const Config& config, bool train);
 
 class Model {
  public:

@@ -242,19 +242,9 @@ void DitMoe::backward() {
   y_embed_.backward(dc);
 }
 
-std::vector<MoELayer*> DitMoe::moe_layers() {
-  std::vector<MoELayer*> layers;
-  for (auto& block : blocks_)
-    if (block->moe) layers.push_back(block->moe.get());
-  return layers;
-}
+std::vector<MoELayer*> DitMoe::moe_layers() { return moe_layers_of(blocks_); }
 
-std::vector<int> DitMoe::moe_layer_blocks() const {
-  std::vector<int> blocks;
-  for (int l = 0; l < model_.num_layers; ++l)
-    if (blocks_[l]->moe) blocks.push_back(l);
-  return blocks;
-}
+std::vector<int> DitMoe::moe_layer_blocks() const { return moe_block_indices(blocks_); }
 
 double DitMoe::train_flops_per_token() const {
   const double c = model_.d_model, t = static_cast<double>(tokens_per_image());

@@ -16,10 +16,8 @@ class DitMoeModel final : public Model {
       : seed_(c.train.seed),
         eval_batches_(c.train.eval_batches),
         class_dropout_(c.model.class_dropout),
-        train_data_(open_images(c, c.data.train_path, c.data.train_labels, "data.train_path",
-                                "data.train_labels")),
-        val_data_(open_images(c, c.data.val_path, c.data.val_labels, "data.val_path",
-                              "data.val_labels")),
+        train_data_(open_image_split(c, /*train=*/true)),
+        val_data_(open_image_split(c, /*train=*/false)),
         train_sampler_(train_data_, c.data.batch_size, c.train.seed,
                        {c.data.hflip, c.data.image_mean, c.data.image_std}),
         val_sampler_(val_data_, c.data.batch_size, c.train.seed,
@@ -73,15 +71,6 @@ class DitMoeModel final : public Model {
   ComponentTimes& times() override { return net_.times(); }
 
  private:
-  static ImageDataset open_images(const Config& c, const std::string& images,
-                                  const std::string& labels, const char* images_key,
-                                  const char* labels_key) {
-    MOE_USER_CHECK(!images.empty(), images_key, ": no IDX images given");
-    MOE_USER_CHECK(!labels.empty(), labels_key, ": no IDX labels given");
-    ImageDataset data(images, labels, c.model.num_classes);
-    data.require_shape(c.model.image_channels, c.model.image_size, images_key);
-    return data;
-  }
   int64_t resize(int dp_size) {
     const int64_t rows = train_sampler_.local_batch(dp_size);
     const size_t n = static_cast<size_t>(rows * train_sampler_.image_floats());

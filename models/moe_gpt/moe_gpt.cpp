@@ -139,19 +139,9 @@ void MoeGpt::backward() {
   embed_.backward(dh);
 }
 
-std::vector<MoELayer*> MoeGpt::moe_layers() {
-  std::vector<MoELayer*> layers;
-  for (auto& block : blocks_)
-    if (block->moe) layers.push_back(block->moe.get());
-  return layers;
-}
+std::vector<MoELayer*> MoeGpt::moe_layers() { return moe_layers_of(blocks_); }
 
-std::vector<int> MoeGpt::moe_layer_blocks() const {
-  std::vector<int> blocks;
-  for (int l = 0; l < model_.num_layers; ++l)
-    if (blocks_[l]->moe) blocks.push_back(l);
-  return blocks;
-}
+std::vector<int> MoeGpt::moe_layer_blocks() const { return moe_block_indices(blocks_); }
 
 double MoeGpt::train_flops_per_token() const {
   const double c = model_.d_model, seq = model_.seq_len;

@@ -167,19 +167,9 @@ void VitMoe::backward() {
   patch_embed_.backward(dh);
 }
 
-std::vector<MoELayer*> VitMoe::moe_layers() {
-  std::vector<MoELayer*> layers;
-  for (auto& block : blocks_)
-    if (block->moe) layers.push_back(block->moe.get());
-  return layers;
-}
+std::vector<MoELayer*> VitMoe::moe_layers() { return moe_layers_of(blocks_); }
 
-std::vector<int> VitMoe::moe_layer_blocks() const {
-  std::vector<int> blocks;
-  for (int l = 0; l < model_.num_layers; ++l)
-    if (blocks_[l]->moe) blocks.push_back(l);
-  return blocks;
-}
+std::vector<int> VitMoe::moe_layer_blocks() const { return moe_block_indices(blocks_); }
 
 double VitMoe::train_flops_per_token() const {
   const double c = model_.d_model, t = static_cast<double>(tokens_per_image());
