@@ -131,40 +131,50 @@ std::vector<int64_t> choice_counts(std::span<const int32_t> experts, int64_t num
   return counts;
 }
 
+namespace {
+
+// Walks every expert's global queue in admission order (choice 0 of rank 0, 1, ..., then
+// choice 1, ...) and calls visit(rank, k, e, queued, count): `count` assignments of that
+// rank's k-th choices of e, `queued` assignments ahead of them in e's queue.
+template <typename Visit>
+void walk_global_queues(std::span<const int64_t> all_counts, int ranks, int64_t top_k,
+                        int64_t num_experts, const char* caller, Visit visit) {
+  const int64_t ke = top_k * num_experts;
+  MOE_CHECK(static_cast<int64_t>(all_counts.size()) == ranks * ke, caller, ": ",
+            all_counts.size(), " counts for ", ranks, " ranks");
+  for (int64_t e = 0; e < num_experts; ++e) {
+    int64_t queued = 0;
+    for (int64_t k = 0; k < top_k; ++k)
+      for (int r = 0; r < ranks; ++r) {
+        const int64_t c = all_counts[r * ke + k * num_experts + e];
+        visit(r, k, e, queued, c);
+        queued += c;
+      }
+  }
+}
+
+}  // namespace
+
 std::vector<int64_t> queued_ahead_of_rank(std::span<const int64_t> all_counts, int ranks,
                                           int rank, int64_t top_k, int64_t num_experts) {
-  const int64_t ke = top_k * num_experts;
-  MOE_CHECK(static_cast<int64_t>(all_counts.size()) == ranks * ke && rank >= 0 && rank < ranks,
-            "queued_ahead_of_rank: ", all_counts.size(), " counts for ", ranks, " ranks");
-  std::vector<int64_t> ahead(static_cast<size_t>(ke), 0);
-  for (int r = 0; r < ranks; ++r)
-    for (int64_t k = 0; k < top_k; ++k)
-      for (int64_t e = 0; e < num_experts; ++e) {
-        const int64_t c = all_counts[r * ke + k * num_experts + e];
-        // every rank's earlier choices, and this choice on the ranks before `rank`
-        for (int64_t later = k + 1; later < top_k; ++later) ahead[later * num_experts + e] += c;
-        if (r < rank) ahead[k * num_experts + e] += c;
-      }
+  MOE_CHECK(rank >= 0 && rank < ranks, "queued_ahead_of_rank: rank ", rank, " of ", ranks);
+  std::vector<int64_t> ahead(static_cast<size_t>(top_k * num_experts), 0);
+  walk_global_queues(all_counts, ranks, top_k, num_experts, "queued_ahead_of_rank",
+                     [&](int r, int64_t k, int64_t e, int64_t queued, int64_t) {
+                       if (r == rank) ahead[k * num_experts + e] = queued;
+                     });
   return ahead;
 }
 
 std::vector<int64_t> kept_counts_of_ranks(std::span<const int64_t> all_counts, int ranks,
                                           int64_t top_k, int64_t num_experts,
                                           int64_t capacity) {
-  const int64_t ke = top_k * num_experts;
-  MOE_CHECK(static_cast<int64_t>(all_counts.size()) == ranks * ke,
-            "kept_counts_of_ranks: ", all_counts.size(), " counts for ", ranks, " ranks");
   std::vector<int64_t> kept(static_cast<size_t>(ranks * num_experts), 0);
-  for (int64_t e = 0; e < num_experts; ++e) {
-    int64_t queued = 0;  // position in e's global queue: choice k of rank 0, 1, ..., then k+1
-    for (int64_t k = 0; k < top_k; ++k)
-      for (int r = 0; r < ranks; ++r) {
-        const int64_t c = all_counts[r * ke + k * num_experts + e];
-        const int64_t room = capacity < 0 ? c : std::clamp<int64_t>(capacity - queued, 0, c);
-        kept[r * num_experts + e] += room;
-        queued += c;
-      }
-  }
+  walk_global_queues(all_counts, ranks, top_k, num_experts, "kept_counts_of_ranks",
+                     [&](int r, int64_t, int64_t e, int64_t queued, int64_t c) {
+                       kept[r * num_experts + e] +=
+                           capacity < 0 ? c : std::clamp<int64_t>(capacity - queued, 0, c);
+                     });
   return kept;
 }
 
