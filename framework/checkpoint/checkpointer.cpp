@@ -119,7 +119,8 @@ std::optional<TrainerState> Checkpointer::restore() {
     std::error_code ec;
     const double bytes = static_cast<double>(fs::file_size(*path, ec));
     log_.info("resumed from ", *path, " at step ", state.step, " (written by dp ",
-              from.layout.dp, " ep ", from.layout.ep, " on ", from.world_size, " ranks; read ",
+              from.layout.dp, " tp ", from.layout.tp, " ep ", from.layout.ep, " on ",
+              from.world_size, " ranks; read ",
               megabytes(bytes), " in ", std::fixed, std::setprecision(3), seconds, " s, ",
               std::setprecision(1), bytes / 1e6 / std::max(seconds, 1e-9), " MB/s)");
     for (const std::string& d : config_differences(from.config_ini, config_.resolved_ini))

@@ -177,8 +177,6 @@ void validate_parallel(const Config& c) {
   require_non_negative("parallel.inter_bandwidth_gbs", p.inter_bandwidth_gbs);
   MOE_USER_CHECK(p.grad_bucket_mb > 0.0f, "parallel.grad_bucket_mb: ", p.grad_bucket_mb,
                  " must be > 0");
-  MOE_USER_CHECK(p.tp == 1, "parallel.tp: ", p.tp,
-                 " is not available yet (tensor parallelism is not built; use 1)");
   MOE_USER_CHECK(p.etp == 1, "parallel.etp: ", p.etp,
                  " is not available yet (expert-tensor parallelism is not built; use 1)");
   // Folding: dense layers use world = dp * tp, MoE layers world = edp * ep * etp.
@@ -190,6 +188,16 @@ void validate_parallel(const Config& c) {
                  " must be divisible by parallel.tp = ", p.tp);
   MOE_USER_CHECK(c.model.dense_ffn % p.tp == 0, "model.dense_ffn: ", c.model.dense_ffn,
                  " must be divisible by parallel.tp = ", p.tp);
+  MOE_USER_CHECK(c.moe.num_shared == 0 || (c.moe.num_shared * c.moe.shared_ffn) % p.tp == 0,
+                 "moe.num_shared * moe.shared_ffn: ", c.moe.num_shared * c.moe.shared_ffn,
+                 " (the shared experts' width) must be divisible by parallel.tp = ", p.tp);
+  // The vocabulary is split in blocks of ceil(V / tp) rows, the last one short
+  // (nn/vocab_parallel.h): every rank needs at least one row.
+  const int64_t vocab_block = (c.model.vocab_size + p.tp - 1) / p.tp;
+  MOE_USER_CHECK(c.model.family != "moe_gpt" || (p.tp - 1) * vocab_block < c.model.vocab_size,
+                 "model.vocab_size: ", c.model.vocab_size, " leaves tp rank ", p.tp - 1,
+                 " no row in blocks of ", vocab_block, " (parallel.tp = ", p.tp,
+                 "); use a larger vocabulary or a smaller tp");
   MOE_USER_CHECK(c.moe.expert_ffn % p.etp == 0, "moe.expert_ffn: ", c.moe.expert_ffn,
                  " must be divisible by parallel.etp = ", p.etp);
   MOE_USER_CHECK(c.data.batch_size % p.dp == 0, "data.batch_size: ", c.data.batch_size,

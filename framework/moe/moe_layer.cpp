@@ -16,15 +16,15 @@ ExpertActivation expert_activation(const MoeConfig& config) {
 
 std::unique_ptr<Mlp> make_shared_experts(ParamStore& store, const std::string& prefix,
                                          int64_t width, const MoeConfig& config,
-                                         float init_std, float out_std) {
+                                         float init_std, float out_std, Communicator* tp) {
   if (config.num_shared <= 0) return nullptr;
   // K_s shared experts of width F_s are one FFN of width K_s * F_s.
   const int64_t hidden = int64_t{config.num_shared} * config.shared_ffn;
   if (expert_activation(config) == ExpertActivation::kGelu)
     return std::make_unique<GeluMlp>(store, prefix + ".shared", width, hidden, init_std,
-                                     out_std);
+                                     out_std, tp);
   return std::make_unique<SwiGLUMlp>(store, prefix + ".shared", width, hidden, init_std,
-                                     out_std);
+                                     out_std, tp);
 }
 
 std::unique_ptr<Router> make_router(ParamStore& store, const std::string& prefix,
@@ -67,7 +67,7 @@ MoELayer::MoELayer(ParamStore& store, const std::string& prefix, int64_t width,
       bilevel_(make_bilevel_router(store, prefix, width, config, init_std)),
       experts_(store, prefix, width, config.expert_ffn, runtime.placement, init_std,
                out_std, expert_activation(config)),
-      shared_(make_shared_experts(store, prefix, width, config, init_std, out_std)),
+      shared_(make_shared_experts(store, prefix, width, config, init_std, out_std, runtime.tp)),
       bias_(static_cast<size_t>(config.num_experts), 0.0f) {
   MOE_CHECK(runtime.dispatcher != nullptr, "MoE layer ", prefix, ": no dispatcher");
   MOE_CHECK(runtime.placement.num_experts == config.num_experts, "MoE layer ", prefix,

@@ -66,11 +66,17 @@ struct MoeRuntime {
   // batch order): capacity, balance loss and load statistics are those of the global
   // batch. Null: this rank's tokens are the whole batch.
   Communicator* tokens = nullptr;
+  // The tensor-parallel group of the dense layers: the shared experts are split over it
+  // like a dense FFN (framework/nn/mlp.h). Routed experts are not: with etp = 1 every tp
+  // rank holds its ep rank's experts whole and dispatches all its tokens (the tp ranks'
+  // tokens are the same), so the expert gradients count every token tp times
+  // (parallel/grad_sync.h divides them by dp * tp). Null: no tensor parallelism.
+  Communicator* tp = nullptr;
 
   // Everything on this rank: the single-process runtime.
   static MoeRuntime local(Dispatcher& dispatcher, int64_t num_experts) {
     return {&dispatcher, ExpertPlacement::single(num_experts),
-            ExpertLocality::single(num_experts), nullptr};
+            ExpertLocality::single(num_experts), nullptr, nullptr};
   }
 };
 

@@ -6,26 +6,31 @@ namespace moe {
 
 SelfAttention::SelfAttention(ParamStore& store, const std::string& prefix,
                              int64_t width, int64_t heads, bool causal, bool rotary,
-                             float rope_theta, float init_std, float out_std)
-    : qkv_proj_(store, prefix + ".w_qkv", width, 3 * width, Init::normal(init_std)),
-      out_proj_(store, prefix + ".w_out", width, width, Init::normal(out_std)),
+                             float rope_theta, float init_std, float out_std,
+                             Communicator* tp)
+    : qkv_proj_(store, prefix + ".w_qkv", width, 3 * width, Init::normal(init_std), tp,
+                /*bias_name=*/"", /*parts=*/3),
+      out_proj_(store, prefix + ".w_out", width, width, Init::normal(out_std), tp),
       width_(width),
-      heads_(heads),
+      local_width_(width / tp_size(tp)),
+      heads_(heads / tp_size(tp)),
       head_dim_(heads > 0 ? width / heads : 0),
       causal_(causal),
       rotary_(rotary),
       rope_theta_(rope_theta) {
   MOE_CHECK(heads > 0 && width % heads == 0, "SelfAttention ", prefix, ": width ", width,
             " not divisible by ", heads, " heads");
+  MOE_CHECK(heads % tp_size(tp) == 0, "SelfAttention ", prefix, ": ", heads,
+            " heads not divisible by tp = ", tp_size(tp));
   // Rotate-half pairs element i with i + D/2.
   MOE_CHECK(!rotary || head_dim_ % 2 == 0, "SelfAttention ", prefix,
             ": rotary needs an even head width, got ", head_dim_);
 }
 
 void SelfAttention::apply_rotary(float* qkv, bool inverse) const {
-  const int64_t stride = 3 * width_;  // q at column 0, k at column C of each row
+  const int64_t stride = 3 * local_width_;  // q at column 0, k at column C/tp of each row
   cpu::rope_apply(qkv, batch_, seq_len_, heads_, head_dim_, stride, rope_theta_, inverse);
-  cpu::rope_apply(qkv + width_, batch_, seq_len_, heads_, head_dim_, stride, rope_theta_,
+  cpu::rope_apply(qkv + local_width_, batch_, seq_len_, heads_, head_dim_, stride, rope_theta_,
                   inverse);
 }
 
@@ -39,23 +44,23 @@ Tensor SelfAttention::forward(Tensor x, int64_t batch, int64_t seq_len) {
   qkv_ = qkv_proj_.forward(x);  // (B*T, 3C)
   if (rotary_) apply_rotary(qkv_.data, /*inverse=*/false);
   float* att = att_.view({batch, heads_, seq_len, seq_len}).data;
-  Tensor o = o_.view({batch * seq_len, width_});
+  Tensor o = o_.view({batch * seq_len, local_width_});
   cpu::attention_forward(qkv_.data, att, o.data, batch, seq_len, heads_, head_dim_,
                          causal_);
-  return out_proj_.forward(o);  // (B*T, C)
+  return out_proj_.forward_all_reduce(o);  // (B*T, C), summed over the heads of all ranks
 }
 
 Tensor SelfAttention::backward(Tensor dy) {
   MOE_CHECK(dy.rows() == batch_ * seq_len_ && dy.cols() == width_,
             "SelfAttention: gradient shape ", dy.shape.str());
   Tensor d_o = out_proj_.backward(dy);  // (B*T, C)
-  Tensor dqkv = dqkv_.view({batch_ * seq_len_, 3 * width_});
+  Tensor dqkv = dqkv_.view({batch_ * seq_len_, 3 * local_width_});
   float* scratch = scratch_.view({batch_, heads_, seq_len_, seq_len_}).data;
   cpu::attention_backward(qkv_.data, att_.data(), d_o.data, dqkv.data, scratch, batch_,
                           seq_len_, heads_, head_dim_, causal_);
   // The rotation is orthogonal, so its backward is the inverse rotation.
   if (rotary_) apply_rotary(dqkv.data, /*inverse=*/true);
-  return qkv_proj_.backward(dqkv);  // (B*T, C)
+  return qkv_proj_.backward_all_reduce(dqkv);  // (B*T, C)
 }
 
 }  // namespace moe

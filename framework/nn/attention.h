@@ -1,15 +1,21 @@
 #pragma once
 // Multi-head self-attention without biases (docs/architecture.md):
-//   qkv = x W_qkv^T          W_qkv (3C, C), rows [q | k | v], each H heads of D rows
+//   qkv = x W_qkv^T          W_qkv (3, C, C): [q | k | v], each H heads of D rows
 //   q, k <- RoPE(q), RoPE(k)  rotate-half form, position t within the sequence (optional)
 //   o = softmax(q k^T / sqrt(D) [+ causal mask]) v, heads concatenated -> (N, C)
 //   y = o W_out^T            W_out (C, C)
 // Parameters: <prefix>.w_qkv, <prefix>.w_out. See framework/nn/linear.h for the
 // layer conventions.
+//
+// Tensor parallelism (a tp group, framework/nn/tp_linear.h): the heads are split over
+// the tp ranks. W_qkv is column-parallel in three parts, so rank r holds the q, k and v
+// rows of heads [r H/tp, (r+1) H/tp) and attends with them alone; W_out is
+// row-parallel over the same columns. x and y are the same on every tp rank; forward
+// all-reduces y over tp once, backward all-reduces dx once.
 
 #include <string>
 
-#include "framework/nn/linear.h"
+#include "framework/nn/tp_linear.h"
 
 namespace moe {
 
@@ -18,7 +24,7 @@ class SelfAttention {
   // init_std for W_qkv, out_std for W_out (the output projection, σ/√(2L) in GPT).
   SelfAttention(ParamStore& store, const std::string& prefix, int64_t width,
                 int64_t heads, bool causal, bool rotary, float rope_theta,
-                float init_std, float out_std);
+                float init_std, float out_std, Communicator* tp = nullptr);
 
   // x (B*T, C), B sequences of T tokens -> y (B*T, C)
   Tensor forward(Tensor x, int64_t batch, int64_t seq_len);
@@ -26,17 +32,20 @@ class SelfAttention {
   Tensor backward(Tensor dy);
 
   int64_t width() const { return width_; }
-  int64_t heads() const { return heads_; }
+  int64_t heads() const { return heads_; }  // on this rank: H / tp
 
  private:
-  // In place on the q and k blocks of rows of width 3C (one (b, t) per row).
+  // In place on the q and k blocks of rows of width 3C/tp (one (b, t) per row).
   void apply_rotary(float* qkv, bool inverse) const;
 
-  Linear qkv_proj_, out_proj_;
-  int64_t width_, heads_, head_dim_;  // C, H, D = C / H
+  ColumnParallelLinear qkv_proj_;
+  RowParallelLinear out_proj_;
+  int64_t width_, local_width_;     // C; C/tp on this rank
+  int64_t heads_, head_dim_;        // H/tp on this rank; D = C / H
   bool causal_, rotary_;
   float rope_theta_;
   int64_t batch_ = 0, seq_len_ = 0;  // B, T of the last forward
+  // H, C below are this rank's H/tp heads and C/tp columns
   Tensor qkv_;                       // (B, T, 3, H, D) rotated q, k and v for backward
   Buffer att_;                       // (B, H, T, T) softmax probabilities
   Buffer o_;                         // (B*T, C) attention output, heads concatenated

@@ -17,9 +17,9 @@ Linear::Linear(ParamStore& store, const std::string& name, int64_t in_features,
 Linear::Linear(Param& weight, Param* bias)
     : weight_(weight),
       bias_(bias),
-      in_(weight.local_shape[1]),
-      out_(weight.local_shape[0]) {
-  MOE_CHECK(weight.local_shape.rank == 2, "Linear ", weight.spec.name, ": weight of shape ",
+      in_(weight.local_shape[weight.local_shape.rank - 1]),
+      out_(in_ > 0 ? weight.numel() / in_ : 0) {
+  MOE_CHECK(weight.local_shape.rank >= 2, "Linear ", weight.spec.name, ": weight of shape ",
             weight.local_shape.str());
   MOE_CHECK(!bias || bias->numel() == out_, "Linear ", weight.spec.name, ": bias of ",
             bias ? bias->numel() : 0, " for ", out_, " outputs");

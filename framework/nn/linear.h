@@ -24,6 +24,7 @@ class Linear {
          int64_t out_features, Init init, const std::string& bias_name = "");
   // Over parameters registered elsewhere, e.g. this rank's block of a tensor-parallel
   // weight: the layer works on the local (out, in) block and its local bias (or none).
+  // A block of more dimensions (P, out/P, in) is the (out, in) matrix of its rows.
   Linear(Param& weight, Param* bias);
 
   Tensor forward(Tensor x);    // x (N, in) -> y (N, out)

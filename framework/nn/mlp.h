@@ -4,10 +4,15 @@
 //   GeluMlp:   y = W_fc2 gelu(W_fc1 x);              W_fc1 (F, C), W_fc2 (C, F)
 // Parameter names: <prefix>.w_gate / .w_up / .w_down and <prefix>.w_fc1 / .w_fc2.
 // Inputs and outputs are (N, C); see framework/nn/linear.h for the layer conventions.
+//
+// Tensor parallelism (a tp group, framework/nn/tp_linear.h): the hidden units are split
+// over the tp ranks. The first projections (W_gate and W_up, W_fc1) are column-parallel,
+// the activation is local to a rank's F/tp units, W_down (W_fc2) is row-parallel.
+// x and y are the same on every tp rank; forward all-reduces y once, backward dx once.
 
 #include <string>
 
-#include "framework/nn/linear.h"
+#include "framework/nn/tp_linear.h"
 
 namespace moe {
 
@@ -23,27 +28,30 @@ class SwiGLUMlp final : public Mlp {
  public:
   // init_std for W_gate and W_up, out_std for W_down (the output projection).
   SwiGLUMlp(ParamStore& store, const std::string& prefix, int64_t width, int64_t hidden,
-            float init_std, float out_std);
+            float init_std, float out_std, Communicator* tp = nullptr);
   Tensor forward(Tensor x) override;    // (N, C) -> (N, C)
   Tensor backward(Tensor dy) override;  // (N, C) -> (N, C)
 
  private:
-  Linear gate_, up_, down_;
-  Tensor g_, u_;             // (N, F) views of gate_/up_ outputs, kept for backward
-  Buffer h_, dg_, du_, dx_;  // (N, F) hidden and gradients; dx (N, C)
+  Communicator* tp_;
+  ColumnParallelLinear gate_, up_;
+  RowParallelLinear down_;
+  Tensor g_, u_;             // (N, F/tp) views of gate_/up_ outputs, kept for backward
+  Buffer h_, dg_, du_, dx_;  // (N, F/tp) hidden and gradients; dx (N, C)
 };
 
 class GeluMlp final : public Mlp {
  public:
   GeluMlp(ParamStore& store, const std::string& prefix, int64_t width, int64_t hidden,
-          float init_std, float out_std);
+          float init_std, float out_std, Communicator* tp = nullptr);
   Tensor forward(Tensor x) override;
   Tensor backward(Tensor dy) override;
 
  private:
-  Linear fc1_, fc2_;
-  Tensor pre_;     // (N, F) view of fc1_'s output (pre-activation), kept for backward
-  Buffer a_, da_;  // (N, F) gelu output; gradient w.r.t. the pre-activation
+  ColumnParallelLinear fc1_;
+  RowParallelLinear fc2_;
+  Tensor pre_;     // (N, F/tp) view of fc1_'s output (pre-activation), kept for backward
+  Buffer a_, da_;  // (N, F/tp) gelu output; gradient w.r.t. the pre-activation
 };
 
 }  // namespace moe

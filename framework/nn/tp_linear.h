@@ -8,16 +8,22 @@
 //                         block of the bias. x (N, in) is the same on every tp rank;
 //                         y_r = x W_r^T + b_r is this rank's (N, out/tp) columns of y.
 //                         Backward: dx = sum_r dy_r W_r, an all-reduce over tp.
+//                         With `parts` = P > 1 the weight is P stacked matrices,
+//                         logical (P, out/P, in), each split along its rows: rank r
+//                         holds (P, out/(P tp), in) and y_r is [part 0 | part 1 | ...]
+//                         of its rows (attention's fused q, k, v split by heads).
 //   RowParallelLinear     W (out, in) split along in: rank r holds columns
 //                         [r * in/tp, (r + 1) * in/tp) (Shard::kTpRow); the bias is
 //                         replicated. x_r (N, in/tp) is this rank's slice of the
 //                         input (a column-parallel output); y = sum_r x_r W_r^T + b,
 //                         an all-reduce over tp. Backward: dx_r = dy W_r, no exchange.
 //
-// Only the functions named for it communicate: ColumnParallelLinear::backward_all_reduce
-// and RowParallelLinear::forward_all_reduce. The blocks are views of logical
-// parameters, so their initial values are those of the unsharded layer (ParamStore)
-// and checkpoints store the logical tensors. tp must divide the split dimension.
+// Only the functions named for it communicate: ColumnParallelLinear::backward_all_reduce,
+// RowParallelLinear::forward_all_reduce and all_reduce_tp. The blocks are views of
+// logical parameters, so their initial values are those of the unsharded layer
+// (ParamStore) and checkpoints store the logical tensors. tp must divide the split
+// dimension. A null tp is tensor parallelism of one: the whole weight, no exchange,
+// annotated Shard::kReplicated.
 
 #include <string>
 
@@ -26,27 +32,33 @@
 
 namespace moe {
 
+inline int tp_size(const Communicator* tp) { return tp ? tp->size() : 1; }
+inline int tp_rank(const Communicator* tp) { return tp ? tp->rank() : 0; }
+
+// t = sum of t over the tp ranks (nothing without tp or with one rank).
+void all_reduce_tp(Communicator* tp, Tensor t);
+
 class ColumnParallelLinear {
  public:
   ColumnParallelLinear(ParamStore& store, const std::string& name, int64_t in_features,
-                       int64_t out_features, Init init, Communicator& tp,
-                       const std::string& bias_name = "");
+                       int64_t out_features, Init init, Communicator* tp,
+                       const std::string& bias_name = "", int64_t parts = 1);
 
   Tensor forward(Tensor x);  // x (N, in) -> y_r (N, out/tp); no communication
   // dy_r (N, out/tp) -> dx (N, in) summed over the tp ranks; accumulates dW_r, db_r.
   Tensor backward_all_reduce(Tensor dy);
 
-  Linear& local() { return local_; }
+  Linear& local() { return local_; }  // backward() of it: this rank's share of dx only
 
  private:
-  Communicator& tp_;
+  Communicator* tp_;
   Linear local_;  // over this rank's (out/tp, in) block
 };
 
 class RowParallelLinear {
  public:
   RowParallelLinear(ParamStore& store, const std::string& name, int64_t in_features,
-                    int64_t out_features, Init init, Communicator& tp,
+                    int64_t out_features, Init init, Communicator* tp,
                     const std::string& bias_name = "");
 
   // x_r (N, in/tp) -> y (N, out) = sum over tp ranks of x_r W_r^T, plus the bias.
@@ -58,7 +70,7 @@ class RowParallelLinear {
   Linear& local() { return local_; }
 
  private:
-  Communicator& tp_;
+  Communicator* tp_;
   Param* bias_;   // (out) replicated, added once after the reduction
   Linear local_;  // over this rank's (out, in/tp) block, without the bias
 };

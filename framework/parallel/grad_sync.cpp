@@ -16,14 +16,16 @@ bool is_expert(const Param& p) { return p.spec.shard == Shard::kExpert; }
 }  // namespace
 
 GradSync::GradSync(ParamStore& store, Communicator& dp, Communicator& edp, int token_shards,
-                   int64_t bucket_bytes)
-    : scale_(1.0f / static_cast<float>(token_shards)) {
-  MOE_CHECK(token_shards > 0 && bucket_bytes > 0, "gradient sync: ", token_shards,
-            " token shards, bucket of ", bucket_bytes, " bytes");
+                   int64_t bucket_bytes, int token_copies) {
+  MOE_CHECK(token_shards > 0 && token_copies > 0 && bucket_bytes > 0, "gradient sync: ",
+            token_shards, " token shards, ", token_copies, " copies, bucket of ",
+            bucket_bytes, " bytes");
   const int64_t bucket_elems = std::max<int64_t>(1, bucket_bytes / int64_t{sizeof(float)});
   Bucket dense, experts;
   dense.comm = &dp;
+  dense.scale = 1.0f / static_cast<float>(token_shards);
   experts.comm = &edp;
+  experts.scale = 1.0f / static_cast<float>(token_shards * token_copies);
   auto flush = [&](Bucket& b) {
     if (!b.params.empty()) buckets_.push_back(b);
     b.params.clear();
@@ -41,7 +43,7 @@ GradSync::GradSync(ParamStore& store, Communicator& dp, Communicator& edp, int t
 
 void GradSync::all_reduce() {
   for (const Bucket& b : buckets_) {
-    if (b.comm->size() == 1 && scale_ == 1.0f) continue;
+    if (b.comm->size() == 1 && b.scale == 1.0f) continue;
     float* flat = flat_.view({b.numel}).data;
     int64_t at = 0;
     for (const Param* p : b.params) {
@@ -52,7 +54,7 @@ void GradSync::all_reduce() {
     at = 0;
     for (Param* p : b.params) {
       float* g = p->grad.data();
-      for (int64_t i = 0; i < p->numel(); ++i) g[i] = flat[at + i] * scale_;
+      for (int64_t i = 0; i < p->numel(); ++i) g[i] = flat[at + i] * b.scale;
       at += p->numel();
     }
   }

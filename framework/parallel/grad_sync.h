@@ -8,7 +8,10 @@
 //   expert parameters (Shard::kExpert): the all-to-all brought to the owner every
 //     token of its ep group routed there, so its gradient already sums dL_r/dθ over
 //     the ep group; summing over the edp group (the replicas of the same experts)
-//     covers every rank, and / D gives the mean.
+//     covers every rank, and / D gives the mean. Under tensor parallelism with etp = 1
+//     the tp ranks of a dp rank hold the same tokens and each dispatches them all, so
+//     every token reaches its experts tp times: expert gradients are divided by D * tp
+//     (token_copies = tp).
 // Gradients are reduced in buckets of about parallel.grad_bucket_mb: parameters are
 // packed into one flat buffer per bucket (in registration order, never mixing groups),
 // all-reduced in one call, scaled and unpacked. Fewer, larger messages amortise the
@@ -30,9 +33,10 @@ namespace moe {
 class GradSync {
  public:
   // dp: the group replicating the dense parameters; edp: the group replicating this
-  // rank's experts; token_shards = D. bucket_bytes > 0.
+  // rank's experts; token_shards = D; token_copies: how many ranks dispatch each token
+  // to the experts (tp). bucket_bytes > 0.
   GradSync(ParamStore& store, Communicator& dp, Communicator& edp, int token_shards,
-           int64_t bucket_bytes);
+           int64_t bucket_bytes, int token_copies = 1);
 
   // Turns every rank's local gradients into the gradients of the global mean loss.
   void all_reduce();
@@ -41,11 +45,11 @@ class GradSync {
  private:
   struct Bucket {
     Communicator* comm = nullptr;
+    float scale = 1.0f;  // 1 / D, or 1 / (D * token_copies) for experts
     std::vector<Param*> params;
     int64_t numel = 0;
   };
   std::vector<Bucket> buckets_;
-  float scale_;  // 1 / D
   Buffer flat_;  // the bucket being reduced
 };
 

@@ -135,7 +135,8 @@ Trainer::Trainer(const Config& config, const MpiEnv& mpi)
   s_->optimizer = std::make_unique<AdamW>(s_->store, config.optim);
   s_->grad_sync = std::make_unique<GradSync>(
       s_->store, *s_->groups.dp, *s_->groups.edp, s_->dp_size,
-      static_cast<int64_t>(static_cast<double>(config.parallel.grad_bucket_mb) * (1 << 20)));
+      static_cast<int64_t>(static_cast<double>(config.parallel.grad_bucket_mb) * (1 << 20)),
+      /*token_copies=*/s_->groups.tp->size());
   check_same_on_all_ranks(*s_->groups.world, config.resolved_ini, "the resolved config");
   restore_checkpoint();
 
@@ -186,7 +187,7 @@ void Trainer::build_model() {
   }
   s_->runtime = MoeRuntime{s_->dispatcher.get(), placement,
                            ExpertLocality::of(placement, ep_nodes.node, ep_nodes.num_nodes),
-                           g.dp.get()};
+                           g.dp.get(), g.tp.get()};
   // The model opens and validates the data: a bad file is reported alone, before any
   // progress output.
   s_->model = make_model(c, s_->store, s_->runtime);
@@ -286,7 +287,8 @@ std::vector<std::pair<std::string, std::vector<Communicator*>>> Trainer::telemet
     ep.push_back(&s_->two_level->intra());
     ep.push_back(&s_->two_level->inter());
   }
-  return {{"ep", ep}, {"dp", {s_->groups.dp.get()}}, {"edp", {s_->groups.edp.get()}}};
+  return {{"ep", ep}, {"dp", {s_->groups.dp.get()}}, {"edp", {s_->groups.edp.get()}},
+          {"tp", {s_->groups.tp.get()}}};
 }
 
 void Trainer::prepare_run_dir() {
@@ -377,7 +379,8 @@ Trainer::StepResult Trainer::train_step(int64_t step, IntervalTimes& times) {
 nlohmann::json Trainer::comm_record(double steps, double step_ms) {
   // Per step: what each group moved and the time inside its calls, on this rank. ep
   // carries the token all-to-all, dp the dense gradient buckets, routing statistics
-  // and losses, edp the expert gradient buckets. Waiting for a slower rank counts as
+  // and losses, edp the expert gradient buckets, tp the tensor-parallel layers'
+  // activation all-reduces (and the vocabulary-parallel loss). Waiting for a slower rank counts as
   // communication time.
   // Bytes and messages are split by link class (intra- vs inter-node, the topology's
   // nodes); job_*_bytes sum every rank's (one small all-reduce over the world, which no

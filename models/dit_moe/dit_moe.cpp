@@ -79,7 +79,7 @@ struct DitMoe::Block {
       : norm1(store, prefix + ".norm1", m.d_model, m.norm_eps, /*affine=*/false),
         norm2(store, prefix + ".norm2", m.d_model, m.norm_eps, /*affine=*/false),
         attn(store, prefix + ".attn", m.d_model, m.num_heads, /*causal=*/false,
-             /*rotary=*/false, m.rope_theta, m.init_std, out_std),
+             /*rotary=*/false, m.rope_theta, m.init_std, out_std, runtime.tp),
         adaln(store, prefix + ".adaln.weight", m.d_model, 6 * m.d_model, Init::zeros(),
               prefix + ".adaln.bias"),
         width(m.d_model) {
@@ -88,7 +88,7 @@ struct DitMoe::Block {
                                        out_std, runtime);
     else
       mlp = std::make_unique<SwiGLUMlp>(store, prefix + ".mlp", m.d_model, m.dense_ffn,
-                                        m.init_std, out_std);
+                                        m.init_std, out_std, runtime.tp);
   }
 
   const float* chunk(int i) const { return mod.data + i * width; }

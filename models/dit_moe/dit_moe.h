@@ -15,13 +15,16 @@
 //
 // The prediction is epsilon (ddpm) or the velocity eps - x0 (rectified_flow); the loss
 // is the mean squared error over all B*Cin*H*W outputs plus the MoE layers' aux + z.
+//
+// Tensor parallelism (runtime.tp): attention split by heads, dense and shared FFNs by
+// hidden units. The embedders, the adaLN modulations (one (B, 6C) row per image, not
+// per token) and the final layer stay replicated (docs/parallelism.md).
 
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "framework/config/config.h"
-#include "framework/moe/moe_layer.h"
 #include "framework/moe/moe_layer.h"
 #include "framework/nn/embedding.h"
 #include "framework/nn/layernorm.h"

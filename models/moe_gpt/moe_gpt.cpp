@@ -33,14 +33,14 @@ struct MoeGpt::Block {
         const MoeConfig& e, bool is_moe, float out_std, const MoeRuntime& runtime)
       : attn_norm(store, prefix + ".attn_norm.weight", m.d_model, m.norm_eps),
         attn(store, prefix + ".attn", m.d_model, m.num_heads, /*causal=*/true,
-             /*rotary=*/true, m.rope_theta, m.init_std, out_std),
+             /*rotary=*/true, m.rope_theta, m.init_std, out_std, runtime.tp),
         ffn_norm(store, prefix + ".ffn_norm.weight", m.d_model, m.norm_eps) {
     if (is_moe)
       moe = std::make_unique<MoELayer>(store, prefix + ".moe", m.d_model, e, m.init_std,
                                        out_std, runtime);
     else
       mlp = std::make_unique<SwiGLUMlp>(store, prefix + ".mlp", m.d_model, m.dense_ffn,
-                                        m.init_std, out_std);
+                                        m.init_std, out_std, runtime.tp);
   }
 
   Tensor forward(Tensor x, int64_t batch, int64_t seq, ComponentTimes& t) {
@@ -81,10 +81,10 @@ MoeGpt::MoeGpt(const ModelConfig& model, const MoeConfig& moe, ParamStore& store
     : model_(model),
       moe_cfg_(moe),
       embed_(store, "embed.weight", model.vocab_size, model.d_model,
-             Init::normal(model.init_std)),
+             Init::normal(model.init_std), runtime.tp),
       final_norm_(store, "final_norm.weight", model.d_model, model.norm_eps),
       lm_head_(store, "lm_head.weight", model.d_model, model.vocab_size,
-               Init::normal(model.init_std)) {
+               Init::normal(model.init_std), runtime.tp) {
   // Output projections are scaled down by sqrt(2L): each of the 2L residual branches
   // adds variance to the stream (GPT-2, FLAME-MoE).
   const float out_std = model.init_std / std::sqrt(2.0f * model.num_layers);
@@ -97,23 +97,21 @@ MoeGpt::MoeGpt(const ModelConfig& model, const MoeConfig& moe, ParamStore& store
 MoeGpt::~MoeGpt() = default;
 
 LossParts MoeGpt::forward(const int32_t* inputs, const int32_t* targets, int64_t batch) {
-  const int64_t seq = model_.seq_len, n = batch * seq, vocab = model_.vocab_size;
+  const int64_t seq = model_.seq_len, n = batch * seq;
   batch_ = batch;
   targets_.assign(targets, targets + n);
   Tensor h;
   {
     ScopedTimer timer(times_.embed);
-    h = embed_.forward(inputs, n);
+    h = embed_.forward_all_reduce(inputs, n);
   }
   for (auto& block : blocks_) h = block->forward(h, batch, seq, times_);
 
   ScopedTimer timer(times_.head);
-  Tensor logits = lm_head_.forward(final_norm_.forward(h));  // (N, V)
   Tensor losses = losses_.view({n});
-  Tensor dlogits = dlogits_.view({n, vocab});
   // The gradient of the mean loss is computed with the loss, while logits are hot.
-  cpu::cross_entropy(logits.data, targets_.data(), losses.data, dlogits.data,
-                     1.0f / static_cast<float>(n), n, vocab);
+  lm_head_.forward_loss_all_reduce(final_norm_.forward(h), targets_.data(),
+                                   1.0f / static_cast<float>(n), losses.data);
   LossParts parts;
   for (int64_t i = 0; i < n; ++i) parts.ce += losses[i];
   parts.ce /= static_cast<double>(n);
@@ -127,12 +125,10 @@ LossParts MoeGpt::forward(const int32_t* inputs, const int32_t* targets, int64_t
 }
 
 void MoeGpt::backward() {
-  const int64_t n = batch_ * model_.seq_len;
   Tensor dh;
   {
     ScopedTimer timer(times_.head);
-    Tensor dlogits(dlogits_.data(), Shape{n, model_.vocab_size});
-    dh = final_norm_.backward(lm_head_.backward(dlogits));
+    dh = final_norm_.backward(lm_head_.backward_all_reduce());
   }
   for (auto it = blocks_.rbegin(); it != blocks_.rend(); ++it) dh = (*it)->backward(dh, times_);
   ScopedTimer timer(times_.embed);

@@ -3,6 +3,11 @@
 // causal attention, first `dense_layers` layers with a dense SwiGLU FFN, the rest MoE,
 // untied embedding and LM head. docs/architecture.md is the spec; tests/reference/
 // holds an independent PyTorch implementation that must agree with this one.
+//
+// Tensor parallelism (runtime.tp, docs/parallelism.md): attention split by heads, the
+// dense and shared SwiGLU FFNs by hidden units, the embedding and LM head by vocabulary
+// with a vocabulary-parallel cross-entropy; norms, router and routed experts see the
+// whole (replicated) residual stream.
 
 #include <memory>
 #include <string>
@@ -10,12 +15,10 @@
 
 #include "framework/config/config.h"
 #include "framework/moe/moe_layer.h"
-#include "framework/moe/moe_layer.h"
 #include "framework/nn/attention.h"
-#include "framework/nn/embedding.h"
-#include "framework/nn/linear.h"
 #include "framework/nn/mlp.h"
 #include "framework/nn/rmsnorm.h"
+#include "framework/nn/vocab_parallel.h"
 #include "models/model.h"
 
 namespace moe {
@@ -43,13 +46,13 @@ class MoeGpt {
   struct Block;
   ModelConfig model_;
   MoeConfig moe_cfg_;
-  Embedding embed_;
+  VocabParallelEmbedding embed_;
   std::vector<std::unique_ptr<Block>> blocks_;
   RMSNorm final_norm_;
-  Linear lm_head_;
+  VocabParallelHead lm_head_;
   int64_t batch_ = 0;
   std::vector<int32_t> targets_;  // (B, T) of the last forward
-  Buffer losses_, dlogits_;       // (N), (N, V)
+  Buffer losses_;                 // (N)
   ComponentTimes times_;
 };
 

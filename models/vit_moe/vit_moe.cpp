@@ -44,14 +44,14 @@ struct VitMoe::Block {
         const MoeConfig& e, bool is_moe, float out_std, const MoeRuntime& runtime)
       : norm1(store, prefix + ".norm1", m.d_model, m.norm_eps, /*affine=*/true),
         attn(store, prefix + ".attn", m.d_model, m.num_heads, /*causal=*/false,
-             /*rotary=*/false, m.rope_theta, m.init_std, out_std),
+             /*rotary=*/false, m.rope_theta, m.init_std, out_std, runtime.tp),
         norm2(store, prefix + ".norm2", m.d_model, m.norm_eps, /*affine=*/true) {
     if (is_moe)
       moe = std::make_unique<MoELayer>(store, prefix + ".moe", m.d_model, e, m.init_std,
                                        out_std, runtime);
     else
       mlp = std::make_unique<GeluMlp>(store, prefix + ".mlp", m.d_model, m.dense_ffn,
-                                      m.init_std, out_std);
+                                      m.init_std, out_std, runtime.tp);
   }
 
   Tensor forward(Tensor x, int64_t batch, int64_t tokens, ComponentTimes& t) {

@@ -11,13 +11,17 @@
 //   f      = pool(LN_f(h))                          (B, C): CLS token or token mean
 //   logits = f W_head^T + b_head                    (B, classes), W_head zeros
 //   loss   = mean_b CE(logits_b, y_b) + sum over MoE layers of (aux + z)
+//
+// Tensor parallelism (runtime.tp): attention split by heads, dense and shared FFNs by
+// hidden units. The patch embedding, CLS token, positions, norms and the head stay
+// replicated: they act on pixels, one row per image or C-vectors, and a 10-class head
+// is too small to split (docs/parallelism.md).
 
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "framework/config/config.h"
-#include "framework/moe/moe_layer.h"
 #include "framework/moe/moe_layer.h"
 #include "framework/nn/attention.h"
 #include "framework/nn/layernorm.h"

@@ -61,7 +61,7 @@ ck44=$tmp/p44/checkpoints/step_00000010.h5
 for layout in "2 1" "8 8" "1 1"; do
   read -r dp ep <<<"$layout"
   train "$dp" "$ep" "$tmp/reshard$dp$ep" --run.resume="$ck44"
-  grep -q "written by dp 4 ep 4 on 4 ranks" "$tmp/err" || fail "reshard: no resume line"
+  grep -q "written by dp 4 tp 1 ep 4 on 4 ranks" "$tmp/err" || fail "reshard: no resume line"
   compare "$tmp/one" "$tmp/reshard$dp$ep" "saved at (4, 4), resumed at ($dp, $ep)" \
     --from 10 --rtol 1e-5 --weights
 done

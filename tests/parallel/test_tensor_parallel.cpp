@@ -2,20 +2,31 @@
 // Column- and row-parallel linear layers over tp = world against the unsharded Linear
 // with the same initial weights: outputs, input gradients and every weight and bias
 // gradient block, alone and chained as a Megatron MLP (column -> GELU -> row, one
-// all-reduce each way).
+// all-reduce each way). The layers built from them likewise against their unsharded
+// selves: attention split by heads, the SwiGLU and GELU MLPs, and the vocabulary-
+// parallel embedding, LM head and cross-entropy on a vocabulary tp does not divide; and
+// the whole MoE language model: same losses, every gradient block, and routing plans
+// identical on every tp rank (the router sees the same replicated input on each).
 //
 // Checks after a collective use EXPECT (not ASSERT): a rank leaving a test early would
 // leave the others waiting in the next collective.
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <vector>
 
 #include "framework/kernels/ops.h"
+#include "framework/moe/dispatcher.h"
+#include "framework/nn/attention.h"
 #include "framework/nn/linear.h"
+#include "framework/nn/mlp.h"
 #include "framework/nn/tp_linear.h"
+#include "framework/nn/vocab_parallel.h"
 #include "framework/parallel/mpi_communicator.h"
+#include "models/moe_gpt/moe_gpt.h"
 #include "tests/parallel/mpi_test.h"
 
 namespace moe {
@@ -53,7 +64,7 @@ TEST(TensorParallel, ColumnParallelMatchesTheUnshardedLayer) {
   const int64_t block_out = kOut / tp.size(), r0 = tp.rank() * block_out;
   ParamStore full_store, tp_store;
   Linear full(full_store, "w", kIn, kOut, Init::normal(0.3f), "b");
-  ColumnParallelLinear column(tp_store, "w", kIn, kOut, Init::normal(0.3f), tp, "b");
+  ColumnParallelLinear column(tp_store, "w", kIn, kOut, Init::normal(0.3f), &tp, "b");
   full_store.initialize(kSeed);
   tp_store.initialize(kSeed);
   // a non-zero bias entry (global index 1, on tp rank 0's block) in both
@@ -80,7 +91,7 @@ TEST(TensorParallel, RowParallelMatchesTheUnshardedLayer) {
   const int64_t block_in = kIn / tp.size(), c0 = tp.rank() * block_in;
   ParamStore full_store, tp_store;
   Linear full(full_store, "w", kIn, kOut, Init::normal(0.3f), "b");
-  RowParallelLinear row(tp_store, "w", kIn, kOut, Init::normal(0.3f), tp, "b");
+  RowParallelLinear row(tp_store, "w", kIn, kOut, Init::normal(0.3f), &tp, "b");
   full_store.initialize(kSeed);
   tp_store.initialize(kSeed);
   full_store.find("b")->value.data()[2] = -0.25f;
@@ -109,8 +120,8 @@ TEST(TensorParallel, ColumnThenRowIsTheMegatronMlp) {
   ParamStore full_store, tp_store;
   Linear fc1(full_store, "fc1", kIn, hidden, Init::normal(0.4f));
   Linear fc2(full_store, "fc2", hidden, kIn, Init::normal(0.4f));
-  ColumnParallelLinear tp_fc1(tp_store, "fc1", kIn, hidden, Init::normal(0.4f), tp);
-  RowParallelLinear tp_fc2(tp_store, "fc2", hidden, kIn, Init::normal(0.4f), tp);
+  ColumnParallelLinear tp_fc1(tp_store, "fc1", kIn, hidden, Init::normal(0.4f), &tp);
+  RowParallelLinear tp_fc2(tp_store, "fc2", hidden, kIn, Init::normal(0.4f), &tp);
   full_store.initialize(kSeed);
   tp_store.initialize(kSeed);
 
@@ -134,6 +145,198 @@ TEST(TensorParallel, ColumnThenRowIsTheMegatronMlp) {
   cpu::gelu_backward(u_r.data, dg_r.data, du_r.data(), kN * block_h);
   const Tensor dx = tp_fc1.backward_all_reduce(Tensor(du_r.data(), {kN, block_h}));
   expect_near(values(dx), dx_want, "dx");
+}
+
+// The block [offset, offset + local_shape) of the logical tensor `full` (row-major,
+// of shape `local.spec.shape`): what `local` must hold.
+std::vector<float> logical_block(const float* full, const Param& local) {
+  const Shape& g = local.spec.shape;
+  const Shape& l = local.local_shape;
+  std::vector<float> out;
+  std::array<int64_t, Shape::kMaxDims> idx{};
+  for (int64_t i = 0; i < l.numel(); ++i) {
+    int64_t at = 0;
+    for (int d = 0; d < g.rank; ++d) at = at * g[d] + local.offset[d] + idx[d];
+    out.push_back(full[at]);
+    for (int d = l.rank - 1; d >= 0; --d) {
+      if (++idx[d] < l[d]) break;
+      idx[d] = 0;
+    }
+  }
+  return out;
+}
+
+// Every parameter of `sharded` holds its block of the same parameter's gradient in
+// `full`, and its annotation says how it is split.
+void expect_grad_blocks(ParamStore& full, ParamStore& sharded, int tp) {
+  ASSERT_EQ(full.params().size(), sharded.params().size());
+  for (Param& p : sharded.params()) {
+    const Param* f = full.find(p.spec.name);
+    ASSERT_NE(f, nullptr) << p.spec.name;
+    EXPECT_EQ(f->spec.shape, p.spec.shape) << p.spec.name;
+    if (tp > 1 && p.numel() < f->numel())
+      EXPECT_NE(p.spec.shard, Shard::kReplicated) << p.spec.name;
+    expect_near(values(p.grad, p.numel()), logical_block(f->grad.data(), p),
+                p.spec.name.c_str());
+  }
+}
+
+TEST(TensorParallel, AttentionSplitByHeadsMatchesTheUnshardedLayer) {
+  MpiCommunicator tp(test::mpi_env().world());
+  constexpr int64_t kB = 2, kT = 5, kC = 16, kH = 4;  // 4 heads: tp = 1, 2, 4
+  for (bool causal_rotary : {true, false}) {
+    ParamStore full_store, tp_store;
+    SelfAttention full(full_store, "attn", kC, kH, causal_rotary, causal_rotary, 10000.0f,
+                       0.3f, 0.2f);
+    SelfAttention sharded(tp_store, "attn", kC, kH, causal_rotary, causal_rotary, 10000.0f,
+                          0.3f, 0.2f, &tp);
+    full_store.initialize(kSeed);
+    tp_store.initialize(kSeed);
+    EXPECT_EQ(tp_store.find("attn.w_qkv")->local_shape, (Shape{3, kC / tp.size(), kC}));
+    std::vector<float> x = pattern(kB * kT * kC, 0.2f, 2), dy = pattern(kB * kT * kC, 0.1f, 5);
+    const std::vector<float> y_want = values(full.forward(Tensor(x.data(), {kB * kT, kC}), kB, kT));
+    const std::vector<float> dx_want = values(full.backward(Tensor(dy.data(), {kB * kT, kC})));
+    expect_near(values(sharded.forward(Tensor(x.data(), {kB * kT, kC}), kB, kT)), y_want, "y");
+    expect_near(values(sharded.backward(Tensor(dy.data(), {kB * kT, kC}))), dx_want, "dx");
+    expect_grad_blocks(full_store, tp_store, tp.size());
+  }
+}
+
+template <class M>
+void check_mlp(Communicator& tp) {
+  constexpr int64_t kC = 6, kF = 12;
+  ParamStore full_store, tp_store;
+  M full(full_store, "mlp", kC, kF, 0.4f, 0.3f);
+  M sharded(tp_store, "mlp", kC, kF, 0.4f, 0.3f, &tp);
+  full_store.initialize(kSeed);
+  tp_store.initialize(kSeed);
+  std::vector<float> x = pattern(kN * kC, 0.2f, 4), dy = pattern(kN * kC, 0.1f, 6);
+  const std::vector<float> y_want = values(full.forward(Tensor(x.data(), {kN, kC})));
+  const std::vector<float> dx_want = values(full.backward(Tensor(dy.data(), {kN, kC})));
+  expect_near(values(sharded.forward(Tensor(x.data(), {kN, kC}))), y_want, "y");
+  expect_near(values(sharded.backward(Tensor(dy.data(), {kN, kC}))), dx_want, "dx");
+  expect_grad_blocks(full_store, tp_store, tp.size());
+}
+
+TEST(TensorParallel, SwiGLUMlpMatchesTheUnshardedLayer) {
+  MpiCommunicator tp(test::mpi_env().world());
+  check_mlp<SwiGLUMlp>(tp);
+}
+
+TEST(TensorParallel, GeluMlpMatchesTheUnshardedLayer) {
+  MpiCommunicator tp(test::mpi_env().world());
+  check_mlp<GeluMlp>(tp);
+}
+
+TEST(TensorParallel, VocabParallelEmbeddingHeadAndLossMatchTheUnshardedOnes) {
+  // 11 rows over tp 2: 6 + 5, over tp 4: 3 + 3 + 3 + 2 (a padded last block).
+  MpiCommunicator tp(test::mpi_env().world());
+  constexpr int64_t kV = 11, kC = 4, kRows = 7;
+  const VocabRange mine = vocab_range(kV, tp.size(), tp.rank());
+  EXPECT_EQ(mine.begin, tp.rank() * ((kV + tp.size() - 1) / tp.size()));
+  ParamStore full_store, tp_store;
+  VocabParallelEmbedding full_embed(full_store, "embed", kV, kC, Init::normal(0.5f), nullptr);
+  VocabParallelHead full_head(full_store, "head", kC, kV, Init::normal(0.5f), nullptr);
+  VocabParallelEmbedding embed(tp_store, "embed", kV, kC, Init::normal(0.5f), &tp);
+  VocabParallelHead head(tp_store, "head", kC, kV, Init::normal(0.5f), &tp);
+  full_store.initialize(kSeed);
+  tp_store.initialize(kSeed);
+  // ids and targets in every block, the last row (V - 1) included; one ignored position
+  const std::vector<int32_t> ids = {0, 10, 3, 7, 10, 5, 9}, targets = {10, 2, -1, 6, 0, 10, 4};
+  const float scale = 1.0f / 6.0f;
+
+  std::vector<float> want_losses(kRows), losses(kRows);
+  const Tensor h_full = full_embed.forward_all_reduce(ids.data(), kRows);
+  full_head.forward_loss_all_reduce(h_full, targets.data(), scale, want_losses.data());
+  const Tensor h = embed.forward_all_reduce(ids.data(), kRows);
+  expect_near(values(h), values(h_full), "embedding");
+  head.forward_loss_all_reduce(h, targets.data(), scale, losses.data());
+  expect_near(losses, want_losses, "losses");
+  EXPECT_EQ(losses[2], 0.0f);
+  // the unsharded loss is the plain cross-entropy of the full logits
+  std::vector<float> logits(kV), ref_loss(1);
+  const float* w = full_store.find("head")->value.data();
+  for (int64_t v = 0; v < kV; ++v) {
+    logits[v] = 0.0f;
+    for (int64_t c = 0; c < kC; ++c) logits[v] += h_full.data[c] * w[v * kC + c];
+  }
+  cpu::cross_entropy(logits.data(), targets.data(), ref_loss.data(), nullptr, 1.0f, 1, kV);
+  EXPECT_NEAR(want_losses[0], ref_loss[0], 1e-5f);
+
+  const std::vector<float> dh_want = values(full_head.backward_all_reduce());
+  const Tensor dh = head.backward_all_reduce();
+  expect_near(values(dh), dh_want, "dh");
+  full_embed.backward(Tensor(const_cast<float*>(dh_want.data()), {kRows, kC}));
+  embed.backward(dh);
+  expect_grad_blocks(full_store, tp_store, tp.size());
+}
+
+// Every rank's copy of `v` equals rank 0's, bit for bit.
+template <class T>
+void expect_same_on_all_ranks(Communicator& comm, const std::vector<T>& v, const char* what) {
+  std::vector<T> all(v.size() * static_cast<size_t>(comm.size()));
+  comm.all_gather<T>(v, all);
+  for (int r = 1; r < comm.size(); ++r)
+    for (size_t i = 0; i < v.size(); ++i)
+      EXPECT_EQ(all[r * v.size() + i], all[i]) << what << " on tp rank " << r << " at " << i;
+}
+
+TEST(TensorParallel, MoeGptMatchesOneProcessAndEveryTpRankRoutesAlike) {
+  MpiCommunicator tp(test::mpi_env().world());
+  ModelConfig model;
+  model.vocab_size = 11;  // blocks 6 + 5 at tp 2, 3 + 3 + 3 + 2 at tp 4
+  model.seq_len = 5;
+  model.num_layers = 3;
+  model.d_model = 16;
+  model.num_heads = 4;
+  model.dense_layers = 1;
+  model.dense_ffn = 12;
+  model.init_std = 0.2f;
+  MoeConfig moe;
+  moe.num_experts = 4;
+  moe.top_k = 2;
+  moe.expert_ffn = 6;
+  moe.num_shared = 1;
+  moe.shared_ffn = 8;
+  moe.capacity_factor = 1.0f;  // drops: the admission order must agree too
+  moe.aux_loss = 0.1f;
+  moe.z_loss = 0.01f;
+  ParamStore full_store, tp_store;
+  LocalDispatcher full_dispatcher, tp_dispatcher;
+  MoeGpt full(model, moe, full_store, MoeRuntime::local(full_dispatcher, moe.num_experts));
+  MoeRuntime runtime = MoeRuntime::local(tp_dispatcher, moe.num_experts);
+  runtime.tp = &tp;
+  MoeGpt sharded(model, moe, tp_store, runtime);
+  full_store.initialize(99);
+  tp_store.initialize(99);
+  const int64_t batch = 2, n = batch * model.seq_len;
+  std::vector<int32_t> inputs, targets;
+  for (int64_t i = 0; i < n; ++i) {
+    inputs.push_back(static_cast<int32_t>((i * 7 + 3) % model.vocab_size));
+    targets.push_back(static_cast<int32_t>((i * 5 + 1) % model.vocab_size));
+  }
+  const LossParts want = full.forward(inputs.data(), targets.data(), batch);
+  const LossParts got = sharded.forward(inputs.data(), targets.data(), batch);
+  EXPECT_NEAR(got.ce, want.ce, 1e-5 * want.ce);
+  EXPECT_NEAR(got.aux, want.aux, 1e-5 * want.aux);
+  EXPECT_NEAR(got.z, want.z, 1e-5 * want.z);
+  full.backward();
+  sharded.backward();
+  expect_grad_blocks(full_store, tp_store, tp.size());
+
+  const std::vector<MoELayer*> full_layers = full.moe_layers(), layers = sharded.moe_layers();
+  ASSERT_EQ(layers.size(), 2u);
+  for (size_t l = 0; l < layers.size(); ++l) {
+    const RoutingPlan& plan = *layers[l]->last_plan();
+    const RoutingPlan& want_plan = *full_layers[l]->last_plan();
+    expect_same_on_all_ranks(tp, plan.expert, "experts");
+    expect_same_on_all_ranks(tp, plan.slot, "slots");
+    expect_same_on_all_ranks(tp, plan.weight, "combine weights");
+    EXPECT_EQ(plan.expert, want_plan.expert);
+    EXPECT_EQ(plan.slot, want_plan.slot);
+    EXPECT_TRUE(std::count(plan.slot.begin(), plan.slot.end(), -1) > 0)
+        << "layer " << l << " drops nothing: the admission order goes untested";
+  }
 }
 
 }  // namespace

@@ -113,7 +113,8 @@ def attention(x, w_qkv, w_out, heads):
     """Bidirectional multi-head attention, no biases; x (B, T, C)."""
     B, T, C = x.shape
     D = C // heads
-    q, k, v = (t.reshape(B, T, heads, D).transpose(1, 2) for t in (x @ w_qkv.t()).split(C, -1))
+    qkv = x @ w_qkv.reshape(-1, C).t()  # w_qkv (3, C, C): q, k, v
+    q, k, v = (t.reshape(B, T, heads, D).transpose(1, 2) for t in qkv.split(C, -1))
     probs = ((q @ k.transpose(-2, -1)) / math.sqrt(D)).softmax(-1)
     return (probs @ v).transpose(1, 2).reshape(B, T, C) @ w_out.t()
 

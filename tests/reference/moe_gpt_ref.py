@@ -155,7 +155,7 @@ def param_specs(cfg):
     for l in range(L):
         p = f"layers.{l}."
         specs[p + "attn_norm.weight"] = ((C,), 0.0)
-        specs[p + "attn.w_qkv"] = ((3 * C, C), std)
+        specs[p + "attn.w_qkv"] = ((3, C, C), std)
         specs[p + "attn.w_out"] = ((C, C), out_std)
         specs[p + "ffn_norm.weight"] = ((C,), 0.0)
         if not cfg.is_moe(l):
@@ -223,7 +223,8 @@ def attention(x, w_qkv, w_out, num_heads, cos, sin):
     """Causal multi-head attention with rotary q, k; x (B, T, C) -> (B, T, C)."""
     B, T, C = x.shape
     D = C // num_heads
-    qkv = x @ w_qkv.t()  # (B, T, 3C): rows [q | k | v], each H heads of D
+    # w_qkv (3, C, C): q, k, v, each H heads of D rows
+    qkv = x @ w_qkv.reshape(-1, C).t()  # (B, T, 3C)
     q, k, v = (t.reshape(B, T, num_heads, D).transpose(1, 2) for t in qkv.split(C, dim=-1))
     q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
     scores = (q @ k.transpose(-2, -1)) / math.sqrt(D)  # (B, H, T, T)

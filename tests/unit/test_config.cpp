@@ -243,8 +243,6 @@ TEST(ConfigErrors, OutOfRange) {
   EXPECT_NO_THROW(load_config_text("", {"moe.dispatcher=two_level"}));
   EXPECT_NE(error_for_overrides({"moe.dispatcher=nccl"}).find("is not a dispatcher"),
             std::string::npos);
-  EXPECT_NE(error_for_overrides({"parallel.tp=2", "parallel.dp=1"}).find("parallel.tp"),
-            std::string::npos);
   // run.resume is auto or an existing checkpoint; run.init_from an existing file.
   EXPECT_EQ(error_for_overrides({"run.resume=/nonexistent/step_00000010.h5"}),
             "run.resume: file '/nonexistent/step_00000010.h5' does not exist");
@@ -269,6 +267,32 @@ TEST(ConfigErrors, InconsistentCombinations) {
   EXPECT_NE(error_for_overrides({"parallel.dp=2", "data.batch_size=3"}).find("data.batch_size"),
             std::string::npos);
   EXPECT_NE(error_for_overrides({"parallel.ep=2"}).find("parallel.ep"), std::string::npos);
+}
+
+TEST(ConfigErrors, TensorParallelSizes) {
+  const std::vector<std::string> ok = {"model.d_model=32", "model.num_heads=4",
+                                       "model.dense_ffn=64", "moe.num_shared=1",
+                                       "moe.shared_ffn=32", "model.vocab_size=256"};
+  auto with = [&](std::vector<std::string> extra) {
+    extra.insert(extra.begin(), ok.begin(), ok.end());
+    return extra;
+  };
+  EXPECT_NO_THROW(load_config_text("", with({"parallel.tp=4"})));
+  EXPECT_EQ(error_for_overrides(with({"parallel.tp=8"})),
+            "model.num_heads: 4 must be divisible by parallel.tp = 8");
+  EXPECT_EQ(error_for_overrides(with({"parallel.tp=4", "model.dense_ffn=66"})),
+            "model.dense_ffn: 66 must be divisible by parallel.tp = 4");
+  EXPECT_EQ(error_for_overrides(with({"parallel.tp=4", "moe.shared_ffn=30"})),
+            "moe.num_shared * moe.shared_ffn: 30 (the shared experts' width) must be "
+            "divisible by parallel.tp = 4");
+  // 257 over tp 4: blocks of 65, 65, 65, 62 (the last one padded); 5 over 4: 2, 2, 1, 0
+  EXPECT_NO_THROW(load_config_text("", with({"parallel.tp=4", "model.vocab_size=257"})));
+  EXPECT_EQ(error_for_overrides(with({"parallel.tp=4", "model.vocab_size=5"})),
+            "model.vocab_size: 5 leaves tp rank 3 no row in blocks of 2 (parallel.tp = 4); "
+            "use a larger vocabulary or a smaller tp");
+  EXPECT_EQ(error_for_overrides(with({"parallel.tp=2", "parallel.etp=2"})).rfind(
+                "parallel.etp", 0),
+            0u);
 }
 
 TEST(ConfigErrors, MissingFiles) {

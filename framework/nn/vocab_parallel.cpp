@@ -1,0 +1,128 @@
+#include "framework/nn/vocab_parallel.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "framework/nn/tp_linear.h"
+
+namespace moe {
+
+namespace {
+
+// This rank's rows of a (V, C) table split along the vocabulary.
+Param& add_vocab_block(ParamStore& store, const std::string& name, int64_t vocab,
+                       int64_t width, Init init, Communicator* tp, VocabRange range) {
+  MOE_CHECK(range.size() > 0, name, ": tp rank ", tp_rank(tp), " of ", tp_size(tp),
+            " holds no row of a vocabulary of ", vocab);
+  const Shard shard = tp ? Shard::kVocab : Shard::kReplicated;
+  return store.add_shard({name, Shape{vocab, width}, shard, init}, Shape{range.size(), width},
+                         {range.begin, 0});
+}
+
+}  // namespace
+
+VocabRange vocab_range(int64_t vocab, int tp, int rank) {
+  const int64_t block = (vocab + tp - 1) / tp;
+  return {std::min(vocab, rank * block), std::min(vocab, (rank + 1) * block)};
+}
+
+VocabParallelEmbedding::VocabParallelEmbedding(ParamStore& store, const std::string& name,
+                                               int64_t vocab, int64_t width, Init init,
+                                               Communicator* tp)
+    : tp_(tp),
+      range_(vocab_range(vocab, tp_size(tp), tp_rank(tp))),
+      table_(add_vocab_block(store, name, vocab, width, init, tp, range_)),
+      width_(width) {}
+
+Tensor VocabParallelEmbedding::forward_all_reduce(const int32_t* ids, int64_t n) {
+  ids_.assign(ids, ids + n);
+  Tensor y = y_.view({n, width_});
+  const float* table = table_.value.data();
+  for (int64_t i = 0; i < n; ++i) {
+    float* row = y.data + i * width_;
+    const int64_t id = ids[i];
+    if (id >= range_.begin && id < range_.end)
+      std::copy_n(table + (id - range_.begin) * width_, width_, row);
+    else
+      std::fill_n(row, width_, 0.0f);  // another rank's row: it adds it in the reduction
+  }
+  all_reduce_tp(tp_, y);
+  return y;
+}
+
+void VocabParallelEmbedding::backward(Tensor dy) {
+  const int64_t n = static_cast<int64_t>(ids_.size());
+  MOE_CHECK(dy.rows() == n && dy.cols() == width_, "VocabParallelEmbedding: gradient shape ",
+            dy.shape.str());
+  float* grad = table_.grad.data();
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t id = ids_[i];
+    if (id < range_.begin || id >= range_.end) continue;
+    float* g = grad + (id - range_.begin) * width_;
+    const float* d = dy.data + i * width_;
+    for (int64_t c = 0; c < width_; ++c) g[c] += d[c];
+  }
+}
+
+VocabParallelHead::VocabParallelHead(ParamStore& store, const std::string& name,
+                                     int64_t width, int64_t vocab, Init init,
+                                     Communicator* tp)
+    : tp_(tp),
+      range_(vocab_range(vocab, tp_size(tp), tp_rank(tp))),
+      local_(add_vocab_block(store, name, vocab, width, init, tp, range_), nullptr) {}
+
+void VocabParallelHead::forward_loss_all_reduce(Tensor h, const int32_t* targets, float scale,
+                                                float* losses) {
+  rows_ = h.rows();
+  const Tensor logits = local_.forward(h);  // (N, V_r)
+  Tensor dlogits = dlogits_.view(logits.shape);
+  vocab_parallel_cross_entropy(logits.data, range_, targets, losses, dlogits.data, scale,
+                               rows_, tp_);
+}
+
+Tensor VocabParallelHead::backward_all_reduce() {
+  Tensor dh = local_.backward(Tensor(dlogits_.data(), Shape{rows_, range_.size()}));
+  all_reduce_tp(tp_, dh);
+  return dh;
+}
+
+void vocab_parallel_cross_entropy(const float* logits, VocabRange range,
+                                  const int32_t* targets, float* losses, float* dlogits,
+                                  float scale, int64_t rows, Communicator* tp) {
+  const int64_t cols = range.size();
+  std::vector<float> row_max(static_cast<size_t>(rows));
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* x = logits + r * cols;
+    row_max[r] = *std::max_element(x, x + cols);
+  }
+  if (tp_size(tp) > 1) tp->all_reduce<float>(row_max, ReduceOp::kMax);
+  // [S_n | z_n]: sum of exp over my columns, and the target's logit if it is mine
+  std::vector<float> sums(static_cast<size_t>(2 * rows), 0.0f);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* x = logits + r * cols;
+    double s = 0.0;
+    for (int64_t c = 0; c < cols; ++c) s += std::exp(static_cast<double>(x[c] - row_max[r]));
+    sums[r] = static_cast<float>(s);
+    const int64_t t = targets[r];
+    if (t >= range.begin && t < range.end) sums[rows + r] = x[t - range.begin];
+  }
+  if (tp_size(tp) > 1) tp->all_reduce<float>(sums);
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t t = targets[r];
+    const float* x = logits + r * cols;
+    float* dx = dlogits + r * cols;
+    if (t < 0) {  // ignored position: no loss, no gradient
+      losses[r] = 0.0f;
+      std::fill_n(dx, cols, 0.0f);
+      continue;
+    }
+    const float sum = sums[r], m = row_max[r];
+    losses[r] = static_cast<float>(std::log(static_cast<double>(sum)) + m - sums[rows + r]);
+    const float p_scale = scale / sum;
+    for (int64_t c = 0; c < cols; ++c) dx[c] = p_scale * std::exp(x[c] - m);
+    if (t >= range.begin && t < range.end) dx[t - range.begin] -= scale;
+  }
+}
+
+}  // namespace moe

@@ -1,0 +1,89 @@
+#pragma once
+// Vocabulary-parallel token embedding, LM head and cross-entropy (Megatron-LM): the
+// (V, C) tables are split along the vocabulary over the tp ranks (Shard::kVocab), and
+// the loss is computed from each rank's block of the logits without ever gathering
+// the (N, V) logits.
+//
+// Blocks: rank r holds rows [r B, min(V, (r + 1) B)) with B = ceil(V / tp). When tp does
+// not divide V the last block is short by tp B - V rows: that padding exists only as a
+// missing tail, so a padded row can never win the max nor take a share of the
+// softmax, and it carries no loss and no gradient; the logical (V, C) tensor, and so
+// the checkpoint, is the same for every tp. Every rank must hold at least one row
+// (validated: (tp - 1) B < V).
+//
+//   embedding  y = sum over tp of (ids in my block ? table_r[id - begin] : 0): one
+//              all-reduce of (N, C) forward; backward scatters dy into my rows, no
+//              exchange.
+//   head       logits_r = h W_r^T (N, V_r); backward dh = sum over tp of dlogits_r W_r,
+//              one all-reduce of (N, C).
+//   loss       per position n with target t (t < 0: ignored, no loss):
+//                m_n  = max over tp of max_v logits_r[n, v]           all-reduce (N)
+//                S_n  = sum over tp of sum_v exp(logits_r[n, v] - m_n)  \ one all-reduce
+//                z_n  = logits[n, t] from the rank holding t (0 elsewhere) / of (2N)
+//                loss_n = log S_n + m_n - z_n
+//              dlogits_r[n, v] = scale (exp(logits_r[n, v] - m_n) / S_n - [v == t]).
+// A null tp is one rank holding the whole vocabulary (no exchange).
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "framework/nn/linear.h"
+#include "framework/parallel/communicator.h"
+
+namespace moe {
+
+struct VocabRange {
+  int64_t begin = 0, end = 0;  // this rank's rows [begin, end)
+  int64_t size() const { return end - begin; }
+};
+// Rows of rank `rank` of `tp` ranks: blocks of ceil(vocab / tp), the last one short.
+VocabRange vocab_range(int64_t vocab, int tp, int rank);
+
+class VocabParallelEmbedding {
+ public:
+  VocabParallelEmbedding(ParamStore& store, const std::string& name, int64_t vocab,
+                         int64_t width, Init init, Communicator* tp);
+
+  // ids (n) in [0, V) -> (n, C), the same on every tp rank. The ids are copied.
+  Tensor forward_all_reduce(const int32_t* ids, int64_t n);
+  // dy (n, C), the same on every tp rank: dtable_r[id - begin] += dy[i] for my ids.
+  void backward(Tensor dy);
+
+ private:
+  Communicator* tp_;
+  VocabRange range_;
+  Param& table_;  // (V_r, C)
+  int64_t width_;
+  std::vector<int32_t> ids_;  // (n) ids of the last forward
+  Buffer y_;                  // (n, C)
+};
+
+// The LM head with its cross-entropy: logits of the rank's vocabulary block only.
+class VocabParallelHead {
+ public:
+  VocabParallelHead(ParamStore& store, const std::string& name, int64_t width,
+                    int64_t vocab, Init init, Communicator* tp);
+
+  // h (N, C) and targets (N) -> losses (N) (0 where target < 0); keeps
+  // dlogits = scale * dloss_n/dlogits for backward (scale 1/N: the mean's gradient).
+  void forward_loss_all_reduce(Tensor h, const int32_t* targets, float scale, float* losses);
+  // dh (N, C) of sum_n scale * loss_n, summed over the tp ranks; accumulates dW_r.
+  Tensor backward_all_reduce();
+
+ private:
+  Communicator* tp_;
+  VocabRange range_;
+  Linear local_;    // over this rank's (V_r, C) block
+  Buffer dlogits_;  // (N, V_r)
+  int64_t rows_ = 0;
+};
+
+// The loss above on one rank's block logits (N, V_r) of the columns [range.begin,
+// range.end) of the full logits: losses (N) and dlogits (N, V_r), which may alias
+// logits. Two all-reduces over tp (null: one rank holding every column).
+void vocab_parallel_cross_entropy(const float* logits, VocabRange range,
+                                  const int32_t* targets, float* losses, float* dlogits,
+                                  float scale, int64_t rows, Communicator* tp);
+
+}  // namespace moe
