@@ -41,7 +41,7 @@ namespace moe {
 
 inline constexpr const char* kCheckpointFormat = "moe-checkpoint";
 inline constexpr const char* kWeightsFormat = "moe-weights";
-inline constexpr int64_t kCheckpointFormatVersion = 1;
+inline constexpr int64_t kCheckpointFormatVersion = 2;
 
 // Layer state that is not a parameter, saved under /buffers/<name>; equal on every rank
 // (the aux-loss-free router bias "layers.1.moe.router.bias", [E]).

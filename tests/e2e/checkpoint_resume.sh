@@ -141,7 +141,7 @@ assert i["tensors"]["layers.1.moe.experts.w_up"] == {"shape": [4, 32, 32], "shar
 assert "layers.1.moe.router.bias" in i["buffers"] and "[model]" in i["config"]
 PY
 "$BUILD_DIR/moe-ckpt" info "$ck" | grep -q "step  *20" || fail "moe-ckpt info"
-"$BUILD_DIR/moe-ckpt" verify "$ck" | grep -q ": ok (moe-checkpoint version 1, " || fail "verify"
+"$BUILD_DIR/moe-ckpt" verify "$ck" | grep -q ": ok (moe-checkpoint version 2, " || fail "verify"
 "$BUILD_DIR/moe-ckpt" verify "$tmp/a/model.h5" >/dev/null || fail "verify model.h5"
 expect_ckpt_error() {  # NAME PATTERN ARGS...
   local name=$1 pattern=$2; shift 2

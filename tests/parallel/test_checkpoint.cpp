@@ -270,16 +270,17 @@ TEST_F(CheckpointTest, BadFilesAreUserErrorsOnEveryRank) {
   });
   EXPECT_NE(read(file("foreign.h5"), 1).find("not a moe checkpoint"), std::string::npos);
 
-  on_rank0([&] {  // format_version 2
-    fs::copy_file(file("a.h5"), file("v2.h5"));
-    const hid_t f = H5Fopen(file("v2.h5").c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+  on_rank0([&] {  // format_version 1: w_qkv was (3C, C)
+    fs::copy_file(file("a.h5"), file("v1.h5"));
+    const hid_t f = H5Fopen(file("v1.h5").c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
     const hid_t a = H5Aopen(f, "format_version", H5P_DEFAULT);
-    const int64_t two = 2;
-    H5Awrite(a, H5T_NATIVE_INT64, &two);
+    const int64_t one = 1;
+    H5Awrite(a, H5T_NATIVE_INT64, &one);
     H5Aclose(a);
     H5Fclose(f);
   });
-  EXPECT_NE(read(file("v2.h5"), 1).find("format version 2 is not supported"), std::string::npos);
+  EXPECT_NE(read(file("v1.h5"), 1).find("format version 1 is not supported (this build reads version 2)"),
+            std::string::npos);
 
   on_rank0([&] {  // one float of the experts' exp_avg_sq changed in place
     fs::copy_file(file("a.h5"), file("bad.h5"));
