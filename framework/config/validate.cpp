@@ -179,8 +179,6 @@ void validate_parallel(const Config& c) {
                  " must be > 0");
   MOE_USER_CHECK(p.tp == 1, "parallel.tp: ", p.tp,
                  " is not available yet (tensor parallelism is not built; use 1)");
-  MOE_USER_CHECK(p.etp == 1, "parallel.etp: ", p.etp,
-                 " is not available yet (expert-tensor parallelism is not built; use 1)");
   // Folding: dense layers use world = dp * tp, MoE layers world = edp * ep * etp.
   MOE_USER_CHECK((p.dp * p.tp) % (p.ep * p.etp) == 0, "parallel.ep * parallel.etp: ",
                  p.ep * p.etp, " must divide parallel.dp * parallel.tp = ", p.dp * p.tp);

@@ -66,11 +66,14 @@ struct MoeRuntime {
   // batch order): capacity, balance loss and load statistics are those of the global
   // batch. Null: this rank's tokens are the whole batch.
   Communicator* tokens = nullptr;
+  // This rank's share of every expert's hidden units (expert-tensor parallelism; the
+  // dispatcher must then be an EtpDispatcher over the same etp group).
+  ExpertTensorSplit etp;
 
   // Everything on this rank: the single-process runtime.
   static MoeRuntime local(Dispatcher& dispatcher, int64_t num_experts) {
     return {&dispatcher, ExpertPlacement::single(num_experts),
-            ExpertLocality::single(num_experts), nullptr};
+            ExpertLocality::single(num_experts), nullptr, ExpertTensorSplit{}};
   }
 };
 

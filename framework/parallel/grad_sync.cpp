@@ -11,7 +11,7 @@ namespace moe {
 
 namespace {
 
-bool is_expert(const Param& p) { return p.spec.shard == Shard::kExpert; }
+bool is_expert(const Param& p) { return is_expert_shard(p.spec.shard); }
 
 }  // namespace
 
@@ -58,7 +58,8 @@ void GradSync::all_reduce() {
   }
 }
 
-double global_grad_norm(const ParamStore& store, Communicator& tp, Communicator& ep) {
+double global_grad_norm(const ParamStore& store, Communicator& tp, Communicator& ep,
+                        Communicator& etp) {
   auto tp_block = [](const Param& p) {
     return p.spec.shard == Shard::kTpColumn || p.spec.shard == Shard::kTpRow ||
            p.spec.shard == Shard::kVocab;
@@ -68,9 +69,10 @@ double global_grad_norm(const ParamStore& store, Communicator& tp, Communicator&
   });
   double tp_part = grad_sum_squares(store, tp_block);
   double expert_part = grad_sum_squares(store, is_expert);
-  // one block per tp rank, one per ep rank; replicated parts are equal everywhere
+  // one block per tp rank, one per (ep, etp) rank; replicated parts are equal everywhere
   if (tp.size() > 1) tp.all_reduce<double>({&tp_part, 1});
   ep.all_reduce<double>({&expert_part, 1});
+  if (etp.size() > 1) etp.all_reduce<double>({&expert_part, 1});
   return std::sqrt(replicated + tp_part + expert_part);
 }
 
