@@ -9,6 +9,8 @@
 #     [edp 2];
 #   - the tiny ViT-MoE (capacity + Batch Priority Routing) and DiT-MoE likewise;
 #   - every etp run moved bytes on its etp group (etp was really in use);
+#   - a bad etp (not folding into the ranks, not dividing moe.expert_ffn) is one line
+#     naming the option and exit status 2;
 #   - checkpoints stay logical: step 10 of the (4, 2, 2) run resumed at (4, 4, 1) and on
 #     one process, and step 10 of the single-process run resumed at (4, 2, 2), continue
 #     like the uninterrupted single-process run.
@@ -73,6 +75,18 @@ r = [x for x in map(json.loads, open(sys.argv[1])) if "loss" in x]
 assert any(e["dropped"] > 0 for x in r for e in x["experts"]), f"{sys.argv[2]}: nothing dropped"
 PY
 }
+
+# a layout etp cannot fold into, or an expert width it cannot split: one line naming
+# the option, exit status 2, no run.dir
+for bad in "--parallel.etp=2|parallel.ep \* parallel.etp: 2 must divide parallel.dp \* parallel.tp = 1" \
+           "--moe.expert_ffn=30 --parallel.dp=4 --parallel.etp=4|moe.expert_ffn: 30 must be divisible by parallel.etp = 4"; do
+  rc=0
+  # shellcheck disable=SC2086  # the options are words
+  "$BUILD_DIR/moe-train" "${common[@]}" "${lm[@]}" ${bad%%|*} --run.dir="$tmp/bad" \
+    >/dev/null 2>"$tmp/err" || rc=$?
+  [[ $rc -eq 2 && $(wc -l <"$tmp/err") -eq 1 ]] && grep -q "${bad#*|}" "$tmp/err" &&
+    [[ ! -e $tmp/bad ]] || { cat "$tmp/err"; fail "${bad%%|*}: exit $rc"; }
+done
 
 lm_layouts="4 2 2,2 1 2,8 4 2,4 1 4,8 2 2"
 run_case dropless "$lm_layouts" "${lm[@]}" --checkpoint.interval=10
