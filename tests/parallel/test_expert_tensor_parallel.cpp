@@ -10,7 +10,10 @@
 //   - tp slicing: the ranks of a tp group feed identical tokens; each dispatches its
 //     share, every rank gets the whole outputs and gradients, and the expert gradients
 //     count every token once (they would be tp times too large if the shared tokens
-//     travelled once per tp rank).
+//     travelled once per tp rank);
+//   - a whole MoE layer (router, global-batch capacity, shared expert) under tp = etp = 2
+//     with identical inputs on each tp group equals one process running the global
+//     batch: outputs, input gradients and every parameter gradient.
 //
 // Checks after a collective use EXPECT (not ASSERT): a rank leaving a test early would
 // leave the others waiting in the next collective.
@@ -27,6 +30,7 @@
 #include "framework/moe/all_to_all_dispatcher.h"
 #include "framework/moe/etp_dispatcher.h"
 #include "framework/moe/experts.h"
+#include "framework/moe/moe_layer.h"
 #include "framework/parallel/mpi_communicator.h"
 #include "tests/parallel/mpi_test.h"
 
@@ -207,6 +211,81 @@ TEST(ExpertTensorParallel, TpSlicesCountEveryTokenOnce) {
       expect_same_as_whole(l, ExpertActivation::kSwiGLU, capacity,
                            name(l, ExpertActivation::kSwiGLU, capacity));
   }
+}
+
+// One MoE layer at tp = etp = 2, ep = dp = world / 2 (edp 1): dense grid rank = tp_rank +
+// 2 dp_rank, expert grid rank = etp_rank + 2 ep_rank. The tp pair of dp rank d holds
+// rows [d N, (d + 1) N) of the global batch, both the same; capacity 1.0 drops
+// assignments by the global batch's queues. Balance and z losses are off: their
+// per-rank gradients are scaled for the data-parallel average (aux_loss.h).
+TEST(ExpertTensorParallel, MoeLayerWithTpGroupsEqualsOneProcess) {
+  MpiCommunicator world(test::mpi_env().world());
+  const int r = world.rank(), dp_size = world.size() / 2, d = r / 2;
+  const auto pair = MpiCommunicator::split(world, r / 2, r % 2);    // tp = etp
+  const auto column = MpiCommunicator::split(world, r % 2, r / 2);  // dp = ep
+  MoeConfig config;
+  config.num_experts = kE;
+  config.top_k = kK;
+  config.expert_ffn = kF;
+  config.num_shared = 1;
+  config.shared_ffn = 6;
+  config.capacity_factor = 1.0f;
+  config.aux_loss = 0.0f;
+  config.z_loss = 0.0f;
+  const int64_t n = kN, global = dp_size * n;
+  const PhiloxKey key = philox_key(77, hash_name("test.etp.layer"));
+  std::vector<float> u(static_cast<size_t>(global * kC)), dy(u.size());
+  for (size_t i = 0; i < u.size(); ++i) {
+    u[i] = 2.0f * uniform_from_bits(static_cast<uint32_t>(random_u64(key, i, 0))) - 1.0f;
+    dy[i] = uniform_from_bits(static_cast<uint32_t>(random_u64(key, i, 1))) - 0.5f;
+  }
+
+  ParamStore whole_store;
+  LocalDispatcher local;
+  MoELayer whole(whole_store, "layers.1.moe", kC, config, 0.5f, 0.3f,
+                 MoeRuntime::local(local, kE));
+  whole_store.initialize(kSeed);
+  std::vector<float> u_all = u, dy_all = dy;
+  const Tensor y_all = whole.forward(Tensor(u_all.data(), {global, kC}));
+  const Tensor du_all = whole.backward(Tensor(dy_all.data(), {global, kC}));
+  auto rows = [&](Tensor t) {  // dp rank d's rows of a (global, C) tensor
+    return std::vector<float>(t.data + d * n * kC, t.data + (d + 1) * n * kC);
+  };
+  const std::vector<float> want_y = rows(y_all), want_du = rows(du_all);
+
+  const ExpertPlacement placement{kE, column->size(), column->rank()};
+  ParamStore store;
+  AllToAllDispatcher a2a(*column, placement);
+  EtpDispatcher etp(a2a, *pair, pair.get());
+  MoELayer layer(store, "layers.1.moe", kC, config, 0.5f, 0.3f,
+                 MoeRuntime{&etp, placement, ExpertLocality::single(kE), column.get(),
+                            ExpertTensorSplit{pair->size(), pair->rank()}});
+  store.initialize(kSeed);
+  std::vector<float> u_mine(u.begin() + d * n * kC, u.begin() + (d + 1) * n * kC);
+  std::vector<float> dy_mine(dy.begin() + d * n * kC, dy.begin() + (d + 1) * n * kC);
+  const Tensor y = layer.forward(Tensor(u_mine.data(), {n, kC}));
+  EXPECT_GT(layer.load_stats().dropped_fraction, 0.0) << "the capacity drops nothing";
+  expect_close(std::vector<float>(y.data, y.data + y.numel()), want_y, "layer y");
+  const Tensor du = layer.backward(Tensor(dy_mine.data(), {n, kC}));
+  expect_close(std::vector<float>(du.data, du.data + du.numel()), want_du, "layer du");
+
+  // replicated parameters: the dp ranks' gradients add up to the global batch's; expert
+  // blocks (edp 1) hold theirs already
+  for (Param& p : store.params()) {
+    if (is_expert_shard(p.spec.shard)) continue;
+    column->all_reduce<float>({p.grad.data(), static_cast<size_t>(p.numel())});
+    const Param* w = whole_store.find(p.spec.name);
+    expect_close(std::vector<float>(p.grad.data(), p.grad.data() + p.numel()),
+                 std::vector<float>(w->grad.data(), w->grad.data() + w->numel()),
+                 "grad " + p.spec.name);
+  }
+  ParamStore experts_only;
+  for (const Param& p : store.params())
+    if (is_expert_shard(p.spec.shard)) {
+      Param& q = experts_only.add_shard(p.spec, p.local_shape, p.offset);
+      std::copy(p.grad.data(), p.grad.data() + p.numel(), q.grad.data());
+    }
+  expect_grad_blocks(experts_only, whole_store, "layer");
 }
 
 // Bytes each group moves in one forward + backward: ep, the kept rows that cross ep
