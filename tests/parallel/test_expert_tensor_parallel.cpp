@@ -223,15 +223,9 @@ TEST(ExpertTensorParallel, MoeLayerWithTpGroupsEqualsOneProcess) {
   const int r = world.rank(), dp_size = world.size() / 2, d = r / 2;
   const auto pair = MpiCommunicator::split(world, r / 2, r % 2);    // tp = etp
   const auto column = MpiCommunicator::split(world, r % 2, r / 2);  // dp = ep
-  MoeConfig config;
-  config.num_experts = kE;
-  config.top_k = kK;
-  config.expert_ffn = kF;
-  config.num_shared = 1;
-  config.shared_ffn = 6;
-  config.capacity_factor = 1.0f;
-  config.aux_loss = 0.0f;
-  config.z_loss = 0.0f;
+  const MoeConfig config{.num_experts = kE, .top_k = kK, .expert_ffn = kF, .num_shared = 1,
+                         .shared_ffn = 6, .capacity_factor = 1.0f, .aux_loss = 0.0f,
+                         .z_loss = 0.0f};
   const int64_t n = kN, global = dp_size * n;
   const PhiloxKey key = philox_key(77, hash_name("test.etp.layer"));
   std::vector<float> u(static_cast<size_t>(global * kC)), dy(u.size());
