@@ -177,8 +177,6 @@ void validate_parallel(const Config& c) {
   require_non_negative("parallel.inter_bandwidth_gbs", p.inter_bandwidth_gbs);
   MOE_USER_CHECK(p.grad_bucket_mb > 0.0f, "parallel.grad_bucket_mb: ", p.grad_bucket_mb,
                  " must be > 0");
-  MOE_USER_CHECK(p.etp == 1, "parallel.etp: ", p.etp,
-                 " is not available yet (expert-tensor parallelism is not built; use 1)");
   // Folding: dense layers use world = dp * tp, MoE layers world = edp * ep * etp.
   MOE_USER_CHECK((p.dp * p.tp) % (p.ep * p.etp) == 0, "parallel.ep * parallel.etp: ",
                  p.ep * p.etp, " must divide parallel.dp * parallel.tp = ", p.dp * p.tp);

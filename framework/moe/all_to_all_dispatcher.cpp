@@ -1,7 +1,6 @@
 #include "framework/moe/all_to_all_dispatcher.h"
 
 #include <algorithm>
-#include <cstring>
 
 #include "framework/kernels/ops.h"
 
@@ -24,35 +23,6 @@ std::vector<int64_t> times(const std::vector<int64_t>& rows, int64_t cols) {
   std::vector<int64_t> out(rows.size());
   for (size_t i = 0; i < rows.size(); ++i) out[i] = rows[i] * cols;
   return out;
-}
-
-// Moves blocks between the source-major layout of an exchange, [source][local expert],
-// and the expert-major layout the experts run on, [local expert][source]. counts
-// [R * E_local] rows of block (s, i) at s * E_local + i; rows of `cols` floats.
-void regroup(const float* src, float* dst, const std::vector<int64_t>& counts, int ranks,
-             int64_t num_local, int64_t cols, bool to_expert_major) {
-  // row offsets of every block in both layouts
-  std::vector<int64_t> source_major(counts.size()), expert_major(counts.size());
-  int64_t offset = 0;
-  for (int s = 0; s < ranks; ++s)
-    for (int64_t i = 0; i < num_local; ++i) {
-      source_major[s * num_local + i] = offset;
-      offset += counts[s * num_local + i];
-    }
-  offset = 0;
-  for (int64_t i = 0; i < num_local; ++i)
-    for (int s = 0; s < ranks; ++s) {
-      expert_major[s * num_local + i] = offset;
-      offset += counts[s * num_local + i];
-    }
-  const int64_t blocks = static_cast<int64_t>(counts.size());
-#pragma omp parallel for schedule(dynamic, 1) if (offset * cols > (1 << 16))
-  for (int64_t b = 0; b < blocks; ++b) {
-    const int64_t from = to_expert_major ? source_major[b] : expert_major[b];
-    const int64_t to = to_expert_major ? expert_major[b] : source_major[b];
-    std::memcpy(dst + to * cols, src + from * cols,
-                static_cast<size_t>(counts[b] * cols) * sizeof(float));
-  }
 }
 
 // The row plan in floats: rows of `cols` floats.
@@ -190,8 +160,8 @@ void AllToAllDispatcher::to_experts(const AllToAllState& state, const float* slo
     ep_.all_to_all_v<float>(send, times(state.send_rows, cols), recv,
                             times(state.recv_rows, cols));
   }
-  regroup(staged.data, expert_rows, state.recv_counts, ranks, placement_.num_local(), cols,
-          /*to_expert_major=*/true);
+  regroup_rows(staged.data, expert_rows, state.recv_counts, ranks, placement_.num_local(),
+               cols, /*to_expert_major=*/true);
 }
 
 void AllToAllDispatcher::to_sources(const AllToAllState& state, const float* expert_rows,
@@ -199,8 +169,8 @@ void AllToAllDispatcher::to_sources(const AllToAllState& state, const float* exp
   const int ranks = ep_.size();
   const int64_t recv_total = sum(state.recv_rows);
   Tensor staged = scratch_b_.view({recv_total, cols});  // (S_recv, C) source-major
-  regroup(expert_rows, staged.data, state.recv_counts, ranks, placement_.num_local(), cols,
-          /*to_expert_major=*/false);
+  regroup_rows(expert_rows, staged.data, state.recv_counts, ranks, placement_.num_local(),
+               cols, /*to_expert_major=*/false);
   const std::span<const float> send{staged.data, static_cast<size_t>(recv_total * cols)};
   const std::span<float> recv{slot_rows, static_cast<size_t>(sum(state.send_rows) * cols)};
   if (two_level_ != nullptr) {

@@ -1,5 +1,7 @@
 #include "framework/moe/dispatcher.h"
 
+#include <cstring>
+
 #include "framework/kernels/ops.h"
 
 namespace moe {
@@ -103,6 +105,34 @@ void LocalDispatcher::dispatch_backward(const DispatchHandle& handle, Tensor d_r
   // dx_t = sum_k d_rows[slot(t,k)]
   cpu::combine_rows(d_rows.data, plan.slot.data(), nullptr, dx.data, plan.num_tokens,
                     plan.top_k, c);
+}
+
+void regroup_rows(const float* src, float* dst, std::span<const int64_t> counts, int ranks,
+                  int64_t num_local, int64_t cols, bool to_expert_major) {
+  MOE_CHECK(static_cast<int64_t>(counts.size()) == ranks * num_local, "regroup_rows: ",
+            counts.size(), " counts for ", ranks, " x ", num_local, " blocks");
+  // row offsets of every block in both layouts
+  std::vector<int64_t> source_major(counts.size()), expert_major(counts.size());
+  int64_t offset = 0;
+  for (int s = 0; s < ranks; ++s)
+    for (int64_t i = 0; i < num_local; ++i) {
+      source_major[s * num_local + i] = offset;
+      offset += counts[s * num_local + i];
+    }
+  offset = 0;
+  for (int64_t i = 0; i < num_local; ++i)
+    for (int s = 0; s < ranks; ++s) {
+      expert_major[s * num_local + i] = offset;
+      offset += counts[s * num_local + i];
+    }
+  const int64_t blocks = static_cast<int64_t>(counts.size());
+#pragma omp parallel for schedule(dynamic, 1) if (offset * cols > (1 << 16))
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t from = to_expert_major ? source_major[b] : expert_major[b];
+    const int64_t to = to_expert_major ? expert_major[b] : source_major[b];
+    std::memcpy(dst + to * cols, src + from * cols,
+                static_cast<size_t>(counts[b] * cols) * sizeof(float));
+  }
 }
 
 }  // namespace moe

@@ -103,6 +103,13 @@ class RowStoragePool {
 void combine_backward_slots(const RoutingPlan& plan, const float* slot_out, const float* dy,
                             float* d_slot_out, float* dweights, int64_t cols);
 
+// Moves row blocks between the source-major layout of an exchange, [source][local
+// expert], and the expert-major layout the experts run on, [local expert][source].
+// counts [ranks * num_local]: rows of block (s, i) at s * num_local + i; rows of `cols`
+// floats; src and dst hold the sum of counts rows each and do not overlap.
+void regroup_rows(const float* src, float* dst, std::span<const int64_t> counts, int ranks,
+                  int64_t num_local, int64_t cols, bool to_expert_major);
+
 // Every expert on this rank, no communication: the oracle the others are tested
 // against.
 class LocalDispatcher final : public Dispatcher {

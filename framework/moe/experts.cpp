@@ -54,31 +54,44 @@ void for_each_expert(const ExpertOrder& order, Fn fn) {
 
 namespace {
 
-// The block of experts `placement` puts on this rank, of a (E, rows, cols) tensor.
+// This rank's block of an expert weight: the experts `placement` puts here, and hidden
+// block split.rank of split.size along `hidden_dim` (1: (E, F, C), 2: (E, C, F)).
 Param& add_expert_param(ParamStore& store, std::string name, int64_t rows, int64_t cols,
-                        const ExpertPlacement& placement, float std) {
-  ParamSpec spec{std::move(name), Shape{placement.num_experts, rows, cols}, Shard::kExpert,
+                        const ExpertPlacement& placement, ExpertTensorSplit split,
+                        int hidden_dim, float std) {
+  const Shard shard = hidden_dim == 1 ? Shard::kExpertColumn : Shard::kExpertRow;
+  ParamSpec spec{std::move(name), Shape{placement.num_experts, rows, cols}, shard,
                  Init::normal(std)};
-  return store.add_shard(std::move(spec), Shape{placement.num_local(), rows, cols},
-                         {placement.first_local(), 0, 0});
+  const int64_t hidden = hidden_dim == 1 ? rows : cols;
+  MOE_CHECK(split.size > 0 && split.rank >= 0 && split.rank < split.size &&
+                hidden % split.size == 0,
+            "experts ", spec.name, ": hidden width ", hidden, " cannot be split over etp = ",
+            split.size);
+  const int64_t block = hidden / split.size;
+  if (hidden_dim == 1)
+    return store.add_shard(std::move(spec), Shape{placement.num_local(), block, cols},
+                           {placement.first_local(), split.rank * block, 0});
+  return store.add_shard(std::move(spec), Shape{placement.num_local(), rows, block},
+                         {placement.first_local(), 0, split.rank * block});
 }
 
 }  // namespace
 
 GroupedExperts::GroupedExperts(ParamStore& store, const std::string& prefix, int64_t width,
                                int64_t hidden, const ExpertPlacement& placement,
-                               float init_std, float out_std, ExpertActivation activation)
+                               float init_std, float out_std, ExpertActivation activation,
+                               ExpertTensorSplit split)
     : w_gate_(activation == ExpertActivation::kSwiGLU
                   ? &add_expert_param(store, prefix + ".experts.w_gate", hidden, width,
-                                      placement, init_std)
+                                      placement, split, 1, init_std)
                   : nullptr),
       w_up_(add_expert_param(store, prefix + (w_gate_ ? ".experts.w_up" : ".experts.w_fc1"),
-                             hidden, width, placement, init_std)),
+                             hidden, width, placement, split, 1, init_std)),
       w_down_(add_expert_param(store,
                                prefix + (w_gate_ ? ".experts.w_down" : ".experts.w_fc2"),
-                               width, hidden, placement, out_std)),
+                               width, hidden, placement, split, 2, out_std)),
       width_(width),
-      hidden_(hidden),
+      hidden_(hidden / split.size),
       first_expert_(placement.first_local()),
       num_local_(placement.num_local()) {}
 

@@ -7,7 +7,13 @@
 //   GELU (V-MoE): Expert_e(x) = W_fc2[e] gelu(W_fc1[e] x)
 //     <prefix>.experts.w_fc1          (E, F, C)  N(0, init_std)
 //     <prefix>.experts.w_fc2          (E, C, F)  N(0, out_std)
-// all annotated Shard::kExpert (the leading expert axis is split over ep ranks).
+// The leading expert axis is split over ep ranks and, with expert-tensor parallelism
+// (etp > 1), the hidden axis F over the etp group (Megatron's MLP split inside each
+// expert): etp rank j holds hidden units [j F/etp, (j + 1) F/etp), the rows of
+// w_gate/w_up (Shard::kExpertColumn) and the columns of w_down (Shard::kExpertRow).
+// Then forward returns this rank's partial output h_j W_down_j^T and backward its
+// partial dx = dg_j W_gate_j + du_j W_up_j; the sum over the etp group is the
+// unsplit expert's (the EtpDispatcher exchanges and sums them, etp_dispatcher.h).
 //
 // The input is the expert-ordered buffer of a dispatch: rows [off[i], off[i+1]) belong
 // to local expert i, so each expert runs one GEMM chain on contiguous rows and empty
@@ -26,15 +32,24 @@ namespace moe {
 
 enum class ExpertActivation : uint8_t { kSwiGLU, kGelu };
 
+// How the hidden axis of every expert is split: this rank holds block `rank` of `size`.
+struct ExpertTensorSplit {
+  int size = 1;  // etp
+  int rank = 0;  // etp rank
+};
+
 class GroupedExperts {
  public:
   GroupedExperts(ParamStore& store, const std::string& prefix, int64_t width,
                  int64_t hidden, const ExpertPlacement& placement, float init_std,
-                 float out_std, ExpertActivation activation = ExpertActivation::kSwiGLU);
+                 float out_std, ExpertActivation activation = ExpertActivation::kSwiGLU,
+                 ExpertTensorSplit split = {});
 
-  // x (S, C); offsets [num_local_experts + 1] with offsets.back() == S. Returns (S, C).
+  // x (S, C); offsets [num_local_experts + 1] with offsets.back() == S. Returns (S, C)
+  // (with etp > 1 this rank's partial sum).
   Tensor forward(Tensor x, std::span<const int64_t> offsets);
-  // dy (S, C) -> dx (S, C); accumulates the weight gradients of the experts that had rows.
+  // dy (S, C) -> dx (S, C) (with etp > 1 partial); accumulates the weight gradients of
+  // the experts that had rows.
   Tensor backward(Tensor dy);
 
   Param* w_gate() { return w_gate_; }  // null for GELU experts
@@ -42,21 +57,22 @@ class GroupedExperts {
   Param& w_down() { return w_down_; }  // w_fc2 for GELU experts
   int64_t first_expert() const { return first_expert_; }
   int64_t num_local_experts() const { return num_local_; }
+  int64_t local_hidden() const { return hidden_; }  // F / etp
 
  private:
   void expert_forward(int64_t i, int64_t begin, int64_t rows);
   void expert_backward(int64_t i, int64_t begin, int64_t rows, const float* dy);
 
-  Param* w_gate_;  // (E_local, F, C), null for GELU
-  Param& w_up_;    // (E_local, F, C)
-  Param& w_down_;  // (E_local, C, F)
-  int64_t width_, hidden_;             // C, F
+  Param* w_gate_;  // (E_local, F/etp, C), null for GELU
+  Param& w_up_;    // (E_local, F/etp, C)
+  Param& w_down_;  // (E_local, C, F/etp)
+  int64_t width_, hidden_;             // C, F/etp (this rank's hidden units)
   int64_t first_expert_, num_local_;   // global index of local expert 0; E_local
   Tensor x_;                           // (S, C) saved input
   std::vector<int64_t> offsets_;       // [E_local + 1] saved row ranges
-  Buffer gate_, up_, h_, y_;           // (S, F) x3 pre-activations and hidden; (S, C)
+  Buffer gate_, up_, h_, y_;           // (S, F/etp) x3 pre-activations and hidden; (S, C)
                                        // (GELU: up_ is the pre-activation, gate_ unused)
-  Buffer dh_, dgate_, dup_, dx_;       // (S, F) x3; (S, C)
+  Buffer dh_, dgate_, dup_, dx_;       // (S, F/etp) x3; (S, C)
 };
 
 }  // namespace moe

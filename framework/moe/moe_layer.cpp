@@ -66,7 +66,7 @@ MoELayer::MoELayer(ParamStore& store, const std::string& prefix, int64_t width,
       router_(make_router(store, prefix, width, config, init_std, runtime_.locality)),
       bilevel_(make_bilevel_router(store, prefix, width, config, init_std)),
       experts_(store, prefix, width, config.expert_ffn, runtime.placement, init_std,
-               out_std, expert_activation(config)),
+               out_std, expert_activation(config), runtime.etp),
       shared_(make_shared_experts(store, prefix, width, config, init_std, out_std, runtime.tp)),
       bias_(static_cast<size_t>(config.num_experts), 0.0f) {
   MOE_CHECK(runtime.dispatcher != nullptr, "MoE layer ", prefix, ": no dispatcher");

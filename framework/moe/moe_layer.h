@@ -67,16 +67,18 @@ struct MoeRuntime {
   // batch. Null: this rank's tokens are the whole batch.
   Communicator* tokens = nullptr;
   // The tensor-parallel group of the dense layers: the shared experts are split over it
-  // like a dense FFN (framework/nn/mlp.h). Routed experts are not: with etp = 1 every tp
-  // rank holds its ep rank's experts whole and dispatches all its tokens (the tp ranks'
-  // tokens are the same), so the expert gradients count every token tp times
-  // (parallel/grad_sync.h divides them by dp * tp). Null: no tensor parallelism.
+  // like a dense FFN (framework/nn/mlp.h). Routed experts are split over etp instead;
+  // the tp ranks' tokens are the same and the EtpDispatcher sends each once (each tp
+  // rank dispatches its 1/tp share). Null: no tensor parallelism.
   Communicator* tp = nullptr;
+  // This rank's share of every expert's hidden units (expert-tensor parallelism; the
+  // dispatcher must then be an EtpDispatcher over the same etp group).
+  ExpertTensorSplit etp;
 
   // Everything on this rank: the single-process runtime.
   static MoeRuntime local(Dispatcher& dispatcher, int64_t num_experts) {
     return {&dispatcher, ExpertPlacement::single(num_experts),
-            ExpertLocality::single(num_experts), nullptr, nullptr};
+            ExpertLocality::single(num_experts), nullptr, nullptr, ExpertTensorSplit{}};
   }
 };
 

@@ -11,21 +11,20 @@ namespace moe {
 
 namespace {
 
-bool is_expert(const Param& p) { return p.spec.shard == Shard::kExpert; }
+bool is_expert(const Param& p) { return is_expert_shard(p.spec.shard); }
 
 }  // namespace
 
 GradSync::GradSync(ParamStore& store, Communicator& dp, Communicator& edp, int token_shards,
-                   int64_t bucket_bytes, int token_copies) {
-  MOE_CHECK(token_shards > 0 && token_copies > 0 && bucket_bytes > 0, "gradient sync: ",
-            token_shards, " token shards, ", token_copies, " copies, bucket of ",
-            bucket_bytes, " bytes");
+                   int64_t bucket_bytes) {
+  MOE_CHECK(token_shards > 0 && bucket_bytes > 0, "gradient sync: ", token_shards,
+            " token shards, bucket of ", bucket_bytes, " bytes");
   const int64_t bucket_elems = std::max<int64_t>(1, bucket_bytes / int64_t{sizeof(float)});
   Bucket dense, experts;
   dense.comm = &dp;
   dense.scale = 1.0f / static_cast<float>(token_shards);
   experts.comm = &edp;
-  experts.scale = 1.0f / static_cast<float>(token_shards * token_copies);
+  experts.scale = 1.0f / static_cast<float>(token_shards);
   auto flush = [&](Bucket& b) {
     if (!b.params.empty()) buckets_.push_back(b);
     b.params.clear();
@@ -60,7 +59,8 @@ void GradSync::all_reduce() {
   }
 }
 
-double global_grad_norm(const ParamStore& store, Communicator& tp, Communicator& ep) {
+double global_grad_norm(const ParamStore& store, Communicator& tp, Communicator& ep,
+                        Communicator& etp) {
   auto tp_block = [](const Param& p) {
     return p.spec.shard == Shard::kTpColumn || p.spec.shard == Shard::kTpRow ||
            p.spec.shard == Shard::kVocab;
@@ -70,9 +70,10 @@ double global_grad_norm(const ParamStore& store, Communicator& tp, Communicator&
   });
   double tp_part = grad_sum_squares(store, tp_block);
   double expert_part = grad_sum_squares(store, is_expert);
-  // one block per tp rank, one per ep rank; replicated parts are equal everywhere
+  // one block per tp rank, one per (ep, etp) rank; replicated parts are equal everywhere
   if (tp.size() > 1) tp.all_reduce<double>({&tp_part, 1});
   ep.all_reduce<double>({&expert_part, 1});
+  if (etp.size() > 1) etp.all_reduce<double>({&expert_part, 1});
   return std::sqrt(replicated + tp_part + expert_part);
 }
 

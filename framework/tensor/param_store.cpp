@@ -11,6 +11,8 @@ const char* shard_name(Shard s) {
     case Shard::kTpRow: return "tp-row";
     case Shard::kVocab: return "vocab";
     case Shard::kExpert: return "expert";
+    case Shard::kExpertColumn: return "expert-column";
+    case Shard::kExpertRow: return "expert-row";
   }
   return "?";
 }

@@ -26,8 +26,16 @@ enum class Shard : uint8_t {
   kTpRow,       // split along the input dim over tp ranks
   kVocab,       // embedding / head split along the vocabulary over tp ranks
   kExpert,      // leading expert axis split over ep ranks
+  // An expert FFN's weights: the expert axis over ep ranks and the hidden axis F over
+  // etp ranks (Megatron's column/row split inside each expert).
+  kExpertColumn,  // (E, F, C) first projections: F is the output dim
+  kExpertRow,     // (E, C, F) down projection: F is the input dim
 };
 const char* shard_name(Shard s);
+// Any of the expert kinds: the parameter's gradients are reduced over edp.
+inline bool is_expert_shard(Shard s) {
+  return s == Shard::kExpert || s == Shard::kExpertColumn || s == Shard::kExpertRow;
+}
 
 struct Init {
   enum Kind : uint8_t { kNormal, kZeros, kOnes } kind = kNormal;

@@ -18,6 +18,7 @@
 #include "framework/optim/lr_schedule.h"
 #include "framework/train/metrics.h"
 #include "framework/moe/all_to_all_dispatcher.h"
+#include "framework/moe/etp_dispatcher.h"
 #include "framework/parallel/cost_model.h"
 #include "framework/parallel/grad_sync.h"
 #include "framework/parallel/process_groups.h"
@@ -41,6 +42,8 @@ struct Trainer::State {
   // after them must still be one line.
   std::vector<std::string> notes;
   std::unique_ptr<Dispatcher> dispatcher;
+  // etp > 1 or tp > 1: expert-tensor parallelism and tp token slicing around dispatcher
+  std::unique_ptr<EtpDispatcher> etp_dispatcher;
   MoeRuntime runtime;
   std::unique_ptr<Model> model;  // the family of model.family, with its data
   std::unique_ptr<GradSync> grad_sync;
@@ -135,8 +138,7 @@ Trainer::Trainer(const Config& config, const MpiEnv& mpi)
   s_->optimizer = std::make_unique<AdamW>(s_->store, config.optim);
   s_->grad_sync = std::make_unique<GradSync>(
       s_->store, *s_->groups.dp, *s_->groups.edp, s_->dp_size,
-      static_cast<int64_t>(static_cast<double>(config.parallel.grad_bucket_mb) * (1 << 20)),
-      /*token_copies=*/s_->groups.tp->size());
+      static_cast<int64_t>(static_cast<double>(config.parallel.grad_bucket_mb) * (1 << 20)));
   check_same_on_all_ranks(*s_->groups.world, config.resolved_ini, "the resolved config");
   restore_checkpoint();
 
@@ -185,9 +187,16 @@ void Trainer::build_model() {
   } else {
     s_->dispatcher = std::make_unique<AllToAllDispatcher>(*g.ep, placement, ep_token_ranks());
   }
-  s_->runtime = MoeRuntime{s_->dispatcher.get(), placement,
+  Dispatcher* dispatcher = s_->dispatcher.get();
+  if (g.etp->size() > 1 || g.tp->size() > 1) {
+    // The ranks of a tp group hold the same tokens (replicated activations): each
+    // dispatches its 1/tp share, so no token crosses the ep all-to-all twice.
+    s_->etp_dispatcher = std::make_unique<EtpDispatcher>(*s_->dispatcher, *g.etp, g.tp.get());
+    dispatcher = s_->etp_dispatcher.get();
+  }
+  s_->runtime = MoeRuntime{dispatcher, placement,
                            ExpertLocality::of(placement, ep_nodes.node, ep_nodes.num_nodes),
-                           g.dp.get(), g.tp.get()};
+                           g.dp.get(), g.tp.get(), ExpertTensorSplit{g.etp->size(), g.etp->rank()}};
   // The model opens and validates the data: a bad file is reported alone, before any
   // progress output.
   s_->model = make_model(c, s_->store, s_->runtime);
@@ -287,8 +296,11 @@ std::vector<std::pair<std::string, std::vector<Communicator*>>> Trainer::telemet
     ep.push_back(&s_->two_level->intra());
     ep.push_back(&s_->two_level->inter());
   }
-  return {{"ep", ep}, {"dp", {s_->groups.dp.get()}}, {"edp", {s_->groups.edp.get()}},
-          {"tp", {s_->groups.tp.get()}}};
+  return {{"ep", ep},
+          {"dp", {s_->groups.dp.get()}},
+          {"edp", {s_->groups.edp.get()}},
+          {"tp", {s_->groups.tp.get()}},
+          {"etp", {s_->groups.etp.get()}}};
 }
 
 void Trainer::prepare_run_dir() {
@@ -366,7 +378,8 @@ Trainer::StepResult Trainer::train_step(int64_t step, IntervalTimes& times) {
   result.loss.total = result.loss.ce + result.loss.aux + result.loss.z;
   result.lr = s_->schedule.lr(step);
   ScopedTimer timer(times.optimizer);
-  result.grad_norm = global_grad_norm(s_->store, *s_->groups.tp, *s_->groups.ep);
+  result.grad_norm =
+      global_grad_norm(s_->store, *s_->groups.tp, *s_->groups.ep, *s_->groups.etp);
   scale_grads(s_->store, clip_coefficient(result.grad_norm, c.optim.grad_clip));
   s_->optimizer->step(result.lr);
   if (c.moe.bias_balance)

@@ -137,7 +137,7 @@ import json, sys
 i = json.load(open(sys.argv[1]))
 assert i["format"] == "moe-checkpoint" and i["format_version"] == 1 and i["step"] == 20, i
 assert i["model_family"] == "moe_gpt" and i["layout"]["world_size"] == 1
-assert i["tensors"]["layers.1.moe.experts.w_up"] == {"shape": [4, 32, 32], "shard": "expert"}
+assert i["tensors"]["layers.1.moe.experts.w_up"] == {"shape": [4, 32, 32], "shard": "expert-column"}
 assert "layers.1.moe.router.bias" in i["buffers"] and "[model]" in i["config"]
 PY
 "$BUILD_DIR/moe-ckpt" info "$ck" | grep -q "step  *20" || fail "moe-ckpt info"

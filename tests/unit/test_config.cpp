@@ -267,6 +267,14 @@ TEST(ConfigErrors, InconsistentCombinations) {
   EXPECT_NE(error_for_overrides({"parallel.dp=2", "data.batch_size=3"}).find("data.batch_size"),
             std::string::npos);
   EXPECT_NE(error_for_overrides({"parallel.ep=2"}).find("parallel.ep"), std::string::npos);
+  // expert-tensor parallelism: the folding and the expert width
+  EXPECT_EQ(error_for_overrides({"parallel.dp=4", "parallel.etp=3"}),
+            "parallel.ep * parallel.etp: 3 must divide parallel.dp * parallel.tp = 4");
+  EXPECT_EQ(error_for_overrides({"parallel.dp=8", "parallel.ep=2", "parallel.etp=4",
+                                 "moe.num_experts=4", "moe.expert_ffn=30"}),
+            "moe.expert_ffn: 30 must be divisible by parallel.etp = 4");
+  EXPECT_NO_THROW(load_config_text("", {"parallel.dp=4", "parallel.ep=2", "parallel.etp=2",
+                                        "moe.num_experts=4", "moe.expert_ffn=32"}));
 }
 
 TEST(ConfigErrors, TensorParallelSizes) {

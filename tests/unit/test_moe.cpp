@@ -358,7 +358,8 @@ TEST(MoELayer, RegistersParametersOfTheSpec) {
   EXPECT_EQ(m.store.find("layers.1.moe.experts.w_gate")->spec.shape, (Shape{kE, kF, kC}));
   EXPECT_EQ(m.store.find("layers.1.moe.experts.w_up")->spec.shape, (Shape{kE, kF, kC}));
   EXPECT_EQ(m.store.find("layers.1.moe.experts.w_down")->spec.shape, (Shape{kE, kC, kF}));
-  EXPECT_EQ(m.store.find("layers.1.moe.experts.w_down")->spec.shard, Shard::kExpert);
+  EXPECT_EQ(m.store.find("layers.1.moe.experts.w_down")->spec.shard, Shard::kExpertRow);
+  EXPECT_EQ(m.store.find("layers.1.moe.experts.w_up")->spec.shard, Shard::kExpertColumn);
   EXPECT_EQ(m.store.find("layers.1.moe.shared.w_down")->spec.shape, (Shape{kC, 5}));
 
   MoeConfig no_shared = tiny_config(false, 0.0f);

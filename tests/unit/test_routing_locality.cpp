@@ -64,7 +64,8 @@ struct Layer {
   MoELayer layer;
   explicit Layer(const MoeConfig& c)
       : layer(store, "layers.1.moe", kC, c, 0.5f, 0.3f,
-              MoeRuntime{&dispatcher, ExpertPlacement::single(kE), four_nodes(), nullptr}) {
+              MoeRuntime{&dispatcher, ExpertPlacement::single(kE), four_nodes(), nullptr,
+                         ExpertTensorSplit{}}) {
     store.initialize(11);
   }
 };
