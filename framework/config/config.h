@@ -116,6 +116,9 @@ struct CheckpointConfig {
 
 struct ParallelConfig {
   int dp = 1, tp = 1, ep = 1, etp = 1;
+  // Megatron-LM sequence parallelism over the tp group (docs/parallelism.md); a no-op
+  // at tp = 1
+  bool sequence_parallel = false;
   int ranks_per_node = 0;          // 0 = discovered from MPI
   // All-to-all cost model of moe.dispatcher = auto; 0 = measured at start-up where the
   // job has such a link, else a published figure

@@ -337,6 +337,9 @@ std::vector<OptionDef> parallel_options() {
            "data-parallel size of the dense layers (> 0)"),
     option(&C::parallel, &ParallelConfig::tp, "parallel.tp",
            "tensor-parallel size of the dense layers (> 0)"),
+    option(&C::parallel, &ParallelConfig::sequence_parallel, "parallel.sequence_parallel",
+           "split norms, residual stream and MoE input along the sequence over tp "
+           "(all-gather / reduce-scatter instead of all-reduce; no effect at tp = 1)"),
     option(&C::parallel, &ParallelConfig::ep, "parallel.ep",
            "expert-parallel size (> 0; ep * etp divides dp * tp)"),
     option(&C::parallel, &ParallelConfig::etp, "parallel.etp",

@@ -164,6 +164,27 @@ void validate_optim(const OptimConfig& o) {
   require_non_negative("optim.weight_decay", o.weight_decay);
 }
 
+// Sequence parallelism splits each dp rank's rows evenly over tp: B/dp * T rows (T the
+// tokens of a sample); the DiT keeps whole images per rank (its adaLN conditioning is
+// per image), so there B/dp itself.
+void validate_sequence_split(const Config& c) {
+  const ParallelConfig& p = c.parallel;
+  const int64_t samples = c.data.batch_size / p.dp, grid = c.model.image_size / c.model.patch_size;
+  if (c.model.family == "dit_moe") {
+    MOE_USER_CHECK(samples % p.tp == 0, "data.batch_size: ", c.data.batch_size,
+                   " gives ", samples, " images per dp rank, not divisible by parallel.tp = ",
+                   p.tp, " (parallel.sequence_parallel keeps whole images per tp rank)");
+    return;
+  }
+  const int64_t tokens = c.model.family == "moe_gpt"
+                             ? c.model.seq_len
+                             : grid * grid + (c.model.pool == "cls" ? 1 : 0);
+  MOE_USER_CHECK((samples * tokens) % p.tp == 0, "data.batch_size: ", c.data.batch_size,
+                 " gives ", samples * tokens, " rows per dp rank (", samples, " x ", tokens,
+                 " tokens), not divisible by parallel.tp = ", p.tp,
+                 " (parallel.sequence_parallel)");
+}
+
 void validate_parallel(const Config& c) {
   const ParallelConfig& p = c.parallel;
   require_positive("parallel.dp", p.dp);
@@ -200,6 +221,7 @@ void validate_parallel(const Config& c) {
                  " must be divisible by parallel.etp = ", p.etp);
   MOE_USER_CHECK(c.data.batch_size % p.dp == 0, "data.batch_size: ", c.data.batch_size,
                  " must be divisible by parallel.dp = ", p.dp);
+  if (p.sequence_parallel && p.tp > 1) validate_sequence_split(c);
 }
 
 void validate_run(const Config& c) {

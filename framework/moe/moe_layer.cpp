@@ -16,15 +16,16 @@ ExpertActivation expert_activation(const MoeConfig& config) {
 
 std::unique_ptr<Mlp> make_shared_experts(ParamStore& store, const std::string& prefix,
                                          int64_t width, const MoeConfig& config,
-                                         float init_std, float out_std, Communicator* tp) {
+                                         float init_std, float out_std, Communicator* tp,
+                                         bool sequence_parallel) {
   if (config.num_shared <= 0) return nullptr;
   // K_s shared experts of width F_s are one FFN of width K_s * F_s.
   const int64_t hidden = int64_t{config.num_shared} * config.shared_ffn;
   if (expert_activation(config) == ExpertActivation::kGelu)
     return std::make_unique<GeluMlp>(store, prefix + ".shared", width, hidden, init_std,
-                                     out_std, tp);
+                                     out_std, tp, sequence_parallel);
   return std::make_unique<SwiGLUMlp>(store, prefix + ".shared", width, hidden, init_std,
-                                     out_std, tp);
+                                     out_std, tp, sequence_parallel);
 }
 
 std::unique_ptr<Router> make_router(ParamStore& store, const std::string& prefix,
@@ -67,7 +68,8 @@ MoELayer::MoELayer(ParamStore& store, const std::string& prefix, int64_t width,
       bilevel_(make_bilevel_router(store, prefix, width, config, init_std)),
       experts_(store, prefix, width, config.expert_ffn, runtime.placement, init_std,
                out_std, expert_activation(config), runtime.etp),
-      shared_(make_shared_experts(store, prefix, width, config, init_std, out_std, runtime.tp)),
+      shared_(make_shared_experts(store, prefix, width, config, init_std, out_std, runtime.tp,
+                                  runtime.sequence_parallel)),
       bias_(static_cast<size_t>(config.num_experts), 0.0f) {
   MOE_CHECK(runtime.dispatcher != nullptr, "MoE layer ", prefix, ": no dispatcher");
   MOE_CHECK(runtime.placement.num_experts == config.num_experts, "MoE layer ", prefix,
@@ -140,7 +142,12 @@ Tensor MoELayer::backward(Tensor dy, float aux_scale) {
   Tensor du = du_.view({n, width_});
   dispatcher.dispatch_backward(*handle_, d_rows, du);
 
-  const Tensor du_router = router_backward(n, aux_scale);
+  // Under sequence parallelism the router losses are normalised by this rank's N/tp
+  // rows, but the router gradient is summed over tp before the mean over dp.
+  const float router_scale =
+      runtime_.sequence_parallel ? aux_scale / static_cast<float>(tp_size(runtime_.tp))
+                                 : aux_scale;
+  const Tensor du_router = router_backward(n, router_scale);
   cpu::axpy(1.0f, du_router.data, du.data, du.numel());
 
   if (shared_) {

@@ -74,11 +74,19 @@ struct MoeRuntime {
   // This rank's share of every expert's hidden units (expert-tensor parallelism; the
   // dispatcher must then be an EtpDispatcher over the same etp group).
   ExpertTensorSplit etp;
+  // Sequence parallelism (framework/nn/sequence_parallel.h, with a tp group of more
+  // than one rank): the layer's input is this rank's rows, distinct from the other tp
+  // ranks'. Then `tokens` must be the dp x tp ranks (in world order, the global token
+  // order), the dispatcher must not slice over tp, the shared experts gather and
+  // scatter rows, and the router losses' gradients are divided by tp: they are
+  // normalised by this rank's N/tp rows, but the router's gradient is summed over tp
+  // (ParamSpec::sequence_parallel) before the mean over dp.
+  bool sequence_parallel = false;
 
   // Everything on this rank: the single-process runtime.
   static MoeRuntime local(Dispatcher& dispatcher, int64_t num_experts) {
     return {&dispatcher, ExpertPlacement::single(num_experts),
-            ExpertLocality::single(num_experts), nullptr, nullptr, ExpertTensorSplit{}};
+            ExpertLocality::single(num_experts), nullptr, nullptr, ExpertTensorSplit{}, false};
   }
 };
 

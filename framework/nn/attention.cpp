@@ -7,7 +7,7 @@ namespace moe {
 SelfAttention::SelfAttention(ParamStore& store, const std::string& prefix,
                              int64_t width, int64_t heads, bool causal, bool rotary,
                              float rope_theta, float init_std, float out_std,
-                             Communicator* tp)
+                             Communicator* tp, bool sequence_parallel)
     : qkv_proj_(store, prefix + ".w_qkv", width, 3 * width, Init::normal(init_std), tp,
                 /*bias_name=*/"", /*parts=*/3),
       out_proj_(store, prefix + ".w_out", width, width, Init::normal(out_std), tp),
@@ -17,6 +17,8 @@ SelfAttention::SelfAttention(ParamStore& store, const std::string& prefix,
       head_dim_(heads > 0 ? width / heads : 0),
       causal_(causal),
       rotary_(rotary),
+      sequence_parallel_(sequence_parallel && tp_size(tp) > 1),
+      split_(sequence_parallel_ ? tp_size(tp) : 1),
       rope_theta_(rope_theta) {
   MOE_CHECK(heads > 0 && width % heads == 0, "SelfAttention ", prefix, ": width ", width,
             " not divisible by ", heads, " heads");
@@ -35,32 +37,39 @@ void SelfAttention::apply_rotary(float* qkv, bool inverse) const {
 }
 
 Tensor SelfAttention::forward(Tensor x, int64_t batch, int64_t seq_len) {
-  MOE_CHECK(x.rows() == batch * seq_len && x.cols() == width_, "SelfAttention: input ",
-            x.shape.str(), " is not (", batch, "*", seq_len, ", ", width_, ")");
+  const int64_t split = split_;
+  MOE_CHECK(x.rows() * split == batch * seq_len && x.cols() == width_,
+            "SelfAttention: input ", x.shape.str(), " is not (", batch, "*", seq_len, "/",
+            split, ", ", width_, ")");
   batch_ = batch;
   seq_len_ = seq_len;
   // qkv_proj_ keeps its own output until its next forward, so the rotated q and k can
   // live in that buffer: backward reads them from there.
-  qkv_ = qkv_proj_.forward(x);  // (B*T, 3C)
+  qkv_ = sequence_parallel_ ? qkv_proj_.forward_all_gather(x) : qkv_proj_.forward(x);  // (B*T, 3C)
   if (rotary_) apply_rotary(qkv_.data, /*inverse=*/false);
   float* att = att_.view({batch, heads_, seq_len, seq_len}).data;
   Tensor o = o_.view({batch * seq_len, local_width_});
   cpu::attention_forward(qkv_.data, att, o.data, batch, seq_len, heads_, head_dim_,
                          causal_);
-  return out_proj_.forward_all_reduce(o);  // (B*T, C), summed over the heads of all ranks
+  // (B*T, C), summed over the heads of all ranks; sequence parallel: this rank's rows
+  return sequence_parallel_ ? out_proj_.forward_reduce_scatter(o)
+                            : out_proj_.forward_all_reduce(o);
 }
 
 Tensor SelfAttention::backward(Tensor dy) {
-  MOE_CHECK(dy.rows() == batch_ * seq_len_ && dy.cols() == width_,
+  const int64_t split = split_;
+  MOE_CHECK(dy.rows() * split == batch_ * seq_len_ && dy.cols() == width_,
             "SelfAttention: gradient shape ", dy.shape.str());
-  Tensor d_o = out_proj_.backward(dy);  // (B*T, C)
+  Tensor d_o = sequence_parallel_ ? out_proj_.backward_all_gather(dy)
+                                  : out_proj_.backward(dy);  // (B*T, C)
   Tensor dqkv = dqkv_.view({batch_ * seq_len_, 3 * local_width_});
   float* scratch = scratch_.view({batch_, heads_, seq_len_, seq_len_}).data;
   cpu::attention_backward(qkv_.data, att_.data(), d_o.data, dqkv.data, scratch, batch_,
                           seq_len_, heads_, head_dim_, causal_);
   // The rotation is orthogonal, so its backward is the inverse rotation.
   if (rotary_) apply_rotary(dqkv.data, /*inverse=*/true);
-  return qkv_proj_.backward_all_reduce(dqkv);  // (B*T, C)
+  return sequence_parallel_ ? qkv_proj_.backward_reduce_scatter(dqkv)
+                            : qkv_proj_.backward_all_reduce(dqkv);  // (B*T, C)
 }
 
 }  // namespace moe

@@ -11,7 +11,9 @@
 // the tp ranks. W_qkv is column-parallel in three parts, so rank r holds the q, k and v
 // rows of heads [r H/tp, (r+1) H/tp) and attends with them alone; W_out is
 // row-parallel over the same columns. x and y are the same on every tp rank; forward
-// all-reduces y over tp once, backward all-reduces dx once.
+// all-reduces y over tp once, backward all-reduces dx once. With sequence_parallel x
+// and y are this rank's rows (B*T/tp, C) (framework/nn/sequence_parallel.h): forward
+// all-gathers x and reduce-scatters y, backward all-gathers dy and reduce-scatters dx.
 
 #include <string>
 
@@ -24,11 +26,13 @@ class SelfAttention {
   // init_std for W_qkv, out_std for W_out (the output projection, σ/√(2L) in GPT).
   SelfAttention(ParamStore& store, const std::string& prefix, int64_t width,
                 int64_t heads, bool causal, bool rotary, float rope_theta,
-                float init_std, float out_std, Communicator* tp = nullptr);
+                float init_std, float out_std, Communicator* tp = nullptr,
+                bool sequence_parallel = false);
 
-  // x (B*T, C), B sequences of T tokens -> y (B*T, C)
+  // x (B*T, C), B sequences of T tokens -> y (B*T, C); sequence parallel: this rank's
+  // rows of x and y, (B*T/tp, C)
   Tensor forward(Tensor x, int64_t batch, int64_t seq_len);
-  // dy (B*T, C) -> dx (B*T, C); dW_qkv, dW_out += ...
+  // dy (B*T, C) -> dx (B*T, C); dW_qkv, dW_out += ... (sequence parallel: (B*T/tp, C))
   Tensor backward(Tensor dy);
 
   int64_t width() const { return width_; }
@@ -43,6 +47,8 @@ class SelfAttention {
   int64_t width_, local_width_;     // C; C/tp on this rank
   int64_t heads_, head_dim_;        // H/tp on this rank; D = C / H
   bool causal_, rotary_;
+  bool sequence_parallel_;
+  int64_t split_;                   // tp under sequence parallelism, else 1
   float rope_theta_;
   int64_t batch_ = 0, seq_len_ = 0;  // B, T of the last forward
   // H, C below are this rank's H/tp heads and C/tp columns

@@ -1,5 +1,7 @@
 #include "framework/nn/tp_linear.h"
 
+#include "framework/nn/sequence_parallel.h"
+
 namespace moe {
 
 namespace {
@@ -59,6 +61,14 @@ Tensor ColumnParallelLinear::backward_all_reduce(Tensor dy) {
   return dx;
 }
 
+Tensor ColumnParallelLinear::forward_all_gather(Tensor x) {
+  return local_.forward(all_gather_rows(tp_, x, gathered_));
+}
+
+Tensor ColumnParallelLinear::backward_reduce_scatter(Tensor dy) {
+  return reduce_scatter_rows(tp_, local_.backward(dy), scattered_);
+}
+
 RowParallelLinear::RowParallelLinear(ParamStore& store, const std::string& name,
                                      int64_t in_features, int64_t out_features, Init init,
                                      Communicator* tp, const std::string& bias_name)
@@ -71,13 +81,26 @@ RowParallelLinear::RowParallelLinear(ParamStore& store, const std::string& name,
 Tensor RowParallelLinear::forward_all_reduce(Tensor x) {
   Tensor y = local_.forward(x);  // partial sum x_r W_r^T
   all_reduce_tp(tp_, y);
-  if (bias_) {
-    const float* b = bias_->value.data();
-    const int64_t n = y.rows(), out = y.cols();
-    for (int64_t r = 0; r < n; ++r)
-      for (int64_t j = 0; j < out; ++j) y.data[r * out + j] += b[j];
-  }
+  add_bias(y);
   return y;
+}
+
+Tensor RowParallelLinear::forward_reduce_scatter(Tensor x) {
+  Tensor y = reduce_scatter_rows(tp_, local_.forward(x), scattered_);
+  add_bias(y);
+  return y;
+}
+
+Tensor RowParallelLinear::backward_all_gather(Tensor dy) {
+  return backward(all_gather_rows(tp_, dy, gathered_));
+}
+
+void RowParallelLinear::add_bias(Tensor y) const {
+  if (!bias_) return;
+  const float* b = bias_->value.data();
+  const int64_t n = y.rows(), out = y.cols();
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t j = 0; j < out; ++j) y.data[r * out + j] += b[j];
 }
 
 Tensor RowParallelLinear::backward(Tensor dy) {

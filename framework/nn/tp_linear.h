@@ -18,8 +18,16 @@
 //                         input (a column-parallel output); y = sum_r x_r W_r^T + b,
 //                         an all-reduce over tp. Backward: dx_r = dy W_r, no exchange.
 //
+// Sequence parallelism (framework/nn/sequence_parallel.h) replaces each all-reduce by
+// an all-gather / reduce-scatter pair: ColumnParallelLinear::forward_all_gather takes
+// this rank's rows (N/tp, in), gathers them and multiplies; backward_reduce_scatter
+// gives back this rank's rows of dx summed over tp. RowParallelLinear's
+// forward_reduce_scatter leaves each rank its rows of y (N/tp, out), backward_all_gather
+// gathers dy first; the bias gradient then sums all N rows on every rank, as without it.
+//
 // Only the functions named for it communicate: ColumnParallelLinear::backward_all_reduce,
-// RowParallelLinear::forward_all_reduce and all_reduce_tp. The blocks are views of
+// forward_all_gather, backward_reduce_scatter, RowParallelLinear::forward_all_reduce,
+// forward_reduce_scatter, backward_all_gather and all_reduce_tp. The blocks are views of
 // logical parameters, so their initial values are those of the unsharded layer
 // (ParamStore) and checkpoints store the logical tensors. tp must divide the split
 // dimension. A null tp is tensor parallelism of one: the whole weight, no exchange,
@@ -47,12 +55,17 @@ class ColumnParallelLinear {
   Tensor forward(Tensor x);  // x (N, in) -> y_r (N, out/tp); no communication
   // dy_r (N, out/tp) -> dx (N, in) summed over the tp ranks; accumulates dW_r, db_r.
   Tensor backward_all_reduce(Tensor dy);
+  // Sequence parallel: x_r (N/tp, in) -> y_r (N, out/tp) of every rank's rows.
+  Tensor forward_all_gather(Tensor x);
+  // dy_r (N, out/tp) -> this rank's rows of dx (N/tp, in), summed over the tp ranks.
+  Tensor backward_reduce_scatter(Tensor dy);
 
   Linear& local() { return local_; }  // backward() of it: this rank's share of dx only
 
  private:
   Communicator* tp_;
   Linear local_;  // over this rank's (out/tp, in) block
+  Buffer gathered_, scattered_;  // (N, in), (N/tp, in) under sequence parallelism
 };
 
 class RowParallelLinear {
@@ -66,13 +79,21 @@ class RowParallelLinear {
   // dy (N, out), the same on every tp rank -> dx_r (N, in/tp); accumulates dW_r and
   // (on every rank, equally) db. No communication.
   Tensor backward(Tensor dy);
+  // Sequence parallel: x_r (N, in/tp) -> this rank's rows of y (N/tp, out), summed over
+  // the tp ranks, plus the bias.
+  Tensor forward_reduce_scatter(Tensor x);
+  // dy (N/tp, out), this rank's rows -> dx_r (N, in/tp) after gathering dy.
+  Tensor backward_all_gather(Tensor dy);
 
   Linear& local() { return local_; }
 
  private:
+  void add_bias(Tensor y) const;
+
   Communicator* tp_;
   Param* bias_;   // (out) replicated, added once after the reduction
   Linear local_;  // over this rank's (out, in/tp) block, without the bias
+  Buffer scattered_, gathered_;  // (N/tp, out), (N, out) under sequence parallelism
 };
 
 }  // namespace moe

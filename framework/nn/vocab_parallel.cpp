@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 
+#include "framework/nn/sequence_parallel.h"
 #include "framework/nn/tp_linear.h"
 
 namespace moe {
@@ -36,6 +37,20 @@ VocabParallelEmbedding::VocabParallelEmbedding(ParamStore& store, const std::str
       width_(width) {}
 
 Tensor VocabParallelEmbedding::forward_all_reduce(const int32_t* ids, int64_t n) {
+  Tensor y = lookup(ids, n);
+  all_reduce_tp(tp_, y);
+  return y;
+}
+
+Tensor VocabParallelEmbedding::forward_reduce_scatter(const int32_t* ids, int64_t n) {
+  return reduce_scatter_rows(tp_, lookup(ids, n), mine_);
+}
+
+void VocabParallelEmbedding::backward_all_gather(Tensor dy) {
+  backward(all_gather_rows(tp_, dy, y_));
+}
+
+Tensor VocabParallelEmbedding::lookup(const int32_t* ids, int64_t n) {
   ids_.assign(ids, ids + n);
   Tensor y = y_.view({n, width_});
   const float* table = table_.value.data();
@@ -47,7 +62,6 @@ Tensor VocabParallelEmbedding::forward_all_reduce(const int32_t* ids, int64_t n)
     else
       std::fill_n(row, width_, 0.0f);  // another rank's row: it adds it in the reduction
   }
-  all_reduce_tp(tp_, y);
   return y;
 }
 
@@ -85,6 +99,11 @@ Tensor VocabParallelHead::backward_all_reduce() {
   Tensor dh = local_.backward(Tensor(dlogits_.data(), Shape{rows_, range_.size()}));
   all_reduce_tp(tp_, dh);
   return dh;
+}
+
+Tensor VocabParallelHead::backward_reduce_scatter() {
+  return reduce_scatter_rows(
+      tp_, local_.backward(Tensor(dlogits_.data(), Shape{rows_, range_.size()})), dh_mine_);
 }
 
 void vocab_parallel_cross_entropy(const float* logits, VocabRange range,

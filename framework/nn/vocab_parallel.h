@@ -22,6 +22,10 @@
 //                z_n  = logits[n, t] from the rank holding t (0 elsewhere) / of (2N)
 //                loss_n = log S_n + m_n - z_n
 //              dlogits_r[n, v] = scale (exp(logits_r[n, v] - m_n) / S_n - [v == t]).
+// Sequence parallelism (framework/nn/sequence_parallel.h): the embedding's all-reduce
+// becomes a reduce-scatter (each rank keeps its rows of the sum; backward all-gathers
+// dy); the head takes the all-gathered rows, as Megatron-LM does, and its backward
+// reduce-scatters dh to each rank's rows.
 // A null tp is one rank holding the whole vocabulary (no exchange).
 
 #include <cstdint>
@@ -49,14 +53,20 @@ class VocabParallelEmbedding {
   Tensor forward_all_reduce(const int32_t* ids, int64_t n);
   // dy (n, C), the same on every tp rank: dtable_r[id - begin] += dy[i] for my ids.
   void backward(Tensor dy);
+  // Sequence parallel: ids (n) -> this rank's rows (n/tp, C) of the embedding.
+  Tensor forward_reduce_scatter(const int32_t* ids, int64_t n);
+  // dy (n/tp, C), this rank's rows: gathered, then as backward.
+  void backward_all_gather(Tensor dy);
 
  private:
+  Tensor lookup(const int32_t* ids, int64_t n);  // my rows of the table, zeros elsewhere
+
   Communicator* tp_;
   VocabRange range_;
   Param& table_;  // (V_r, C)
   int64_t width_;
   std::vector<int32_t> ids_;  // (n) ids of the last forward
-  Buffer y_;                  // (n, C)
+  Buffer y_, mine_;           // (n, C), (n/tp, C)
 };
 
 // The LM head with its cross-entropy: logits of the rank's vocabulary block only.
@@ -70,12 +80,15 @@ class VocabParallelHead {
   void forward_loss_all_reduce(Tensor h, const int32_t* targets, float scale, float* losses);
   // dh (N, C) of sum_n scale * loss_n, summed over the tp ranks; accumulates dW_r.
   Tensor backward_all_reduce();
+  // Sequence parallel: this rank's rows (N/tp, C) of dh, summed over the tp ranks.
+  Tensor backward_reduce_scatter();
 
  private:
   Communicator* tp_;
   VocabRange range_;
   Linear local_;    // over this rank's (V_r, C) block
   Buffer dlogits_;  // (N, V_r)
+  Buffer dh_mine_;  // (N/tp, C)
   int64_t rows_ = 0;
 };
 

@@ -16,12 +16,14 @@ bool is_expert(const Param& p) { return is_expert_shard(p.spec.shard); }
 }  // namespace
 
 GradSync::GradSync(ParamStore& store, Communicator& dp, Communicator& edp, int token_shards,
-                   int64_t bucket_bytes) {
+                   int64_t bucket_bytes, Communicator* sequence) {
   MOE_CHECK(token_shards > 0 && bucket_bytes > 0, "gradient sync: ", token_shards,
             " token shards, bucket of ", bucket_bytes, " bytes");
   const int64_t bucket_elems = std::max<int64_t>(1, bucket_bytes / int64_t{sizeof(float)});
-  Bucket dense, experts;
+  Bucket dense, experts, rows;
   dense.comm = &dp;
+  rows.comm = sequence;
+  rows.scale = 1.0f / static_cast<float>(token_shards);
   dense.scale = 1.0f / static_cast<float>(token_shards);
   experts.comm = &edp;
   experts.scale = 1.0f / static_cast<float>(token_shards);
@@ -31,13 +33,16 @@ GradSync::GradSync(ParamStore& store, Communicator& dp, Communicator& edp, int t
     b.numel = 0;
   };
   for (Param& p : store.params()) {
-    Bucket& b = is_expert(p) ? experts : dense;
+    MOE_CHECK(!p.spec.sequence_parallel || sequence, "gradient sync: ", p.spec.name,
+              " is sequence-parallel but no dp x tp group was given");
+    Bucket& b = is_expert(p) ? experts : p.spec.sequence_parallel ? rows : dense;
     if (b.numel > 0 && b.numel + p.numel() > bucket_elems) flush(b);
     b.params.push_back(&p);
     b.numel += p.numel();
   }
   flush(dense);
   flush(experts);
+  flush(rows);
 }
 
 void GradSync::all_reduce() {

@@ -9,7 +9,10 @@
 //     token of its ep group routed there, and with etp > 1 the all-gather over etp
 //     every token of the ep groups of its etp group, so its gradient already sums
 //     dL_r/dθ over the ep x etp ranks; summing over the edp group (the replicas of
-//     the same expert blocks) covers every rank, and / D gives the mean.
+//     the same expert blocks) covers every rank, and / D gives the mean;
+//   replicated parameters of sequence-parallel regions (ParamSpec::sequence_parallel):
+//     each tp rank saw only its rows, so the gradient is the sum over the tp group and
+//     the mean over dp: one all-reduce(sum) over the dp x tp ranks (`sequence`), / D.
 // Gradients are reduced in buckets of about parallel.grad_bucket_mb: parameters are
 // packed into one flat buffer per bucket (in registration order, never mixing groups),
 // all-reduced in one call, scaled and unpacked. Fewer, larger messages amortise the
@@ -32,9 +35,10 @@ namespace moe {
 class GradSync {
  public:
   // dp: the group replicating the dense parameters; edp: the group replicating this
-  // rank's experts; token_shards = D. bucket_bytes > 0.
+  // rank's experts; token_shards = D. bucket_bytes > 0. sequence: the dp x tp ranks
+  // (the world), needed when a parameter is marked sequence_parallel.
   GradSync(ParamStore& store, Communicator& dp, Communicator& edp, int token_shards,
-           int64_t bucket_bytes);
+           int64_t bucket_bytes, Communicator* sequence = nullptr);
 
   // Turns every rank's local gradients into the gradients of the global mean loss.
   void all_reduce();

@@ -51,6 +51,10 @@ struct ParamSpec {
   Shard shard = Shard::kReplicated;
   Init init;
   bool weight_decay = true;  // AdamW decays matrices only: false for norms, biases
+  // A replicated parameter that acts on this rank's rows of a sequence-parallel region
+  // (framework/nn/sequence_parallel.h): its gradient is this rank's share, summed over
+  // the tp group before the data-parallel mean (GradSync).
+  bool sequence_parallel = false;
 };
 
 struct Param {

@@ -138,7 +138,8 @@ Trainer::Trainer(const Config& config, const MpiEnv& mpi)
   s_->optimizer = std::make_unique<AdamW>(s_->store, config.optim);
   s_->grad_sync = std::make_unique<GradSync>(
       s_->store, *s_->groups.dp, *s_->groups.edp, s_->dp_size,
-      static_cast<int64_t>(static_cast<double>(config.parallel.grad_bucket_mb) * (1 << 20)));
+      static_cast<int64_t>(static_cast<double>(config.parallel.grad_bucket_mb) * (1 << 20)),
+      s_->groups.world.get());
   check_same_on_all_ranks(*s_->groups.world, config.resolved_ini, "the resolved config");
   restore_checkpoint();
 
@@ -152,11 +153,13 @@ Trainer::Trainer(const Config& config, const MpiEnv& mpi)
 }
 
 std::vector<int> Trainer::ep_token_ranks() const {
-  // The dp rank of every member of this rank's ep group, when they all share its dp
-  // group (the MoE layer's token group); else none, and the dispatcher exchanges counts.
+  // The rank in the MoE layer's token group of every member of this rank's ep group,
+  // when they all belong to it; else none, and the dispatcher exchanges counts. Under
+  // sequence parallelism the token group is the world.
   const RankGrid& grid = s_->groups.grid;
   const int me = mpi_.rank();
   std::vector<int> ranks;
+  if (sequence_parallel()) return grid.members(Group::kEp, me);
   for (int member : grid.members(Group::kEp, me)) {
     if (grid.group_index(Group::kDp, member) != grid.group_index(Group::kDp, me)) return {};
     ranks.push_back(grid.coord(Group::kDp, member));
@@ -188,15 +191,24 @@ void Trainer::build_model() {
     s_->dispatcher = std::make_unique<AllToAllDispatcher>(*g.ep, placement, ep_token_ranks());
   }
   Dispatcher* dispatcher = s_->dispatcher.get();
-  if (g.etp->size() > 1 || g.tp->size() > 1) {
-    // The ranks of a tp group hold the same tokens (replicated activations): each
-    // dispatches its 1/tp share, so no token crosses the ep all-to-all twice.
-    s_->etp_dispatcher = std::make_unique<EtpDispatcher>(*s_->dispatcher, *g.etp, g.tp.get());
+  const bool sp = sequence_parallel();
+  if (g.etp->size() > 1 || (g.tp->size() > 1 && !sp)) {
+    // Without sequence parallelism the ranks of a tp group hold the same tokens
+    // (replicated activations): each dispatches its 1/tp share, so no token crosses the
+    // ep all-to-all twice. With it their rows differ and each dispatches its own.
+    s_->etp_dispatcher =
+        std::make_unique<EtpDispatcher>(*s_->dispatcher, *g.etp, sp ? nullptr : g.tp.get());
     dispatcher = s_->etp_dispatcher.get();
   }
-  s_->runtime = MoeRuntime{dispatcher, placement,
+  // The ranks holding distinct tokens: the dp group, or under sequence parallelism the
+  // dp x tp ranks (the world; world-rank order is the global token order).
+  s_->runtime = MoeRuntime{dispatcher,
+                           placement,
                            ExpertLocality::of(placement, ep_nodes.node, ep_nodes.num_nodes),
-                           g.dp.get(), g.tp.get(), ExpertTensorSplit{g.etp->size(), g.etp->rank()}};
+                           sp ? g.world.get() : g.dp.get(),
+                           g.tp.get(),
+                           ExpertTensorSplit{g.etp->size(), g.etp->rank()},
+                           sp};
   // The model opens and validates the data: a bad file is reported alone, before any
   // progress output.
   s_->model = make_model(c, s_->store, s_->runtime);

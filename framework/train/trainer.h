@@ -56,6 +56,10 @@ class Trainer {
   // Communicators whose statistics each telemetry group ("ep", "dp", "edp") sums.
   std::vector<std::pair<std::string, std::vector<Communicator*>>> telemetry_groups();
   std::vector<int> ep_token_ranks() const;  // for the all-to-all dispatcher
+  // parallel.sequence_parallel with a tp group of more than one rank
+  bool sequence_parallel() const {
+    return config_.parallel.sequence_parallel && config_.parallel.tp > 1;
+  }
   nlohmann::json evaluate();  // the family's metrics, e.g. val_loss and val_bpb
   void save_model();          // <run.dir>/model.h5: weights, router biases, config
   std::vector<NamedBuffer> model_buffers();  // layer state checkpoints hold (router biases)

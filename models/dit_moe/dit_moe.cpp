@@ -7,6 +7,7 @@
 #include "framework/nn/adaln.h"
 #include "framework/nn/attention.h"
 #include "framework/nn/mlp.h"
+#include "framework/nn/sequence_parallel.h"
 
 namespace moe {
 namespace {
@@ -79,7 +80,8 @@ struct DitMoe::Block {
       : norm1(store, prefix + ".norm1", m.d_model, m.norm_eps, /*affine=*/false),
         norm2(store, prefix + ".norm2", m.d_model, m.norm_eps, /*affine=*/false),
         attn(store, prefix + ".attn", m.d_model, m.num_heads, /*causal=*/false,
-             /*rotary=*/false, m.rope_theta, m.init_std, out_std, runtime.tp),
+             /*rotary=*/false, m.rope_theta, m.init_std, out_std, runtime.tp,
+             runtime.sequence_parallel),
         adaln(store, prefix + ".adaln.weight", m.d_model, 6 * m.d_model, Init::zeros(),
               prefix + ".adaln.bias"),
         width(m.d_model) {
@@ -88,7 +90,8 @@ struct DitMoe::Block {
                                        out_std, runtime);
     else
       mlp = std::make_unique<SwiGLUMlp>(store, prefix + ".mlp", m.d_model, m.dense_ffn,
-                                        m.init_std, out_std, runtime.tp);
+                                        m.init_std, out_std, runtime.tp,
+                                        runtime.sequence_parallel);
   }
 
   const float* chunk(int i) const { return mod.data + i * width; }
@@ -160,12 +163,15 @@ DitMoe::DitMoe(const ModelConfig& model, const MoeConfig& moe, ParamStore& store
       t_embed_(store, "t_embed", model.d_model, model.init_std),
       y_embed_(store, "y_embed.weight", model.num_classes + 1, model.d_model,
                Init::normal(model.init_std)),
-      final_(store, "final", model.d_model, patch_pixels(model), model.norm_eps) {
+      final_(store, "final", model.d_model, patch_pixels(model), model.norm_eps),
+      tp_(runtime.tp),
+      sequence_parallel_(runtime.sequence_parallel) {
   const float out_std = model.init_std / std::sqrt(2.0f * model.num_layers);
   for (int l = 0; l < model.num_layers; ++l)
     blocks_.push_back(std::make_unique<Block>(store, "layers." + std::to_string(l), model,
                                               moe, is_moe_block(model, l), out_std,
                                               runtime));
+  if (sequence_parallel_) mark_sequence_parallel(store, {});
 }
 
 DitMoe::~DitMoe() = default;
@@ -190,25 +196,35 @@ Tensor DitMoe::forward(const float* x, const float* t, const int32_t* y, int64_t
     s = s_.view({batch, c});
     cpu::silu_forward(cond.data, s.data, s.numel());
   }
+  // This rank's images: all of them, or its B/tp under sequence parallelism.
+  const RowRange images = sequence_parallel_ ? sequence_rows(batch, tp_) : RowRange{0, batch};
+  first_image_ = images.begin;
+  local_batch_ = images.size();
+  if (sequence_parallel_) {
+    h = local_rows(tp_, h);  // (B*P/tp, C)
+    s = local_rows(tp_, s);  // (B/tp, C)
+  }
   for (auto& block : blocks_) h = block->forward(h, s, times_);
   ScopedTimer timer(times_.head);
-  const Tensor out = final_.forward(h, s, batch);  // (B*P, p*p*Cout)
-  pred_ = pred_buf_.view({batch, ch, size, size});
-  cpu::unpatchify(out.data, pred_.data, batch, ch, size, size, model_.patch_size);
+  const Tensor out = final_.forward(h, s, local_batch_);  // (B*P, p*p*Cout)
+  pred_ = pred_buf_.view({local_batch_, ch, size, size});
+  cpu::unpatchify(out.data, pred_.data, local_batch_, ch, size, size, model_.patch_size);
   return pred_;
 }
 
 LossParts DitMoe::loss(const float* target) {
   ScopedTimer timer(times_.head);
-  const int64_t n = pred_.numel();
+  const int64_t mine = pred_.numel(), n = mine / local_batch_ * batch_;
+  target += mine / local_batch_ * first_image_;  // this rank's images
   Tensor dpred = dpred_.view(pred_.shape);
   double sum = 0.0;
   const float scale = 2.0f / static_cast<float>(n);
-  for (int64_t i = 0; i < n; ++i) {
+  for (int64_t i = 0; i < mine; ++i) {
     const float diff = pred_.data[i] - target[i];
     sum += static_cast<double>(diff) * diff;
     dpred.data[i] = scale * diff;  // d mean((pred - target)^2) / d pred
   }
+  if (sequence_parallel_) tp_->all_reduce<double>({&sum, 1});
   LossParts parts;
   parts.ce = sum / static_cast<double>(n);
   for (MoELayer* layer : moe_layers()) {
@@ -226,15 +242,18 @@ void DitMoe::backward() {
   Tensor dh;
   {
     ScopedTimer timer(times_.head);
-    Tensor dout = dout_.view({batch_ * tokens_per_image(), patch_pixels(model_)});
+    Tensor dout = dout_.view({local_batch_ * tokens_per_image(), patch_pixels(model_)});
     // unpatchify is a permutation: its backward is patchify
-    cpu::patchify(dpred_.data(), dout.data, batch_, model_.image_channels, size, size,
+    cpu::patchify(dpred_.data(), dout.data, local_batch_, model_.image_channels, size, size,
                   model_.patch_size);
-    dh = final_.backward(dout, ds.data);
+    dh = final_.backward(dout, ds.data + first_image_ * c);
   }
+  // Other ranks' images keep zero gradients here: theirs come in the gradient sync.
   for (auto it = blocks_.rbegin(); it != blocks_.rend(); ++it)
-    dh = (*it)->backward(dh, ds.data, times_);
+    dh = (*it)->backward(dh, ds.data + first_image_ * c, times_);
   ScopedTimer timer(times_.embed);
+  if (sequence_parallel_)
+    dh = scatter_rows_zero(tp_, dh, batch_ * tokens_per_image(), dh_full_);
   patch_embed_.backward(pos_.backward(dh));
   Tensor dc = dc_.view({batch_, c});
   cpu::silu_backward(c_.data(), ds.data, dc.data, dc.numel());

@@ -19,6 +19,13 @@
 // Tensor parallelism (runtime.tp): attention split by heads, dense and shared FFNs by
 // hidden units. The embedders, the adaLN modulations (one (B, 6C) row per image, not
 // per token) and the final layer stay replicated (docs/parallelism.md).
+// With runtime.sequence_parallel each tp rank keeps whole images: the B/tp images
+// [r B/tp, (r+1) B/tp) of its dp slice (their patches are its B*P/tp rows). The
+// embedders and modulations are computed for the whole batch but only the rank's
+// images go on, through the blocks, the final layer and the loss (whose squared-error
+// sum is all-reduced over tp); every replicated parameter then gets its gradient from
+// this rank's images only and is marked sequence-parallel. forward's prediction holds
+// this rank's images only.
 
 #include <memory>
 #include <string>
@@ -91,9 +98,13 @@ class DitMoe {
   Embedding y_embed_;  // (classes + 1, C): the last row is the null class
   std::vector<std::unique_ptr<Block>> blocks_;
   DitFinalLayer final_;
+  Communicator* tp_;
+  bool sequence_parallel_;
   int64_t batch_ = 0;
+  int64_t first_image_ = 0, local_batch_ = 0;  // this rank's images [first, first + local)
   Tensor pred_;                         // (B, Cin, H, W) of the last forward
   Buffer c_, s_, ds_, dc_, pred_buf_, dpred_, dout_;  // (B, C) x4; (B,Cin,H,W) x2; (B*P, pp Cout)
+  Buffer dh_full_;                                   // sequence parallel: (B*P, C)
   ComponentTimes times_;
 };
 

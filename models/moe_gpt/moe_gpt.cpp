@@ -4,6 +4,7 @@
 
 #include "framework/core/timer.h"
 #include "framework/kernels/ops.h"
+#include "framework/nn/sequence_parallel.h"
 
 namespace moe {
 namespace {
@@ -33,14 +34,16 @@ struct MoeGpt::Block {
         const MoeConfig& e, bool is_moe, float out_std, const MoeRuntime& runtime)
       : attn_norm(store, prefix + ".attn_norm.weight", m.d_model, m.norm_eps),
         attn(store, prefix + ".attn", m.d_model, m.num_heads, /*causal=*/true,
-             /*rotary=*/true, m.rope_theta, m.init_std, out_std, runtime.tp),
+             /*rotary=*/true, m.rope_theta, m.init_std, out_std, runtime.tp,
+             runtime.sequence_parallel),
         ffn_norm(store, prefix + ".ffn_norm.weight", m.d_model, m.norm_eps) {
     if (is_moe)
       moe = std::make_unique<MoELayer>(store, prefix + ".moe", m.d_model, e, m.init_std,
                                        out_std, runtime);
     else
       mlp = std::make_unique<SwiGLUMlp>(store, prefix + ".mlp", m.d_model, m.dense_ffn,
-                                        m.init_std, out_std, runtime.tp);
+                                        m.init_std, out_std, runtime.tp,
+                                        runtime.sequence_parallel);
   }
 
   Tensor forward(Tensor x, int64_t batch, int64_t seq, ComponentTimes& t) {
@@ -84,7 +87,9 @@ MoeGpt::MoeGpt(const ModelConfig& model, const MoeConfig& moe, ParamStore& store
              Init::normal(model.init_std), runtime.tp),
       final_norm_(store, "final_norm.weight", model.d_model, model.norm_eps),
       lm_head_(store, "lm_head.weight", model.d_model, model.vocab_size,
-               Init::normal(model.init_std), runtime.tp) {
+               Init::normal(model.init_std), runtime.tp),
+      tp_(runtime.tp),
+      sequence_parallel_(runtime.sequence_parallel) {
   // Output projections are scaled down by sqrt(2L): each of the 2L residual branches
   // adds variance to the stream (GPT-2, FLAME-MoE).
   const float out_std = model.init_std / std::sqrt(2.0f * model.num_layers);
@@ -92,6 +97,8 @@ MoeGpt::MoeGpt(const ModelConfig& model, const MoeConfig& moe, ParamStore& store
     blocks_.push_back(std::make_unique<Block>(store, "layers." + std::to_string(l), model,
                                               moe, is_moe_block(model, l), out_std,
                                               runtime));
+  // Norms and routers act on this rank's rows; embedding and head are vocabulary blocks.
+  if (sequence_parallel_) mark_sequence_parallel(store, {});
 }
 
 MoeGpt::~MoeGpt() = default;
@@ -103,14 +110,17 @@ LossParts MoeGpt::forward(const int32_t* inputs, const int32_t* targets, int64_t
   Tensor h;
   {
     ScopedTimer timer(times_.embed);
-    h = embed_.forward_all_reduce(inputs, n);
+    h = sequence_parallel_ ? embed_.forward_reduce_scatter(inputs, n)  // (N/tp, C)
+                           : embed_.forward_all_reduce(inputs, n);     // (N, C)
   }
   for (auto& block : blocks_) h = block->forward(h, batch, seq, times_);
 
   ScopedTimer timer(times_.head);
   Tensor losses = losses_.view({n});
   // The gradient of the mean loss is computed with the loss, while logits are hot.
-  lm_head_.forward_loss_all_reduce(final_norm_.forward(h), targets_.data(),
+  Tensor hn = final_norm_.forward(h);
+  if (sequence_parallel_) hn = all_gather_rows(tp_, hn, gathered_);  // (N, C)
+  lm_head_.forward_loss_all_reduce(hn, targets_.data(),
                                    1.0f / static_cast<float>(n), losses.data);
   LossParts parts;
   for (int64_t i = 0; i < n; ++i) parts.ce += losses[i];
@@ -128,11 +138,15 @@ void MoeGpt::backward() {
   Tensor dh;
   {
     ScopedTimer timer(times_.head);
-    dh = final_norm_.backward(lm_head_.backward_all_reduce());
+    dh = final_norm_.backward(sequence_parallel_ ? lm_head_.backward_reduce_scatter()
+                                                 : lm_head_.backward_all_reduce());
   }
   for (auto it = blocks_.rbegin(); it != blocks_.rend(); ++it) dh = (*it)->backward(dh, times_);
   ScopedTimer timer(times_.embed);
-  embed_.backward(dh);
+  if (sequence_parallel_)
+    embed_.backward_all_gather(dh);
+  else
+    embed_.backward(dh);
 }
 
 std::vector<MoELayer*> MoeGpt::moe_layers() { return moe_layers_of(blocks_); }

@@ -7,7 +7,10 @@
 // Tensor parallelism (runtime.tp, docs/parallelism.md): attention split by heads, the
 // dense and shared SwiGLU FFNs by hidden units, the embedding and LM head by vocabulary
 // with a vocabulary-parallel cross-entropy; norms, router and routed experts see the
-// whole (replicated) residual stream.
+// whole (replicated) residual stream. With runtime.sequence_parallel they see this tp
+// rank's B*T/tp rows instead: the embedding reduce-scatters, every block works on its
+// rows (framework/nn/sequence_parallel.h), and the final norm's rows are all-gathered
+// before the LM head (Megatron-LM); norms and routers are marked sequence-parallel.
 
 #include <memory>
 #include <string>
@@ -50,6 +53,9 @@ class MoeGpt {
   std::vector<std::unique_ptr<Block>> blocks_;
   RMSNorm final_norm_;
   VocabParallelHead lm_head_;
+  Communicator* tp_;
+  bool sequence_parallel_;
+  Buffer gathered_;               // (N, C) final-norm rows of every tp rank
   int64_t batch_ = 0;
   std::vector<int32_t> targets_;  // (B, T) of the last forward
   Buffer losses_;                 // (N)

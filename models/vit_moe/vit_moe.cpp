@@ -4,6 +4,7 @@
 
 #include "framework/core/timer.h"
 #include "framework/kernels/ops.h"
+#include "framework/nn/sequence_parallel.h"
 
 namespace moe {
 namespace {
@@ -44,14 +45,16 @@ struct VitMoe::Block {
         const MoeConfig& e, bool is_moe, float out_std, const MoeRuntime& runtime)
       : norm1(store, prefix + ".norm1", m.d_model, m.norm_eps, /*affine=*/true),
         attn(store, prefix + ".attn", m.d_model, m.num_heads, /*causal=*/false,
-             /*rotary=*/false, m.rope_theta, m.init_std, out_std, runtime.tp),
+             /*rotary=*/false, m.rope_theta, m.init_std, out_std, runtime.tp,
+             runtime.sequence_parallel),
         norm2(store, prefix + ".norm2", m.d_model, m.norm_eps, /*affine=*/true) {
     if (is_moe)
       moe = std::make_unique<MoELayer>(store, prefix + ".moe", m.d_model, e, m.init_std,
                                        out_std, runtime);
     else
       mlp = std::make_unique<GeluMlp>(store, prefix + ".mlp", m.d_model, m.dense_ffn,
-                                      m.init_std, out_std, runtime.tp);
+                                      m.init_std, out_std, runtime.tp,
+                                      runtime.sequence_parallel);
   }
 
   Tensor forward(Tensor x, int64_t batch, int64_t tokens, ComponentTimes& t) {
@@ -100,12 +103,18 @@ VitMoe::VitMoe(const ModelConfig& model, const MoeConfig& moe, ParamStore& store
       pool_(model.pool == "cls" ? TokenPool::Mode::kCls : TokenPool::Mode::kMean),
       // A zero head starts every class at the same logit (loss ln(classes)), as in ViT.
       head_(store, "head.weight", model.d_model, model.num_classes, Init::zeros(),
-            "head.bias") {
+            "head.bias"),
+      tp_(runtime.tp),
+      sequence_parallel_(runtime.sequence_parallel) {
   const float out_std = model.init_std / std::sqrt(2.0f * model.num_layers);
   for (int l = 0; l < model.num_layers; ++l)
     blocks_.push_back(std::make_unique<Block>(store, "layers." + std::to_string(l), model,
                                               moe, is_moe_block(model, l), out_std,
                                               runtime));
+  // The embeddings are computed whole but only this rank's rows go on, so their
+  // gradients, like the norms' and routers', come from its rows; the head sees the
+  // gathered rows on every rank.
+  if (sequence_parallel_) mark_sequence_parallel(store, {"head."});
 }
 
 VitMoe::~VitMoe() = default;
@@ -122,10 +131,13 @@ Tensor VitMoe::embed_and_blocks(const float* images, int64_t batch) {
     h = patch_embed_.forward(x);  // (B*P, C)
     if (cls_) h = cls_->forward(h, batch);
     h = pos_.forward(h);  // (B*T, C)
+    if (sequence_parallel_) h = local_rows(tp_, h);  // (B*T/tp, C)
   }
   for (auto& block : blocks_) h = block->forward(h, batch, tokens_per_image(), times_);
   ScopedTimer timer(times_.head);
-  logits_ = head_.forward(pool_.forward(final_norm_.forward(h), batch));  // (B, classes)
+  Tensor hn = final_norm_.forward(h);
+  if (sequence_parallel_) hn = all_gather_rows(tp_, hn, gathered_);  // (B*T, C)
+  logits_ = head_.forward(pool_.forward(hn, batch));  // (B, classes)
   return logits_;
 }
 
@@ -158,10 +170,14 @@ void VitMoe::backward() {
   {
     ScopedTimer timer(times_.head);
     Tensor dlogits(dlogits_.data(), Shape{batch_, model_.num_classes});
-    dh = final_norm_.backward(pool_.backward(head_.backward(dlogits)));
+    dh = pool_.backward(head_.backward(dlogits));  // (B*T, C), the same on every tp rank
+    if (sequence_parallel_) dh = local_rows(tp_, dh);
+    dh = final_norm_.backward(dh);
   }
   for (auto it = blocks_.rbegin(); it != blocks_.rend(); ++it) dh = (*it)->backward(dh, times_);
   ScopedTimer timer(times_.embed);
+  // other ranks' rows carry no gradient here: theirs is summed in the gradient sync
+  if (sequence_parallel_) dh = scatter_rows_zero(tp_, dh, batch_ * tokens_per_image(), dh_full_);
   dh = pos_.backward(dh);
   if (cls_) dh = cls_->backward(dh);
   patch_embed_.backward(dh);

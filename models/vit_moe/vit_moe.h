@@ -67,6 +67,9 @@ class VitMoe {
   LayerNorm final_norm_;
   TokenPool pool_;
   Linear head_;
+  Communicator* tp_;
+  bool sequence_parallel_;
+  Buffer gathered_, dh_full_;     // sequence parallel: (B*T, C) all rows, dh of all rows
   int64_t batch_ = 0;
   Tensor logits_;
   std::vector<int32_t> labels_;   // (B)
