@@ -71,6 +71,7 @@ struct DitMoe::Block {
   std::unique_ptr<Mlp> mlp;       // dense blocks
   std::unique_ptr<MoELayer> moe;  // MoE blocks
   int64_t width, batch = 0, tokens = 0;
+  int64_t image_split;            // tp under sequence parallelism: attention sees tp x batch
   Tensor mod, n1, n2, a, f;       // views kept for backward: (B,6C), (N,C) x4
   Buffer m1, m2, h_mid, h_out;    // (N, C)
   Buffer dmod, dn, dmid, dh_in, dbranch;  // (B, 6C), (N, C) x4
@@ -84,7 +85,8 @@ struct DitMoe::Block {
              runtime.sequence_parallel),
         adaln(store, prefix + ".adaln.weight", m.d_model, 6 * m.d_model, Init::zeros(),
               prefix + ".adaln.bias"),
-        width(m.d_model) {
+        width(m.d_model),
+        image_split(runtime.sequence_parallel ? tp_size(runtime.tp) : 1) {
     if (is_moe)
       moe = std::make_unique<MoELayer>(store, prefix + ".moe", m.d_model, e, m.init_std,
                                        out_std, runtime);
@@ -107,7 +109,7 @@ struct DitMoe::Block {
       n1 = norm1.forward(x);
       Tensor mod1 = m1.view(x.shape);
       modulate_forward(n1.data, chunk(0), chunk(1), stride, mod1.data, batch, tokens, width);
-      a = attn.forward(mod1, batch, tokens);
+      a = attn.forward(mod1, batch * image_split, tokens);  // it gathers every rank's images
       gated_add_forward(x.data, chunk(2), stride, a.data, mid.data, batch, tokens, width);
     }
     ScopedTimer timer(moe ? t.moe : t.dense_ffn);
@@ -165,7 +167,7 @@ DitMoe::DitMoe(const ModelConfig& model, const MoeConfig& moe, ParamStore& store
                Init::normal(model.init_std)),
       final_(store, "final", model.d_model, patch_pixels(model), model.norm_eps),
       tp_(runtime.tp),
-      sequence_parallel_(runtime.sequence_parallel) {
+      sequence_parallel_(runtime.sequence_parallel && tp_size(runtime.tp) > 1) {
   const float out_std = model.init_std / std::sqrt(2.0f * model.num_layers);
   for (int l = 0; l < model.num_layers; ++l)
     blocks_.push_back(std::make_unique<Block>(store, "layers." + std::to_string(l), model,

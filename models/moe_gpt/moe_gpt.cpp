@@ -89,7 +89,7 @@ MoeGpt::MoeGpt(const ModelConfig& model, const MoeConfig& moe, ParamStore& store
       lm_head_(store, "lm_head.weight", model.d_model, model.vocab_size,
                Init::normal(model.init_std), runtime.tp),
       tp_(runtime.tp),
-      sequence_parallel_(runtime.sequence_parallel) {
+      sequence_parallel_(runtime.sequence_parallel && tp_size(runtime.tp) > 1) {
   // Output projections are scaled down by sqrt(2L): each of the 2L residual branches
   // adds variance to the stream (GPT-2, FLAME-MoE).
   const float out_std = model.init_std / std::sqrt(2.0f * model.num_layers);

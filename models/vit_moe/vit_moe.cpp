@@ -105,7 +105,7 @@ VitMoe::VitMoe(const ModelConfig& model, const MoeConfig& moe, ParamStore& store
       head_(store, "head.weight", model.d_model, model.num_classes, Init::zeros(),
             "head.bias"),
       tp_(runtime.tp),
-      sequence_parallel_(runtime.sequence_parallel) {
+      sequence_parallel_(runtime.sequence_parallel && tp_size(runtime.tp) > 1) {
   const float out_std = model.init_std / std::sqrt(2.0f * model.num_layers);
   for (int l = 0; l < model.num_layers; ++l)
     blocks_.push_back(std::make_unique<Block>(store, "layers." + std::to_string(l), model,

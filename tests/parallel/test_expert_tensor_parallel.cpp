@@ -253,7 +253,7 @@ TEST(ExpertTensorParallel, MoeLayerWithTpGroupsEqualsOneProcess) {
   EtpDispatcher etp(a2a, *pair, pair.get());
   MoELayer layer(store, "layers.1.moe", kC, config, 0.5f, 0.3f,
                  MoeRuntime{&etp, placement, ExpertLocality::single(kE), column.get(),
-                            ExpertTensorSplit{pair->size(), pair->rank()}});
+                            nullptr, ExpertTensorSplit{pair->size(), pair->rank()}});
   store.initialize(kSeed);
   std::vector<float> u_mine(u.begin() + d * n * kC, u.begin() + (d + 1) * n * kC);
   std::vector<float> dy_mine(dy.begin() + d * n * kC, dy.begin() + (d + 1) * n * kC);

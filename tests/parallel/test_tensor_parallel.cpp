@@ -7,6 +7,11 @@
 // parallel embedding, LM head and cross-entropy on a vocabulary tp does not divide; and
 // the whole MoE language model: same losses, every gradient block, and routing plans
 // identical on every tp rank (the router sees the same replicated input on each).
+// Sequence parallelism: the MLPs and attention fed each rank's rows give that rank's
+// rows of the unsharded output and input gradient, with the same bytes as the
+// all-reduces they replace; the MoE language model with sequence parallelism (router
+// over the tp ranks' distinct rows, norm and router gradients summed over tp by the
+// gradient sync) equals one process, with the same routing plan row for row.
 //
 // Checks after a collective use EXPECT (not ASSERT): a rank leaving a test early would
 // leave the others waiting in the next collective.
@@ -23,8 +28,10 @@
 #include "framework/nn/attention.h"
 #include "framework/nn/linear.h"
 #include "framework/nn/mlp.h"
+#include "framework/nn/sequence_parallel.h"
 #include "framework/nn/tp_linear.h"
 #include "framework/nn/vocab_parallel.h"
+#include "framework/parallel/grad_sync.h"
 #include "framework/parallel/mpi_communicator.h"
 #include "models/moe_gpt/moe_gpt.h"
 #include "tests/parallel/mpi_test.h"
@@ -281,6 +288,73 @@ void expect_same_on_all_ranks(Communicator& comm, const std::vector<T>& v, const
       EXPECT_EQ(all[r * v.size() + i], all[i]) << what << " on tp rank " << r << " at " << i;
 }
 
+// rows [r0, r0 + rows) of a row-major matrix with `cols` columns
+std::vector<float> row_block(const std::vector<float>& m, int64_t cols, RowRange r) {
+  return block(m.data(), cols, r.begin, r.size(), 0, cols);
+}
+
+// A tp block fed this rank's rows gives this rank's rows of the unsharded result, and
+// exchanges exactly the bytes of the non-sequence-parallel layer's two all-reduces:
+// all-gather + reduce-scatter forward and backward, 4 (tp - 1) (N/tp) C floats per rank.
+template <class M>
+void check_sequence_parallel_mlp(MpiCommunicator& tp) {
+  constexpr int64_t kC = 6, kF = 12, kRows = 8;  // rows divisible by tp = 1, 2, 4
+  ParamStore full_store, ar_store, sp_store;
+  M full(full_store, "mlp", kC, kF, 0.4f, 0.3f);
+  M all_reduce(ar_store, "mlp", kC, kF, 0.4f, 0.3f, &tp);
+  M sequence(sp_store, "mlp", kC, kF, 0.4f, 0.3f, &tp, /*sequence_parallel=*/true);
+  for (ParamStore* s : {&full_store, &ar_store, &sp_store}) s->initialize(kSeed);
+  std::vector<float> x = pattern(kRows * kC, 0.2f, 4), dy = pattern(kRows * kC, 0.1f, 6);
+  const std::vector<float> y_want = values(full.forward(Tensor(x.data(), {kRows, kC})));
+  const std::vector<float> dx_want = values(full.backward(Tensor(dy.data(), {kRows, kC})));
+  const RowRange mine = sequence_rows(kRows, &tp);
+  std::vector<float> x_r = row_block(x, kC, mine), dy_r = row_block(dy, kC, mine);
+  tp.stats() = {};
+  expect_near(values(sequence.forward(Tensor(x_r.data(), {mine.size(), kC}))),
+              row_block(y_want, kC, mine), "sp y");
+  expect_near(values(sequence.backward(Tensor(dy_r.data(), {mine.size(), kC}))),
+              row_block(dx_want, kC, mine), "sp dx");
+  const int64_t sp_bytes = tp.stats().bytes_sent;
+  expect_grad_blocks(full_store, sp_store, tp.size());
+  tp.stats() = {};
+  all_reduce.forward(Tensor(x.data(), {kRows, kC}));
+  all_reduce.backward(Tensor(dy.data(), {kRows, kC}));
+  const int64_t analytic = 4 * (tp.size() - 1) * (kRows / tp.size()) * kC * 4;
+  EXPECT_EQ(sp_bytes, analytic);
+  EXPECT_EQ(tp.stats().bytes_sent, analytic);  // the all-reduce version's ring bytes
+}
+
+TEST(TensorParallel, SequenceParallelSwiGLUMlpMatchesTheUnshardedLayerWithEqualBytes) {
+  MpiCommunicator tp(test::mpi_env().world());
+  check_sequence_parallel_mlp<SwiGLUMlp>(tp);
+}
+
+TEST(TensorParallel, SequenceParallelGeluMlpMatchesTheUnshardedLayerWithEqualBytes) {
+  MpiCommunicator tp(test::mpi_env().world());
+  check_sequence_parallel_mlp<GeluMlp>(tp);
+}
+
+TEST(TensorParallel, SequenceParallelAttentionMatchesTheUnshardedLayer) {
+  MpiCommunicator tp(test::mpi_env().world());
+  constexpr int64_t kB = 2, kT = 6, kC = 16, kH = 4;  // B*T = 12 rows: tp = 1, 2, 4
+  ParamStore full_store, tp_store;
+  SelfAttention full(full_store, "attn", kC, kH, true, true, 10000.0f, 0.3f, 0.2f);
+  SelfAttention sharded(tp_store, "attn", kC, kH, true, true, 10000.0f, 0.3f, 0.2f, &tp,
+                        /*sequence_parallel=*/true);
+  full_store.initialize(kSeed);
+  tp_store.initialize(kSeed);
+  std::vector<float> x = pattern(kB * kT * kC, 0.2f, 2), dy = pattern(kB * kT * kC, 0.1f, 5);
+  const std::vector<float> y_want = values(full.forward(Tensor(x.data(), {kB * kT, kC}), kB, kT));
+  const std::vector<float> dx_want = values(full.backward(Tensor(dy.data(), {kB * kT, kC})));
+  const RowRange mine = sequence_rows(kB * kT, &tp);
+  std::vector<float> x_r = row_block(x, kC, mine), dy_r = row_block(dy, kC, mine);
+  expect_near(values(sharded.forward(Tensor(x_r.data(), {mine.size(), kC}), kB, kT)),
+              row_block(y_want, kC, mine), "y");
+  expect_near(values(sharded.backward(Tensor(dy_r.data(), {mine.size(), kC}))),
+              row_block(dx_want, kC, mine), "dx");
+  expect_grad_blocks(full_store, tp_store, tp.size());
+}
+
 TEST(TensorParallel, MoeGptMatchesOneProcessAndEveryTpRankRoutesAlike) {
   MpiCommunicator tp(test::mpi_env().world());
   ModelConfig model;
@@ -335,6 +409,78 @@ TEST(TensorParallel, MoeGptMatchesOneProcessAndEveryTpRankRoutesAlike) {
     EXPECT_EQ(plan.expert, want_plan.expert);
     EXPECT_EQ(plan.slot, want_plan.slot);
     EXPECT_TRUE(std::count(plan.slot.begin(), plan.slot.end(), -1) > 0)
+        << "layer " << l << " drops nothing: the admission order goes untested";
+  }
+}
+
+TEST(TensorParallel, SequenceParallelMoeGptMatchesOneProcess) {
+  MpiCommunicator tp(test::mpi_env().world());
+  ModelConfig model;
+  model.vocab_size = 11;
+  model.seq_len = 6;  // B*T = 12 rows: 12 / tp per rank
+  model.num_layers = 3;
+  model.d_model = 16;
+  model.num_heads = 4;
+  model.dense_layers = 1;
+  model.dense_ffn = 12;
+  model.init_std = 0.2f;
+  MoeConfig moe;
+  moe.num_experts = 4;
+  moe.top_k = 2;
+  moe.expert_ffn = 6;
+  moe.num_shared = 1;
+  moe.shared_ffn = 8;
+  moe.capacity_factor = 1.0f;  // drops: admission must follow the global token order
+  moe.aux_loss = 0.1f;
+  moe.z_loss = 0.01f;
+  ParamStore full_store, sp_store;
+  LocalDispatcher full_dispatcher, sp_dispatcher;
+  MoeGpt full(model, moe, full_store, MoeRuntime::local(full_dispatcher, moe.num_experts));
+  // Every rank holds every expert (ep = 1, edp = tp) and routes its own rows; the
+  // token group is the tp group (dp = 1).
+  MoeRuntime runtime = MoeRuntime::local(sp_dispatcher, moe.num_experts);
+  runtime.tp = &tp;
+  runtime.tokens = &tp;
+  runtime.sequence_parallel = true;
+  MoeGpt sharded(model, moe, sp_store, runtime);
+  full_store.initialize(99);
+  sp_store.initialize(99);
+  const int64_t batch = 2, n = batch * model.seq_len;
+  std::vector<int32_t> inputs, targets;
+  for (int64_t i = 0; i < n; ++i) {
+    inputs.push_back(static_cast<int32_t>((i * 7 + 3) % model.vocab_size));
+    targets.push_back(static_cast<int32_t>((i * 5 + 1) % model.vocab_size));
+  }
+  const LossParts want = full.forward(inputs.data(), targets.data(), batch);
+  const LossParts got = sharded.forward(inputs.data(), targets.data(), batch);
+  EXPECT_NEAR(got.ce, want.ce, 1e-5 * want.ce);
+  EXPECT_NEAR(got.aux, want.aux, 1e-5 * want.aux);
+  EXPECT_NEAR(got.z, want.z, 1e-5 * want.z);
+  full.backward();
+  sharded.backward();
+  for (const Param& p : sp_store.params())
+    EXPECT_EQ(p.spec.sequence_parallel, tp.size() > 1 && p.spec.shard == Shard::kReplicated)
+        << p.spec.name;
+  // dp = 1: the dp group is this rank alone; experts and the split regions' replicated
+  // parameters are summed over the tp ranks.
+  const auto self = tp.split(tp.rank(), 0);
+  GradSync sync(sp_store, *self, tp, /*token_shards=*/1, 1 << 20, &tp);
+  sync.all_reduce();
+  expect_grad_blocks(full_store, sp_store, tp.size());
+
+  const std::vector<MoELayer*> full_layers = full.moe_layers(), layers = sharded.moe_layers();
+  const RowRange mine = sequence_rows(n, &tp);
+  for (size_t l = 0; l < layers.size(); ++l) {
+    const RoutingPlan& plan = *layers[l]->last_plan();
+    const RoutingPlan& want_plan = *full_layers[l]->last_plan();
+    const auto k = static_cast<size_t>(moe.top_k);
+    const std::vector<int32_t> want_experts(want_plan.expert.begin() + mine.begin * k,
+                                            want_plan.expert.begin() + mine.end * k);
+    EXPECT_EQ(plan.expert, want_experts) << "layer " << l;
+    // kept iff kept by one process (slots differ: they index this rank's buffer)
+    for (size_t a = 0; a < plan.slot.size(); ++a)
+      EXPECT_EQ(plan.slot[a] >= 0, want_plan.slot[mine.begin * k + a] >= 0) << "layer " << l;
+    EXPECT_TRUE(std::count(want_plan.slot.begin(), want_plan.slot.end(), -1) > 0)
         << "layer " << l << " drops nothing: the admission order goes untested";
   }
 }

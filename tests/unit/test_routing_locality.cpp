@@ -65,7 +65,7 @@ struct Layer {
   explicit Layer(const MoeConfig& c)
       : layer(store, "layers.1.moe", kC, c, 0.5f, 0.3f,
               MoeRuntime{&dispatcher, ExpertPlacement::single(kE), four_nodes(), nullptr,
-                         ExpertTensorSplit{}}) {
+                         nullptr, ExpertTensorSplit{}}) {
     store.initialize(11);
   }
 };
