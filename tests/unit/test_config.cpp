@@ -303,6 +303,37 @@ TEST(ConfigErrors, TensorParallelSizes) {
             0u);
 }
 
+TEST(ConfigErrors, SequenceParallelRows) {
+  const std::vector<std::string> ok = {"model.d_model=32", "model.num_heads=4",
+                                       "model.dense_ffn=64", "model.vocab_size=256",
+                                       "parallel.sequence_parallel=true"};
+  auto with = [&](std::vector<std::string> extra) {
+    extra.insert(extra.begin(), ok.begin(), ok.end());
+    return extra;
+  };
+  // the language model: B/dp * T rows per dp rank over tp
+  EXPECT_NO_THROW(load_config_text("", with({"parallel.tp=2", "model.seq_len=5",
+                                             "data.batch_size=2"})));
+  EXPECT_EQ(error_for_overrides(with({"parallel.tp=2", "model.seq_len=5", "data.batch_size=3"})),
+            "data.batch_size: 3 gives 15 rows per dp rank (3 x 5 tokens), not divisible by "
+            "parallel.tp = 2 (parallel.sequence_parallel)");
+  // at tp = 1 the option does nothing, so nothing needs to divide
+  EXPECT_NO_THROW(load_config_text("", with({"model.seq_len=5", "data.batch_size=3"})));
+  // ViT: CLS + 16 patches = 17 tokens per image
+  const std::vector<std::string> vit = {"model.family=vit_moe", "model.image_size=28",
+                                        "model.patch_size=7", "model.pool=cls"};
+  std::vector<std::string> bad_vit = with({"parallel.tp=2", "data.batch_size=3"});
+  bad_vit.insert(bad_vit.end(), vit.begin(), vit.end());
+  EXPECT_EQ(error_for_overrides(bad_vit),
+            "data.batch_size: 3 gives 51 rows per dp rank (3 x 17 tokens), not divisible by "
+            "parallel.tp = 2 (parallel.sequence_parallel)");
+  // DiT: whole images per tp rank
+  EXPECT_EQ(error_for_overrides(with({"model.family=dit_moe", "parallel.tp=2",
+                                      "data.batch_size=3"})),
+            "data.batch_size: 3 gives 3 images per dp rank, not divisible by parallel.tp = 2 "
+            "(parallel.sequence_parallel keeps whole images per tp rank)");
+}
+
 TEST(ConfigErrors, MissingFiles) {
   TempDir dir;
   const std::string missing = dir.file("nope.ini");
