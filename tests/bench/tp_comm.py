@@ -2,7 +2,8 @@
 """Tensor-parallel communication volume and memory per rank, measured against the count.
 
 Usage: tests/bench/tp_comm.py [--build build] [--config configs/moe_gpt_tiny.ini]
-                              [--tps 1,2,4] [--steps 4] [--skip 1] [-- moe-train overrides]
+                              [--tps 1,2,4] [--steps 4] [--skip 1] [--sp]
+                              [-- moe-train overrides]
 
 Runs moe-train under launch/mpirun.sh with dp = 1, tp = ep = t for each t, a few steps,
 and reads rank 0's per-step bytes of the tp group (metrics.jsonl, comm.tp.bytes: the
@@ -21,6 +22,13 @@ Activations per layer and rank (floats kept for backward by the code, dense laye
 replicated 5 N C (layer input, two norm outputs, mid and output residual) and split
 (4 N C + B H T^2 + 3 N F) / t (q, k, v, the attention output, the attention
 probabilities, the SwiGLU gate, up and hidden), N = B*T. Prints a markdown table.
+
+--sp turns on parallel.sequence_parallel: every all-reduce of a tp block becomes a
+reduce-scatter plus an all-gather of the same ring bytes, the embedding's all-reduce a
+reduce-scatter (forward) and an all-gather (backward), and the LM head's backward
+all-reduce an all-gather (forward) and a reduce-scatter (backward), so the analytic
+bytes are the same. The replicated activations become 5 N C / t, plus the 2 N C the
+column-parallel entries keep of their gathered inputs for backward.
 """
 import argparse
 import configparser
@@ -39,6 +47,7 @@ def main():
     p.add_argument("--tps", default="1,2,4")
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--skip", type=int, default=1)
+    p.add_argument("--sp", action="store_true", help="parallel.sequence_parallel=true")
     p.add_argument("overrides", nargs="*")
     a = p.parse_args()
     ini = configparser.ConfigParser()
@@ -60,6 +69,8 @@ def main():
                    f"--train.steps={a.steps}", "--train.log_interval=1",
                    "--train.eval_interval=0", "--train.threads=1", "--train.peak_gflops=1",
                    "--run.save_model=false", f"--run.dir={d}/run"] + a.overrides
+            if a.sp:
+                cmd.append("--parallel.sequence_parallel=true")
             out = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
             if out.returncode != 0:
                 sys.exit(out.stderr)
@@ -72,7 +83,8 @@ def main():
         moe_layers = L - dense
         n_act = 4 * L + 2 - (0 if shared else 2 * moe_layers)
         expected = ring * (n_act * X + 3 * N * 4 + 8)
-        act = 4 * (5 * N * C + (4 * N * C + B * H * T * T + 3 * N * F) / t)
+        replicated = 5 * N * C / t + 2 * N * C if a.sp and t > 1 else 5 * N * C
+        act = 4 * (replicated + (4 * N * C + B * H * T * T + 3 * N * F) / t)
         rows.append((t, measured, expected, megatron, params * 4, act))
     print(f"| tp | tp bytes/step (rank 0) | analytic, this model | Megatron 4L x B*T*C | "
           f"parameters/rank | activations/dense layer/rank |")
