@@ -15,7 +15,11 @@
 // Tensor parallelism (runtime.tp): attention split by heads, dense and shared FFNs by
 // hidden units. The patch embedding, CLS token, positions, norms and the head stay
 // replicated: they act on pixels, one row per image or C-vectors, and a 10-class head
-// is too small to split (docs/parallelism.md).
+// is too small to split (docs/parallelism.md). With runtime.sequence_parallel the
+// blocks work on this tp rank's B*T/tp rows (a block may start mid-image): the
+// embeddings are computed whole and each rank continues with its rows, and the final
+// norm's rows are all-gathered before pooling and the head; the embedding, norm and
+// router parameters are marked sequence-parallel, the head is not.
 
 #include <memory>
 #include <string>
