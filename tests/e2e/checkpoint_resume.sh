@@ -83,7 +83,7 @@ f.close()"
 }
 cp "$ck" "$tmp/short.h5"; truncate -s 200000 "$tmp/short.h5"
 /usr/bin/python3 -c "import h5py; h5py.File('$tmp/foreign.h5', 'w')['model/x'] = [1.0]"
-mutate "$ck" "$tmp/v2.h5" "f.attrs['format_version'] = np.int64(2)"
+mutate "$ck" "$tmp/v1.h5" "f.attrs['format_version'] = np.int64(1)"
 mutate "$ck" "$tmp/family.h5" "f.attrs['model_family'] = 'vit_moe'"
 mutate "$ck" "$tmp/flipped.h5" "
 ds = f['optim/layers.1.moe.experts.w_up/exp_avg']
@@ -110,7 +110,8 @@ expect_error missing_init "run.init_from: file .* does not exist" --run.init_fro
 expect_error truncated "truncated file" --run.resume="$tmp/short.h5"
 expect_error truncated_init "truncated file" --run.init_from="$tmp/short.h5"
 expect_error foreign "not a moe checkpoint" --run.resume="$tmp/foreign.h5"
-expect_error wrong_version "format version 2 is not supported" --run.resume="$tmp/v2.h5"
+expect_error wrong_version "format version 1 is not supported (this build reads version 2)" \
+  --run.resume="$tmp/v1.h5"
 expect_error wrong_family "holds a vit_moe model, but model.family is moe_gpt" --run.resume="$tmp/family.h5"
 expect_error wrong_model "parameter layers.2.* is missing" --run.resume="$ck" --model.num_layers=3
 expect_error shape_mismatch \
@@ -135,7 +136,7 @@ echo "ok damaged_latest: $(cat "$tmp/err")"
 /usr/bin/python3 - "$tmp/info.json" <<'PY' || fail "moe-ckpt info --json"
 import json, sys
 i = json.load(open(sys.argv[1]))
-assert i["format"] == "moe-checkpoint" and i["format_version"] == 1 and i["step"] == 20, i
+assert i["format"] == "moe-checkpoint" and i["format_version"] == 2 and i["step"] == 20, i
 assert i["model_family"] == "moe_gpt" and i["layout"]["world_size"] == 1
 assert i["tensors"]["layers.1.moe.experts.w_up"] == {"shape": [4, 32, 32], "shard": "expert-column"}
 assert "layers.1.moe.router.bias" in i["buffers"] and "[model]" in i["config"]
@@ -156,7 +157,7 @@ expect_ckpt_error verify_corrupted "exp_avg fails its checksum" verify "$tmp/fli
 expect_ckpt_error verify_truncated "truncated file" verify "$tmp/short.h5"
 expect_ckpt_error verify_foreign "not a moe checkpoint" verify "$tmp/foreign.h5"
 expect_ckpt_error verify_missing "no such file" verify "$tmp/none.h5"
-expect_ckpt_error verify_version "format version 2" verify "$tmp/v2.h5"
+expect_ckpt_error verify_version "format version 1" verify "$tmp/v1.h5"
 expect_ckpt_error bad_command "not a command" frobnicate "$ck"
 touch "$tmp/exists.safetensors"
 expect_ckpt_error export_overwrite "exists; not overwriting" export "$ck" --out "$tmp/exists.safetensors"

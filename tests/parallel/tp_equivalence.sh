@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# mpi-ranks: 2 4
+# mpi-ranks: 2 4 8
 # Tensor parallelism changes nothing but speed: the tiny MoE-LM, ViT-MoE and DiT-MoE
 # trained 20 steps on one process and under mpirun with (dp, tp, ep) in (1, 2, 1),
 # (2, 2, 2) and (1, 4, 4) log the same loss at every step (relative 1e-5), the same
@@ -7,10 +7,11 @@
 # losses, and end with the same weights (1e-5 absolute; tests/e2e/compare_runs.py).
 # The language model routes with a capacity that drops tokens, so the tp ranks'
 # admission order is tested too, and once more on a vocabulary of 259 that tp 4 splits
-# into 65 + 65 + 65 + 64 (a padded last block). With tp > 1 the experts (etp = 1) are
-# replicated over the tp ranks of an ep coordinate and every tp rank dispatches all its
-# tokens: the expert gradients would come out tp times too large if the sync did not
-# divide them (the weights would drift from the single-process ones within a step).
+# into 65 + 65 + 65 + 64 (a padded last block). With tp > 1 the tp ranks hold the same
+# tokens and each dispatches only its 1/tp share (the EtpDispatcher's tp hook): were a
+# token sent twice, its expert gradients would come out tp times too large and the
+# weights would drift from the single-process ones within a step. The last layout,
+# (4, 2, 2) with etp 2 on 8 ranks, folds the experts as edp 2 x ep 2 x etp 2.
 set -euo pipefail
 BUILD_DIR=$1 SOURCE_DIR=$2
 source "$SOURCE_DIR/tests/e2e/lib.bash"
@@ -24,20 +25,23 @@ lm=(--config configs/moe_gpt_tiny.ini --data.train_path="$SHARDS/fortunes_train.
     --data.val_path="$SHARDS/fortunes_val.tok" --moe.num_experts=8 --optim.lr=0.001
     --moe.capacity_factor=1.0)
 
-# run_case NAME "DP TP EP,..." -- ARGS...: one process, then every layout under mpirun
+# run_case NAME "DP TP EP [ETP],..." -- ARGS...: one process, then every layout under
+# mpirun
 run_case() {
   local name=$1 layouts=$2; shift 3
   "$BUILD_DIR/moe-train" "${common[@]}" "$@" --run.dir="$tmp/$name-1" \
     >/dev/null 2>"$tmp/err" || { cat "$tmp/err"; fail "single-process run ($name)"; }
-  local dp tp ep dir
-  while read -r dp tp ep; do
-    dir=$tmp/$name-dp$dp-tp$tp-ep$ep
+  local dp tp ep etp dir what
+  while read -r dp tp ep etp; do
+    etp=${etp:-1}
+    what="dp=$dp tp=$tp ep=$ep etp=$etp"
+    dir=$tmp/$name-dp$dp-tp$tp-ep$ep-etp$etp
     "$SOURCE_DIR/launch/mpirun.sh" -np $((dp * tp)) "$BUILD_DIR/moe-train" "${common[@]}" "$@" \
-      --parallel.dp="$dp" --parallel.tp="$tp" --parallel.ep="$ep" --run.dir="$dir" \
-      </dev/null >/dev/null 2>"$tmp/err" \
-      || { cat "$tmp/err"; fail "mpirun (dp $dp, tp $tp, ep $ep, $name)"; }
-    /usr/bin/python3 tests/e2e/compare_runs.py "$tmp/$name-1" "$dir" \
-      "$name dp=$dp tp=$tp ep=$ep" --rtol 1e-5 --weights || fail "$name dp=$dp tp=$tp ep=$ep"
+      --parallel.dp="$dp" --parallel.tp="$tp" --parallel.ep="$ep" --parallel.etp="$etp" \
+      --run.dir="$dir" </dev/null >/dev/null 2>"$tmp/err" \
+      || { cat "$tmp/err"; fail "mpirun ($what, $name)"; }
+    /usr/bin/python3 tests/e2e/compare_runs.py "$tmp/$name-1" "$dir" "$name $what" \
+      --rtol 1e-5 --weights || fail "$name $what"
   done < <(tr ',' '\n' <<<"$layouts")
 }
 
@@ -50,7 +54,7 @@ assert any(e["dropped"] > 0 for x in r for e in x["experts"]), f"{sys.argv[2]}: 
 PY
 }
 
-layouts="1 2 1,2 2 2,1 4 4"
+layouts="1 2 1,2 2 2,1 4 4,4 2 2 2"
 run_case moe_gpt "$layouts" -- "${lm[@]}"
 require_drops moe_gpt
 run_case vocab259 "1 4 4" -- "${lm[@]}" --model.vocab_size=259
