@@ -205,7 +205,8 @@ std::vector<OptionDef> moe_options() {
            "step gamma of the bias update (>= 0)"),
     option(&C::moe, &MoeConfig::dispatcher, "moe.dispatcher",
            "token dispatcher: auto (local when parallel.ep = 1, else flat or two_level by "
-           "the cost model), local, flat, two_level"),
+           "the cost model), local, flat, two_level, node_dedup (each token crosses to a "
+           "node once, then fans out inside it)"),
     option(&C::moe, &MoeConfig::routing, "moe.routing",
            "routing: topk | bilevel (SMILE: node-level then rank-level router)"),
     option(&C::moe, &MoeConfig::node_groups, "moe.node_groups",
