@@ -51,6 +51,7 @@ struct MoeConfig {
   std::string routing = "topk";      // topk | bilevel (SMILE)
   int node_groups = 0;               // bilevel: groups of the node-level router
   int max_nodes_per_token = 0;       // node-limited top-K: M; 0 = unlimited
+  float own_node_bonus = 0.0f;       // node-limited: added to the token's own node's score
   float locality_loss = 0.0f;        // LocMoE locality loss coefficient mu
 };
 

@@ -213,6 +213,9 @@ std::vector<OptionDef> moe_options() {
            "bilevel: expert groups (nodes) of the node-level router (> 0 with bilevel)"),
     option(&C::moe, &MoeConfig::max_nodes_per_token, "moe.max_nodes_per_token",
            "node-limited routing: nodes a token may reach (>= 0; 0 = unlimited)"),
+    option(&C::moe, &MoeConfig::own_node_bonus, "moe.own_node_bonus",
+           "node-limited routing: added to the score of the token's own node before the "
+           "M best nodes are kept (>= 0; 0 = none)"),
     option(&C::moe, &MoeConfig::locality_loss, "moe.locality_loss",
            "LocMoE locality loss coefficient mu (>= 0)"),
   };
