@@ -47,10 +47,11 @@ struct MoeConfig {
   float z_loss = 0.001f;           // router z-loss coefficient
   bool bias_balance = false;       // DeepSeek-V3 aux-loss-free bias balancing
   float bias_update_rate = 1e-3f;  // gamma of the bias update
-  std::string dispatcher = "auto";   // auto, local, flat, two_level
+  std::string dispatcher = "auto";   // auto, local, flat, two_level, node_dedup
   std::string routing = "topk";      // topk | bilevel (SMILE)
   int node_groups = 0;               // bilevel: groups of the node-level router
   int max_nodes_per_token = 0;       // node-limited top-K: M; 0 = unlimited
+  float own_node_bonus = 0.0f;       // node-limited: added to the token's own node's score
   float locality_loss = 0.0f;        // LocMoE locality loss coefficient mu
 };
 

@@ -205,13 +205,17 @@ std::vector<OptionDef> moe_options() {
            "step gamma of the bias update (>= 0)"),
     option(&C::moe, &MoeConfig::dispatcher, "moe.dispatcher",
            "token dispatcher: auto (local when parallel.ep = 1, else flat or two_level by "
-           "the cost model), local, flat, two_level"),
+           "the cost model), local, flat, two_level, node_dedup (each token crosses to a "
+           "node once, then fans out inside it)"),
     option(&C::moe, &MoeConfig::routing, "moe.routing",
            "routing: topk | bilevel (SMILE: node-level then rank-level router)"),
     option(&C::moe, &MoeConfig::node_groups, "moe.node_groups",
            "bilevel: expert groups (nodes) of the node-level router (> 0 with bilevel)"),
     option(&C::moe, &MoeConfig::max_nodes_per_token, "moe.max_nodes_per_token",
            "node-limited routing: nodes a token may reach (>= 0; 0 = unlimited)"),
+    option(&C::moe, &MoeConfig::own_node_bonus, "moe.own_node_bonus",
+           "node-limited routing: added to the score of the token's own node before the "
+           "M best nodes are kept (>= 0; 0 = none)"),
     option(&C::moe, &MoeConfig::locality_loss, "moe.locality_loss",
            "LocMoE locality loss coefficient mu (>= 0)"),
   };

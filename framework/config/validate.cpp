@@ -96,11 +96,15 @@ void validate_moe(const MoeConfig& e, const ParallelConfig& p) {
   require_non_negative("moe.z_loss", e.z_loss);
   require_non_negative("moe.bias_update_rate", e.bias_update_rate);
   require_non_negative("moe.max_nodes_per_token", e.max_nodes_per_token);
+  require_non_negative("moe.own_node_bonus", e.own_node_bonus);
+  MOE_USER_CHECK(e.own_node_bonus == 0.0f || e.max_nodes_per_token > 0,
+                 "moe.own_node_bonus: ", e.own_node_bonus, " changes nothing without "
+                 "node-limited routing (moe.max_nodes_per_token > 0)");
   require_non_negative("moe.locality_loss", e.locality_loss);
   MOE_USER_CHECK(e.dispatcher == "local" || e.dispatcher == "flat" || e.dispatcher == "auto" ||
-                     e.dispatcher == "two_level",
+                     e.dispatcher == "two_level" || e.dispatcher == "node_dedup",
                  "moe.dispatcher: '", e.dispatcher,
-                 "' is not a dispatcher (known: auto, local, flat, two_level)");
+                 "' is not a dispatcher (known: auto, local, flat, two_level, node_dedup)");
   MOE_USER_CHECK(e.dispatcher != "local" || p.ep == 1, "moe.dispatcher: local keeps every "
                  "expert on its rank and needs parallel.ep = 1, not ", p.ep);
   MOE_USER_CHECK(e.routing == "topk" || e.routing == "bilevel", "moe.routing: '", e.routing,

@@ -34,7 +34,8 @@ std::unique_ptr<Router> make_router(ParamStore& store, const std::string& prefix
   if (config.routing == "bilevel") return nullptr;
   return std::make_unique<Router>(
       store, prefix, width, config.num_experts, config.top_k, config.renormalize, init_std,
-      NodeLimit{locality.expert_node, locality.num_nodes, config.max_nodes_per_token});
+      NodeLimit{locality.expert_node, locality.num_nodes, config.max_nodes_per_token,
+                locality.token_node, config.own_node_bonus});
 }
 
 std::unique_ptr<BilevelRouter> make_bilevel_router(ParamStore& store, const std::string& prefix,

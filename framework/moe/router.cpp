@@ -24,6 +24,8 @@ Router::Router(ParamStore& store, const std::string& prefix, int64_t width,
   if (!limit_.binds(top_k)) return;
   MOE_CHECK(static_cast<int64_t>(limit_.expert_node.size()) == num_experts, "router ", prefix,
             ": node of ", limit_.expert_node.size(), " experts, expected ", num_experts);
+  MOE_CHECK(limit_.token_node >= 0 && limit_.token_node < limit_.num_nodes, "router ", prefix,
+            ": tokens on node ", limit_.token_node, " of ", limit_.num_nodes);
   node_experts_.resize(static_cast<size_t>(limit_.num_nodes));
   for (int64_t e = 0; e < num_experts; ++e) {
     const int node = limit_.expert_node[e];
@@ -101,6 +103,7 @@ void Router::limit_to_nodes(float* scores, int64_t n) const {
                         std::greater<float>());
       for (size_t i = 0; i < m; ++i) node_score[node] += mine[i];
     }
+    node_score[limit_.token_node] += limit_.own_node_bonus;
     std::vector<int> order(static_cast<size_t>(nodes));
     std::iota(order.begin(), order.end(), 0);
     std::stable_sort(order.begin(), order.end(),

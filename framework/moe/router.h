@@ -32,6 +32,10 @@ struct NodeLimit {
   std::vector<int> expert_node;  // [E] node of each expert (ExpertLocality)
   int num_nodes = 1;
   int max_nodes = 0;  // 0: unlimited
+  // Added to the score of the tokens' own node (token_node) before the M best nodes are
+  // kept: among nodes scoring within `own_node_bonus` of each other the token stays home.
+  int token_node = 0;
+  float own_node_bonus = 0.0f;
 
   // Whether the limit can bind: a token reaches at most min(K, nodes) nodes anyway.
   bool binds(int64_t top_k) const {

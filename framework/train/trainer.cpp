@@ -19,6 +19,7 @@
 #include "framework/train/metrics.h"
 #include "framework/moe/all_to_all_dispatcher.h"
 #include "framework/moe/etp_dispatcher.h"
+#include "framework/moe/node_dedup_dispatcher.h"
 #include "framework/parallel/cost_model.h"
 #include "framework/parallel/grad_sync.h"
 #include "framework/parallel/process_groups.h"
@@ -35,7 +36,7 @@ struct Trainer::State {
   ProcessGroups groups;
   int dp_rank = 0, dp_size = 1;
   ParamStore store;
-  std::unique_ptr<TwoLevelAllToAll> two_level;  // ep over its nodes (two_level dispatch)
+  std::unique_ptr<TwoLevelAllToAll> two_level;  // ep over its nodes (two_level, node_dedup)
   nlohmann::json dispatcher_choice = nlohmann::json::object();  // auto: choice, prediction
   std::string dispatcher_name;
   // Start-up notes (topology, dispatcher choice), printed by run(): a bad input found
@@ -178,15 +179,21 @@ void Trainer::build_model() {
            "; ep group: ", ep_nodes.describe()));
   const std::string kind = choose_dispatcher(ep_nodes);
   s_->dispatcher_name = kind;
+  if (kind == "two_level" || kind == "node_dedup") {
+    MOE_USER_CHECK(ep_nodes.blocked(), "moe.dispatcher: ", kind, " needs every ep group "
+                   "placed node by node in equal numbers, but this rank's spans ",
+                   ep_nodes.describe(), "; use flat, or change parallel.ep / the placement");
+    // ep split into the node's ranks and the ranks of the same local index
+    s_->two_level = std::make_unique<TwoLevelAllToAll>(*g.ep, ep_nodes);
+  }
   if (kind == "local") {
     s_->dispatcher = std::make_unique<LocalDispatcher>();
   } else if (kind == "two_level") {
-    MOE_USER_CHECK(ep_nodes.blocked(), "moe.dispatcher: two_level needs every ep group "
-                   "placed node by node in equal numbers, but this rank's spans ",
-                   ep_nodes.describe(), "; use flat, or change parallel.ep / the placement");
-    s_->two_level = std::make_unique<TwoLevelAllToAll>(*g.ep, ep_nodes);
     s_->dispatcher = std::make_unique<AllToAllDispatcher>(*g.ep, placement, ep_token_ranks(),
                                                              s_->two_level.get());
+  } else if (kind == "node_dedup") {
+    s_->dispatcher = std::make_unique<NodeDedupDispatcher>(
+        *g.ep, s_->two_level->intra(), s_->two_level->inter(), placement);
   } else {
     s_->dispatcher = std::make_unique<AllToAllDispatcher>(*g.ep, placement, ep_token_ranks());
   }

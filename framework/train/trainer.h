@@ -51,7 +51,8 @@ class Trainer {
   nlohmann::json interval_record(int64_t step, const StepResult& result,
                                  const IntervalTimes& times);
   void build_model();         // dispatcher, MoE runtime and the family's model
-  // moe.dispatcher resolved: local, flat or two_level (auto: by the cost model)
+  // moe.dispatcher resolved: local, flat, two_level or node_dedup (auto: local, flat or
+  // two_level, by the cost model)
   std::string choose_dispatcher(const NodeMap& ep_nodes);
   // Communicators whose statistics each telemetry group ("ep", "dp", "edp") sums.
   std::vector<std::pair<std::string, std::vector<Communicator*>>> telemetry_groups();

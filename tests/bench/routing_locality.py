@@ -3,30 +3,27 @@
 
 Usage: tests/bench/routing_locality.py [--build build] [--nodes 2] [--per-node 4]
            [--config configs/moe_gpt_tiny.ini] [--experts 8] [--steps 200]
-           [--eval-batches 8] [--locality 0.01] [--extra --key=value ...]
+           [--eval-batches 8] [--locality 0.01] [--bonus 0.1] [--extra --key=value ...]
 
 Trains the same model the same number of steps on launch/emulated_cluster.sh (N nodes
 x G ranks, shared memory inside a node, TCP between nodes; dp = ep = N*G) with
-  topk      plain top-K routing (the reference), flat dispatcher
-  limited   node-limited top-K, moe.max_nodes_per_token = 1, flat dispatcher
-  locality  top-K with the LocMoE locality loss, moe.locality_loss = --locality, flat
-  bilevel   SMILE bi-level routing, moe.node_groups = N (one group per node),
-            two-level dispatcher (same inter-node bytes as flat)
+  topk      plain top-K routing (the reference)
+  limited   node-limited top-K, moe.max_nodes_per_token = 1
+  home      node-limited top-K, M = 1, with moe.own_node_bonus = --bonus (the token's
+            own node wins near ties)
+  locality  top-K with the LocMoE locality loss, moe.locality_loss = --locality
+  bilevel   SMILE bi-level routing, moe.node_groups = N (one group per node)
+each once with the flat dispatcher (one row per (token, expert on another node)) and
+once with node_dedup (one row per (token, other node), fanned out inside the node),
 and reports, per step averaged over the steps after the first five:
-  inter-node bytes     the token all-to-all's bytes on inter-node links, all ranks
-                       together (comm.ep.job_inter_node_bytes): what this framework's
-                       dispatcher sends, one row per (token, expert on another node)
-  dedup inter bytes    the rows a dispatcher that sends a token once per destination
-                       node (DeepSeek-V3's IB-then-NVLink dispatch, SMILE's two-stage
-                       dispatch) would put on inter-node links: tokens x remote nodes
-                       per token (routing telemetry) x C x 4 bytes x 4 exchanges per MoE
-                       layer (dispatch, combine and their backward passes)
+  inter-node bytes     the token exchange's bytes on inter-node links, all ranks
+                       together (comm.ep.job_inter_node_bytes), for each dispatcher
   nodes/token, remote nodes/token, node-local share of assignments (routing telemetry)
-and the final validation loss, with the changes relative to topk. Prints a Markdown
-table and one JSON line.
+and the final validation loss (the dispatcher changes it only by float rounding), with
+the changes relative to topk on the flat dispatcher and to topk on node_dedup. Prints
+a Markdown table and one JSON line.
 """
 import argparse
-import configparser
 import json
 import os
 import subprocess
@@ -56,18 +53,14 @@ def run(args, name, extra, tmp):
     return steps, final
 
 
-def summarise(args, steps, final, width, tokens):
+def summarise(steps, final):
     mean = lambda xs: sum(xs) / len(xs)
-    inter = mean([r["comm"]["ep"]["job_inter_node_bytes"] for r in steps])
-    total = mean([r["comm"]["ep"]["job_intra_node_bytes"] + r["comm"]["ep"]["job_inter_node_bytes"]
-                  for r in steps])
     per_layer = lambda key: mean([sum(l[key] for l in r["experts"]) for r in steps])
     layers = len(steps[0]["experts"])
-    remote = per_layer("remote_nodes_per_token")  # summed over layers
-    return {"inter_bytes": inter, "ep_bytes": total,
-            "dedup_inter_bytes": remote * tokens * width * 4 * 4,
+    return {"inter_bytes": mean([r["comm"]["ep"]["job_inter_node_bytes"] for r in steps]),
+            "intra_bytes": mean([r["comm"]["ep"]["job_intra_node_bytes"] for r in steps]),
             "nodes_per_token": per_layer("nodes_per_token") / layers,
-            "remote_nodes_per_token": remote / layers,
+            "remote_nodes_per_token": per_layer("remote_nodes_per_token") / layers,
             "node_local": per_layer("node_local") / layers,
             "val_loss": final["val_loss"], "final_loss": steps[-1]["loss"]}
 
@@ -82,35 +75,44 @@ def main():
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--eval-batches", type=int, default=8)
     p.add_argument("--locality", type=float, default=0.01)
+    p.add_argument("--bonus", type=float, default=0.1)
     p.add_argument("--extra", nargs="*", default=[])
     args = p.parse_args()
-    ini = configparser.ConfigParser(inline_comment_prefixes="#")
-    ini.read(os.path.join(ROOT, args.config))
-    width = ini.getint("model", "d_model")
-    tokens = ini.getint("data", "batch_size") * ini.getint("model", "seq_len")
-    variants = [("topk", ["--moe.dispatcher=flat"]),
-                ("limited", ["--moe.max_nodes_per_token=1", "--moe.dispatcher=flat"]),
-                ("locality", [f"--moe.locality_loss={args.locality}", "--moe.dispatcher=flat"]),
-                ("bilevel", ["--moe.routing=bilevel", f"--moe.node_groups={args.nodes}",
-                             "--moe.dispatcher=two_level"])]
+    routings = [("topk", []),
+                ("limited", ["--moe.max_nodes_per_token=1"]),
+                ("home", ["--moe.max_nodes_per_token=1", f"--moe.own_node_bonus={args.bonus}"]),
+                ("locality", [f"--moe.locality_loss={args.locality}"]),
+                ("bilevel", ["--moe.routing=bilevel", f"--moe.node_groups={args.nodes}"])]
+    dispatchers = ["flat", "node_dedup"]
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, extra in variants:
-            results[name] = summarise(args, *run(args, name, extra, tmp), width, tokens)
-    ref = results["topk"]
+        for name, extra in routings:
+            results[name] = {d: summarise(*run(args, f"{name}-{d}", [*extra, f"--moe.dispatcher={d}"],
+                                               tmp))
+                             for d in dispatchers}
+    flat_ref, dedup_ref = results["topk"]["flat"], results["topk"]["node_dedup"]
+    pct = lambda x, ref: (x / ref - 1) * 100
     print(f"{args.config}, E = {args.experts}, {args.steps} steps, {args.nodes} nodes x "
-          f"{args.per_node} ranks (emulated cluster), per step, all ranks:\n")
-    print("| routing | inter-node bytes | vs topk | dedup inter-node bytes | vs topk "
-          "| nodes / token | remote nodes / token | node-local share | val loss | vs topk |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          f"{args.per_node} ranks (emulated cluster), per step, all ranks; own-node bonus "
+          f"{args.bonus}:\n")
+    print("| routing | flat: inter-node bytes | vs topk | node_dedup: inter-node bytes "
+          "| vs topk flat | vs topk node_dedup | nodes / token | remote nodes / token "
+          "| node-local share | val loss | vs topk |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
-        rel = lambda key: (r[key] / ref[key] - 1) * 100
-        print(f"| {name} | {r['inter_bytes'] / 1e6:.3f} MB | {rel('inter_bytes'):+.1f}% | "
-              f"{r['dedup_inter_bytes'] / 1e6:.3f} MB | {rel('dedup_inter_bytes'):+.1f}% | "
-              f"{r['nodes_per_token']:.3f} | {r['remote_nodes_per_token']:.3f} | "
-              f"{r['node_local']:.3f} | {r['val_loss']:.4f} | {rel('val_loss'):+.2f}% |")
+        f, d = r["flat"], r["node_dedup"]
+        print(f"| {name} | {f['inter_bytes'] / 1e6:.3f} MB | "
+              f"{pct(f['inter_bytes'], flat_ref['inter_bytes']):+.1f}% | "
+              f"{d['inter_bytes'] / 1e6:.3f} MB | {pct(d['inter_bytes'], flat_ref['inter_bytes']):+.1f}% | "
+              f"{pct(d['inter_bytes'], dedup_ref['inter_bytes']):+.1f}% | "
+              f"{d['nodes_per_token']:.3f} | {d['remote_nodes_per_token']:.3f} | "
+              f"{d['node_local']:.3f} | {d['val_loss']:.4f} | "
+              f"{pct(d['val_loss'], dedup_ref['val_loss']):+.2f}% |")
+    gap = max(abs(r["flat"]["val_loss"] / r["node_dedup"]["val_loss"] - 1) for r in results.values())
+    print(f"\nlargest val-loss difference flat vs node_dedup, same routing: {gap:.1e} (relative)")
     print(json.dumps({"config": args.config, "experts": args.experts, "steps": args.steps,
-                      "nodes": args.nodes, "per_node": args.per_node, "results": results}))
+                      "nodes": args.nodes, "per_node": args.per_node, "bonus": args.bonus,
+                      "results": results}))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 // topology (ExpertLocality: 8 experts on 4 nodes of 2, the tokens on node 1):
 //   - node-limited top-K (moe.max_nodes_per_token = M): no token reaches more than M
 //     nodes (read from the routing plan), and the choice is DeepSeek-V3's (nodes by the
-//     sum of their top-(K/M) scores, then top-K among the kept nodes' experts);
+//     sum of their top-(K/M) scores, then top-K among the kept nodes' experts), and
+//     moe.own_node_bonus shifts the tokens' own node's score by exactly the bonus;
 //   - the LocMoE locality loss: its value is mu KL(P || D_l), its gradient matches
 //     finite differences, and descending it raises the node-local share;
 //   - SMILE bi-level routing: (N + G) C router parameters, all K experts of a token in
@@ -118,6 +119,40 @@ TEST(NodeLimitedRouting, ChoosesDeepSeekV3Nodes) {
     EXPECT_EQ(plan.expert[t * kK + 1], 4 * best + 1 - first) << t;
     EXPECT_FLOAT_EQ(plan.weight[t * kK], pt[first]);  // weights stay p
   }
+}
+
+TEST(NodeLimitedRouting, OwnNodeBonusKeepsNearTiesHome) {
+  // moe.own_node_bonus = b: the tokens' node (1) scores b more; the best node by the
+  // shifted scores wins. A small bonus moves some tokens home but not all; a large one
+  // keeps every token on its node.
+  std::vector<float> u = random_vector(kN * kC, 4, 2.0f);
+  int64_t home_small = 0;
+  for (float bonus : {0.0f, 0.1f, 10.0f}) {
+    MoeConfig c = config(1);
+    c.own_node_bonus = bonus;
+    Layer l(c);
+    l.layer.forward(Tensor(u.data(), {kN, kC}));
+    const Tensor p = l.layer.router().probs();
+    const RoutingPlan& plan = *l.layer.last_plan();
+    int64_t home = 0;
+    for (int64_t t = 0; t < kN; ++t) {
+      const float* pt = p.data + t * kE;
+      auto score = [&](int n) {
+        return pt[2 * n] + pt[2 * n + 1] + (n == kTokenNode ? bonus : 0.0f);
+      };
+      int best = 0;
+      for (int n = 1; n < kNodes; ++n)
+        if (score(n) > score(best)) best = n;
+      EXPECT_EQ(nodes_of_token(plan, t), std::set<int>{best}) << "bonus " << bonus << ", " << t;
+      home += best == kTokenNode ? 1 : 0;
+    }
+    if (bonus == 0.1f) home_small = home;
+    if (bonus == 10.0f) {
+      EXPECT_EQ(home, kN);
+    }
+  }
+  EXPECT_GT(home_small, 0);
+  EXPECT_LT(home_small, kN);
 }
 
 TEST(NodeLimitedRouting, RejectsLimitsThatCannotHoldK) {
