@@ -8,22 +8,7 @@ namespace moe {
 
 namespace {
 
-void check_rows(const char* what, Tensor t, int64_t rows, int64_t cols) {
-  MOE_CHECK(t.rows() == rows && t.cols() == cols, "all-to-all dispatcher ", what, ": shape ",
-            t.shape.str(), ", expected (", rows, ", ", cols, ")");
-}
-
-int64_t sum(const std::vector<int64_t>& v) {
-  int64_t total = 0;
-  for (int64_t x : v) total += x;
-  return total;
-}
-
-std::vector<int64_t> times(const std::vector<int64_t>& rows, int64_t cols) {
-  std::vector<int64_t> out(rows.size());
-  for (size_t i = 0; i < rows.size(); ++i) out[i] = rows[i] * cols;
-  return out;
-}
+constexpr std::string_view kName = "all-to-all dispatcher";
 
 // The row plan in floats: rows of `cols` floats.
 TwoLevelPlan scaled(TwoLevelPlan plan, int64_t cols) {
@@ -69,7 +54,7 @@ DispatchHandle AllToAllDispatcher::dispatch(Tensor x, std::shared_ptr<const Rout
   const int64_t c = x.cols();
   const int ranks = ep_.size();
   const int64_t num_local = placement_.num_local();
-  check_rows("dispatch input", x, plan->num_tokens, c);
+  check_rows(kName, "dispatch input", x, plan->num_tokens, c);
   MOE_CHECK(plan->num_experts == placement_.num_experts, "all-to-all dispatcher: plan over ",
             plan->num_experts, " experts, placement over ", placement_.num_experts);
 
@@ -149,16 +134,16 @@ std::vector<int64_t> AllToAllDispatcher::receive_counts(const RoutingPlan& plan,
 void AllToAllDispatcher::to_experts(const AllToAllState& state, const float* slot_rows,
                                     float* expert_rows, int64_t cols) {
   const int ranks = ep_.size();
-  const int64_t recv_total = sum(state.recv_rows);
+  const int64_t recv_total = sum_of(state.recv_rows);
   Tensor staged = scratch_b_.view({recv_total, cols});  // (S_recv, C) source-major
-  const std::span<const float> send{slot_rows, static_cast<size_t>(sum(state.send_rows) * cols)};
+  const std::span<const float> send{slot_rows, static_cast<size_t>(sum_of(state.send_rows) * cols)};
   const std::span<float> recv{staged.data, static_cast<size_t>(recv_total * cols)};
   if (two_level_ != nullptr) {
     check_plan_width(state, cols);
     two_level_->all_to_all_v<float>(state.row_plan, send, recv);
   } else {
-    ep_.all_to_all_v<float>(send, times(state.send_rows, cols), recv,
-                            times(state.recv_rows, cols));
+    ep_.all_to_all_v<float>(send, scaled(state.send_rows, cols), recv,
+                            scaled(state.recv_rows, cols));
   }
   regroup_rows(staged.data, expert_rows, state.recv_counts, ranks, placement_.num_local(),
                cols, /*to_expert_major=*/true);
@@ -167,18 +152,18 @@ void AllToAllDispatcher::to_experts(const AllToAllState& state, const float* slo
 void AllToAllDispatcher::to_sources(const AllToAllState& state, const float* expert_rows,
                                     float* slot_rows, int64_t cols) {
   const int ranks = ep_.size();
-  const int64_t recv_total = sum(state.recv_rows);
+  const int64_t recv_total = sum_of(state.recv_rows);
   Tensor staged = scratch_b_.view({recv_total, cols});  // (S_recv, C) source-major
   regroup_rows(expert_rows, staged.data, state.recv_counts, ranks, placement_.num_local(),
                cols, /*to_expert_major=*/false);
   const std::span<const float> send{staged.data, static_cast<size_t>(recv_total * cols)};
-  const std::span<float> recv{slot_rows, static_cast<size_t>(sum(state.send_rows) * cols)};
+  const std::span<float> recv{slot_rows, static_cast<size_t>(sum_of(state.send_rows) * cols)};
   if (two_level_ != nullptr) {
     check_plan_width(state, cols);
     two_level_->all_to_all_v_reverse<float>(state.row_plan, send, recv);
   } else {
-    ep_.all_to_all_v<float>(send, times(state.recv_rows, cols), recv,
-                            times(state.send_rows, cols));
+    ep_.all_to_all_v<float>(send, scaled(state.recv_rows, cols), recv,
+                            scaled(state.send_rows, cols));
   }
 }
 
@@ -186,8 +171,8 @@ void AllToAllDispatcher::combine(const DispatchHandle& handle, Tensor expert_out
   const RoutingPlan& plan = handle.plan();
   const AllToAllState& state = state_of(handle);
   const int64_t c = expert_out.cols();
-  check_rows("combine input", expert_out, handle.rows().rows(), c);
-  check_rows("combine output", y, plan.num_tokens, c);
+  check_rows(kName, "combine input", expert_out, handle.rows().rows(), c);
+  check_rows(kName, "combine output", y, plan.num_tokens, c);
   float* returned = state.returned->data();  // (S, C) slot order
   to_sources(state, expert_out.data, returned, c);
   // y_t = sum_k w_{t,k} returned[slot(t,k)], dropped slots skipped
@@ -200,9 +185,9 @@ void AllToAllDispatcher::combine_backward(const DispatchHandle& handle, Tensor e
   const RoutingPlan& plan = handle.plan();
   const AllToAllState& state = state_of(handle);
   const int64_t c = dy.cols();
-  check_rows("combine_backward dy", dy, plan.num_tokens, c);
-  check_rows("combine_backward expert_out", expert_out, handle.rows().rows(), c);
-  check_rows("combine_backward d_expert_out", d_expert_out, handle.rows().rows(), c);
+  check_rows(kName, "combine_backward dy", dy, plan.num_tokens, c);
+  check_rows(kName, "combine_backward expert_out", expert_out, handle.rows().rows(), c);
+  check_rows(kName, "combine_backward d_expert_out", d_expert_out, handle.rows().rows(), c);
   Tensor d_slots = scratch_a_.view({plan.num_slots(), c});
   combine_backward_slots(plan, state.returned->data(), dy.data, d_slots.data, dweights, c);
   to_experts(state, d_slots.data, d_expert_out.data, c);
@@ -213,8 +198,8 @@ void AllToAllDispatcher::dispatch_backward(const DispatchHandle& handle, Tensor 
   const RoutingPlan& plan = handle.plan();
   const AllToAllState& state = state_of(handle);
   const int64_t c = dx.cols();
-  check_rows("dispatch_backward d_rows", d_rows, handle.rows().rows(), c);
-  check_rows("dispatch_backward dx", dx, plan.num_tokens, c);
+  check_rows(kName, "dispatch_backward d_rows", d_rows, handle.rows().rows(), c);
+  check_rows(kName, "dispatch_backward dx", dx, plan.num_tokens, c);
   Tensor d_slots = scratch_a_.view({plan.num_slots(), c});
   to_sources(state, d_rows.data, d_slots.data, c);
   // dx_t = sum_k d_slots[slot(t,k)]

@@ -6,14 +6,23 @@
 
 namespace moe {
 
-namespace {
-
-void check_rows(const char* what, Tensor t, int64_t rows, int64_t cols) {
-  MOE_CHECK(t.rows() == rows && t.cols() == cols, "dispatcher ", what, ": shape ",
+void check_rows(std::string_view dispatcher, const char* what, Tensor t, int64_t rows,
+                int64_t cols) {
+  MOE_CHECK(t.rows() == rows && t.cols() == cols, dispatcher, " ", what, ": shape ",
             t.shape.str(), ", expected (", rows, ", ", cols, ")");
 }
 
-}  // namespace
+int64_t sum_of(std::span<const int64_t> counts) {
+  int64_t sum = 0;
+  for (int64_t x : counts) sum += x;
+  return sum;
+}
+
+std::vector<int64_t> scaled(std::span<const int64_t> counts, int64_t factor) {
+  std::vector<int64_t> out(counts.size());
+  for (size_t i = 0; i < counts.size(); ++i) out[i] = counts[i] * factor;
+  return out;
+}
 
 DispatchHandle::DispatchHandle(std::shared_ptr<const RoutingPlan> plan,
                                std::shared_ptr<Buffer> storage, Tensor rows,
@@ -32,7 +41,7 @@ DispatchHandle::DispatchHandle(std::shared_ptr<const RoutingPlan> plan,
 
 DispatchHandle LocalDispatcher::dispatch(Tensor x, std::shared_ptr<const RoutingPlan> plan) {
   const int64_t c = x.cols();
-  check_rows("dispatch input", x, plan->num_tokens, c);
+  check_rows("dispatcher", "dispatch input", x, plan->num_tokens, c);
   const int64_t s = plan->num_slots();
   std::shared_ptr<Buffer> storage = storage_.acquire();
   Tensor rows = storage->view({s, c});  // (S, C)
@@ -52,8 +61,8 @@ std::shared_ptr<Buffer> RowStoragePool::acquire() {
 void LocalDispatcher::combine(const DispatchHandle& handle, Tensor expert_out, Tensor y) {
   const RoutingPlan& plan = handle.plan();
   const int64_t c = expert_out.cols();
-  check_rows("combine input", expert_out, plan.num_slots(), c);
-  check_rows("combine output", y, plan.num_tokens, c);
+  check_rows("dispatcher", "combine input", expert_out, plan.num_slots(), c);
+  check_rows("dispatcher", "combine output", y, plan.num_tokens, c);
   // y_t = sum_k w_{t,k} expert_out[slot(t,k)], dropped slots skipped
   cpu::combine_rows(expert_out.data, plan.slot.data(), plan.weight.data(), y.data,
                     plan.num_tokens, plan.top_k, c);
@@ -64,9 +73,9 @@ void LocalDispatcher::combine_backward(const DispatchHandle& handle, Tensor expe
   const RoutingPlan& plan = handle.plan();
   const int64_t c = dy.cols();
   const int64_t s = plan.num_slots();
-  check_rows("combine_backward dy", dy, plan.num_tokens, c);
-  check_rows("combine_backward expert_out", expert_out, s, c);
-  check_rows("combine_backward d_expert_out", d_expert_out, s, c);
+  check_rows("dispatcher", "combine_backward dy", dy, plan.num_tokens, c);
+  check_rows("dispatcher", "combine_backward expert_out", expert_out, s, c);
+  check_rows("dispatcher", "combine_backward d_expert_out", d_expert_out, s, c);
 
   combine_backward_slots(plan, expert_out.data, dy.data, d_expert_out.data, dweights, c);
 }
@@ -100,8 +109,8 @@ void LocalDispatcher::dispatch_backward(const DispatchHandle& handle, Tensor d_r
                                         Tensor dx) {
   const RoutingPlan& plan = handle.plan();
   const int64_t c = dx.cols();
-  check_rows("dispatch_backward d_rows", d_rows, plan.num_slots(), c);
-  check_rows("dispatch_backward dx", dx, plan.num_tokens, c);
+  check_rows("dispatcher", "dispatch_backward d_rows", d_rows, plan.num_slots(), c);
+  check_rows("dispatcher", "dispatch_backward dx", dx, plan.num_tokens, c);
   // dx_t = sum_k d_rows[slot(t,k)]
   cpu::combine_rows(d_rows.data, plan.slot.data(), nullptr, dx.data, plan.num_tokens,
                     plan.top_k, c);

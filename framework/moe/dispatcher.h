@@ -22,6 +22,7 @@
 
 #include <memory>
 #include <span>
+#include <string_view>
 #include <vector>
 
 #include "framework/moe/routing_plan.h"
@@ -102,6 +103,14 @@ class RowStoragePool {
 //   d_slot_out[s] = w_s dy[token_of_slot[s]]      (S, C) overwritten
 void combine_backward_slots(const RoutingPlan& plan, const float* slot_out, const float* dy,
                             float* d_slot_out, float* dweights, int64_t cols);
+
+// Helpers the dispatchers share. check_rows: an internal check that t is (rows, cols),
+// naming the dispatcher and the argument; sum_of: the sum of counts; scaled: counts
+// times factor (rows to floats).
+void check_rows(std::string_view dispatcher, const char* what, Tensor t, int64_t rows,
+                int64_t cols);
+int64_t sum_of(std::span<const int64_t> counts);
+std::vector<int64_t> scaled(std::span<const int64_t> counts, int64_t factor);
 
 // Moves row blocks between the source-major layout of an exchange, [source][local
 // expert], and the expert-major layout the experts run on, [local expert][source].

@@ -9,27 +9,12 @@ namespace moe {
 
 namespace {
 
-void check_rows(const char* what, Tensor t, int64_t rows, int64_t cols) {
-  MOE_CHECK(t.rows() == rows && t.cols() == cols, "etp dispatcher ", what, ": shape ",
-            t.shape.str(), ", expected (", rows, ", ", cols, ")");
-}
+constexpr std::string_view kName = "etp dispatcher";
 
 const EtpState& state_of(const DispatchHandle& handle) {
   const auto* state = dynamic_cast<const EtpState*>(handle.state());
   MOE_CHECK(state != nullptr, "etp dispatcher: handle from another dispatcher");
   return *state;
-}
-
-std::vector<int64_t> times(const std::vector<int64_t>& counts, int64_t factor) {
-  std::vector<int64_t> out(counts.size());
-  for (size_t i = 0; i < counts.size(); ++i) out[i] = counts[i] * factor;
-  return out;
-}
-
-int64_t sum(const std::vector<int64_t>& v) {
-  int64_t total = 0;
-  for (int64_t x : v) total += x;
-  return total;
 }
 
 // All-gather of blocks of different sizes: recv = concat over members j of their
@@ -44,7 +29,7 @@ void all_gather_v(Communicator& comm, const float* mine, const std::vector<int64
     std::memcpy(send + j * block, mine, static_cast<size_t>(block) * sizeof(float));
   const std::vector<int64_t> send_counts(static_cast<size_t>(n), block);
   comm.all_to_all_v<float>({send, static_cast<size_t>(n * block)}, send_counts,
-                           {recv, static_cast<size_t>(sum(counts))}, counts);
+                           {recv, static_cast<size_t>(sum_of(counts))}, counts);
 }
 
 // Reduce-scatter of blocks of different sizes: `all` holds n blocks (block j of
@@ -56,7 +41,7 @@ void reduce_scatter_v(Communicator& comm, const float* all, const std::vector<in
   const int64_t block = counts[comm.rank()];
   float* recv = staging.view({n * block}).data;
   const std::vector<int64_t> recv_counts(static_cast<size_t>(n), block);
-  comm.all_to_all_v<float>({all, static_cast<size_t>(sum(counts))}, counts,
+  comm.all_to_all_v<float>({all, static_cast<size_t>(sum_of(counts))}, counts,
                            {recv, static_cast<size_t>(n * block)}, recv_counts);
   std::memcpy(mine, recv, static_cast<size_t>(block) * sizeof(float));
   for (int j = 1; j < n; ++j) {
@@ -86,7 +71,7 @@ EtpDispatcher::EtpDispatcher(Dispatcher& inner, Communicator& etp, Communicator*
 
 DispatchHandle EtpDispatcher::dispatch(Tensor x, std::shared_ptr<const RoutingPlan> plan) {
   const int64_t c = x.cols(), n = plan->num_tokens;
-  check_rows("dispatch input", x, n, c);
+  check_rows(kName, "dispatch input", x, n, c);
   auto state = std::make_shared<EtpState>();
   // tp slicing: this rank's share of the tokens, with the whole plan's decisions
   std::shared_ptr<const RoutingPlan> mine = plan;
@@ -129,9 +114,9 @@ DispatchHandle EtpDispatcher::dispatch(Tensor x, std::shared_ptr<const RoutingPl
 void EtpDispatcher::gather_rows(const EtpState& state, const float* mine, float* expert_rows,
                                 int64_t cols) {
   const int members = etp_.size();
-  const int64_t total = sum(state.member_rows);
+  const int64_t total = sum_of(state.member_rows);
   float* member_major = scratch_a_.view({total, cols}).data;
-  all_gather_v(etp_, mine, times(state.member_rows, cols), member_major, scratch_b_);
+  all_gather_v(etp_, mine, scaled(state.member_rows, cols), member_major, scratch_b_);
   regroup_rows(member_major, expert_rows, state.member_counts, members,
                state.inner->num_local_experts(), cols, /*to_expert_major=*/true);
 }
@@ -139,11 +124,11 @@ void EtpDispatcher::gather_rows(const EtpState& state, const float* mine, float*
 void EtpDispatcher::reduce_rows(const EtpState& state, const float* expert_rows, float* mine,
                                 int64_t cols) {
   const int members = etp_.size();
-  const int64_t total = sum(state.member_rows);
+  const int64_t total = sum_of(state.member_rows);
   float* member_major = scratch_a_.view({total, cols}).data;
   regroup_rows(expert_rows, member_major, state.member_counts, members,
                state.inner->num_local_experts(), cols, /*to_expert_major=*/false);
-  reduce_scatter_v(etp_, member_major, times(state.member_rows, cols), mine, scratch_b_);
+  reduce_scatter_v(etp_, member_major, scaled(state.member_rows, cols), mine, scratch_b_);
 }
 
 void EtpDispatcher::gather_slices(const EtpState& state, float* data, int64_t per_token) {
@@ -161,8 +146,8 @@ void EtpDispatcher::combine(const DispatchHandle& handle, Tensor expert_out, Ten
   const EtpState& state = state_of(handle);
   const DispatchHandle& inner = *state.inner;
   const int64_t c = expert_out.cols();
-  check_rows("combine input", expert_out, handle.rows().rows(), c);
-  check_rows("combine output", y, handle.plan().num_tokens, c);
+  check_rows(kName, "combine input", expert_out, handle.rows().rows(), c);
+  check_rows(kName, "combine output", y, handle.plan().num_tokens, c);
   Tensor reduced(state.reduced->data(), {inner.rows().rows(), c});
   reduce_rows(state, expert_out.data, reduced.data, c);
   const int64_t begin = state.slices.empty() ? 0 : state.slices[tp_->rank()];
@@ -175,9 +160,9 @@ void EtpDispatcher::combine_backward(const DispatchHandle& handle, Tensor expert
   const EtpState& state = state_of(handle);
   const DispatchHandle& inner = *state.inner;
   const int64_t c = dy.cols(), k = handle.plan().top_k;
-  check_rows("combine_backward dy", dy, handle.plan().num_tokens, c);
-  check_rows("combine_backward expert_out", expert_out, handle.rows().rows(), c);
-  check_rows("combine_backward d_expert_out", d_expert_out, handle.rows().rows(), c);
+  check_rows(kName, "combine_backward dy", dy, handle.plan().num_tokens, c);
+  check_rows(kName, "combine_backward expert_out", expert_out, handle.rows().rows(), c);
+  check_rows(kName, "combine_backward d_expert_out", d_expert_out, handle.rows().rows(), c);
   const int64_t rows = inner.rows().rows();
   Tensor reduced(state.reduced->data(), {rows, c});
   Tensor d_mine = mine_.view({rows, c});
@@ -192,8 +177,8 @@ void EtpDispatcher::dispatch_backward(const DispatchHandle& handle, Tensor d_row
   const EtpState& state = state_of(handle);
   const DispatchHandle& inner = *state.inner;
   const int64_t c = dx.cols();
-  check_rows("dispatch_backward d_rows", d_rows, handle.rows().rows(), c);
-  check_rows("dispatch_backward dx", dx, handle.plan().num_tokens, c);
+  check_rows(kName, "dispatch_backward d_rows", d_rows, handle.rows().rows(), c);
+  check_rows(kName, "dispatch_backward dx", dx, handle.plan().num_tokens, c);
   Tensor d_mine = mine_.view({inner.rows().rows(), c});
   reduce_rows(state, d_rows.data, d_mine.data, c);
   const int64_t begin = state.slices.empty() ? 0 : state.slices[tp_->rank()];

@@ -10,22 +10,7 @@ namespace moe {
 
 namespace {
 
-void check_rows(const char* what, Tensor t, int64_t rows, int64_t cols) {
-  MOE_CHECK(t.rows() == rows && t.cols() == cols, "node-dedup dispatcher ", what, ": shape ",
-            t.shape.str(), ", expected (", rows, ", ", cols, ")");
-}
-
-int64_t sum(const std::vector<int64_t>& v) {
-  int64_t total = 0;
-  for (int64_t x : v) total += x;
-  return total;
-}
-
-std::vector<int64_t> times(const std::vector<int64_t>& rows, int64_t cols) {
-  std::vector<int64_t> out(rows.size());
-  for (size_t i = 0; i < rows.size(); ++i) out[i] = rows[i] * cols;
-  return out;
-}
+constexpr std::string_view kName = "node-dedup dispatcher";
 
 const NodeDedupState& state_of(const DispatchHandle& handle) {
   const auto* state = dynamic_cast<const NodeDedupState*>(handle.state());
@@ -114,7 +99,7 @@ void NodeDedupDispatcher::land_records(const std::vector<int32_t>& records,
     state.landed_rows[s] = recv_counts[2 * s];
     landed_sizes[s] = recv_counts[2 * s + 1];
   }
-  std::vector<int32_t> landed(static_cast<size_t>(sum(landed_sizes)));
+  std::vector<int32_t> landed(static_cast<size_t>(sum_of(landed_sizes)));
   inter_.all_to_all_v<int32_t>(records, sizes, landed, landed_sizes);
 
   // parse the records: pairs in (source node, row, choice) order
@@ -196,27 +181,27 @@ void NodeDedupDispatcher::land_records(const std::vector<int32_t>& records,
 
 void NodeDedupDispatcher::across_nodes(const NodeDedupState& state, const float* src,
                                        float* dst, int64_t cols, bool back) {
-  const std::vector<int64_t> sent = times(state.sent_rows, cols);
-  const std::vector<int64_t> landed = times(state.landed_rows, cols);
+  const std::vector<int64_t> sent = scaled(state.sent_rows, cols);
+  const std::vector<int64_t> landed = scaled(state.landed_rows, cols);
   const auto& from = back ? landed : sent;
   const auto& to = back ? sent : landed;
-  inter_.all_to_all_v<float>({src, static_cast<size_t>(sum(from))}, from,
-                             {dst, static_cast<size_t>(sum(to))}, to);
+  inter_.all_to_all_v<float>({src, static_cast<size_t>(sum_of(from))}, from,
+                             {dst, static_cast<size_t>(sum_of(to))}, to);
 }
 
 void NodeDedupDispatcher::inside_node(const NodeDedupState& state, const float* src,
                                       float* dst, int64_t cols, bool back) {
   const int per_node = intra_.size();
   const int64_t blocks_per_landing = placement_.num_local() * inter_.size();
-  const std::vector<int64_t> fanned = times(state.fan_rows, cols);
-  const std::vector<int64_t> arrived = times(state.expert_rows, cols);
-  const std::vector<int64_t> block_elems = times(state.block_rows, cols);
-  const int64_t total = sum(arrived);
+  const std::vector<int64_t> fanned = scaled(state.fan_rows, cols);
+  const std::vector<int64_t> arrived = scaled(state.expert_rows, cols);
+  const std::vector<int64_t> block_elems = scaled(state.block_rows, cols);
+  const int64_t total = sum_of(arrived);
   scratch_a_.resize(total);
   float* staged = scratch_a_.data();  // [landing][expert][source node]
   if (!back) {
     // fan order -> [landing][expert][source node] -> [expert][source node][landing]
-    intra_.all_to_all_v<float>({src, static_cast<size_t>(sum(fanned))}, fanned,
+    intra_.all_to_all_v<float>({src, static_cast<size_t>(sum_of(fanned))}, fanned,
                                {staged, static_cast<size_t>(total)}, arrived);
     transpose_blocks(reinterpret_cast<const std::byte*>(staged),
                      reinterpret_cast<std::byte*>(dst), block_elems, per_node,
@@ -227,12 +212,12 @@ void NodeDedupDispatcher::inside_node(const NodeDedupState& state, const float* 
                    block_elems, per_node, static_cast<int>(blocks_per_landing), sizeof(float),
                    /*inverse=*/true);
   intra_.all_to_all_v<float>({staged, static_cast<size_t>(total)}, arrived,
-                             {dst, static_cast<size_t>(sum(fanned))}, fanned);
+                             {dst, static_cast<size_t>(sum_of(fanned))}, fanned);
 }
 
 DispatchHandle NodeDedupDispatcher::dispatch(Tensor x, std::shared_ptr<const RoutingPlan> plan) {
   const int64_t c = x.cols();
-  check_rows("dispatch input", x, plan->num_tokens, c);
+  check_rows(kName, "dispatch input", x, plan->num_tokens, c);
   MOE_CHECK(plan->num_experts == placement_.num_experts, "node-dedup dispatcher: plan over ",
             plan->num_experts, " experts, placement over ", placement_.num_experts);
   auto state = std::make_shared<NodeDedupState>();
@@ -249,7 +234,7 @@ DispatchHandle NodeDedupDispatcher::dispatch(Tensor x, std::shared_ptr<const Rou
   for (int64_t i = 0; i < num_local; ++i) expert_offsets[i + 1] += expert_offsets[i];
 
   const auto sent_rows = static_cast<int64_t>(state->token_of_row.size());
-  const int64_t landed_rows = sum(state->landed_rows);
+  const int64_t landed_rows = sum_of(state->landed_rows);
   const auto fanned_rows = static_cast<int64_t>(state->row_of_fan.size());
   Tensor sent = scratch_a_.view({sent_rows, c});  // (R_sent, C)
   cpu::permute_rows(x.data, state->token_of_row.data(), nullptr, sent.data, sent_rows, c);
@@ -270,12 +255,12 @@ void NodeDedupDispatcher::combine(const DispatchHandle& handle, Tensor expert_ou
   const RoutingPlan& plan = handle.plan();
   const NodeDedupState& state = state_of(handle);
   const int64_t c = expert_out.cols(), nodes = inter_.size();
-  check_rows("combine input", expert_out, handle.rows().rows(), c);
-  check_rows("combine output", y, plan.num_tokens, c);
+  check_rows(kName, "combine input", expert_out, handle.rows().rows(), c);
+  check_rows(kName, "combine output", y, plan.num_tokens, c);
   float* returned = state.returned->data();  // (P_land, C) fan order
   inside_node(state, expert_out.data, returned, c, /*back=*/true);
   // P_{t,m} = sum of w Expert_e(x_t) over the pairs of each landed row, in choice order
-  const int64_t landed_rows = sum(state.landed_rows);
+  const int64_t landed_rows = sum_of(state.landed_rows);
   Tensor partial = scratch_b_.view({landed_rows, c});  // (R_land, C)
   cpu::combine_rows(returned, state.fan_of_row.data(), state.weight_of_row.data(),
                     partial.data, landed_rows, plan.top_k, c);
@@ -291,11 +276,11 @@ void NodeDedupDispatcher::combine_backward(const DispatchHandle& handle, Tensor 
   const RoutingPlan& plan = handle.plan();
   const NodeDedupState& state = state_of(handle);
   const int64_t c = dy.cols();
-  check_rows("combine_backward dy", dy, plan.num_tokens, c);
-  check_rows("combine_backward expert_out", expert_out, handle.rows().rows(), c);
-  check_rows("combine_backward d_expert_out", d_expert_out, handle.rows().rows(), c);
+  check_rows(kName, "combine_backward dy", dy, plan.num_tokens, c);
+  check_rows(kName, "combine_backward expert_out", expert_out, handle.rows().rows(), c);
+  check_rows(kName, "combine_backward d_expert_out", d_expert_out, handle.rows().rows(), c);
   const auto sent_rows = static_cast<int64_t>(state.token_of_row.size());
-  const int64_t landed_rows = sum(state.landed_rows);
+  const int64_t landed_rows = sum_of(state.landed_rows);
   const auto fanned_rows = static_cast<int64_t>(state.row_of_fan.size());
   Tensor sent = scratch_a_.view({sent_rows, c});  // (R_sent, C) dy once per (token, node)
   cpu::permute_rows(dy.data, state.token_of_row.data(), nullptr, sent.data, sent_rows, c);
@@ -333,10 +318,10 @@ void NodeDedupDispatcher::dispatch_backward(const DispatchHandle& handle, Tensor
   const RoutingPlan& plan = handle.plan();
   const NodeDedupState& state = state_of(handle);
   const int64_t c = dx.cols();
-  check_rows("dispatch_backward d_rows", d_rows, handle.rows().rows(), c);
-  check_rows("dispatch_backward dx", dx, plan.num_tokens, c);
+  check_rows(kName, "dispatch_backward d_rows", d_rows, handle.rows().rows(), c);
+  check_rows(kName, "dispatch_backward dx", dx, plan.num_tokens, c);
   const auto fanned_rows = static_cast<int64_t>(state.row_of_fan.size());
-  const int64_t landed_rows = sum(state.landed_rows);
+  const int64_t landed_rows = sum_of(state.landed_rows);
   Tensor fanned = scratch_c_.view({fanned_rows, c});  // (P_land, C) fan order
   inside_node(state, d_rows.data, fanned.data, c, /*back=*/true);
   // one row per landed (token, node): the sum over its experts here

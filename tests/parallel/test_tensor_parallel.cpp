@@ -181,8 +181,9 @@ void expect_grad_blocks(ParamStore& full, ParamStore& sharded, int tp) {
     const Param* f = full.find(p.spec.name);
     ASSERT_NE(f, nullptr) << p.spec.name;
     EXPECT_EQ(f->spec.shape, p.spec.shape) << p.spec.name;
-    if (tp > 1 && p.numel() < f->numel())
+    if (tp > 1 && p.numel() < f->numel()) {
       EXPECT_NE(p.spec.shard, Shard::kReplicated) << p.spec.name;
+    }
     expect_near(values(p.grad, p.numel()), logical_block(f->grad.data(), p),
                 p.spec.name.c_str());
   }
