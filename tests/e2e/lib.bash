@@ -18,3 +18,29 @@ require_fashion_mnist() {
   [[ -f $FASHION_MNIST/train-images-idx3-ubyte.gz ]] ||
     fail "Fashion-MNIST is missing under $FASHION_MNIST (apt-get install dataset-fashion-mnist)"
 }
+
+# compare_layouts NAME "DP TP EP [ETP],..." "EXTRA" -- ARGS...: trains ARGS on one
+# process ($tmp/NAME-1), then under mpirun at every layout with the overrides EXTRA (a
+# space-separated list, may be empty), and requires the same run at each
+# (tests/e2e/compare_runs.py: loss to relative 1e-5 at every step, aux losses, grad
+# norms, expert loads, validation losses, weights to 1e-5). Uses $tmp, $BUILD_DIR,
+# $SOURCE_DIR and the array `common` of overrides every run gets.
+compare_layouts() {
+  local name=$1 layouts=$2 extra=$3; shift 4
+  local -a more
+  read -r -a more <<<"$extra"
+  "$BUILD_DIR/moe-train" "${common[@]}" "$@" --run.dir="$tmp/$name-1" \
+    >/dev/null 2>"$tmp/err" || { cat "$tmp/err"; fail "single-process run ($name)"; }
+  local dp tp ep etp dir what
+  while read -r dp tp ep etp; do
+    etp=${etp:-1}
+    what="$name${extra:+ ($extra)} dp=$dp tp=$tp ep=$ep etp=$etp"
+    dir=$tmp/$name-dp$dp-tp$tp-ep$ep-etp$etp
+    "$SOURCE_DIR/launch/mpirun.sh" -np $((dp * tp)) "$BUILD_DIR/moe-train" "${common[@]}" "$@" \
+      --parallel.dp="$dp" --parallel.tp="$tp" --parallel.ep="$ep" --parallel.etp="$etp" \
+      "${more[@]}" --run.dir="$dir" </dev/null >/dev/null 2>"$tmp/err" \
+      || { cat "$tmp/err"; fail "mpirun ($what)"; }
+    /usr/bin/python3 "$SOURCE_DIR/tests/e2e/compare_runs.py" "$tmp/$name-1" "$dir" "$what" \
+      --rtol 1e-5 --weights || fail "$what"
+  done < <(tr ',' '\n' <<<"$layouts")
+}

@@ -21,24 +21,6 @@ lm=(--config configs/moe_gpt_tiny.ini --data.train_path="$SHARDS/fortunes_train.
     --data.val_path="$SHARDS/fortunes_val.tok" --moe.num_experts=8 --optim.lr=0.001
     --moe.capacity_factor=1.0)
 
-# run_case NAME "DP TP EP,..." -- ARGS...: one process, then every layout with sp on
-run_case() {
-  local name=$1 layouts=$2; shift 3
-  "$BUILD_DIR/moe-train" "${common[@]}" "$@" --run.dir="$tmp/$name-1" \
-    >/dev/null 2>"$tmp/err" || { cat "$tmp/err"; fail "single-process run ($name)"; }
-  local dp tp ep dir
-  while read -r dp tp ep; do
-    dir=$tmp/$name-dp$dp-tp$tp-ep$ep
-    "$SOURCE_DIR/launch/mpirun.sh" -np $((dp * tp)) "$BUILD_DIR/moe-train" "${common[@]}" "$@" \
-      --parallel.dp="$dp" --parallel.tp="$tp" --parallel.ep="$ep" \
-      --parallel.sequence_parallel=true --run.dir="$dir" \
-      </dev/null >/dev/null 2>"$tmp/err" \
-      || { cat "$tmp/err"; fail "mpirun (dp $dp, tp $tp, ep $ep, sp, $name)"; }
-    /usr/bin/python3 tests/e2e/compare_runs.py "$tmp/$name-1" "$dir" \
-      "$name sp dp=$dp tp=$tp ep=$ep" --rtol 1e-5 --weights || fail "$name sp dp=$dp tp=$tp ep=$ep"
-  done < <(tr ',' '\n' <<<"$layouts")
-}
-
 # expect_error MESSAGE -- ARGS...: the job stops at start-up, exit 2, one line naming it
 expect_error() {
   local want=$1; shift 2
@@ -50,10 +32,11 @@ expect_error() {
   [[ ! -e $tmp/bad ]] || fail "run.dir written despite the error ($want)"
 }
 
-layouts="1 2 1,2 2 2,1 4 4"
-run_case moe_gpt "$layouts" -- "${lm[@]}"
-run_case vit_moe "$layouts" -- --config configs/vit_moe_tiny.ini --moe.capacity_factor=1.0
-run_case dit_moe "$layouts" -- --config configs/dit_moe_tiny.ini
+layouts="1 2 1,2 2 2,1 4 4" sp=--parallel.sequence_parallel=true
+compare_layouts moe_gpt "$layouts" "$sp" -- "${lm[@]}"
+compare_layouts vit_moe "$layouts" "$sp" -- --config configs/vit_moe_tiny.ini \
+  --moe.capacity_factor=1.0
+compare_layouts dit_moe "$layouts" "$sp" -- --config configs/dit_moe_tiny.ini
 # 3 images per dp rank cannot be split over tp 2 (DiT keeps whole images per rank)
 expect_error "data.batch_size: 3 gives 3 images per dp rank" -- \
   --config configs/dit_moe_tiny.ini --data.batch_size=3 --parallel.tp=2 \

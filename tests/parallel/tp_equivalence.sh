@@ -25,26 +25,6 @@ lm=(--config configs/moe_gpt_tiny.ini --data.train_path="$SHARDS/fortunes_train.
     --data.val_path="$SHARDS/fortunes_val.tok" --moe.num_experts=8 --optim.lr=0.001
     --moe.capacity_factor=1.0)
 
-# run_case NAME "DP TP EP [ETP],..." -- ARGS...: one process, then every layout under
-# mpirun
-run_case() {
-  local name=$1 layouts=$2; shift 3
-  "$BUILD_DIR/moe-train" "${common[@]}" "$@" --run.dir="$tmp/$name-1" \
-    >/dev/null 2>"$tmp/err" || { cat "$tmp/err"; fail "single-process run ($name)"; }
-  local dp tp ep etp dir what
-  while read -r dp tp ep etp; do
-    etp=${etp:-1}
-    what="dp=$dp tp=$tp ep=$ep etp=$etp"
-    dir=$tmp/$name-dp$dp-tp$tp-ep$ep-etp$etp
-    "$SOURCE_DIR/launch/mpirun.sh" -np $((dp * tp)) "$BUILD_DIR/moe-train" "${common[@]}" "$@" \
-      --parallel.dp="$dp" --parallel.tp="$tp" --parallel.ep="$ep" --parallel.etp="$etp" \
-      --run.dir="$dir" </dev/null >/dev/null 2>"$tmp/err" \
-      || { cat "$tmp/err"; fail "mpirun ($what, $name)"; }
-    /usr/bin/python3 tests/e2e/compare_runs.py "$tmp/$name-1" "$dir" "$name $what" \
-      --rtol 1e-5 --weights || fail "$name $what"
-  done < <(tr ',' '\n' <<<"$layouts")
-}
-
 # require_drops NAME: the single-process run of case NAME dropped assignments
 require_drops() {
   /usr/bin/python3 - "$tmp/$1-1/metrics.jsonl" "$1" <<'PY'
@@ -55,10 +35,11 @@ PY
 }
 
 layouts="1 2 1,2 2 2,1 4 4,4 2 2 2"
-run_case moe_gpt "$layouts" -- "${lm[@]}"
+compare_layouts moe_gpt "$layouts" "" -- "${lm[@]}"
 require_drops moe_gpt
-run_case vocab259 "1 4 4" -- "${lm[@]}" --model.vocab_size=259
-run_case vit_moe "$layouts" -- --config configs/vit_moe_tiny.ini --moe.capacity_factor=1.0
+compare_layouts vocab259 "1 4 4" "" -- "${lm[@]}" --model.vocab_size=259
+compare_layouts vit_moe "$layouts" "" -- --config configs/vit_moe_tiny.ini \
+  --moe.capacity_factor=1.0
 require_drops vit_moe
-run_case dit_moe "$layouts" -- --config configs/dit_moe_tiny.ini
+compare_layouts dit_moe "$layouts" "" -- --config configs/dit_moe_tiny.ini
 echo PASS
