@@ -27,6 +27,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "framework/checkpoint/checkpoint.h"
 #include "framework/checkpoint/h5_file.h"
 #include "framework/checkpoint/state_dict.h"
 #include "framework/config/config.h"
@@ -101,6 +102,7 @@ struct LoadedModel {
 };
 
 moe::Config read_config(const moe::H5File& file, const std::vector<std::string>& overrides) {
+  moe::check_format(file);  // not ours, or another format version: say so first
   // The files the run read or resumed from need not exist where the model is used.
   std::vector<std::string> all = {"data.train_path=", "data.val_path=", "data.train_labels=",
                                   "data.val_labels=", "run.resume=", "run.init_from="};

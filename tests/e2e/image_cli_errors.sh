@@ -41,9 +41,15 @@ expect_error bad_objective "diffusion.objective" moe-train "${dit[@]}" --diffusi
 expect_error sampler_mismatch "diffusion.sampler" moe-train "${dit[@]}" --diffusion.sampler=euler
 expect_error bad_activation "moe.expert_act" moe-train "${vit[@]}" --moe.expert_act=relu
 
-# moe-sample: a missing checkpoint, a checkpoint of the wrong family
+# moe-sample: a missing checkpoint, a checkpoint of the wrong family, one of another
+# format version (checked before the family)
 expect_error sample_missing "nope.h5" moe-sample --checkpoint "$tmp/nope.h5" --out "$tmp/x.png"
 "$BUILD_DIR/moe-train" "${vit[@]}" --run.dir="$tmp/vit" >/dev/null 2>&1 || fail "tiny vit run failed"
 expect_error sample_family "dit_moe" moe-sample --checkpoint "$tmp/vit/model.h5" --out "$tmp/x.png"
+cp "$tmp/vit/model.h5" "$tmp/v1.h5"
+/usr/bin/python3 -c "import h5py, numpy as np, sys
+with h5py.File(sys.argv[1], 'r+') as f: f.attrs['format_version'] = np.int64(1)" "$tmp/v1.h5"
+expect_error sample_version "format version 1 is not supported" \
+  moe-sample --checkpoint "$tmp/v1.h5" --out "$tmp/x.png"
 [[ ! -e $tmp/x.png ]] || fail "moe-sample wrote a PNG for a bad checkpoint"
 echo "$checked passed, 0 failed"
