@@ -25,12 +25,6 @@ void check_plan_width(const AllToAllState& state, int64_t cols) {
               "all-to-all dispatcher: rows of ", cols, " columns, dispatched with another width");
 }
 
-const AllToAllState& state_of(const DispatchHandle& handle) {
-  const auto* state = dynamic_cast<const AllToAllState*>(handle.state());
-  MOE_CHECK(state != nullptr, "all-to-all dispatcher: handle from another dispatcher");
-  return *state;
-}
-
 }  // namespace
 
 AllToAllDispatcher::AllToAllDispatcher(Communicator& ep, ExpertPlacement placement,
@@ -169,7 +163,7 @@ void AllToAllDispatcher::to_sources(const AllToAllState& state, const float* exp
 
 void AllToAllDispatcher::combine(const DispatchHandle& handle, Tensor expert_out, Tensor y) {
   const RoutingPlan& plan = handle.plan();
-  const AllToAllState& state = state_of(handle);
+  const AllToAllState& state = state_as<AllToAllState>(handle, kName);
   const int64_t c = expert_out.cols();
   check_rows(kName, "combine input", expert_out, handle.rows().rows(), c);
   check_rows(kName, "combine output", y, plan.num_tokens, c);
@@ -183,7 +177,7 @@ void AllToAllDispatcher::combine(const DispatchHandle& handle, Tensor expert_out
 void AllToAllDispatcher::combine_backward(const DispatchHandle& handle, Tensor expert_out,
                                           Tensor dy, Tensor d_expert_out, float* dweights) {
   const RoutingPlan& plan = handle.plan();
-  const AllToAllState& state = state_of(handle);
+  const AllToAllState& state = state_as<AllToAllState>(handle, kName);
   const int64_t c = dy.cols();
   check_rows(kName, "combine_backward dy", dy, plan.num_tokens, c);
   check_rows(kName, "combine_backward expert_out", expert_out, handle.rows().rows(), c);
@@ -196,7 +190,7 @@ void AllToAllDispatcher::combine_backward(const DispatchHandle& handle, Tensor e
 void AllToAllDispatcher::dispatch_backward(const DispatchHandle& handle, Tensor d_rows,
                                            Tensor dx) {
   const RoutingPlan& plan = handle.plan();
-  const AllToAllState& state = state_of(handle);
+  const AllToAllState& state = state_as<AllToAllState>(handle, kName);
   const int64_t c = dx.cols();
   check_rows(kName, "dispatch_backward d_rows", d_rows, handle.rows().rows(), c);
   check_rows(kName, "dispatch_backward dx", dx, plan.num_tokens, c);

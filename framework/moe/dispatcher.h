@@ -25,6 +25,7 @@
 #include <string_view>
 #include <vector>
 
+#include "framework/core/error.h"
 #include "framework/moe/routing_plan.h"
 #include "framework/tensor/tensor.h"
 
@@ -105,10 +106,17 @@ void combine_backward_slots(const RoutingPlan& plan, const float* slot_out, cons
                             float* d_slot_out, float* dweights, int64_t cols);
 
 // Helpers the dispatchers share. check_rows: an internal check that t is (rows, cols),
-// naming the dispatcher and the argument; sum_of: the sum of counts; scaled: counts
-// times factor (rows to floats).
+// naming the dispatcher and the argument; state_as: the handle's state as the
+// dispatcher's own kind S (an internal error for a handle of another dispatcher);
+// sum_of: the sum of counts; scaled: counts times factor (rows to floats).
 void check_rows(std::string_view dispatcher, const char* what, Tensor t, int64_t rows,
                 int64_t cols);
+template <class S>
+const S& state_as(const DispatchHandle& handle, std::string_view dispatcher) {
+  const auto* state = dynamic_cast<const S*>(handle.state());
+  MOE_CHECK(state != nullptr, dispatcher, ": handle from another dispatcher");
+  return *state;
+}
 int64_t sum_of(std::span<const int64_t> counts);
 std::vector<int64_t> scaled(std::span<const int64_t> counts, int64_t factor);
 

@@ -11,12 +11,6 @@ namespace {
 
 constexpr std::string_view kName = "etp dispatcher";
 
-const EtpState& state_of(const DispatchHandle& handle) {
-  const auto* state = dynamic_cast<const EtpState*>(handle.state());
-  MOE_CHECK(state != nullptr, "etp dispatcher: handle from another dispatcher");
-  return *state;
-}
-
 // All-gather of blocks of different sizes: recv = concat over members j of their
 // `counts[j]` floats. Over all_to_all_v (this rank's block to every member), so the
 // bytes counted are exactly the (n - 1) copies of the block that leave the rank.
@@ -143,7 +137,7 @@ void EtpDispatcher::gather_slices(const EtpState& state, float* data, int64_t pe
 }
 
 void EtpDispatcher::combine(const DispatchHandle& handle, Tensor expert_out, Tensor y) {
-  const EtpState& state = state_of(handle);
+  const EtpState& state = state_as<EtpState>(handle, kName);
   const DispatchHandle& inner = *state.inner;
   const int64_t c = expert_out.cols();
   check_rows(kName, "combine input", expert_out, handle.rows().rows(), c);
@@ -157,7 +151,7 @@ void EtpDispatcher::combine(const DispatchHandle& handle, Tensor expert_out, Ten
 
 void EtpDispatcher::combine_backward(const DispatchHandle& handle, Tensor expert_out,
                                      Tensor dy, Tensor d_expert_out, float* dweights) {
-  const EtpState& state = state_of(handle);
+  const EtpState& state = state_as<EtpState>(handle, kName);
   const DispatchHandle& inner = *state.inner;
   const int64_t c = dy.cols(), k = handle.plan().top_k;
   check_rows(kName, "combine_backward dy", dy, handle.plan().num_tokens, c);
@@ -174,7 +168,7 @@ void EtpDispatcher::combine_backward(const DispatchHandle& handle, Tensor expert
 }
 
 void EtpDispatcher::dispatch_backward(const DispatchHandle& handle, Tensor d_rows, Tensor dx) {
-  const EtpState& state = state_of(handle);
+  const EtpState& state = state_as<EtpState>(handle, kName);
   const DispatchHandle& inner = *state.inner;
   const int64_t c = dx.cols();
   check_rows(kName, "dispatch_backward d_rows", d_rows, handle.rows().rows(), c);

@@ -12,12 +12,6 @@ namespace {
 
 constexpr std::string_view kName = "node-dedup dispatcher";
 
-const NodeDedupState& state_of(const DispatchHandle& handle) {
-  const auto* state = dynamic_cast<const NodeDedupState*>(handle.state());
-  MOE_CHECK(state != nullptr, "node-dedup dispatcher: handle from another dispatcher");
-  return *state;
-}
-
 }  // namespace
 
 NodeDedupDispatcher::NodeDedupDispatcher(Communicator& ep, Communicator& intra,
@@ -253,7 +247,7 @@ DispatchHandle NodeDedupDispatcher::dispatch(Tensor x, std::shared_ptr<const Rou
 
 void NodeDedupDispatcher::combine(const DispatchHandle& handle, Tensor expert_out, Tensor y) {
   const RoutingPlan& plan = handle.plan();
-  const NodeDedupState& state = state_of(handle);
+  const NodeDedupState& state = state_as<NodeDedupState>(handle, kName);
   const int64_t c = expert_out.cols(), nodes = inter_.size();
   check_rows(kName, "combine input", expert_out, handle.rows().rows(), c);
   check_rows(kName, "combine output", y, plan.num_tokens, c);
@@ -274,7 +268,7 @@ void NodeDedupDispatcher::combine(const DispatchHandle& handle, Tensor expert_ou
 void NodeDedupDispatcher::combine_backward(const DispatchHandle& handle, Tensor expert_out,
                                            Tensor dy, Tensor d_expert_out, float* dweights) {
   const RoutingPlan& plan = handle.plan();
-  const NodeDedupState& state = state_of(handle);
+  const NodeDedupState& state = state_as<NodeDedupState>(handle, kName);
   const int64_t c = dy.cols();
   check_rows(kName, "combine_backward dy", dy, plan.num_tokens, c);
   check_rows(kName, "combine_backward expert_out", expert_out, handle.rows().rows(), c);
@@ -316,7 +310,7 @@ void NodeDedupDispatcher::combine_backward(const DispatchHandle& handle, Tensor 
 void NodeDedupDispatcher::dispatch_backward(const DispatchHandle& handle, Tensor d_rows,
                                             Tensor dx) {
   const RoutingPlan& plan = handle.plan();
-  const NodeDedupState& state = state_of(handle);
+  const NodeDedupState& state = state_as<NodeDedupState>(handle, kName);
   const int64_t c = dx.cols();
   check_rows(kName, "dispatch_backward d_rows", d_rows, handle.rows().rows(), c);
   check_rows(kName, "dispatch_backward dx", dx, plan.num_tokens, c);
