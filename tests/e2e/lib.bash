@@ -44,3 +44,17 @@ compare_layouts() {
       --rtol 1e-5 --weights || fail "$what"
   done < <(tr ',' '\n' <<<"$layouts")
 }
+
+# train_per_dispatcher NAME NP G EP "D1 D2 ..." -- ARGS...: trains ARGS under mpirun with
+# dp = NP, ep = EP, G ranks per node, once with each moe.dispatcher Di, into
+# $tmp/NAME-Di. Uses $tmp, $BUILD_DIR, $SOURCE_DIR and the array `common`.
+train_per_dispatcher() {
+  local name=$1 np=$2 g=$3 ep=$4 dispatchers=$5; shift 6
+  local d
+  for d in $dispatchers; do
+    "$SOURCE_DIR/launch/mpirun.sh" -np "$np" "$BUILD_DIR/moe-train" "${common[@]}" "$@" \
+      --parallel.dp="$np" --parallel.ep="$ep" --parallel.ranks_per_node="$g" \
+      --moe.dispatcher="$d" --run.dir="$tmp/$name-$d" </dev/null >/dev/null 2>"$tmp/err" \
+      || { cat "$tmp/err"; fail "$name: mpirun -np $np with $d"; }
+  done
+}

@@ -24,13 +24,7 @@ run_case() {
   local name=$1 np=$2 g=$3 ep=$2
   if [[ $4 != -- ]]; then ep=$4; shift; fi
   shift 4
-  local d
-  for d in flat two_level; do
-    "$SOURCE_DIR/launch/mpirun.sh" -np "$np" "$BUILD_DIR/moe-train" "${common[@]}" "$@" \
-      --parallel.dp="$np" --parallel.ep="$ep" --parallel.ranks_per_node="$g" \
-      --moe.dispatcher=$d --run.dir="$tmp/$name-$d" </dev/null >/dev/null 2>"$tmp/err" \
-      || { cat "$tmp/err"; fail "$name: mpirun -np $np with $d"; }
-  done
+  train_per_dispatcher "$name" "$np" "$g" "$ep" "flat two_level" -- "$@"
   /usr/bin/python3 - "$tmp/$name-flat" "$tmp/$name-two_level" "$name" <<'PY'
 import json, sys
 flat_dir, two_dir, label = sys.argv[1:]
