@@ -399,21 +399,21 @@ void time_dispatcher(A2aBench& b, Series& s, int iter) {
 // what: the permute into slot order (S rows), one regroup (S_recv rows, the block
 // memcpys of the dispatcher's regroup, here as one memcpy of the same bytes; dispatch
 // and combine each do one) and combine's weighted sum (N*K rows in, N out). The
-// kernels are the ones the dispatcher calls (cpu::permute_rows, cpu::combine_rows).
+// kernels are the ones the dispatcher calls (ops::permute_rows, ops::combine_rows).
 void time_copies(A2aBench& b, Series& s, int iter) {
   const RoutingPlan& plan = *b.plan;
   const int64_t c = b.opt.width;
   double start = cpu_seconds();
-  cpu::permute_rows(b.x.data(), plan.token_of_slot.data(), nullptr, b.raw_send.data(),
-                    plan.num_slots(), c);
+  ops::permute_rows(b.x.view({plan.num_tokens, c}), plan.token_of_slot, {},
+                    b.raw_send.view({plan.num_slots(), c}));
   s.at("permute_cpu", iter) = (cpu_seconds() - start) * 1e3;
   start = cpu_seconds();
   std::memcpy(b.d_expert_out.data(), b.raw_recv.data(),
               static_cast<size_t>(b.raw_recv.size()) * sizeof(float));
   s.at("regroup_cpu", iter) = (cpu_seconds() - start) * 1e3;
   start = cpu_seconds();
-  cpu::combine_rows(b.raw_send.data(), plan.slot.data(), plan.weight.data(), b.y.data(),
-                    plan.num_tokens, plan.top_k, c);
+  ops::combine_rows(b.raw_send.view({plan.num_slots(), c}), plan.slot, plan.weight,
+                    b.y.view({plan.num_tokens, c}));
   s.at("weighted_sum_cpu", iter) = (cpu_seconds() - start) * 1e3;
 }
 

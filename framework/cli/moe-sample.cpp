@@ -292,7 +292,7 @@ int run(const Args& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  moe::cpu::select_blas_kernels(argv);  // may re-execute: before anything else
+  moe::ops::select_cpu_kernels(argv);  // may re-execute: before anything else
   for (int i = 1; i < argc; ++i)
     if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
       std::cout << "usage: moe-sample --checkpoint RUN/model.h5 --out FILE.png [--per-class N]\n"

@@ -12,7 +12,7 @@
 #include "framework/train/trainer.h"
 
 int main(int argc, char** argv) {
-  moe::cpu::select_blas_kernels(argv);  // may re-execute: before anything else
+  moe::ops::select_cpu_kernels(argv);  // may re-execute: before anything else
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
       std::cout << "usage: moe-train --config FILE [--section.key=value ...]\n\n"

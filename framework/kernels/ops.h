@@ -1,33 +1,176 @@
 #pragma once
-// The kernel API. Each op exists twice on the CPU with the same signature:
-//   moe::cpu::ref::<op>  plain loops that read like the math (the executable spec)
-//   moe::cpu::<op>       the fast version (OpenBLAS, OpenMP over the cores this rank
-//                        may use, vectorisable inner loops), tested against ref
-// A CUDA twin (moe::cuda::<op>) comes with the CUDA backend. Layers call moe::cpu::.
+// The op API: the one way layers, the MoE layer, the dispatchers, the optimizer and the
+// models run a kernel. Each op takes Tensors (which carry their device and dtype),
+// checks that the shapes fit together, and calls the kernel of that device and dtype:
 //
-// Conventions: row-major; shapes in comments use the glossary of docs/architecture.md
-// (B batch, T sequence, C width, H heads, D head dim, E experts, K top-k, F expert
-// width, V vocabulary, N rows/tokens). "accumulate" means +=, otherwise outputs are
-// overwritten. Backward kernels never allocate.
+//   ops::<op>  ->  moe::cpu::<op>        fp32 on the CPU (framework/kernels/cpu/)
+//                  moe::cuda::<op>       with the CUDA backend (framework/kernels/cuda/)
+//
+// An op asked for a (device, dtype) it has no kernel for fails with a moe::Error naming
+// the op, the device and the dtype. Every CPU kernel has a reference twin
+// (moe::cpu::ref::<op>) that the tests compare it with.
+//
+// Conventions: row-major, contiguous views; a Tensor read as a matrix is (rows, cols)
+// with rows = all leading dims (Tensor::rows()). Shapes in comments use the glossary of
+// docs/architecture.md (B batch, T sequence, C width, H heads, D head dim, E experts,
+// K top-k, F expert width, V vocabulary, N rows/tokens, S slots). "accumulate" means +=,
+// otherwise outputs are overwritten. Index arrays (token ids, slots, expert choices) are
+// host spans of int32. Backward ops never allocate.
 
+#include <cstddef>
 #include <cstdint>
+#include <span>
+#include <string>
 
-namespace moe::cpu {
+#include "framework/tensor/tensor.h"
 
-// Selects OpenBLAS's AVX-512 kernels when the CPU has them. OpenBLAS reads
-// OPENBLAS_CORETYPE when it loads, so this re-executes the program once with the
-// variable set; call it first thing in main(), before MPI_Init. Returns normally
-// when nothing needs changing.
-void select_blas_kernels(char** argv);
-// Name of the GEMM kernel OpenBLAS uses ("SkylakeX", "Haswell", ...).
-const char* blas_core_name();
-// Threads a kernel may use on this rank (OpenMP's max threads).
+namespace moe::ops {
+
+// ---- the process's kernels ----
+
+// Prepares the CPU kernels: selects OpenBLAS's AVX-512 GEMM when the CPU has it, which
+// re-executes the program once with OPENBLAS_CORETYPE set. Call it first thing in
+// main(), before MPI_Init; it returns normally when nothing needs changing.
+void select_cpu_kernels(char** argv);
+// The CPU GEMM in use, e.g. "OpenBLAS SkylakeX", for the start-up line.
+std::string cpu_gemm_name();
+// Threads a CPU kernel may use on this rank.
 int num_threads();
 
-namespace ref {
-#include "framework/kernels/cpu/ops_list.inc"
-}  // namespace ref
+// ---- matrix products ----
 
-#include "framework/kernels/cpu/ops_list.inc"
+// c = alpha op(a) op(b) + beta c. op(a) is (m, k): a is (m, k), or (k, m) when trans_a;
+// op(b) is (k, n): b is (k, n), or (n, k) when trans_b; c is (m, n). Each operand is
+// read as a matrix (Tensor::rows(), Tensor::cols()).
+void matmul(Tensor a, Tensor b, Tensor c, bool trans_a, bool trans_b, float alpha = 1.0f,
+            float beta = 0.0f);
 
-}  // namespace moe::cpu
+// The routed experts' weights (or their gradients): gate and up (E_local, F, C), down
+// (E_local, C, F); gate empty for GELU experts (up is then fc1 and down fc2).
+struct ExpertWeights {
+  Tensor gate, up, down;
+};
+// Per-row intermediates of the experts, (S, F) each: the pre-activations gate and up and
+// the hidden h (gate unused by GELU experts).
+struct ExpertActivations {
+  Tensor gate, up, h;
+};
+// One FFN per expert on an expert-ordered buffer x (S, C): rows [offsets[i],
+// offsets[i+1]) go through local expert i (offsets has E_local + 1 entries, the last S).
+//   SwiGLU: y = (silu(x W_gate^T) * (x W_up^T)) W_down^T;  GELU: y = gelu(x W_fc1^T) W_fc2^T
+// acts are kept for backward; y (S, C) overwritten.
+void expert_ffn_forward(Tensor x, std::span<const int64_t> offsets, const ExpertWeights& w,
+                        const ExpertActivations& acts, Tensor y);
+// dy (S, C) -> dx (S, C); dw accumulates; scratch (S, F) each: d_acts.h, .gate, .up.
+void expert_ffn_backward(Tensor x, std::span<const int64_t> offsets, const ExpertWeights& w,
+                         const ExpertActivations& acts, Tensor dy, const ExpertWeights& dw,
+                         const ExpertActivations& d_acts, Tensor dx);
+
+// ---- element-wise ----
+
+void add(Tensor a, Tensor b, Tensor out);  // out = a + b (out may alias a or b)
+void axpy(float alpha, Tensor x, Tensor y);  // y += alpha x
+void scale(Tensor x, float alpha);          // x *= alpha
+double sum_squares(Tensor x);               // sum of x^2, accumulated in double
+void silu_forward(Tensor x, Tensor y);      // y = x sigmoid(x)
+void silu_backward(Tensor x, Tensor dy, Tensor dx);
+void gelu_forward(Tensor x, Tensor y);      // exact GELU (erf form)
+void gelu_backward(Tensor x, Tensor dy, Tensor dx);
+void swiglu_forward(Tensor g, Tensor u, Tensor h);  // h = silu(g) * u
+void swiglu_backward(Tensor g, Tensor u, Tensor dh, Tensor dg, Tensor du);
+
+// y[r] = x[r] + table[r % table.rows()]: a bias (table (1, C)) or a position table
+// (T, C) over (N, C) rows; y may alias x.
+void add_rows(Tensor x, Tensor table, Tensor y);
+// dtable[r % dtable.rows()] += dy[r]: the table's gradient, rows summed in order.
+void sum_rows(Tensor dy, Tensor dtable);
+
+// adaLN-Zero (DiT). mod (B, M*C) holds per image M chunks of C floats; x, y, h, f, out
+// are (B*T, C). Chunk indices pick shift, scale and gate:
+//   modulate:  y = x * (1 + scale_b) + shift_b
+//   gated add: out = h + gate_b * f
+// Backward accumulates into the matching chunks of dmod (B, M*C).
+void modulate_forward(Tensor x, Tensor mod, int shift_chunk, int scale_chunk, Tensor y);
+void modulate_backward(Tensor x, Tensor mod, int shift_chunk, int scale_chunk, Tensor dy,
+                       Tensor dx, Tensor dmod);
+void gated_add_forward(Tensor h, Tensor mod, int gate_chunk, Tensor f, Tensor out);
+void gated_add_backward(Tensor mod, int gate_chunk, Tensor f, Tensor dout, Tensor df,
+                        Tensor dmod);
+
+// ---- normalisation, softmax, attention ----
+
+// Row softmax over the columns; backward dx = y * (dy - sum(dy * y)).
+void softmax_forward(Tensor x, Tensor y);
+void softmax_backward(Tensor y, Tensor dy, Tensor dx);
+// RMSNorm over rows of x (N, C), weight w (C), rstd (N) kept; dw accumulates.
+void rmsnorm_forward(Tensor x, Tensor w, Tensor y, Tensor rstd, float eps);
+void rmsnorm_backward(Tensor x, Tensor w, Tensor rstd, Tensor dy, Tensor dx, Tensor dw);
+// LayerNorm over rows; w, b empty for no affine (dw, db then empty); mean, rstd (N) kept.
+void layernorm_forward(Tensor x, Tensor w, Tensor b, Tensor y, Tensor mean, Tensor rstd,
+                       float eps);
+void layernorm_backward(Tensor x, Tensor w, Tensor mean, Tensor rstd, Tensor dy, Tensor dx,
+                        Tensor dw, Tensor db);
+// Rotary embedding in place on the columns [column, column + H*D) of every row of x
+// (B*T, cols): position t of row b*T + t, rotate-half pairs (i, i + D/2). inverse applies
+// the transpose rotation (the backward pass).
+void rope_apply(Tensor x, int64_t batch, int64_t heads, int64_t head_dim, int64_t column,
+                float theta, bool inverse);
+// Attention over qkv (B*T, 3*H*D) holding [q | k | v] per row (rope applied): att
+// (B, H, T, T) probabilities kept, out (B*T, H*D). Backward: dqkv (B*T, 3*H*D)
+// overwritten; scratch (B, H, T, T).
+void attention_forward(Tensor qkv, Tensor att, Tensor out, int64_t batch, int64_t heads,
+                       bool causal);
+void attention_backward(Tensor qkv, Tensor att, Tensor dout, Tensor dqkv, Tensor scratch,
+                        int64_t batch, int64_t heads, bool causal);
+// Cross-entropy of logits (N, V) against targets [N] (target < 0: ignored): losses (N);
+// dlogits = scale (softmax - onehot) unless empty (it may alias logits).
+void cross_entropy(Tensor logits, std::span<const int32_t> targets, Tensor losses,
+                   Tensor dlogits, float scale);
+
+// ---- routing, dispatch, combine ----
+
+// Top-k of each row of x (N, E), descending, ties to the lower index: values (N, k),
+// indices [N*k].
+void topk(Tensor x, Tensor values, std::span<int32_t> indices);
+// Node-limited routing on scores (N, E) in place: experts outside each row's best `keep`
+// nodes get -inf (a node scores the sum of its top-`per_node` experts; token_node gets
+// own_node_bonus). expert_node [E].
+void limit_to_nodes(Tensor scores, std::span<const int32_t> expert_node, int64_t nodes,
+                    int64_t keep, int64_t per_node, int64_t token_node, float own_node_bonus);
+// dst[i] = (scale ? scale[i] : 1) src[index[i]] (index < 0: a zero row); dst (n, C) with
+// n = index.size(); scale empty or [n].
+void permute_rows(Tensor src, std::span<const int32_t> index, std::span<const float> scale,
+                  Tensor dst);
+// out[t] = sum_k (weight ? weight[t*K+k] : 1) src[slot[t*K+k]] over slot >= 0; out (N, C),
+// K = slot.size() / N; weight empty or [N*K].
+void combine_rows(Tensor src, std::span<const int32_t> slot, std::span<const float> weight,
+                  Tensor out);
+// out[i] = <a[a_row[i]], b[b_row[i]]> for i < out.size() (empty index: row i; negative: 0).
+void gather_dot(Tensor a, std::span<const int32_t> a_row, Tensor b,
+                std::span<const int32_t> b_row, std::span<float> out);
+// The a_count x b_count grid of variable-size blocks (counts[i*b_count + j] elements of
+// element_bytes bytes), packed [a][b] in src, written packed [b][a] to dst (inverse: back).
+// Raw bytes on `device`: the all-to-alls move rows of any type.
+void transpose_blocks(Device device, const void* src, void* dst,
+                      std::span<const int64_t> counts, int64_t a_count, int64_t b_count,
+                      size_t element_bytes, bool inverse);
+
+// ---- embeddings and images ----
+
+// out[i] = table[ids[i]] (n = ids.size() rows); backward dtable[ids[i]] += dout[i].
+void embedding_forward(Tensor table, std::span<const int32_t> ids, Tensor out);
+void embedding_backward(Tensor dout, std::span<const int32_t> ids, Tensor dtable);
+// x (B, Cin, H, W) <-> patches (B*P, Cin*p*p) for a conv with kernel = stride = p.
+void patchify(Tensor x, Tensor patches, int64_t patch);
+void unpatchify(Tensor patches, Tensor x, int64_t patch);
+
+// ---- optimizer ----
+
+struct AdamWStep {
+  float lr, beta1, beta2, eps, weight_decay;
+  int64_t step;  // counts from 1
+};
+// p -= lr (mhat / (sqrt(vhat) + eps) + wd p), with m, v updated from g.
+void adamw(Tensor p, Tensor g, Tensor m, Tensor v, const AdamWStep& s);
+
+}  // namespace moe::ops

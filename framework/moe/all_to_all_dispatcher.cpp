@@ -75,7 +75,7 @@ DispatchHandle AllToAllDispatcher::dispatch(Tensor x, std::shared_ptr<const Rout
   // permute into slot order, exchange, regroup by local expert
   const int64_t s_local = plan->num_slots();
   Tensor slot_rows = scratch_a_.view({s_local, c});
-  cpu::permute_rows(x.data, plan->token_of_slot.data(), nullptr, slot_rows.data, s_local, c);
+  ops::permute_rows(x, plan->token_of_slot, {}, slot_rows);
   std::shared_ptr<Buffer> storage = storage_.acquire();
   Tensor rows = storage->view({expert_offsets.back(), c});  // (S_recv, C)
   to_experts(*state, slot_rows.data, rows.data, c);
@@ -139,8 +139,8 @@ void AllToAllDispatcher::to_experts(const AllToAllState& state, const float* slo
     ep_.all_to_all_v<float>(send, scaled(state.send_rows, cols), recv,
                             scaled(state.recv_rows, cols));
   }
-  regroup_rows(staged.data, expert_rows, state.recv_counts, ranks, placement_.num_local(),
-               cols, /*to_expert_major=*/true);
+  regroup_rows(staged, Tensor(expert_rows, staged.shape), state.recv_counts, ranks,
+               placement_.num_local(), /*to_expert_major=*/true);
 }
 
 void AllToAllDispatcher::to_sources(const AllToAllState& state, const float* expert_rows,
@@ -148,8 +148,8 @@ void AllToAllDispatcher::to_sources(const AllToAllState& state, const float* exp
   const int ranks = ep_.size();
   const int64_t recv_total = sum_of(state.recv_rows);
   Tensor staged = scratch_b_.view({recv_total, cols});  // (S_recv, C) source-major
-  regroup_rows(expert_rows, staged.data, state.recv_counts, ranks, placement_.num_local(),
-               cols, /*to_expert_major=*/false);
+  regroup_rows(Tensor(const_cast<float*>(expert_rows), staged.shape), staged,
+               state.recv_counts, ranks, placement_.num_local(), /*to_expert_major=*/false);
   const std::span<const float> send{staged.data, static_cast<size_t>(recv_total * cols)};
   const std::span<float> recv{slot_rows, static_cast<size_t>(sum_of(state.send_rows) * cols)};
   if (two_level_ != nullptr) {
@@ -170,8 +170,7 @@ void AllToAllDispatcher::combine(const DispatchHandle& handle, Tensor expert_out
   float* returned = state.returned->data();  // (S, C) slot order
   to_sources(state, expert_out.data, returned, c);
   // y_t = sum_k w_{t,k} returned[slot(t,k)], dropped slots skipped
-  cpu::combine_rows(returned, plan.slot.data(), plan.weight.data(), y.data, plan.num_tokens,
-                    plan.top_k, c);
+  ops::combine_rows(Tensor(returned, {plan.num_slots(), c}), plan.slot, plan.weight, y);
 }
 
 void AllToAllDispatcher::combine_backward(const DispatchHandle& handle, Tensor expert_out,
@@ -183,7 +182,8 @@ void AllToAllDispatcher::combine_backward(const DispatchHandle& handle, Tensor e
   check_rows(kName, "combine_backward expert_out", expert_out, handle.rows().rows(), c);
   check_rows(kName, "combine_backward d_expert_out", d_expert_out, handle.rows().rows(), c);
   Tensor d_slots = scratch_a_.view({plan.num_slots(), c});
-  combine_backward_slots(plan, state.returned->data(), dy.data, d_slots.data, dweights, c);
+  combine_backward_slots(plan, Tensor(state.returned->data(), d_slots.shape), dy, d_slots,
+                         dweights);
   to_experts(state, d_slots.data, d_expert_out.data, c);
 }
 
@@ -197,8 +197,7 @@ void AllToAllDispatcher::dispatch_backward(const DispatchHandle& handle, Tensor 
   Tensor d_slots = scratch_a_.view({plan.num_slots(), c});
   to_sources(state, d_rows.data, d_slots.data, c);
   // dx_t = sum_k d_slots[slot(t,k)]
-  cpu::combine_rows(d_slots.data, plan.slot.data(), nullptr, dx.data, plan.num_tokens,
-                    plan.top_k, c);
+  ops::combine_rows(d_slots, plan.slot, {}, dx);
 }
 
 }  // namespace moe

@@ -34,12 +34,10 @@ BilevelOutput BilevelRouter::forward(Tensor u, std::span<const int32_t> fixed_ex
   Tensor a = node_logits_.view({t, groups_}), p1 = node_probs_.view({t, groups_});
   Tensor b = local_logits_.view({t, group_size_}), p2 = local_probs_.view({t, group_size_});
   // a (T, N) = u W1^T; b (T, G) = u W2^T
-  cpu::matmul(u.data, node_weight_.value.data(), a.data, t, groups_, width_, false, true, 1.0f,
-              0.0f);
-  cpu::matmul(u.data, local_weight_.value.data(), b.data, t, group_size_, width_, false, true,
-              1.0f, 0.0f);
-  cpu::softmax_forward(a.data, p1.data, t, groups_);
-  cpu::softmax_forward(b.data, p2.data, t, group_size_);
+  ops::matmul(u, node_weight_.data(), a, false, true);
+  ops::matmul(u, local_weight_.data(), b, false, true);
+  ops::softmax_forward(a, p1);
+  ops::softmax_forward(b, p2);
 
   node_choice_.resize(static_cast<size_t>(t));
   local_choice_.resize(static_cast<size_t>(t * top_k_));
@@ -50,7 +48,7 @@ BilevelOutput BilevelRouter::forward(Tensor u, std::span<const int32_t> fixed_ex
       node_choice_[i] = static_cast<int32_t>(std::max_element(row, row + groups_) - row);
     }
     Tensor top = top_values_.view({t, top_k_});
-    cpu::topk(p2.data, top.data, local_choice_.data(), t, group_size_, top_k_);
+    ops::topk(p2, top, local_choice_);
   } else {
     MOE_CHECK(static_cast<int64_t>(fixed_experts.size()) == t * top_k_,
               "bi-level router: ", fixed_experts.size(), " fixed choices for ", t, " tokens");
@@ -124,27 +122,22 @@ Tensor BilevelRouter::backward(const float* dweights, const float* dnode_probs,
       dp2[i * group_size_ + j[k]] += renormalize_ ? (dq - dot) / sum : dq;
     }
   }
-  Tensor da = dnode_.view({t, groups_});  // softmax backward in place of dp1's copy
-  Tensor db = dlocal_.view({t, group_size_});
-  std::vector<float> tmp1(static_cast<size_t>(t * groups_)), tmp2(static_cast<size_t>(t * group_size_));
-  cpu::softmax_backward(p1, dp1.data, tmp1.data(), t, groups_);
-  cpu::softmax_backward(p2, dp2.data, tmp2.data(), t, group_size_);
-  std::copy(tmp1.begin(), tmp1.end(), da.data);
-  std::copy(tmp2.begin(), tmp2.end(), db.data);
-  if (dnode_logits != nullptr) cpu::axpy(1.0f, dnode_logits, da.data, t * groups_);
-  if (dlocal_logits != nullptr) cpu::axpy(1.0f, dlocal_logits, db.data, t * group_size_);
+  Tensor da = dnode_logits_.view({t, groups_});
+  Tensor db = dlocal_logits_.view({t, group_size_});
+  ops::softmax_backward(Tensor(const_cast<float*>(p1), da.shape), dp1, da);
+  ops::softmax_backward(Tensor(const_cast<float*>(p2), db.shape), dp2, db);
+  if (dnode_logits != nullptr)
+    ops::axpy(1.0f, Tensor(const_cast<float*>(dnode_logits), da.shape), da);
+  if (dlocal_logits != nullptr)
+    ops::axpy(1.0f, Tensor(const_cast<float*>(dlocal_logits), db.shape), db);
 
   // dW1 (N, C) += da^T u; dW2 (G, C) += db^T u
-  cpu::matmul(da.data, u_.data, node_weight_.grad.data(), groups_, width_, t, true, false, 1.0f,
-              1.0f);
-  cpu::matmul(db.data, u_.data, local_weight_.grad.data(), group_size_, width_, t, true, false,
-              1.0f, 1.0f);
+  ops::matmul(da, u_, node_weight_.dgrad(), true, false, 1.0f, 1.0f);
+  ops::matmul(db, u_, local_weight_.dgrad(), true, false, 1.0f, 1.0f);
   // du (T, C) = da W1 + db W2
   Tensor du = du_.view({t, width_});
-  cpu::matmul(da.data, node_weight_.value.data(), du.data, t, width_, groups_, false, false,
-              1.0f, 0.0f);
-  cpu::matmul(db.data, local_weight_.value.data(), du.data, t, width_, group_size_, false,
-              false, 1.0f, 1.0f);
+  ops::matmul(da, node_weight_.data(), du, false, false);
+  ops::matmul(db, local_weight_.data(), du, false, false, 1.0f, 1.0f);
   return du;
 }
 

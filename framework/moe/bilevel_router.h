@@ -79,6 +79,7 @@ class BilevelRouter {
   std::vector<int32_t> experts_;             // [T*K]
   std::vector<float> weights_, q_;           // [T*K] w_k, q_k
   Buffer dnode_, dlocal_, du_;               // (T, N), (T, G), (T, C)
+  Buffer dnode_logits_, dlocal_logits_;      // (T, N), (T, G)
 };
 
 }  // namespace moe

@@ -1,7 +1,5 @@
 #include "framework/moe/dispatcher.h"
 
-#include <cstring>
-
 #include "framework/kernels/ops.h"
 
 namespace moe {
@@ -45,8 +43,7 @@ DispatchHandle LocalDispatcher::dispatch(Tensor x, std::shared_ptr<const Routing
   const int64_t s = plan->num_slots();
   std::shared_ptr<Buffer> storage = storage_.acquire();
   Tensor rows = storage->view({s, c});  // (S, C)
-  // rows[s] = x[token_of_slot[s]]
-  cpu::permute_rows(x.data, plan->token_of_slot.data(), nullptr, rows.data, s, c);
+  ops::permute_rows(x, plan->token_of_slot, {}, rows);  // rows[s] = x[token_of_slot[s]]
   std::vector<int64_t> offsets = plan->expert_offsets;
   return DispatchHandle(std::move(plan), std::move(storage), rows, std::move(offsets), 0);
 }
@@ -64,8 +61,7 @@ void LocalDispatcher::combine(const DispatchHandle& handle, Tensor expert_out, T
   check_rows("dispatcher", "combine input", expert_out, plan.num_slots(), c);
   check_rows("dispatcher", "combine output", y, plan.num_tokens, c);
   // y_t = sum_k w_{t,k} expert_out[slot(t,k)], dropped slots skipped
-  cpu::combine_rows(expert_out.data, plan.slot.data(), plan.weight.data(), y.data,
-                    plan.num_tokens, plan.top_k, c);
+  ops::combine_rows(expert_out, plan.slot, plan.weight, y);
 }
 
 void LocalDispatcher::combine_backward(const DispatchHandle& handle, Tensor expert_out,
@@ -77,32 +73,23 @@ void LocalDispatcher::combine_backward(const DispatchHandle& handle, Tensor expe
   check_rows("dispatcher", "combine_backward expert_out", expert_out, s, c);
   check_rows("dispatcher", "combine_backward d_expert_out", d_expert_out, s, c);
 
-  combine_backward_slots(plan, expert_out.data, dy.data, d_expert_out.data, dweights, c);
+  combine_backward_slots(plan, expert_out, dy, d_expert_out, dweights);
 }
 
-void combine_backward_slots(const RoutingPlan& plan, const float* slot_out, const float* dy,
-                            float* d_slot_out, float* dweights, int64_t cols) {
-  const int64_t c = cols;
+void combine_backward_slots(const RoutingPlan& plan, Tensor slot_out, Tensor dy,
+                            Tensor d_slot_out, float* dweights) {
   const int64_t s = plan.num_slots();
+  // dweights_{t,k} = <dy_t, slot_out[slot(t,k)]>, 0 for dropped assignments
+  std::vector<int32_t> token_of_assignment(static_cast<size_t>(plan.num_assignments()));
   std::vector<float> slot_weight(static_cast<size_t>(s));  // [S] w of the slot's assignment
-  // One dot product of C per assignment (N*K*C multiply-adds): split over the threads.
-  // Each assignment writes only its own dweights entry and slot.
-#pragma omp parallel for if (plan.num_assignments() * c > (1 << 15))
   for (int64_t a = 0; a < plan.num_assignments(); ++a) {
-    const int32_t slot = plan.slot[a];
-    if (slot >= 0) slot_weight[slot] = plan.weight[a];
-    dweights[a] = 0.0f;
-    if (slot < 0) continue;
-    // dweights_{t,k} = <dy_t, slot_out[slot]>
-    const float* g = dy + (a / plan.top_k) * c;
-    const float* o = slot_out + slot * c;
-    float acc = 0.0f;
-#pragma omp simd reduction(+ : acc)
-    for (int64_t j = 0; j < c; ++j) acc += g[j] * o[j];
-    dweights[a] = acc;
+    token_of_assignment[a] = static_cast<int32_t>(a / plan.top_k);
+    if (plan.slot[a] >= 0) slot_weight[plan.slot[a]] = plan.weight[a];
   }
+  ops::gather_dot(dy, token_of_assignment, slot_out, plan.slot,
+                  {dweights, static_cast<size_t>(plan.num_assignments())});
   // d_slot_out[s] = w_s dy[token_of_slot[s]]
-  cpu::permute_rows(dy, plan.token_of_slot.data(), slot_weight.data(), d_slot_out, s, c);
+  ops::permute_rows(dy, plan.token_of_slot, slot_weight, d_slot_out);
 }
 
 void LocalDispatcher::dispatch_backward(const DispatchHandle& handle, Tensor d_rows,
@@ -112,36 +99,16 @@ void LocalDispatcher::dispatch_backward(const DispatchHandle& handle, Tensor d_r
   check_rows("dispatcher", "dispatch_backward d_rows", d_rows, plan.num_slots(), c);
   check_rows("dispatcher", "dispatch_backward dx", dx, plan.num_tokens, c);
   // dx_t = sum_k d_rows[slot(t,k)]
-  cpu::combine_rows(d_rows.data, plan.slot.data(), nullptr, dx.data, plan.num_tokens,
-                    plan.top_k, c);
+  ops::combine_rows(d_rows, plan.slot, {}, dx);
 }
 
-void regroup_rows(const float* src, float* dst, std::span<const int64_t> counts, int ranks,
-                  int64_t num_local, int64_t cols, bool to_expert_major) {
-  MOE_CHECK(static_cast<int64_t>(counts.size()) == ranks * num_local, "regroup_rows: ",
-            counts.size(), " counts for ", ranks, " x ", num_local, " blocks");
-  // row offsets of every block in both layouts
-  std::vector<int64_t> source_major(counts.size()), expert_major(counts.size());
-  int64_t offset = 0;
-  for (int s = 0; s < ranks; ++s)
-    for (int64_t i = 0; i < num_local; ++i) {
-      source_major[s * num_local + i] = offset;
-      offset += counts[s * num_local + i];
-    }
-  offset = 0;
-  for (int64_t i = 0; i < num_local; ++i)
-    for (int s = 0; s < ranks; ++s) {
-      expert_major[s * num_local + i] = offset;
-      offset += counts[s * num_local + i];
-    }
-  const int64_t blocks = static_cast<int64_t>(counts.size());
-#pragma omp parallel for schedule(dynamic, 1) if (offset * cols > (1 << 16))
-  for (int64_t b = 0; b < blocks; ++b) {
-    const int64_t from = to_expert_major ? source_major[b] : expert_major[b];
-    const int64_t to = to_expert_major ? expert_major[b] : source_major[b];
-    std::memcpy(dst + to * cols, src + from * cols,
-                static_cast<size_t>(counts[b] * cols) * sizeof(float));
-  }
+void regroup_rows(Tensor src, Tensor dst, std::span<const int64_t> counts, int ranks,
+                  int64_t num_local, bool to_expert_major) {
+  MOE_CHECK(src.cols() == dst.cols() && src.numel() == dst.numel(), "regroup_rows: ",
+            src.shape.str(), " into ", dst.shape.str());
+  ops::transpose_blocks(src.device, src.raw(), dst.raw(), counts, ranks, num_local,
+                        static_cast<size_t>(src.cols()) * dtype_size(src.dtype),
+                        /*inverse=*/!to_expert_major);
 }
 
 }  // namespace moe

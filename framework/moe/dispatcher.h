@@ -102,8 +102,8 @@ class RowStoragePool {
 // the plan's slots: slot_out (S, C) with S = plan.num_slots(); dy (N, C).
 //   dweights_{t,k} = <dy_t, slot_out[slot(t,k)]>   (0 for dropped assignments)
 //   d_slot_out[s] = w_s dy[token_of_slot[s]]      (S, C) overwritten
-void combine_backward_slots(const RoutingPlan& plan, const float* slot_out, const float* dy,
-                            float* d_slot_out, float* dweights, int64_t cols);
+void combine_backward_slots(const RoutingPlan& plan, Tensor slot_out, Tensor dy,
+                            Tensor d_slot_out, float* dweights);
 
 // Helpers the dispatchers share. check_rows: an internal check that t is (rows, cols),
 // naming the dispatcher and the argument; state_as: the handle's state as the
@@ -121,11 +121,11 @@ int64_t sum_of(std::span<const int64_t> counts);
 std::vector<int64_t> scaled(std::span<const int64_t> counts, int64_t factor);
 
 // Moves row blocks between the source-major layout of an exchange, [source][local
-// expert], and the expert-major layout the experts run on, [local expert][source].
-// counts [ranks * num_local]: rows of block (s, i) at s * num_local + i; rows of `cols`
-// floats; src and dst hold the sum of counts rows each and do not overlap.
-void regroup_rows(const float* src, float* dst, std::span<const int64_t> counts, int ranks,
-                  int64_t num_local, int64_t cols, bool to_expert_major);
+// expert], and the expert-major layout the experts run on, [local expert][source]
+// (ops::transpose_blocks). counts [ranks * num_local]: rows of block (s, i) at
+// s * num_local + i; src and dst hold the sum of counts rows each and do not overlap.
+void regroup_rows(Tensor src, Tensor dst, std::span<const int64_t> counts, int ranks,
+                  int64_t num_local, bool to_expert_major);
 
 // Every expert on this rank, no communication: the oracle the others are tested
 // against.

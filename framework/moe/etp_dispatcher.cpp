@@ -109,20 +109,21 @@ void EtpDispatcher::gather_rows(const EtpState& state, const float* mine, float*
                                 int64_t cols) {
   const int members = etp_.size();
   const int64_t total = sum_of(state.member_rows);
-  float* member_major = scratch_a_.view({total, cols}).data;
-  all_gather_v(etp_, mine, scaled(state.member_rows, cols), member_major, scratch_b_);
-  regroup_rows(member_major, expert_rows, state.member_counts, members,
-               state.inner->num_local_experts(), cols, /*to_expert_major=*/true);
+  Tensor member_major = scratch_a_.view({total, cols});
+  all_gather_v(etp_, mine, scaled(state.member_rows, cols), member_major.data, scratch_b_);
+  regroup_rows(member_major, Tensor(expert_rows, member_major.shape), state.member_counts,
+               members, state.inner->num_local_experts(), /*to_expert_major=*/true);
 }
 
 void EtpDispatcher::reduce_rows(const EtpState& state, const float* expert_rows, float* mine,
                                 int64_t cols) {
   const int members = etp_.size();
   const int64_t total = sum_of(state.member_rows);
-  float* member_major = scratch_a_.view({total, cols}).data;
-  regroup_rows(expert_rows, member_major, state.member_counts, members,
-               state.inner->num_local_experts(), cols, /*to_expert_major=*/false);
-  reduce_scatter_v(etp_, member_major, scaled(state.member_rows, cols), mine, scratch_b_);
+  Tensor member_major = scratch_a_.view({total, cols});
+  regroup_rows(Tensor(const_cast<float*>(expert_rows), member_major.shape), member_major,
+               state.member_counts, members, state.inner->num_local_experts(),
+               /*to_expert_major=*/false);
+  reduce_scatter_v(etp_, member_major.data, scaled(state.member_rows, cols), mine, scratch_b_);
 }
 
 void EtpDispatcher::gather_slices(const EtpState& state, float* data, int64_t per_token) {

@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "framework/kernels/ops.h"
 #include "framework/moe/placement.h"
 #include "framework/tensor/param_store.h"
 
@@ -60,8 +61,9 @@ class GroupedExperts {
   int64_t local_hidden() const { return hidden_; }  // F / etp
 
  private:
-  void expert_forward(int64_t i, int64_t begin, int64_t rows);
-  void expert_backward(int64_t i, int64_t begin, int64_t rows, const float* dy);
+  ops::ExpertWeights weights();       // views of this rank's expert weights
+  ops::ExpertWeights weight_grads();  // and of their gradients
+  ops::ExpertActivations activations(int64_t rows);  // (S, F/etp) views kept for backward
 
   Param* w_gate_;  // (E_local, F/etp, C), null for GELU
   Param& w_up_;    // (E_local, F/etp, C)

@@ -122,7 +122,7 @@ Tensor MoELayer::forward(Tensor u) {
   // shared experts see every token
   if (shared_) {
     const Tensor ys = shared_->forward(u);
-    cpu::axpy(1.0f, ys.data, y.data, y.numel());
+    ops::axpy(1.0f, ys, y);
   }
   return y;
 }
@@ -149,11 +149,11 @@ Tensor MoELayer::backward(Tensor dy, float aux_scale) {
       runtime_.sequence_parallel ? aux_scale / static_cast<float>(tp_size(runtime_.tp))
                                  : aux_scale;
   const Tensor du_router = router_backward(n, router_scale);
-  cpu::axpy(1.0f, du_router.data, du.data, du.numel());
+  ops::axpy(1.0f, du_router, du);
 
   if (shared_) {
     const Tensor du_shared = shared_->backward(dy);
-    cpu::axpy(1.0f, du_shared.data, du.data, du.numel());
+    ops::axpy(1.0f, du_shared, du);
   }
   return du;
 }

@@ -197,14 +197,12 @@ void NodeDedupDispatcher::inside_node(const NodeDedupState& state, const float* 
     // fan order -> [landing][expert][source node] -> [expert][source node][landing]
     intra_.all_to_all_v<float>({src, static_cast<size_t>(sum_of(fanned))}, fanned,
                                {staged, static_cast<size_t>(total)}, arrived);
-    transpose_blocks(reinterpret_cast<const std::byte*>(staged),
-                     reinterpret_cast<std::byte*>(dst), block_elems, per_node,
-                     static_cast<int>(blocks_per_landing), sizeof(float), /*inverse=*/false);
+    ops::transpose_blocks(scratch_a_.device(), staged, dst, block_elems, per_node,
+                          blocks_per_landing, sizeof(float), /*inverse=*/false);
     return;
   }
-  transpose_blocks(reinterpret_cast<const std::byte*>(src), reinterpret_cast<std::byte*>(staged),
-                   block_elems, per_node, static_cast<int>(blocks_per_landing), sizeof(float),
-                   /*inverse=*/true);
+  ops::transpose_blocks(scratch_a_.device(), src, staged, block_elems, per_node,
+                        blocks_per_landing, sizeof(float), /*inverse=*/true);
   intra_.all_to_all_v<float>({staged, static_cast<size_t>(total)}, arrived,
                              {dst, static_cast<size_t>(sum_of(fanned))}, fanned);
 }
@@ -231,11 +229,11 @@ DispatchHandle NodeDedupDispatcher::dispatch(Tensor x, std::shared_ptr<const Rou
   const int64_t landed_rows = sum_of(state->landed_rows);
   const auto fanned_rows = static_cast<int64_t>(state->row_of_fan.size());
   Tensor sent = scratch_a_.view({sent_rows, c});  // (R_sent, C)
-  cpu::permute_rows(x.data, state->token_of_row.data(), nullptr, sent.data, sent_rows, c);
+  ops::permute_rows(x, state->token_of_row, {}, sent);
   Tensor landed = scratch_b_.view({landed_rows, c});  // (R_land, C)
   across_nodes(*state, sent.data, landed.data, c, /*back=*/false);
   Tensor fanned = scratch_c_.view({fanned_rows, c});  // (P_land, C) fan order
-  cpu::permute_rows(landed.data, state->row_of_fan.data(), nullptr, fanned.data, fanned_rows, c);
+  ops::permute_rows(landed, state->row_of_fan, {}, fanned);
   std::shared_ptr<Buffer> storage = storage_.acquire();
   Tensor rows = storage->view({expert_offsets.back(), c});  // (S_recv, C)
   inside_node(*state, fanned.data, rows.data, c, /*back=*/false);
@@ -248,7 +246,7 @@ DispatchHandle NodeDedupDispatcher::dispatch(Tensor x, std::shared_ptr<const Rou
 void NodeDedupDispatcher::combine(const DispatchHandle& handle, Tensor expert_out, Tensor y) {
   const RoutingPlan& plan = handle.plan();
   const NodeDedupState& state = state_as<NodeDedupState>(handle, kName);
-  const int64_t c = expert_out.cols(), nodes = inter_.size();
+  const int64_t c = expert_out.cols();
   check_rows(kName, "combine input", expert_out, handle.rows().rows(), c);
   check_rows(kName, "combine output", y, plan.num_tokens, c);
   float* returned = state.returned->data();  // (P_land, C) fan order
@@ -256,13 +254,12 @@ void NodeDedupDispatcher::combine(const DispatchHandle& handle, Tensor expert_ou
   // P_{t,m} = sum of w Expert_e(x_t) over the pairs of each landed row, in choice order
   const int64_t landed_rows = sum_of(state.landed_rows);
   Tensor partial = scratch_b_.view({landed_rows, c});  // (R_land, C)
-  cpu::combine_rows(returned, state.fan_of_row.data(), state.weight_of_row.data(),
-                    partial.data, landed_rows, plan.top_k, c);
+  ops::combine_rows(Tensor(returned, {static_cast<int64_t>(state.row_of_fan.size()), c}),
+                    state.fan_of_row, state.weight_of_row, partial);
   Tensor back = scratch_c_.view({static_cast<int64_t>(state.token_of_row.size()), c});
   across_nodes(state, partial.data, back.data, c, /*back=*/true);
   // y_t = sum_m P_{t,m}
-  cpu::combine_rows(back.data, state.row_of_token_node.data(), nullptr, y.data,
-                    plan.num_tokens, nodes, c);
+  ops::combine_rows(back, state.row_of_token_node, {}, y);
 }
 
 void NodeDedupDispatcher::combine_backward(const DispatchHandle& handle, Tensor expert_out,
@@ -277,26 +274,19 @@ void NodeDedupDispatcher::combine_backward(const DispatchHandle& handle, Tensor 
   const int64_t landed_rows = sum_of(state.landed_rows);
   const auto fanned_rows = static_cast<int64_t>(state.row_of_fan.size());
   Tensor sent = scratch_a_.view({sent_rows, c});  // (R_sent, C) dy once per (token, node)
-  cpu::permute_rows(dy.data, state.token_of_row.data(), nullptr, sent.data, sent_rows, c);
+  ops::permute_rows(dy, state.token_of_row, {}, sent);
   Tensor landed = scratch_b_.view({landed_rows, c});  // (R_land, C)
   across_nodes(state, sent.data, landed.data, c, /*back=*/false);
 
   // per fanned pair: dweights = <dy_t, Expert_e(x_t)>, in the landed records' order
   std::vector<float> pair_dweights(static_cast<size_t>(fanned_rows));  // [P_land]
-  const float* returned = state.returned->data();
-#pragma omp parallel for if (fanned_rows * c > (1 << 15))
-  for (int64_t f = 0; f < fanned_rows; ++f) {
-    const float* g = landed.data + state.row_of_fan[f] * c;
-    const float* o = returned + f * c;
-    float acc = 0.0f;
-#pragma omp simd reduction(+ : acc)
-    for (int64_t j = 0; j < c; ++j) acc += g[j] * o[j];
-    pair_dweights[state.pair_of_fan[f]] = acc;
-  }
+  std::vector<float> fan_dweights(static_cast<size_t>(fanned_rows));  // [P_land] fan order
+  ops::gather_dot(landed, state.row_of_fan, Tensor(state.returned->data(), {fanned_rows, c}),
+                  {}, fan_dweights);
+  for (int64_t f = 0; f < fanned_rows; ++f) pair_dweights[state.pair_of_fan[f]] = fan_dweights[f];
   // d_out = w dy_t, to the experts
   Tensor fanned = scratch_c_.view({fanned_rows, c});  // (P_land, C) fan order
-  cpu::permute_rows(landed.data, state.row_of_fan.data(), state.weight_of_fan.data(),
-                    fanned.data, fanned_rows, c);
+  ops::permute_rows(landed, state.row_of_fan, state.weight_of_fan, fanned);
   inside_node(state, fanned.data, d_expert_out.data, c, /*back=*/false);
 
   // dweights back to the tokens' ranks; dropped assignments 0
@@ -320,13 +310,11 @@ void NodeDedupDispatcher::dispatch_backward(const DispatchHandle& handle, Tensor
   inside_node(state, d_rows.data, fanned.data, c, /*back=*/true);
   // one row per landed (token, node): the sum over its experts here
   Tensor landed = scratch_b_.view({landed_rows, c});
-  cpu::combine_rows(fanned.data, state.fan_of_row.data(), nullptr, landed.data, landed_rows,
-                    plan.top_k, c);
+  ops::combine_rows(fanned, state.fan_of_row, {}, landed);
   Tensor back = scratch_a_.view({static_cast<int64_t>(state.token_of_row.size()), c});
   across_nodes(state, landed.data, back.data, c, /*back=*/true);
   // dx_t = sum over the nodes t reached
-  cpu::combine_rows(back.data, state.row_of_token_node.data(), nullptr, dx.data,
-                    plan.num_tokens, inter_.size(), c);
+  ops::combine_rows(back, state.row_of_token_node, {}, dx);
 }
 
 }  // namespace moe

@@ -26,16 +26,14 @@ Router::Router(ParamStore& store, const std::string& prefix, int64_t width,
             ": node of ", limit_.expert_node.size(), " experts, expected ", num_experts);
   MOE_CHECK(limit_.token_node >= 0 && limit_.token_node < limit_.num_nodes, "router ", prefix,
             ": tokens on node ", limit_.token_node, " of ", limit_.num_nodes);
-  node_experts_.resize(static_cast<size_t>(limit_.num_nodes));
+  std::vector<int64_t> sizes(static_cast<size_t>(limit_.num_nodes), 0);  // experts per node
   for (int64_t e = 0; e < num_experts; ++e) {
     const int node = limit_.expert_node[e];
     MOE_CHECK(node >= 0 && node < limit_.num_nodes, "router ", prefix, ": expert ", e,
               " on node ", node, " of ", limit_.num_nodes);
-    node_experts_[node].push_back(static_cast<int32_t>(e));
+    ++sizes[node];
   }
   // The worst case for a token: its M best nodes are the M smallest.
-  std::vector<int64_t> sizes;
-  for (const auto& experts : node_experts_) sizes.push_back(static_cast<int64_t>(experts.size()));
   std::sort(sizes.begin(), sizes.end());
   int64_t reachable = 0;
   for (int m = 0; m < limit_.max_nodes; ++m) reachable += sizes[m];
@@ -53,9 +51,8 @@ RouterOutput Router::forward(Tensor u, std::span<const float> bias,
   Tensor logits = logits_.view({n, num_experts_});
   Tensor probs = probs_.view({n, num_experts_});
   // logits (N, E) = u (N, C) W^T (C, E)
-  cpu::matmul(u.data, weight_.value.data(), logits.data, n, num_experts_, width_, false,
-              true, 1.0f, 0.0f);
-  cpu::softmax_forward(logits.data, probs.data, n, num_experts_);
+  ops::matmul(u, weight_.data(), logits, false, true);
+  ops::softmax_forward(logits, probs);
 
   if (fixed_experts.empty()) {
     select(bias, n);
@@ -74,43 +71,21 @@ void Router::select(std::span<const float> bias, int64_t n) {
   Tensor top = top_values_.view({n, top_k_});
   const bool limited = limit_.binds(top_k_);
   if (bias.empty() && !limited) {
-    cpu::topk(probs_.data(), top.data, experts_.data(), n, num_experts_, top_k_);
+    ops::topk(probs(), top, experts_);
     return;
   }
   MOE_CHECK(bias.empty() || static_cast<int64_t>(bias.size()) == num_experts_,
             "router bias has ", bias.size(), " entries for ", num_experts_, " experts");
   Tensor scores = scores_.view({n, num_experts_});  // p + b
-  for (int64_t t = 0; t < n; ++t)
-    for (int64_t e = 0; e < num_experts_; ++e)
-      scores[t * num_experts_ + e] =
-          probs_.data()[t * num_experts_ + e] + (bias.empty() ? 0.0f : bias[e]);
-  if (limited) limit_to_nodes(scores.data, n);
-  cpu::topk(scores.data, top.data, experts_.data(), n, num_experts_, top_k_);
-}
-
-void Router::limit_to_nodes(float* scores, int64_t n) const {
-  const int nodes = limit_.num_nodes, keep = limit_.max_nodes;
-  const int64_t per_node = std::max<int64_t>(1, top_k_ / keep);  // top-(K/M) per node
-#pragma omp parallel for if (n * num_experts_ > (1 << 14))
-  for (int64_t t = 0; t < n; ++t) {
-    float* s = scores + t * num_experts_;  // (E)
-    std::vector<float> node_score(static_cast<size_t>(nodes), 0.0f), mine;
-    for (int node = 0; node < nodes; ++node) {
-      mine.clear();
-      for (int32_t e : node_experts_[node]) mine.push_back(s[e]);
-      const size_t m = std::min(mine.size(), static_cast<size_t>(per_node));
-      std::partial_sort(mine.begin(), mine.begin() + static_cast<std::ptrdiff_t>(m), mine.end(),
-                        std::greater<float>());
-      for (size_t i = 0; i < m; ++i) node_score[node] += mine[i];
-    }
-    node_score[limit_.token_node] += limit_.own_node_bonus;
-    std::vector<int> order(static_cast<size_t>(nodes));
-    std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(),
-                     [&](int a, int b) { return node_score[a] > node_score[b]; });
-    for (int i = keep; i < nodes; ++i)
-      for (int32_t e : node_experts_[order[i]]) s[e] = -std::numeric_limits<float>::infinity();
-  }
+  if (bias.empty())
+    std::copy(probs_.data(), probs_.data() + n * num_experts_, scores.data);
+  else
+    ops::add_rows(probs(), Tensor(const_cast<float*>(bias.data()), {1, num_experts_}), scores);
+  if (limited)
+    ops::limit_to_nodes(scores, limit_.expert_node, limit_.num_nodes, limit_.max_nodes,
+                        std::max<int64_t>(1, top_k_ / limit_.max_nodes),  // top-(K/M) per node
+                        limit_.token_node, limit_.own_node_bonus);
+  ops::topk(scores, top, experts_);
 }
 
 void Router::compute_weights(int64_t n) {
@@ -161,16 +136,14 @@ Tensor Router::backward(const float* dweights, const float* dprobs, const float*
   weights_backward(dweights, dp.data, n);
 
   Tensor dl = dlogits_.view({n, num_experts_});
-  cpu::softmax_backward(probs_.data(), dp.data, dl.data, n, num_experts_);
-  if (dlogits != nullptr) cpu::axpy(1.0f, dlogits, dl.data, ne);
+  ops::softmax_backward(probs(), dp, dl);
+  if (dlogits != nullptr) ops::axpy(1.0f, Tensor(const_cast<float*>(dlogits), dl.shape), dl);
 
   // dW (E, C) += dlogits^T (E, N) u (N, C)
-  cpu::matmul(dl.data, u_.data, weight_.grad.data(), num_experts_, width_, n, true, false,
-              1.0f, 1.0f);
+  ops::matmul(dl, u_, weight_.dgrad(), true, false, 1.0f, 1.0f);
   // du (N, C) = dlogits (N, E) W (E, C)
   Tensor du = du_.view({n, width_});
-  cpu::matmul(dl.data, weight_.value.data(), du.data, n, width_, num_experts_, false,
-              false, 1.0f, 0.0f);
+  ops::matmul(dl, weight_.data(), du, false, false);
   return du;
 }
 

@@ -78,8 +78,6 @@ class Router {
 
  private:
   void select(std::span<const float> bias, int64_t n);
-  // scores (N, E): experts outside each token's best max_nodes nodes set to -inf.
-  void limit_to_nodes(float* scores, int64_t n) const;
   void compute_weights(int64_t n);
   void weights_backward(const float* dweights, float* dp, int64_t n) const;
 
@@ -87,7 +85,6 @@ class Router {
   int64_t width_, num_experts_, top_k_;
   bool renormalize_;
   NodeLimit limit_;
-  std::vector<std::vector<int32_t>> node_experts_;  // [nodes][...] experts of each node
   Tensor u_;                     // (N, C) saved input
   Buffer logits_, probs_;        // (N, E)
   Buffer scores_, top_values_;   // (N, E) p + b; (N, K) scratch of the top-K

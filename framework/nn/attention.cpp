@@ -29,11 +29,10 @@ SelfAttention::SelfAttention(ParamStore& store, const std::string& prefix,
             ": rotary needs an even head width, got ", head_dim_);
 }
 
-void SelfAttention::apply_rotary(float* qkv, bool inverse) const {
-  const int64_t stride = 3 * local_width_;  // q at column 0, k at column C/tp of each row
-  cpu::rope_apply(qkv, batch_, seq_len_, heads_, head_dim_, stride, rope_theta_, inverse);
-  cpu::rope_apply(qkv + local_width_, batch_, seq_len_, heads_, head_dim_, stride, rope_theta_,
-                  inverse);
+void SelfAttention::apply_rotary(Tensor qkv, bool inverse) const {
+  // q at column 0, k at column C/tp of each row
+  ops::rope_apply(qkv, batch_, heads_, head_dim_, 0, rope_theta_, inverse);
+  ops::rope_apply(qkv, batch_, heads_, head_dim_, local_width_, rope_theta_, inverse);
 }
 
 Tensor SelfAttention::forward(Tensor x, int64_t batch, int64_t seq_len) {
@@ -46,11 +45,10 @@ Tensor SelfAttention::forward(Tensor x, int64_t batch, int64_t seq_len) {
   // qkv_proj_ keeps its own output until its next forward, so the rotated q and k can
   // live in that buffer: backward reads them from there.
   qkv_ = sequence_parallel_ ? qkv_proj_.forward_all_gather(x) : qkv_proj_.forward(x);  // (B*T, 3C)
-  if (rotary_) apply_rotary(qkv_.data, /*inverse=*/false);
-  float* att = att_.view({batch, heads_, seq_len, seq_len}).data;
+  if (rotary_) apply_rotary(qkv_, /*inverse=*/false);
+  Tensor att = att_.view({batch, heads_, seq_len, seq_len});
   Tensor o = o_.view({batch * seq_len, local_width_});
-  cpu::attention_forward(qkv_.data, att, o.data, batch, seq_len, heads_, head_dim_,
-                         causal_);
+  ops::attention_forward(qkv_, att, o, batch, heads_, causal_);
   // (B*T, C), summed over the heads of all ranks; sequence parallel: this rank's rows
   return sequence_parallel_ ? out_proj_.forward_reduce_scatter(o)
                             : out_proj_.forward_all_reduce(o);
@@ -63,11 +61,11 @@ Tensor SelfAttention::backward(Tensor dy) {
   Tensor d_o = sequence_parallel_ ? out_proj_.backward_all_gather(dy)
                                   : out_proj_.backward(dy);  // (B*T, C)
   Tensor dqkv = dqkv_.view({batch_ * seq_len_, 3 * local_width_});
-  float* scratch = scratch_.view({batch_, heads_, seq_len_, seq_len_}).data;
-  cpu::attention_backward(qkv_.data, att_.data(), d_o.data, dqkv.data, scratch, batch_,
-                          seq_len_, heads_, head_dim_, causal_);
+  const Shape scores{batch_, heads_, seq_len_, seq_len_};
+  ops::attention_backward(qkv_, att_.view(scores), d_o, dqkv, scratch_.view(scores), batch_,
+                          heads_, causal_);
   // The rotation is orthogonal, so its backward is the inverse rotation.
-  if (rotary_) apply_rotary(dqkv.data, /*inverse=*/true);
+  if (rotary_) apply_rotary(dqkv, /*inverse=*/true);
   return sequence_parallel_ ? qkv_proj_.backward_reduce_scatter(dqkv)
                             : qkv_proj_.backward_all_reduce(dqkv);  // (B*T, C)
 }

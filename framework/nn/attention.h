@@ -40,7 +40,7 @@ class SelfAttention {
 
  private:
   // In place on the q and k blocks of rows of width 3C/tp (one (b, t) per row).
-  void apply_rotary(float* qkv, bool inverse) const;
+  void apply_rotary(Tensor qkv, bool inverse) const;  // (B*T, 3C/tp)
 
   ColumnParallelLinear qkv_proj_;
   RowParallelLinear out_proj_;

@@ -17,7 +17,7 @@ Tensor Embedding::forward(const int32_t* ids, int64_t n) {
               ids[i], " at position ", i, " outside [0, ", vocab_, ")");
   ids_.assign(ids, ids + n);
   Tensor y = y_.view({n, width_});
-  cpu::embedding_forward(table_.value.data(), ids_.data(), y.data, n, width_);
+  ops::embedding_forward(table_.data(), ids_, y);
   return y;
 }
 
@@ -25,7 +25,7 @@ void Embedding::backward(Tensor dy) {
   const auto n = static_cast<int64_t>(ids_.size());
   MOE_CHECK(dy.rows() == n && dy.cols() == width_, "Embedding ", table_.spec.name,
             ": gradient shape ", dy.shape.str());
-  cpu::embedding_backward(dy.data, ids_.data(), table_.grad.data(), n, width_);
+  ops::embedding_backward(dy, ids_, table_.dgrad());
 }
 
 }  // namespace moe

@@ -19,11 +19,8 @@ Tensor LayerNorm::forward(Tensor x) {
   x_ = x;
   const int64_t n = x.rows();
   Tensor y = y_.view(x.shape);
-  float* mean = mean_.view({n}).data;
-  float* rstd = rstd_.view({n}).data;
-  cpu::layernorm_forward(x.data, weight_ ? weight_->value.data() : nullptr,
-                         bias_ ? bias_->value.data() : nullptr, y.data, mean, rstd, n,
-                         width_, eps_);
+  ops::layernorm_forward(x, weight_ ? weight_->data() : Tensor(), bias_ ? bias_->data() : Tensor(),
+                         y, mean_.view({n}), rstd_.view({n}), eps_);
   return y;
 }
 
@@ -32,10 +29,9 @@ Tensor LayerNorm::backward(Tensor dy) {
   MOE_CHECK(dy.numel() == x_.numel() && dy.cols() == width_,
             "LayerNorm: gradient shape ", dy.shape.str());
   Tensor dx = dx_.view(x_.shape);
-  cpu::layernorm_backward(x_.data, weight_ ? weight_->value.data() : nullptr,
-                          mean_.data(), rstd_.data(), dy.data, dx.data,
-                          weight_ ? weight_->grad.data() : nullptr,
-                          bias_ ? bias_->grad.data() : nullptr, n, width_);
+  ops::layernorm_backward(x_, weight_ ? weight_->data() : Tensor(), mean_.view({n}),
+                          rstd_.view({n}), dy, dx, weight_ ? weight_->dgrad() : Tensor(),
+                          bias_ ? bias_->dgrad() : Tensor());
   return dx;
 }
 

@@ -31,13 +31,8 @@ Tensor Linear::forward(Tensor x) {
   x_ = x;
   const int64_t n = x.rows();
   Tensor y = y_.view({n, out_});
-  cpu::matmul(x.data, weight_.value.data(), y.data, n, out_, in_, false, true, 1.0f, 0.0f);
-  if (bias_) {
-    const float* b = bias_->value.data();
-#pragma omp parallel for if (n * out_ > (1 << 15))
-    for (int64_t r = 0; r < n; ++r)
-      for (int64_t j = 0; j < out_; ++j) y.data[r * out_ + j] += b[j];
-  }
+  ops::matmul(x, weight_.data(), y, false, true);  // y (N, out) = x W^T
+  if (bias_) ops::add_rows(y, bias_->data(), y);
   return y;
 }
 
@@ -46,16 +41,11 @@ Tensor Linear::backward(Tensor dy) {
   MOE_CHECK(dy.rows() == n && dy.cols() == out_, "Linear ", weight_.spec.name,
             ": gradient shape ", dy.shape.str());
   // dW (out, in) += dy^T (out, N) x (N, in)
-  cpu::matmul(dy.data, x_.data, weight_.grad.data(), out_, in_, n, true, false, 1.0f, 1.0f);
-  if (bias_) {
-    // db (out) += column sums of dy
-    float* db = bias_->grad.data();
-    for (int64_t r = 0; r < n; ++r)
-      for (int64_t j = 0; j < out_; ++j) db[j] += dy.data[r * out_ + j];
-  }
+  ops::matmul(dy, x_, weight_.dgrad(), true, false, 1.0f, 1.0f);
+  if (bias_) ops::sum_rows(dy, bias_->dgrad());  // db (out) += column sums of dy
   // dx (N, in) = dy (N, out) W (out, in)
   Tensor dx = dx_.view({n, in_});
-  cpu::matmul(dy.data, weight_.value.data(), dx.data, n, in_, out_, false, false, 1.0f, 0.0f);
+  ops::matmul(dy, weight_.data(), dx, false, false);
   return dx;
 }
 

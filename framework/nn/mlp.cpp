@@ -21,7 +21,7 @@ Tensor SwiGLUMlp::forward(Tensor x) {
   g_ = gate_.forward(x);  // (N, F)
   u_ = up_.forward(x);    // (N, F)
   Tensor h = h_.view(g_.shape);
-  cpu::swiglu_forward(g_.data, u_.data, h.data, h.numel());  // h = silu(g) * u
+  ops::swiglu_forward(g_, u_, h);  // h = silu(g) * u
   return sequence_parallel_ ? down_.forward_reduce_scatter(h)  // (N/tp, C)
                             : down_.forward_all_reduce(h);     // (N, C)
 }
@@ -30,14 +30,13 @@ Tensor SwiGLUMlp::backward(Tensor dy) {
   Tensor dh = sequence_parallel_ ? down_.backward_all_gather(dy) : down_.backward(dy);  // (N, F)
   Tensor dg = dg_.view(g_.shape);
   Tensor du = du_.view(u_.shape);
-  cpu::swiglu_backward(g_.data, u_.data, dh.data, dg.data, du.data, dh.numel());
+  ops::swiglu_backward(g_, u_, dh, dg, du);
   // x feeds both projections, so its gradient is the sum of the two paths; on each
   // rank the sum of its shares, then one all-reduce (or reduce-scatter) over tp.
   Tensor dx_gate = gate_.local().backward(dg);  // (N, C), a view of gate_'s dx
   Tensor dx_up = up_.local().backward(du);      // (N, C), a view of up_'s dx
   Tensor dx = dx_.view(dx_gate.shape);
-  const int64_t n = dx.numel();
-  for (int64_t i = 0; i < n; ++i) dx[i] = dx_gate[i] + dx_up[i];
+  ops::add(dx_gate, dx_up, dx);
   if (sequence_parallel_) return reduce_scatter_rows(tp_, dx, dx_mine_);
   all_reduce_tp(tp_, dx);
   return dx;
@@ -53,7 +52,7 @@ GeluMlp::GeluMlp(ParamStore& store, const std::string& prefix, int64_t width,
 Tensor GeluMlp::forward(Tensor x) {
   pre_ = sequence_parallel_ ? fc1_.forward_all_gather(x) : fc1_.forward(x);  // (N, F)
   Tensor a = a_.view(pre_.shape);
-  cpu::gelu_forward(pre_.data, a.data, a.numel());
+  ops::gelu_forward(pre_, a);
   return sequence_parallel_ ? fc2_.forward_reduce_scatter(a)  // (N/tp, C)
                             : fc2_.forward_all_reduce(a);     // (N, C)
 }
@@ -62,7 +61,7 @@ Tensor GeluMlp::backward(Tensor dy) {
   // (N, F) gradient w.r.t. the gelu output
   Tensor da = sequence_parallel_ ? fc2_.backward_all_gather(dy) : fc2_.backward(dy);
   Tensor dpre = da_.view(pre_.shape);
-  cpu::gelu_backward(pre_.data, da.data, dpre.data, dpre.numel());
+  ops::gelu_backward(pre_, da, dpre);
   return sequence_parallel_ ? fc1_.backward_reduce_scatter(dpre)  // (N/tp, C)
                             : fc1_.backward_all_reduce(dpre);     // (N, C)
 }

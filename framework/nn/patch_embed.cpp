@@ -26,7 +26,7 @@ Tensor PatchEmbed::forward(Tensor x) {
             ", ", image_size_, ")");
   batch_ = x.dim(0);
   Tensor cols = cols_.view({batch_ * num_patches(), channels_ * patch_ * patch_});
-  cpu::patchify(x.data, cols.data, batch_, channels_, image_size_, image_size_, patch_);
+  ops::patchify(x, cols, patch_);
   return proj_.forward(cols);  // (B*P, C)
 }
 
@@ -34,7 +34,7 @@ Tensor PatchEmbed::backward(Tensor dy) {
   const Tensor dcols = proj_.backward(dy);  // (B*P, Cin*p*p)
   Tensor dx = dx_.view({batch_, channels_, image_size_, image_size_});
   // patchify is a permutation: its backward is its inverse
-  cpu::unpatchify(dcols.data, dx.data, batch_, channels_, image_size_, image_size_, patch_);
+  ops::unpatchify(dcols, dx, patch_);
   return dx;
 }
 

@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "framework/kernels/ops.h"
+
 namespace moe {
 
 std::vector<float> sincos_2d_table(int64_t width, int64_t grid_h, int64_t grid_w) {
@@ -40,26 +42,13 @@ PositionEmbedding::PositionEmbedding(std::vector<float> table, int64_t tokens, i
 Tensor PositionEmbedding::forward(Tensor x) {
   MOE_CHECK(x.cols() == width_ && x.rows() % tokens_ == 0, "PositionEmbedding: input ",
             x.shape.str(), " is not (B*", tokens_, ", ", width_, ")");
-  const int64_t n = x.rows();
-  const float* pos = table();
-  Tensor y = y_.view({n, width_});
-#pragma omp parallel for if (n * width_ > (1 << 15))
-  for (int64_t r = 0; r < n; ++r) {
-    const float* p = pos + (r % tokens_) * width_;
-    for (int64_t j = 0; j < width_; ++j) y.data[r * width_ + j] = x.data[r * width_ + j] + p[j];
-  }
+  Tensor y = y_.view({x.rows(), width_});
+  ops::add_rows(x, table(), y);  // y[r] = x[r] + pos[r % T]
   return y;
 }
 
 Tensor PositionEmbedding::backward(Tensor dy) {
-  if (weight_) {
-    float* dpos = weight_->grad.data();
-    const int64_t n = dy.rows();
-    for (int64_t r = 0; r < n; ++r) {
-      float* d = dpos + (r % tokens_) * width_;
-      for (int64_t j = 0; j < width_; ++j) d[j] += dy.data[r * width_ + j];
-    }
-  }
+  if (weight_) ops::sum_rows(dy, weight_->dgrad());  // dpos[t] += sum over images
   return dy;
 }
 

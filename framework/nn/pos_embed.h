@@ -30,7 +30,11 @@ class PositionEmbedding {
   Tensor backward(Tensor dy);  // dx = dy (returned as given); dpos += sum_b dy[b]
 
   Param* weight() { return weight_; }  // null when fixed
-  const float* table() const { return weight_ ? weight_->value.data() : fixed_.data(); }
+  // (T, C) the learned or the fixed table
+  Tensor table() const {
+    return weight_ ? weight_->data()
+                   : Tensor(const_cast<float*>(fixed_.data()), Shape{tokens_, width_});
+  }
 
  private:
   Param* weight_ = nullptr;   // (T, C) when learned

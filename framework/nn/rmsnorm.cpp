@@ -16,8 +16,7 @@ Tensor RMSNorm::forward(Tensor x) {
   x_ = x;
   const int64_t n = x.rows();
   Tensor y = y_.view(x.shape);
-  float* rstd = rstd_.view({n}).data;
-  cpu::rmsnorm_forward(x.data, weight_.value.data(), y.data, rstd, n, width_, eps_);
+  ops::rmsnorm_forward(x, weight_.data(), y, rstd_.view({n}), eps_);
   return y;
 }
 
@@ -26,8 +25,7 @@ Tensor RMSNorm::backward(Tensor dy) {
   MOE_CHECK(dy.numel() == x_.numel() && dy.cols() == width_, "RMSNorm ",
             weight_.spec.name, ": gradient shape ", dy.shape.str());
   Tensor dx = dx_.view(x_.shape);
-  cpu::rmsnorm_backward(x_.data, weight_.value.data(), rstd_.data(), dy.data, dx.data,
-                        weight_.grad.data(), n, width_);
+  ops::rmsnorm_backward(x_, weight_.data(), rstd_.view({n}), dy, dx, weight_.dgrad());
   return dx;
 }
 

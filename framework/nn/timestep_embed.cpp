@@ -24,14 +24,14 @@ Tensor TimestepEmbedder::forward(const float* t, int64_t n) {
     }
   pre_ = fc1_.forward(freq);  // (n, C)
   Tensor act = act_.view(pre_.shape);
-  cpu::silu_forward(pre_.data, act.data, act.numel());
+  ops::silu_forward(pre_, act);
   return fc2_.forward(act);
 }
 
 void TimestepEmbedder::backward(Tensor dy) {
   const Tensor dact = fc2_.backward(dy);
   Tensor dpre = dpre_.view(pre_.shape);
-  cpu::silu_backward(pre_.data, dact.data, dpre.data, dpre.numel());
+  ops::silu_backward(pre_, dact, dpre);
   fc1_.backward(dpre);
 }
 

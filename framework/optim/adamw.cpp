@@ -24,8 +24,8 @@ void AdamW::step(float lr) {
   size_t i = 0;
   for (Param& p : store_.params()) {
     const float wd = p.spec.weight_decay ? weight_decay_ : 0.0f;
-    cpu::adamw(p.value.data(), p.grad.data(), exp_avg_[i].data(), exp_avg_sq_[i].data(),
-               p.numel(), lr, beta1_, beta2_, eps_, wd, step_);
+    ops::adamw(p.data(), p.dgrad(), exp_avg(i), exp_avg_sq(i),
+               {lr, beta1_, beta2_, eps_, wd, step_});
     ++i;
   }
 }

@@ -1,7 +1,7 @@
 #pragma once
 // AdamW (Loshchilov & Hutter) over every parameter of a ParamStore.
 //
-// Per parameter p with gradient g, at step t = 1, 2, ... (cpu::adamw):
+// Per parameter p with gradient g, at step t = 1, 2, ... (ops::adamw):
 //   m = beta1 m + (1 - beta1) g              exp_avg
 //   v = beta2 v + (1 - beta2) g^2            exp_avg_sq
 //   mhat = m / (1 - beta1^t),  vhat = v / (1 - beta2^t)

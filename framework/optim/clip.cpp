@@ -10,7 +10,7 @@ double grad_sum_squares(const ParamStore& store,
                         const std::function<bool(const Param&)>& include) {
   double sum = 0.0;
   for (const Param& p : store.params())
-    if (!include || include(p)) sum += cpu::sum_squares(p.grad.data(), p.numel());
+    if (!include || include(p)) sum += ops::sum_squares(p.dgrad());
   return sum;
 }
 
@@ -21,11 +21,7 @@ float clip_coefficient(double norm, float max_norm) {
 
 void scale_grads(ParamStore& store, float scale) {
   if (scale == 1.0f) return;
-  for (Param& p : store.params()) {
-    float* g = p.grad.data();
-    const int64_t n = p.numel();
-    for (int64_t i = 0; i < n; ++i) g[i] *= scale;
-  }
+  for (Param& p : store.params()) ops::scale(p.dgrad(), scale);
 }
 
 double clip_grad_norm(ParamStore& store, float max_norm) {

@@ -16,7 +16,7 @@
 namespace moe {
 
 // Sum of squares of the gradients of the parameters `include` accepts (all when
-// empty), accumulated in double (cpu::sum_squares).
+// empty), accumulated in double (ops::sum_squares).
 double grad_sum_squares(const ParamStore& store,
                         const std::function<bool(const Param&)>& include = {});
 

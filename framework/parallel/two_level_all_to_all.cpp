@@ -1,7 +1,8 @@
 #include "framework/parallel/two_level_all_to_all.h"
 
-#include <cstring>
 #include <numeric>
+
+#include "framework/kernels/ops.h"
 
 namespace moe {
 
@@ -17,34 +18,6 @@ std::span<uint8_t> u8(std::span<std::byte> s) {
 }
 
 }  // namespace
-
-void transpose_blocks(const std::byte* src, std::byte* dst, std::span<const int64_t> counts,
-                      int a_count, int b_count, size_t element, bool inverse) {
-  const size_t blocks = static_cast<size_t>(a_count) * static_cast<size_t>(b_count);
-  MOE_CHECK(counts.size() == blocks, "transpose_blocks: ", counts.size(), " counts for a ",
-            a_count, " x ", b_count, " grid");
-  // element offsets of block (a, b) in the [a][b] and in the [b][a] order
-  std::vector<int64_t> ab(blocks), ba(blocks);
-  int64_t offset = 0;
-  for (size_t i = 0; i < blocks; ++i) {
-    ab[i] = offset;
-    offset += counts[i];
-  }
-  offset = 0;
-  for (int b = 0; b < b_count; ++b)
-    for (int a = 0; a < a_count; ++a) {
-      ba[a * b_count + b] = offset;
-      offset += counts[a * b_count + b];
-    }
-  const int64_t n = static_cast<int64_t>(blocks);
-#pragma omp parallel for schedule(dynamic, 1) if (offset * static_cast<int64_t>(element) > (1 << 18))
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t from = inverse ? ba[i] : ab[i];
-    const int64_t to = inverse ? ab[i] : ba[i];
-    std::memcpy(dst + to * element, src + from * element,
-                static_cast<size_t>(counts[i]) * element);
-  }
-}
 
 TwoLevelAllToAll::TwoLevelAllToAll(Communicator& group, const NodeMap& nodes)
     : group_(group),
@@ -163,8 +136,8 @@ void TwoLevelAllToAll::intra_step(const TwoLevelPlan& plan, std::span<const std:
     }
   // 1. [dst_node][dst_local] -> [dst_local][dst_node]
   packed_.resize(send.size());
-  transpose_blocks(send.data(), packed_.data(), plan.send, nodes_, per_node_, element,
-                   /*inverse=*/false);
+  ops::transpose_blocks(Device::kCpu, send.data(), packed_.data(),
+                        plan.send, nodes_, per_node_, element, /*inverse=*/false);
   // 2. intra-node: local rank l gets the blocks for (any node, local index l)
   staged.resize(static_cast<size_t>(sum(in)));
   intra_->all_to_all_v<uint8_t>(u8(std::span<const std::byte>(packed_)), out,
@@ -182,8 +155,8 @@ void TwoLevelAllToAll::inter_step(const TwoLevelPlan& plan, std::span<const std:
     }
   // 3. [src_local][dst_node] -> [dst_node][src_local]
   packed_.resize(staged.size());
-  transpose_blocks(staged.data(), packed_.data(), plan.staged, per_node_, nodes_, element,
-                   /*inverse=*/false);
+  ops::transpose_blocks(Device::kCpu, staged.data(), packed_.data(),
+                        plan.staged, per_node_, nodes_, element, /*inverse=*/false);
   // 4. inter-node among the ranks of this local index: [src_node][src_local] arrives
   inter_->all_to_all_v<uint8_t>(u8(std::span<const std::byte>(packed_)), out, u8(recv), in);
 }
@@ -214,8 +187,8 @@ void TwoLevelAllToAll::exchange(const TwoLevelPlan& plan, std::span<const std::b
   packed_.resize(static_cast<size_t>(sum(node_in)));
   inter_->all_to_all_v<uint8_t>(u8(send), node_out, u8(std::span<std::byte>(packed_)), node_in);
   staged_.resize(packed_.size());
-  transpose_blocks(packed_.data(), staged_.data(), plan.staged, per_node_, nodes_, element,
-                   /*inverse=*/true);
+  ops::transpose_blocks(Device::kCpu, packed_.data(), staged_.data(),
+                        plan.staged, per_node_, nodes_, element, /*inverse=*/true);
   std::vector<int64_t> local_in(static_cast<size_t>(per_node_), 0), local_out(local_in.size(), 0);
   for (int l = 0; l < per_node_; ++l)
     for (int n = 0; n < nodes_; ++n) {
@@ -225,8 +198,8 @@ void TwoLevelAllToAll::exchange(const TwoLevelPlan& plan, std::span<const std::b
   packed_.resize(static_cast<size_t>(sum(local_in)));
   intra_->all_to_all_v<uint8_t>(u8(std::span<const std::byte>(staged_)), local_out,
                                 u8(std::span<std::byte>(packed_)), local_in);
-  transpose_blocks(packed_.data(), recv.data(), plan.send, nodes_, per_node_, element,
-                   /*inverse=*/true);
+  ops::transpose_blocks(Device::kCpu, packed_.data(), recv.data(),
+                        plan.send, nodes_, per_node_, element, /*inverse=*/true);
 }
 
 void TwoLevelAllToAll::equal_blocks(std::span<const std::byte> send, std::span<std::byte> recv,
@@ -240,11 +213,13 @@ void TwoLevelAllToAll::equal_blocks(std::span<const std::byte> send, std::span<s
   packed_.resize(send.size());
   staged_.resize(send.size());
   // 1-2: [dst_node][dst_local] -> [dst_local][dst_node], blocks of N*S within the node
-  transpose_blocks(send.data(), packed_.data(), blocks, nodes_, per_node_, 1, false);
+  ops::transpose_blocks(Device::kCpu, send.data(), packed_.data(),
+                        blocks, nodes_, per_node_, 1, false);
   intra_->all_to_all<uint8_t>(u8(std::span<const std::byte>(packed_)),
                               u8(std::span<std::byte>(staged_)));
   // 3-4: [src_local][dst_node] -> [dst_node][src_local], blocks of G*S across nodes
-  transpose_blocks(staged_.data(), packed_.data(), blocks, per_node_, nodes_, 1, false);
+  ops::transpose_blocks(Device::kCpu, staged_.data(), packed_.data(),
+                        blocks, per_node_, nodes_, 1, false);
   inter_->all_to_all<uint8_t>(u8(std::span<const std::byte>(packed_)), u8(recv));
 }
 

@@ -127,12 +127,6 @@ class TwoLevelAllToAll {
   std::vector<std::byte> packed_, staged_;  // per-call scratch
 };
 
-// Moves the blocks of a grid between its two orders: counts [A*B] holds the elements
-// of block (a, b) at a*B + b. Forward: src in [a][b] order -> dst in [b][a] order;
-// inverse: src in [b][a] order -> dst in [a][b] order. element: bytes per element.
-void transpose_blocks(const std::byte* src, std::byte* dst, std::span<const int64_t> counts,
-                      int a_count, int b_count, size_t element, bool inverse);
-
 template <typename T>
 void TwoLevelAllToAll::all_to_all_v(std::span<const T> send,
                                     std::span<const int64_t> send_counts, std::span<T> recv,

@@ -64,8 +64,9 @@ struct Param {
   Buffer value;
   Buffer grad;
 
-  Tensor data() { return Tensor(value.data(), local_shape); }
-  Tensor dgrad() { return Tensor(grad.data(), local_shape); }
+  // Views of the local block's values and gradients (local_shape).
+  Tensor data() const { return value.view_of(local_shape); }
+  Tensor dgrad() const { return grad.view_of(local_shape); }
   int64_t numel() const { return local_shape.numel(); }
 };
 

@@ -1,7 +1,9 @@
 #include "framework/tensor/tensor.h"
 
-#include <cstring>
 #include <sstream>
+#include <utility>
+
+#include "framework/tensor/device_memory.h"
 
 namespace moe {
 
@@ -13,21 +15,45 @@ std::string Shape::str() const {
   return os.str();
 }
 
+Buffer::Buffer(Buffer&& other) noexcept
+    : ptr_(std::exchange(other.ptr_, nullptr)),
+      size_(std::exchange(other.size_, 0)),
+      capacity_(std::exchange(other.capacity_, 0)),
+      device_(other.device_),
+      dtype_(other.dtype_) {}
+
+Buffer& Buffer::operator=(Buffer&& other) noexcept {
+  if (this != &other) {
+    release();
+    ptr_ = std::exchange(other.ptr_, nullptr);
+    size_ = std::exchange(other.size_, 0);
+    capacity_ = std::exchange(other.capacity_, 0);
+    device_ = other.device_;
+    dtype_ = other.dtype_;
+  }
+  return *this;
+}
+
+Buffer::~Buffer() { release(); }
+
+void Buffer::release() {
+  device_free(device_, ptr_);
+  ptr_ = nullptr;
+}
+
 void Buffer::resize(int64_t n) {
   MOE_CHECK(n >= 0, "negative buffer size ", n);
   if (n > capacity_) {
-    const size_t bytes = ((static_cast<size_t>(n) * sizeof(float) + 63) / 64) * 64;
-    float* p = static_cast<float*>(std::aligned_alloc(64, bytes));
-    MOE_CHECK(p != nullptr, "out of memory allocating ", bytes, " bytes");
-    std::memset(p, 0, bytes);
-    data_.reset(p);
+    void* p = device_allocate(device_, static_cast<size_t>(n) * dtype_size(dtype_));
+    release();
+    ptr_ = p;
     capacity_ = n;
   }
   size_ = n;
 }
 
 void Buffer::zero() {
-  if (size_ > 0) std::memset(data_.get(), 0, static_cast<size_t>(size_) * sizeof(float));
+  device_zero(device_, ptr_, static_cast<size_t>(size_) * dtype_size(dtype_));
 }
 
 }  // namespace moe

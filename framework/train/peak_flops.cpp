@@ -14,14 +14,15 @@ double measure_sgemm_gflops(int n, int min_repeats, double min_seconds) {
     a.data()[i] = 1e-3f * static_cast<float>(i % 97);
     b.data()[i] = 1e-3f * static_cast<float>(i % 89);
   }
-  cpu::matmul(a.data(), b.data(), c.data(), n, n, n, false, false, 1.0f, 0.0f);  // warm-up
+  const Shape square{n, n};
+  ops::matmul(a.view(square), b.view(square), c.view(square), false, false);  // warm-up
   // Best of many: on a shared host a single slow repetition says nothing about the
   // cores, and a peak measured low would inflate every MFU figure of the run.
   double best = 1e30;
   Stopwatch total;
   for (int r = 0; r < min_repeats || total.seconds() < min_seconds; ++r) {
     Stopwatch watch;
-    cpu::matmul(a.data(), b.data(), c.data(), n, n, n, false, false, 1.0f, 0.0f);
+    ops::matmul(a.view(square), b.view(square), c.view(square), false, false);
     best = std::min(best, watch.seconds());
   }
   return 2.0 * n * static_cast<double>(n) * n / best * 1e-9;

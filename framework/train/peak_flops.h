@@ -9,7 +9,7 @@
 
 namespace moe {
 
-// GFLOP/s of cpu::matmul on an n x n x n problem with the current thread settings.
+// GFLOP/s of ops::matmul on an n x n x n problem with the current thread settings.
 double measure_sgemm_gflops(int n = 1024, int min_repeats = 5, double min_seconds = 0.5);
 
 }  // namespace moe

@@ -478,7 +478,7 @@ nlohmann::json Trainer::run() {
   for (const std::string& note : s_->notes) log_.info(note);
   log_.info("moe-train: ", s_->store.numel(), " parameters, ", c.train.steps, " steps of ",
             c.data.batch_size * s_->model->tokens_per_sample(), " tokens, ", s_->threads,
-            " threads, BLAS kernel ", cpu::blas_core_name(), ", peak ", std::fixed,
+            " threads, GEMM ", ops::cpu_gemm_name(), ", peak ", std::fixed,
             std::setprecision(1), s_->peak_flops * 1e-9, " GFLOP/s");
   Stopwatch run_clock;
   double train_s = 0.0;  // run time less evaluations

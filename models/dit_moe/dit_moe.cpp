@@ -4,18 +4,12 @@
 
 #include "framework/core/timer.h"
 #include "framework/kernels/ops.h"
-#include "framework/nn/adaln.h"
 #include "framework/nn/attention.h"
 #include "framework/nn/mlp.h"
 #include "framework/nn/sequence_parallel.h"
 
 namespace moe {
 namespace {
-
-void add(const float* a, const float* b, float* out, int64_t n) {
-#pragma omp parallel for simd if (n > (1 << 15))
-  for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
-}
 
 PositionEmbedding make_pos_embed(ParamStore& store, const ModelConfig& m) {
   const int64_t grid = m.image_size / m.patch_size;
@@ -45,20 +39,17 @@ Tensor DitFinalLayer::forward(Tensor h, Tensor s, int64_t batch) {
   mod_ = adaln_.forward(s);  // (B, 2C): [shift | scale]
   normed_ = norm_.forward(h);
   Tensor m = modulated_.view(h.shape);
-  modulate_forward(normed_.data, mod_.data, mod_.data + width_, 2 * width_, m.data, batch_,
-                   tokens_, width_);
+  ops::modulate_forward(normed_, mod_, 0, 1, m);
   return linear_.forward(m);
 }
 
-Tensor DitFinalLayer::backward(Tensor dy, float* ds) {
+Tensor DitFinalLayer::backward(Tensor dy, Tensor ds) {
   const Tensor dm = linear_.backward(dy);  // (B*T, C)
   Tensor dmod = dmod_.view({batch_, 2 * width_});
   dmod_.zero();
   Tensor dn = dnorm_.view(dm.shape);
-  modulate_backward(normed_.data, mod_.data + width_, 2 * width_, dm.data, dn.data,
-                    dmod.data, dmod.data + width_, batch_, tokens_, width_);
-  const Tensor ds_here = adaln_.backward(dmod);
-  cpu::axpy(1.0f, ds_here.data, ds, ds_here.numel());
+  ops::modulate_backward(normed_, mod_, 0, 1, dm, dn, dmod);
+  ops::axpy(1.0f, adaln_.backward(dmod), ds);
   return norm_.backward(dn);
 }
 
@@ -96,61 +87,50 @@ struct DitMoe::Block {
                                         runtime.sequence_parallel);
   }
 
-  const float* chunk(int i) const { return mod.data + i * width; }
-
   Tensor forward(Tensor x, Tensor s, ComponentTimes& t) {
     tokens = x.rows() / s.rows();
     batch = s.rows();
-    const int64_t stride = 6 * width;
     Tensor mid = h_mid.view(x.shape);
     {
       ScopedTimer timer(t.attention);
       mod = adaln.forward(s);
       n1 = norm1.forward(x);
       Tensor mod1 = m1.view(x.shape);
-      modulate_forward(n1.data, chunk(0), chunk(1), stride, mod1.data, batch, tokens, width);
+      ops::modulate_forward(n1, mod, 0, 1, mod1);
       a = attn.forward(mod1, batch * image_split, tokens);  // it gathers every rank's images
-      gated_add_forward(x.data, chunk(2), stride, a.data, mid.data, batch, tokens, width);
+      ops::gated_add_forward(x, mod, 2, a, mid);
     }
     ScopedTimer timer(moe ? t.moe : t.dense_ffn);
     n2 = norm2.forward(mid);
     Tensor mod2 = m2.view(x.shape);
-    modulate_forward(n2.data, chunk(3), chunk(4), stride, mod2.data, batch, tokens, width);
+    ops::modulate_forward(n2, mod, 3, 4, mod2);
     f = moe ? moe->forward(mod2) : mlp->forward(mod2);
     Tensor out = h_out.view(x.shape);
-    gated_add_forward(mid.data, chunk(5), stride, f.data, out.data, batch, tokens, width);
+    ops::gated_add_forward(mid, mod, 5, f, out);
     return out;
   }
 
   // dh_out (N, C) -> dh_in (N, C); ds (B, C) += the gradient through adaln.
-  Tensor backward(Tensor dh_out, float* ds, ComponentTimes& t) {
-    const int64_t stride = 6 * width;
-    Tensor dm = dmod.view({batch, stride});
+  Tensor backward(Tensor dh_out, Tensor ds, ComponentTimes& t) {
+    Tensor dm = dmod.view({batch, 6 * width});
     dmod.zero();
-    float* dchunk[6];
-    for (int i = 0; i < 6; ++i) dchunk[i] = dm.data + i * width;
     Tensor branch = dbranch.view(dh_out.shape);
     Tensor dnorm = dn.view(dh_out.shape);
     Tensor d_mid = dmid.view(dh_out.shape);
     {
       ScopedTimer timer(moe ? t.moe : t.dense_ffn);
-      gated_add_backward(chunk(5), stride, f.data, dh_out.data, branch.data, dchunk[5],
-                         batch, tokens, width);
+      ops::gated_add_backward(mod, 5, f, dh_out, branch, dm);
       const Tensor dm2 = moe ? moe->backward(branch) : mlp->backward(branch);
-      modulate_backward(n2.data, chunk(4), stride, dm2.data, dnorm.data, dchunk[3], dchunk[4],
-                        batch, tokens, width);
-      add(dh_out.data, norm2.backward(dnorm).data, d_mid.data, d_mid.numel());
+      ops::modulate_backward(n2, mod, 3, 4, dm2, dnorm, dm);
+      ops::add(dh_out, norm2.backward(dnorm), d_mid);
     }
     ScopedTimer timer(t.attention);
-    gated_add_backward(chunk(2), stride, a.data, d_mid.data, branch.data, dchunk[2], batch,
-                       tokens, width);
+    ops::gated_add_backward(mod, 2, a, d_mid, branch, dm);
     const Tensor dm1 = attn.backward(branch);
-    modulate_backward(n1.data, chunk(1), stride, dm1.data, dnorm.data, dchunk[0], dchunk[1],
-                      batch, tokens, width);
+    ops::modulate_backward(n1, mod, 0, 1, dm1, dnorm, dm);
     Tensor din = dh_in.view(dh_out.shape);
-    add(d_mid.data, norm1.backward(dnorm).data, din.data, din.numel());
-    const Tensor ds_here = adaln.backward(dm);
-    cpu::axpy(1.0f, ds_here.data, ds, ds_here.numel());
+    ops::add(d_mid, norm1.backward(dnorm), din);
+    ops::axpy(1.0f, adaln.backward(dm), ds);
     return din;
   }
 };
@@ -194,9 +174,9 @@ Tensor DitMoe::forward(const float* x, const float* t, const int32_t* y, int64_t
     const Tensor te = t_embed_.forward(t, batch);                       // (B, C)
     const Tensor ye = y_embed_.forward(y, batch);                       // (B, C)
     Tensor cond = c_.view({batch, c});
-    add(te.data, ye.data, cond.data, cond.numel());
+    ops::add(te, ye, cond);
     s = s_.view({batch, c});
-    cpu::silu_forward(cond.data, s.data, s.numel());
+    ops::silu_forward(cond, s);
   }
   // This rank's images: all of them, or its B/tp under sequence parallelism.
   const RowRange images = sequence_parallel_ ? sequence_rows(batch, tp_) : RowRange{0, batch};
@@ -210,7 +190,7 @@ Tensor DitMoe::forward(const float* x, const float* t, const int32_t* y, int64_t
   ScopedTimer timer(times_.head);
   const Tensor out = final_.forward(h, s, local_batch_);  // (B*P, p*p*Cout)
   pred_ = pred_buf_.view({local_batch_, ch, size, size});
-  cpu::unpatchify(out.data, pred_.data, local_batch_, ch, size, size, model_.patch_size);
+  ops::unpatchify(out, pred_, model_.patch_size);
   return pred_;
 }
 
@@ -238,7 +218,7 @@ LossParts DitMoe::loss(const float* target) {
 }
 
 void DitMoe::backward() {
-  const int64_t c = model_.d_model, size = model_.image_size;
+  const int64_t c = model_.d_model;
   Tensor ds = ds_.view({batch_, c});
   ds_.zero();
   Tensor dh;
@@ -246,19 +226,18 @@ void DitMoe::backward() {
     ScopedTimer timer(times_.head);
     Tensor dout = dout_.view({local_batch_ * tokens_per_image(), patch_pixels(model_)});
     // unpatchify is a permutation: its backward is patchify
-    cpu::patchify(dpred_.data(), dout.data, local_batch_, model_.image_channels, size, size,
-                  model_.patch_size);
-    dh = final_.backward(dout, ds.data + first_image_ * c);
+    ops::patchify(dpred_.view(pred_.shape), dout, model_.patch_size);
+    dh = final_.backward(dout, ds.slice_rows(first_image_, local_batch_));
   }
   // Other ranks' images keep zero gradients here: theirs come in the gradient sync.
   for (auto it = blocks_.rbegin(); it != blocks_.rend(); ++it)
-    dh = (*it)->backward(dh, ds.data + first_image_ * c, times_);
+    dh = (*it)->backward(dh, ds.slice_rows(first_image_, local_batch_), times_);
   ScopedTimer timer(times_.embed);
   if (sequence_parallel_)
     dh = scatter_rows_zero(tp_, dh, batch_ * tokens_per_image(), dh_full_);
   patch_embed_.backward(pos_.backward(dh));
   Tensor dc = dc_.view({batch_, c});
-  cpu::silu_backward(c_.data(), ds.data, dc.data, dc.numel());
+  ops::silu_backward(c_.view({batch_, c}), ds, dc);
   t_embed_.backward(dc);
   y_embed_.backward(dc);
 }

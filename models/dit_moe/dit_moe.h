@@ -53,7 +53,7 @@ class DitFinalLayer {
   // h (B*T, C), s = SiLU(c) (B, C) -> (B*T, p*p*Cout)
   Tensor forward(Tensor h, Tensor s, int64_t batch);
   // dy (B*T, p*p*Cout) -> dh (B*T, C); ds (B, C) is accumulated (+=)
-  Tensor backward(Tensor dy, float* ds);
+  Tensor backward(Tensor dy, Tensor ds);  // ds (B, C) accumulates
 
  private:
   LayerNorm norm_;

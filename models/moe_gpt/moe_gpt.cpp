@@ -7,18 +7,6 @@
 #include "framework/nn/sequence_parallel.h"
 
 namespace moe {
-namespace {
-
-// out = a + b over the (N, C) residual stream: a memory-bound pass of N*C floats (1M
-// in the main config), so it is split over the threads like the other element-wise
-// kernels; the 32K-float floor is kernel_util.h's kMinParallelWork.
-void add(const float* a, const float* b, float* out, int64_t n) {
-#pragma omp parallel for simd if (n > (1 << 15))
-  for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
-}
-
-}  // namespace
-
 // One pre-norm block: h += Attn(RMSNorm(h)); h += FFN(RMSNorm(h)).
 struct MoeGpt::Block {
   RMSNorm attn_norm;
@@ -48,33 +36,31 @@ struct MoeGpt::Block {
 
   Tensor forward(Tensor x, int64_t batch, int64_t seq, ComponentTimes& t) {
     h_in = x;
-    const int64_t n = x.numel();
     Tensor mid = h_mid.view(x.shape);
     {
       ScopedTimer timer(t.attention);
       Tensor a = attn.forward(attn_norm.forward(x), batch, seq);
-      add(x.data, a.data, mid.data, n);
+      ops::add(x, a, mid);
     }
     Tensor out = h_out.view(x.shape);
     ScopedTimer timer(moe ? t.moe : t.dense_ffn);
     Tensor f = ffn_norm.forward(mid);
     Tensor y = moe ? moe->forward(f) : mlp->forward(f);
-    add(mid.data, y.data, out.data, n);
+    ops::add(mid, y, out);
     return out;
   }
 
   Tensor backward(Tensor dh_out, ComponentTimes& t) {
-    const int64_t n = dh_out.numel();
     Tensor dmid = dh_mid.view(dh_out.shape);
     {
       ScopedTimer timer(moe ? t.moe : t.dense_ffn);
       Tensor dy = moe ? moe->backward(dh_out) : mlp->backward(dh_out);
-      add(dh_out.data, ffn_norm.backward(dy).data, dmid.data, n);
+      ops::add(dh_out, ffn_norm.backward(dy), dmid);
     }
     ScopedTimer timer(t.attention);
     Tensor din = dh_in.view(dh_out.shape);
     Tensor da = attn_norm.backward(attn.backward(dmid));
-    add(dmid.data, da.data, din.data, n);
+    ops::add(dmid, da, din);
     return din;
   }
 };

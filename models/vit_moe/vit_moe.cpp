@@ -9,12 +9,6 @@
 namespace moe {
 namespace {
 
-// out = a + b over the (N, C) residual stream
-void add(const float* a, const float* b, float* out, int64_t n) {
-#pragma omp parallel for simd if (n > (1 << 15))
-  for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
-}
-
 int64_t image_tokens(const ModelConfig& m) {
   const int64_t grid = m.image_size / m.patch_size;
   return grid * grid + (m.pool == "cls" ? 1 : 0);
@@ -58,33 +52,31 @@ struct VitMoe::Block {
   }
 
   Tensor forward(Tensor x, int64_t batch, int64_t tokens, ComponentTimes& t) {
-    const int64_t n = x.numel();
     Tensor mid = h_mid.view(x.shape);
     {
       ScopedTimer timer(t.attention);
       Tensor a = attn.forward(norm1.forward(x), batch, tokens);
-      add(x.data, a.data, mid.data, n);
+      ops::add(x, a, mid);
     }
     Tensor out = h_out.view(x.shape);
     ScopedTimer timer(moe ? t.moe : t.dense_ffn);
     Tensor f = norm2.forward(mid);
     Tensor y = moe ? moe->forward(f) : mlp->forward(f);
-    add(mid.data, y.data, out.data, n);
+    ops::add(mid, y, out);
     return out;
   }
 
   Tensor backward(Tensor dh_out, ComponentTimes& t) {
-    const int64_t n = dh_out.numel();
     Tensor dmid = dh_mid.view(dh_out.shape);
     {
       ScopedTimer timer(moe ? t.moe : t.dense_ffn);
       Tensor dy = moe ? moe->backward(dh_out) : mlp->backward(dh_out);
-      add(dh_out.data, norm2.backward(dy).data, dmid.data, n);
+      ops::add(dh_out, norm2.backward(dy), dmid);
     }
     ScopedTimer timer(t.attention);
     Tensor din = dh_in.view(dh_out.shape);
     Tensor da = norm1.backward(attn.backward(dmid));
-    add(dmid.data, da.data, din.data, n);
+    ops::add(dmid, da, din);
     return din;
   }
 };
@@ -152,8 +144,7 @@ LossParts VitMoe::forward(const float* images, const int32_t* labels, int64_t ba
   ScopedTimer timer(times_.head);
   Tensor losses = losses_.view({batch});
   Tensor dlogits = dlogits_.view({batch, classes});
-  cpu::cross_entropy(logits_.data, labels_.data(), losses.data, dlogits.data,
-                     1.0f / static_cast<float>(batch), batch, classes);
+  ops::cross_entropy(logits_, labels_, losses, dlogits, 1.0f / static_cast<float>(batch));
   LossParts parts;
   for (int64_t i = 0; i < batch; ++i) parts.ce += losses[i];
   parts.ce /= static_cast<double>(batch);

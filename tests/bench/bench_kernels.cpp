@@ -18,6 +18,7 @@
 #include <cmath>
 #include <vector>
 
+#include "framework/kernels/cpu/cpu_ops.h"
 #include "framework/kernels/ops.h"
 #include "framework/core/rng.h"
 

@@ -23,6 +23,7 @@
 #include <cmath>
 #include <vector>
 
+#include "framework/kernels/cpu/cpu_ops.h"
 #include "framework/kernels/ops.h"
 #include "framework/moe/dispatcher.h"
 #include "framework/nn/attention.h"

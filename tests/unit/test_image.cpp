@@ -17,8 +17,9 @@
 #include "framework/data/idx.h"
 #include "framework/data/image_sampler.h"
 #include "framework/data/png.h"
+#include "framework/kernels/cpu/cpu_ops.h"
 #include "framework/kernels/ops.h"
-#include "framework/nn/adaln.h"
+
 #include "framework/nn/embedding.h"
 #include "framework/nn/layernorm.h"
 #include "framework/nn/linear.h"
@@ -260,9 +261,9 @@ TEST(ImageLayerGrad, AdaLNModulation) {
     const Tensor x(c.inputs[0].second.data(), {kB * kT, kC});
     const Tensor n = norm->forward(x);
     Tensor m = b[1].view(x.shape);
-    modulate_forward(n.data, mod.data, mod.data + kC, 3 * kC, m.data, kB, kT, kC);
+    ops::modulate_forward(n, mod, 0, 1, m);
     Tensor out = b[2].view(x.shape);
-    gated_add_forward(x.data, mod.data + 2 * kC, 3 * kC, m.data, out.data, kB, kT, kC);
+    ops::gated_add_forward(x, mod, 2, m, out);
     return out;
   };
   c.backward = [&c, ada, bufs, norm](Tensor dy) {
@@ -274,12 +275,10 @@ TEST(ImageLayerGrad, AdaLNModulation) {
     Tensor dm = b[4].view(dy.shape);
     const Tensor s(b[0].data(), {kB, kC});
     const Tensor mod = ada->forward(s);
-    gated_add_backward(mod.data + 2 * kC, 3 * kC, m.data, dy.data, dm.data, dmod.data + 2 * kC,
-                       kB, kT, kC);
+    ops::gated_add_backward(mod, 2, m, dy, dm, dmod);
     const Tensor n = norm->forward(Tensor(c.inputs[0].second.data(), dy.shape));
     Tensor dn = b[5].view(dy.shape);
-    modulate_backward(n.data, mod.data + kC, 3 * kC, dm.data, dn.data, dmod.data,
-                      dmod.data + kC, kB, kT, kC);
+    ops::modulate_backward(n, mod, 0, 1, dm, dn, dmod);
     std::vector<float> dx = copy(norm->backward(dn));
     for (int64_t i = 0; i < dy.numel(); ++i) dx[i] += dy.data[i];  // the residual path
     const Tensor ds = ada->backward(dmod);
@@ -301,7 +300,7 @@ TEST(ImageLayerGrad, DitFinalLayer) {
   };
   c.backward = [layer, ds](Tensor dy) {
     ds->assign(kB * kC, 0.0f);
-    std::vector<float> dh = copy(layer->backward(dy, ds->data()));
+    std::vector<float> dh = copy(layer->backward(dy, Tensor(ds->data(), {kB, kC})));
     return Grads{dh, *ds};
   };
   expect_gradients_match(c);

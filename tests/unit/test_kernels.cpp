@@ -19,6 +19,7 @@
 #include <numeric>
 #include <vector>
 
+#include "framework/kernels/cpu/cpu_ops.h"
 #include "framework/kernels/ops.h"
 #include "tests/unit/gradcheck.h"
 

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <vector>
 
+#include "framework/kernels/cpu/cpu_ops.h"
 #include "framework/kernels/ops.h"
 #include "framework/moe/aux_loss.h"
 #include "framework/moe/dispatcher.h"

@@ -15,7 +15,7 @@
 
 #include "framework/core/error.h"
 #include "framework/kernels/cpu/kernel_util.h"
-#include "framework/kernels/ops.h"
+#include "framework/kernels/cpu/cpu_ops.h"
 
 namespace moe::cpu {
 

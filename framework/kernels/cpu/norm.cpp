@@ -7,7 +7,7 @@
 #include <cmath>
 
 #include "framework/kernels/cpu/kernel_util.h"
-#include "framework/kernels/ops.h"
+#include "framework/kernels/cpu/cpu_ops.h"
 
 namespace moe::cpu {
 

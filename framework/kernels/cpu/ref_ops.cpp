@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "framework/core/error.h"
-#include "framework/kernels/ops.h"
+#include "framework/kernels/cpu/cpu_ops.h"
 
 namespace moe::cpu::ref {
 
@@ -436,6 +436,206 @@ double sum_squares(const float* x, int64_t n) {
   double s = 0.0;
   for (int64_t i = 0; i < n; ++i) s += static_cast<double>(x[i]) * x[i];
   return s;
+}
+
+// ---- layer element-wise steps ----
+
+void add(const float* a, const float* b, float* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+}
+
+void scale(float* x, float alpha, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] *= alpha;
+}
+
+void add_rows(const float* x, const float* table, float* y, int64_t rows, int64_t cols,
+              int64_t period) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < cols; ++j)
+      y[r * cols + j] = x[r * cols + j] + table[(r % period) * cols + j];
+}
+
+void sum_rows(const float* dy, float* dtable, int64_t rows, int64_t cols, int64_t period) {
+  for (int64_t p = 0; p < period; ++p)
+    for (int64_t j = 0; j < cols; ++j) {
+      double sum = 0.0;
+      for (int64_t r = p; r < rows; r += period) sum += dy[r * cols + j];
+      dtable[p * cols + j] = static_cast<float>(dtable[p * cols + j] + sum);
+    }
+}
+
+void modulate_forward(const float* x, const float* shift, const float* scale, int64_t stride,
+                      float* y, int64_t batch, int64_t tokens, int64_t width) {
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t t = 0; t < tokens; ++t)
+      for (int64_t j = 0; j < width; ++j) {
+        const int64_t i = (b * tokens + t) * width + j;
+        y[i] = static_cast<float>(x[i] * (1.0 + scale[b * stride + j]) + shift[b * stride + j]);
+      }
+}
+
+void modulate_backward(const float* x, const float* scale, int64_t stride, const float* dy,
+                       float* dx, float* dshift, float* dscale, int64_t batch, int64_t tokens,
+                       int64_t width) {
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t j = 0; j < width; ++j) {
+      double sum_dy = 0.0, sum_dy_x = 0.0;
+      for (int64_t t = 0; t < tokens; ++t) {
+        const int64_t i = (b * tokens + t) * width + j;
+        dx[i] = static_cast<float>(dy[i] * (1.0 + scale[b * stride + j]));
+        sum_dy += dy[i];
+        sum_dy_x += static_cast<double>(dy[i]) * x[i];
+      }
+      dshift[b * stride + j] = static_cast<float>(dshift[b * stride + j] + sum_dy);
+      dscale[b * stride + j] = static_cast<float>(dscale[b * stride + j] + sum_dy_x);
+    }
+}
+
+void gated_add_forward(const float* h, const float* gate, int64_t stride, const float* f,
+                       float* out, int64_t batch, int64_t tokens, int64_t width) {
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t t = 0; t < tokens; ++t)
+      for (int64_t j = 0; j < width; ++j) {
+        const int64_t i = (b * tokens + t) * width + j;
+        out[i] = static_cast<float>(h[i] + static_cast<double>(gate[b * stride + j]) * f[i]);
+      }
+}
+
+void gated_add_backward(const float* gate, int64_t stride, const float* f, const float* dout,
+                        float* df, float* dgate, int64_t batch, int64_t tokens,
+                        int64_t width) {
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t j = 0; j < width; ++j) {
+      double sum = 0.0;
+      for (int64_t t = 0; t < tokens; ++t) {
+        const int64_t i = (b * tokens + t) * width + j;
+        df[i] = gate[b * stride + j] * dout[i];
+        sum += static_cast<double>(dout[i]) * f[i];
+      }
+      dgate[b * stride + j] = static_cast<float>(dgate[b * stride + j] + sum);
+    }
+}
+
+void gather_dot(const float* a, const int32_t* a_row, const float* b, const int32_t* b_row,
+                float* out, int64_t n, int64_t cols) {
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t ra = a_row ? a_row[i] : i, rb = b_row ? b_row[i] : i;
+    double sum = 0.0;
+    if (ra >= 0 && rb >= 0)
+      for (int64_t j = 0; j < cols; ++j)
+        sum += static_cast<double>(a[ra * cols + j]) * b[rb * cols + j];
+    out[i] = static_cast<float>(sum);
+  }
+}
+
+// ---- layout changes and routing masks ----
+
+void transpose_blocks(const void* src, void* dst, const int64_t* counts, int64_t a_count,
+                      int64_t b_count, int64_t element_bytes, bool inverse) {
+  // start of block (i, j) in the [a][b] packing and in the [b][a] packing, in elements
+  auto start_ab = [&](int64_t i, int64_t j) {
+    int64_t s = 0;
+    for (int64_t q = 0; q < i * b_count + j; ++q) s += counts[q];
+    return s;
+  };
+  auto start_ba = [&](int64_t i, int64_t j) {
+    int64_t s = 0;
+    for (int64_t jj = 0; jj < b_count; ++jj)
+      for (int64_t ii = 0; ii < a_count; ++ii) {
+        if (jj == j && ii == i) return s;
+        s += counts[ii * b_count + jj];
+      }
+    return s;
+  };
+  const auto* from = static_cast<const unsigned char*>(src);
+  auto* to = static_cast<unsigned char*>(dst);
+  for (int64_t i = 0; i < a_count; ++i)
+    for (int64_t j = 0; j < b_count; ++j) {
+      const int64_t in = inverse ? start_ba(i, j) : start_ab(i, j);
+      const int64_t out = inverse ? start_ab(i, j) : start_ba(i, j);
+      for (int64_t e = 0; e < counts[i * b_count + j] * element_bytes; ++e)
+        to[out * element_bytes + e] = from[in * element_bytes + e];
+    }
+}
+
+void limit_to_nodes(float* scores, int64_t rows, int64_t experts, const int32_t* expert_node,
+                    int64_t nodes, int64_t keep, int64_t per_node, int64_t token_node,
+                    float own_node_bonus) {
+  for (int64_t t = 0; t < rows; ++t) {
+    float* s = scores + t * experts;
+    std::vector<float> node_score(static_cast<size_t>(nodes), 0.0f);
+    for (int64_t node = 0; node < nodes; ++node) {
+      std::vector<float> mine;  // this node's scores, experts in index order
+      for (int64_t e = 0; e < experts; ++e)
+        if (expert_node[e] == node) mine.push_back(s[e]);
+      std::stable_sort(mine.begin(), mine.end(), [](float a, float b) { return a > b; });
+      for (int64_t i = 0; i < std::min<int64_t>(per_node, static_cast<int64_t>(mine.size())); ++i)
+        node_score[node] += mine[i];
+    }
+    node_score[token_node] += own_node_bonus;
+    // a node is kept when fewer than `keep` nodes beat it (ties: the lower node wins)
+    for (int64_t node = 0; node < nodes; ++node) {
+      int64_t better = 0;
+      for (int64_t other = 0; other < nodes; ++other)
+        if (node_score[other] > node_score[node] ||
+            (node_score[other] == node_score[node] && other < node))
+          ++better;
+      if (better < keep) continue;
+      for (int64_t e = 0; e < experts; ++e)
+        if (expert_node[e] == node) s[e] = -std::numeric_limits<float>::infinity();
+    }
+  }
+}
+
+// ---- experts ----
+
+void expert_ffn_forward(const float* x, const int64_t* offsets, int64_t num_experts,
+                        const float* w_gate, const float* w_up, const float* w_down,
+                        float* gate, float* up, float* h, float* y, int64_t width,
+                        int64_t hidden) {
+  const int64_t fc = hidden * width;
+  for (int64_t i = 0; i < num_experts; ++i) {
+    const int64_t r0 = offsets[i], n = offsets[i + 1] - r0;
+    matmul(x + r0 * width, w_up + i * fc, up + r0 * hidden, n, hidden, width, false, true,
+           1.0f, 0.0f);
+    if (w_gate) {
+      matmul(x + r0 * width, w_gate + i * fc, gate + r0 * hidden, n, hidden, width, false,
+             true, 1.0f, 0.0f);
+      swiglu_forward(gate + r0 * hidden, up + r0 * hidden, h + r0 * hidden, n * hidden);
+    } else {
+      gelu_forward(up + r0 * hidden, h + r0 * hidden, n * hidden);
+    }
+    matmul(h + r0 * hidden, w_down + i * fc, y + r0 * width, n, width, hidden, false, true,
+           1.0f, 0.0f);
+  }
+}
+
+void expert_ffn_backward(const float* x, const int64_t* offsets, int64_t num_experts,
+                         const float* w_gate, const float* w_up, const float* w_down,
+                         const float* gate, const float* up, const float* h, const float* dy,
+                         float* dw_gate, float* dw_up, float* dw_down, float* dh, float* dgate,
+                         float* dup, float* dx, int64_t width, int64_t hidden) {
+  const int64_t fc = hidden * width;
+  for (int64_t i = 0; i < num_experts; ++i) {
+    const int64_t r0 = offsets[i], n = offsets[i + 1] - r0;
+    const float* xi = x + r0 * width;
+    const float* dyi = dy + r0 * width;
+    float* dhi = dh + r0 * hidden;
+    float* du = dup + r0 * hidden;
+    matmul(dyi, h + r0 * hidden, dw_down + i * fc, width, hidden, n, true, false, 1.0f, 1.0f);
+    matmul(dyi, w_down + i * fc, dhi, n, hidden, width, false, false, 1.0f, 0.0f);
+    if (w_gate) {
+      float* dg = dgate + r0 * hidden;
+      swiglu_backward(gate + r0 * hidden, up + r0 * hidden, dhi, dg, du, n * hidden);
+      matmul(dg, xi, dw_gate + i * fc, hidden, width, n, true, false, 1.0f, 1.0f);
+      matmul(dg, w_gate + i * fc, dx + r0 * width, n, width, hidden, false, false, 1.0f, 0.0f);
+    } else {
+      gelu_backward(up + r0 * hidden, dhi, du, n * hidden);
+    }
+    matmul(du, xi, dw_up + i * fc, hidden, width, n, true, false, 1.0f, 1.0f);
+    matmul(du, w_up + i * fc, dx + r0 * width, n, width, hidden, false, false, 1.0f,
+           w_gate ? 1.0f : 0.0f);
+  }
 }
 
 }  // namespace moe::cpu::ref

@@ -1,0 +1,67 @@
+#include "framework/tensor/device_memory.h"
+
+#include <cstdlib>
+#include <cstring>
+
+#include "framework/core/error.h"
+
+#ifdef MOE_WITH_CUDA
+#include <cuda_runtime.h>
+#endif
+
+namespace moe {
+
+namespace {
+
+#ifdef MOE_WITH_CUDA
+void cuda_check(cudaError_t status, const char* call) {
+  MOE_CHECK(status == cudaSuccess, call, ": ", cudaGetErrorString(status));
+}
+#endif
+
+}  // namespace
+
+void* device_allocate(Device device, size_t bytes) {
+  if (bytes == 0) return nullptr;
+  if (device == Device::kCpu) {
+    const size_t rounded = (bytes + 63) / 64 * 64;
+    void* p = std::aligned_alloc(64, rounded);
+    MOE_CHECK(p != nullptr, "out of memory allocating ", rounded, " bytes");
+    std::memset(p, 0, rounded);
+    return p;
+  }
+#ifdef MOE_WITH_CUDA
+  void* p = nullptr;
+  cuda_check(cudaMalloc(&p, bytes), "cudaMalloc");
+  cuda_check(cudaMemset(p, 0, bytes), "cudaMemset");
+  return p;
+#else
+  MOE_FAIL("device memory on ", device_name(device), ": this build has no CUDA backend");
+#endif
+}
+
+void device_free(Device device, void* ptr) {
+  if (ptr == nullptr) return;
+  if (device == Device::kCpu) {
+    std::free(ptr);
+    return;
+  }
+#ifdef MOE_WITH_CUDA
+  cudaFree(ptr);  // a destructor: errors here have nowhere to go
+#endif
+}
+
+void device_zero(Device device, void* ptr, size_t bytes) {
+  if (ptr == nullptr || bytes == 0) return;
+  if (device == Device::kCpu) {
+    std::memset(ptr, 0, bytes);
+    return;
+  }
+#ifdef MOE_WITH_CUDA
+  cuda_check(cudaMemset(ptr, 0, bytes), "cudaMemset");
+#else
+  MOE_FAIL("device memory on ", device_name(device), ": this build has no CUDA backend");
+#endif
+}
+
+}  // namespace moe
