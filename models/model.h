@@ -1,7 +1,8 @@
 #pragma once
-// Model: a model family as the trainer sees it (model.family = moe_gpt | vit_moe |
-// dit_moe): its network, its data, its loss and its evaluation metrics, behind one
-// interface so that one training loop trains all three.
+// Network: a family's transformer without its data (what a tool that loads weights
+// needs); Model: the family as the trainer sees it, the network with its data, loss and
+// evaluation metrics, behind one interface so that one training loop trains them all.
+// The families register both with models/registry.h.
 //
 // A step is load_train_batch(step, dp_rank, dp_size) -> forward() -> backward(): the
 // global batch of a step is a pure function of (train.seed, step) and each data-parallel
@@ -9,14 +10,16 @@
 // returns additive sums, so that the trainer can sum them over ranks before
 // eval_metrics() turns them into the family's metrics. Nothing here communicates.
 
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "framework/config/config.h"
-#include "framework/data/idx.h"
 #include "framework/moe/moe_layer.h"
 #include "framework/tensor/param_store.h"
 
@@ -60,11 +63,38 @@ std::vector<int> moe_block_indices(const std::vector<std::unique_ptr<Block>>& bl
   return indices;
 }
 
-// The IDX images and labels of the training split (data.train_path, data.train_labels)
-// or the evaluation split (data.val_path, data.val_labels), checked against
-// model.image_channels and model.image_size; a missing or bad file is a user error
-// naming its key.
-ImageDataset open_image_split(const Config& config, bool train);
+// The transformer of a family: its MoE layers (for telemetry, router biases and
+// checkpoints), its FLOPs and its time split.
+class Network {
+ public:
+  virtual ~Network() = default;
+  virtual std::vector<MoELayer*> moe_layers() = 0;
+  // Block index of each of moe_layers(), for telemetry and checkpoint names.
+  virtual std::vector<int> moe_layer_blocks() const = 0;
+  // Model FLOPs of one training step per token (3x the forward matmul FLOPs).
+  virtual double train_flops_per_token() const = 0;
+  virtual ComponentTimes& times() = 0;
+};
+
+// A network that classifies images (ViT-MoE): logits (B, classes) of images (B, Cin,
+// H, W), normalised like its training data.
+class ImageClassifier {
+ public:
+  virtual ~ImageClassifier() = default;
+  virtual Tensor predict(const float* images, int64_t batch) = 0;
+};
+
+// A network that generates class-conditional images (DiT-MoE with the sampler of its
+// config): one image per label, (n, Cin, H, W) normalised like the training data, from
+// noise drawn with `seed`; on_step(step, t) after each model evaluation, while the MoE
+// layers hold that forward's load.
+class ImageGenerator {
+ public:
+  virtual ~ImageGenerator() = default;
+  virtual std::vector<float> generate(std::span<const int32_t> labels, uint64_t seed,
+                                      const std::function<void(int, double)>& on_step) = 0;
+  virtual std::string sampler_name() const = 0;  // e.g. "ddim"
+};
 
 class Model {
  public:
@@ -82,19 +112,7 @@ class Model {
   // The family's metrics from the sums over all ranks, e.g. {"val_loss", "val_bpb"}.
   virtual nlohmann::json eval_metrics(std::span<const double> sums) const = 0;
 
-  virtual std::vector<MoELayer*> moe_layers() = 0;
-  // Block index of each of moe_layers(), for telemetry.
-  virtual std::vector<int> moe_layer_blocks() const = 0;
-  // Sequence positions one sample puts through the transformer (T, or patches + CLS).
-  virtual int64_t tokens_per_sample() const = 0;
-  // Model FLOPs of one training step per token (3x the forward matmul FLOPs).
-  virtual double train_flops_per_token() const = 0;
-  virtual ComponentTimes& times() = 0;
+  virtual Network& network() = 0;
 };
-
-// The model of config.model.family, its parameters registered in `store` (not yet
-// initialised) and its data opened and validated (bad files are user errors).
-std::unique_ptr<Model> make_model(const Config& config, ParamStore& store,
-                                  const MoeRuntime& runtime);
 
 }  // namespace moe

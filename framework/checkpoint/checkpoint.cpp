@@ -239,7 +239,7 @@ TrainerState make_trainer_state(const Config& config, int64_t step, int64_t toke
   t.rng_seed = config.train.seed;
   t.rng_counter = step;
   t.data_position = step;
-  t.lr_schedule = config.optim.schedule;
+  t.lr_schedule = enum_name(config.optim.schedule);
   t.lr_total_steps = config.train.steps;
   t.lr_warmup_steps = config.optim.warmup_steps;
   t.lr_peak = config.optim.lr;

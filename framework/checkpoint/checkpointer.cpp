@@ -94,13 +94,13 @@ bool Checkpointer::due(int64_t completed, int64_t total) const {
 }
 
 std::optional<std::string> Checkpointer::resume_path() const {
-  const std::string& resume = config_.run.resume;
-  if (resume.empty()) return std::nullopt;
-  if (resume != "auto") {
+  const ResumeFrom& resume = config_.run.resume;
+  if (resume.fresh()) return std::nullopt;
+  if (!resume.automatic()) {
     std::error_code ec;
-    MOE_USER_CHECK(fs::is_regular_file(resume, ec), "run.resume: checkpoint '", resume,
-                   "' does not exist");
-    return resume;
+    MOE_USER_CHECK(fs::is_regular_file(resume.path, ec), "run.resume: checkpoint '",
+                   resume.path, "' does not exist");
+    return resume.path;
   }
   const std::optional<std::string> latest = dir_.latest();
   if (!latest) log_.info("run.resume=auto: no checkpoint in ", dir_.dir(), ", starting fresh");

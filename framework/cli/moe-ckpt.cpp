@@ -23,9 +23,7 @@
 #include "framework/checkpoint/inspect.h"
 #include "framework/config/config.h"
 #include "framework/moe/dispatcher.h"
-#include "models/dit_moe/dit_moe.h"
-#include "models/moe_gpt/moe_gpt.h"
-#include "models/vit_moe/vit_moe.h"
+#include "models/registry.h"
 
 namespace {
 
@@ -84,10 +82,8 @@ void check_against_model(const moe::H5File& file, const moe::CheckpointSummary& 
   moe::ParamStore store;
   moe::LocalDispatcher dispatcher;
   const moe::MoeRuntime runtime = moe::MoeRuntime::local(dispatcher, c.moe.num_experts);
-  std::vector<int> blocks;
-  if (c.model.family == "moe_gpt") blocks = moe::MoeGpt(c.model, c.moe, store, runtime).moe_layer_blocks();
-  else if (c.model.family == "vit_moe") blocks = moe::VitMoe(c.model, c.moe, store, runtime).moe_layer_blocks();
-  else blocks = moe::DitMoe(c.model, c.moe, store, runtime).moe_layer_blocks();
+  const std::vector<int> blocks =
+      moe::model_family(c.model.family).make_network(c, store, runtime)->moe_layer_blocks();
   moe::check_model_params(file, store);
   std::vector<std::string> expected;
   for (int b : blocks) expected.push_back("layers." + std::to_string(b) + ".moe.router.bias");

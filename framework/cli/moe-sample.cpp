@@ -1,15 +1,17 @@
 // moe-sample --checkpoint RUN/model.h5 --out FILE.png [options] [--section.key=value ...]
 //
-// Generates class-conditional samples from a trained dit_moe model (the weights and
-// resolved config that moe-train saves as <run.dir>/model.h5) with the sampler of
-// diffusion.sampler (DDIM for ddpm, Euler for rectified flow), diffusion.sample_steps
-// steps and classifier-free guidance diffusion.guidance; --section.key=value overrides
-// those (or any) options of the checkpoint's config. Writes a PNG grid with one row per
-// class, and prints one JSON line with what it did.
+// Generates class-conditional samples from a trained model of a family that generates
+// images (dit_moe: the weights and resolved config that moe-train saves as
+// <run.dir>/model.h5) with the sampler of its config (dit_moe: diffusion.sampler, DDIM
+// for ddpm, Euler for rectified flow, diffusion.sample_steps steps, classifier-free
+// guidance diffusion.guidance); --section.key=value overrides those (or any) options of
+// the checkpoint's config. Writes a PNG grid with one row per class, and prints one
+// JSON line with what it did.
 //
 //   --per-class N        samples per class (default 10); the grid is classes x N
 //   --seed S             seed of the initial noise (default 0)
-//   --classifier PATH    a vit_moe model.h5: classify every sample and report the share
+//   --classifier PATH    a model.h5 of a family that classifies images (vit_moe):
+//                        classify every sample and report the share
 //                        classified as the class it was conditioned on (class
 //                        consistency), overall and per class
 //   --stats FILE.json    per-step expert selection counts of every MoE layer
@@ -35,9 +37,7 @@
 #include "framework/data/png.h"
 #include "framework/kernels/ops.h"
 #include "framework/moe/dispatcher.h"
-#include "models/dit_moe/diffusion.h"
-#include "models/dit_moe/dit_moe.h"
-#include "models/vit_moe/vit_moe.h"
+#include "models/registry.h"
 
 namespace {
 
@@ -132,6 +132,21 @@ uint8_t to_pixel(float x, const moe::DataConfig& d) {
 struct ExpertStats {
   std::vector<double> timesteps;
   std::vector<std::vector<std::vector<int64_t>>> counts;
+
+  // Adds the loads the MoE layers hold now (after the model evaluation of sampling step
+  // `step`, at timestep t) to that step's counts.
+  void record(const std::vector<moe::MoELayer*>& layers, int step, double t, int64_t experts) {
+    if (static_cast<size_t>(step) >= counts.size()) {
+      timesteps.push_back(t);
+      counts.emplace_back(layers.size());
+      for (size_t l = 0; l < layers.size(); ++l)
+        counts[step][l].assign(static_cast<size_t>(experts), 0);
+    }
+    for (size_t l = 0; l < layers.size(); ++l) {
+      const std::vector<int64_t>& assigned = layers[l]->load_stats().assigned;
+      for (size_t e = 0; e < assigned.size(); ++e) counts[step][l][e] += assigned[e];
+    }
+  }
 };
 
 nlohmann::json classify(const std::string& path, const std::vector<uint8_t>& pixels,
@@ -139,15 +154,17 @@ nlohmann::json classify(const std::string& path, const std::vector<uint8_t>& pix
                         int num_classes) {
   moe::H5File file = moe::H5File::open(path);
   LoadedModel m{read_config(file, {}), {}, {}};
-  MOE_USER_CHECK(m.config.model.family == "vit_moe", "--classifier: '", path,
-                 "' holds a ", m.config.model.family, " model, not vit_moe");
-  moe::VitMoe vit(m.config.model, m.config.moe, m.store,
-                  moe::MoeRuntime::local(m.dispatcher, m.config.moe.num_experts));
-  load_weights(file, m.store, vit.moe_layers(), vit.moe_layer_blocks());
+  const moe::ModelFamily& family = moe::model_family(m.config.model.family);
+  MOE_USER_CHECK(family.classifies_images, "--classifier: '", path, "' holds a ",
+                 m.config.model.family, " model, which does not classify images (",
+                 moe::families_that(&moe::ModelFamily::classifies_images), " do)");
+  const std::unique_ptr<moe::Network> net = family.make_network(
+      m.config, m.store, moe::MoeRuntime::local(m.dispatcher, m.config.moe.num_experts));
+  auto& vit = dynamic_cast<moe::ImageClassifier&>(*net);
+  load_weights(file, m.store, net->moe_layers(), net->moe_layer_blocks());
   const int64_t n = static_cast<int64_t>(labels.size());
-  MOE_USER_CHECK(vit.tokens_per_image() > 0 &&
-                     int64_t{m.config.model.image_channels} * m.config.model.image_size *
-                             m.config.model.image_size == image_floats,
+  MOE_USER_CHECK(int64_t{m.config.model.image_channels} * m.config.model.image_size *
+                         m.config.model.image_size == image_floats,
                  "--classifier: '", path, "' takes other images than the samples");
   std::vector<int64_t> correct(num_classes, 0), total(num_classes, 0);
   const moe::DataConfig& d = m.config.data;
@@ -208,48 +225,32 @@ int run(const Args& a) {
   moe::H5File file = moe::H5File::open(a.checkpoint);
   LoadedModel m{read_config(file, a.overrides), {}, {}};
   const moe::Config& c = m.config;
-  MOE_USER_CHECK(c.model.family == "dit_moe", "--checkpoint: '", a.checkpoint, "' holds a ",
-                 c.model.family, " model; moe-sample needs dit_moe");
-  moe::DitMoe net(c.model, c.moe, m.store, moe::MoeRuntime::local(m.dispatcher, c.moe.num_experts));
-  load_weights(file, m.store, net.moe_layers(), net.moe_layer_blocks());
-  const moe::Diffusion diffusion(c.diffusion);
+  const moe::ModelFamily& family = moe::model_family(c.model.family);
+  MOE_USER_CHECK(family.generates_images, "--checkpoint: '", a.checkpoint, "' holds a ",
+                 c.model.family, " model; moe-sample needs a family that generates images (",
+                 moe::families_that(&moe::ModelFamily::generates_images), ")");
+  const std::unique_ptr<moe::Network> net = family.make_network(
+      c, m.store, moe::MoeRuntime::local(m.dispatcher, c.moe.num_experts));
+  auto& generator = dynamic_cast<moe::ImageGenerator&>(*net);
+  load_weights(file, m.store, net->moe_layers(), net->moe_layer_blocks());
 
   const int classes = c.model.num_classes;
   const int64_t size = c.model.image_size;
   const int64_t image_floats = int64_t{c.model.image_channels} * size * size;
   std::vector<int32_t> labels;
   for (int y = 0; y < classes; ++y) labels.insert(labels.end(), a.per_class, y);
-  moe::SampleOptions options;
-  options.sampler = c.diffusion.sampler == "auto"
-                        ? (c.diffusion.objective == "ddpm" ? "ddim" : "euler")
-                        : c.diffusion.sampler;
-  options.steps = c.diffusion.sample_steps;
-  options.guidance = c.diffusion.guidance;
-  options.clip_lo = (0.0f - c.data.image_mean) / c.data.image_std;
-  options.clip_hi = (1.0f - c.data.image_mean) / c.data.image_std;
 
   ExpertStats stats;
-  const std::vector<moe::MoELayer*> layers = net.moe_layers();
+  const std::vector<moe::MoELayer*> layers = net->moe_layers();
   std::vector<uint8_t> pixels(labels.size() * image_floats);
   const int64_t n = static_cast<int64_t>(labels.size());
   for (int64_t begin = 0, chunk = 0; begin < n; begin += a.batch, ++chunk) {
     const int64_t count = std::min<int64_t>(a.batch, n - begin);
-    options.seed = a.seed * 1000003u + static_cast<uint64_t>(chunk);  // noise per chunk
+    const uint64_t seed = a.seed * 1000003u + static_cast<uint64_t>(chunk);  // noise per chunk
     const std::span<const int32_t> chunk_labels(labels.data() + begin, count);
-    const std::vector<float> x = moe::sample_images(
-        net, diffusion, c.model, chunk_labels, options, [&](int step, double t) {
-          if (static_cast<size_t>(step) >= stats.counts.size()) {
-            stats.timesteps.push_back(t);
-            stats.counts.emplace_back(layers.size());
-            for (size_t l = 0; l < layers.size(); ++l)
-              stats.counts[step][l].assign(static_cast<size_t>(c.moe.num_experts), 0);
-          }
-          for (size_t l = 0; l < layers.size(); ++l) {
-            const std::vector<int64_t>& assigned = layers[l]->load_stats().assigned;
-            for (size_t e = 0; e < assigned.size(); ++e)
-              stats.counts[step][l][e] += assigned[e];
-          }
-        });
+    const std::vector<float> x = generator.generate(chunk_labels, seed, [&](int step, double t) {
+      stats.record(layers, step, t, c.moe.num_experts);
+    });
     for (int64_t i = 0; i < count * image_floats; ++i)
       pixels[begin * image_floats + i] = to_pixel(x[i], c.data);
   }
@@ -268,16 +269,16 @@ int run(const Args& a) {
                            {"samples", n},
                            {"width", width},
                            {"height", height},
-                           {"sampler", options.sampler},
-                           {"steps", options.steps},
-                           {"guidance", options.guidance}};
+                           {"sampler", generator.sampler_name()},
+                           {"steps", c.diffusion.sample_steps},
+                           {"guidance", c.diffusion.guidance}};
   if (!a.stats.empty()) {
     std::ofstream out(a.stats);
     MOE_USER_CHECK(out.good(), "--stats: cannot write '", a.stats, "'");
     out << nlohmann::json{{"timesteps", stats.timesteps},
-                          {"layers", net.moe_layer_blocks()},
+                          {"layers", net->moe_layer_blocks()},
                           {"counts", stats.counts},
-                          {"summary", stats_summary(stats, net.moe_layer_blocks())}}
+                          {"summary", stats_summary(stats, net->moe_layer_blocks())}}
                .dump()
         << "\n";
     MOE_USER_CHECK(out.good(), "--stats: cannot write '", a.stats, "'");

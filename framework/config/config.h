@@ -4,14 +4,116 @@
 // validated once, and then only these const structs are read. docs/configuration.md
 // documents every key.
 
+#include <array>
 #include <cstdint>
+#include <optional>
+#include <ostream>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 namespace moe {
 
+// ---- the values of the string-valued options ----
+// Each parses from its spelling in the option table (framework/config/options.cpp) and
+// is compared as an enum everywhere else; enum_name() gives the spelling back.
+
+enum class PoolKind : uint8_t { kCls, kGap };                    // model.pool
+enum class PosEmbedKind : uint8_t { kAuto, kLearned, kSincos };  // model.pos_embed
+enum class ExpertActivation : uint8_t { kSwiGLU, kGelu };        // moe.expert_act
+enum class DispatcherKind : uint8_t { kAuto, kLocal, kFlat, kTwoLevel, kNodeDedup };
+enum class RoutingKind : uint8_t { kTopK, kBilevel };            // moe.routing
+enum class ScheduleKind : uint8_t { kCosine, kWsd, kConstant };  // optim.schedule
+enum class DiffusionObjective : uint8_t { kDdpm, kRectifiedFlow };
+enum class SamplerKind : uint8_t { kAuto, kDdim, kEuler };       // diffusion.sampler
+
+// The spellings of an enum's values and the noun its errors use ("dispatcher").
+template <class E>
+struct EnumSpelling;
+template <>
+struct EnumSpelling<PoolKind> {
+  static constexpr const char* kNoun = "pooling";
+  static constexpr std::array<std::pair<PoolKind, const char*>, 2> kValues{
+      {{PoolKind::kCls, "cls"}, {PoolKind::kGap, "gap"}}};
+};
+template <>
+struct EnumSpelling<PosEmbedKind> {
+  static constexpr const char* kNoun = "position embedding";
+  static constexpr std::array<std::pair<PosEmbedKind, const char*>, 3> kValues{
+      {{PosEmbedKind::kAuto, "auto"}, {PosEmbedKind::kLearned, "learned"},
+       {PosEmbedKind::kSincos, "sincos"}}};
+};
+template <>
+struct EnumSpelling<ExpertActivation> {
+  static constexpr const char* kNoun = "expert activation";
+  static constexpr std::array<std::pair<ExpertActivation, const char*>, 2> kValues{
+      {{ExpertActivation::kSwiGLU, "swiglu"}, {ExpertActivation::kGelu, "gelu"}}};
+};
+template <>
+struct EnumSpelling<DispatcherKind> {
+  static constexpr const char* kNoun = "dispatcher";
+  static constexpr std::array<std::pair<DispatcherKind, const char*>, 5> kValues{
+      {{DispatcherKind::kAuto, "auto"}, {DispatcherKind::kLocal, "local"},
+       {DispatcherKind::kFlat, "flat"}, {DispatcherKind::kTwoLevel, "two_level"},
+       {DispatcherKind::kNodeDedup, "node_dedup"}}};
+};
+template <>
+struct EnumSpelling<RoutingKind> {
+  static constexpr const char* kNoun = "routing";
+  static constexpr std::array<std::pair<RoutingKind, const char*>, 2> kValues{
+      {{RoutingKind::kTopK, "topk"}, {RoutingKind::kBilevel, "bilevel"}}};
+};
+template <>
+struct EnumSpelling<ScheduleKind> {
+  static constexpr const char* kNoun = "schedule";
+  static constexpr std::array<std::pair<ScheduleKind, const char*>, 3> kValues{
+      {{ScheduleKind::kCosine, "cosine"}, {ScheduleKind::kWsd, "wsd"},
+       {ScheduleKind::kConstant, "constant"}}};
+};
+template <>
+struct EnumSpelling<DiffusionObjective> {
+  static constexpr const char* kNoun = "diffusion objective";
+  static constexpr std::array<std::pair<DiffusionObjective, const char*>, 2> kValues{
+      {{DiffusionObjective::kDdpm, "ddpm"}, {DiffusionObjective::kRectifiedFlow, "rectified_flow"}}};
+};
+template <>
+struct EnumSpelling<SamplerKind> {
+  static constexpr const char* kNoun = "sampler";
+  static constexpr std::array<std::pair<SamplerKind, const char*>, 3> kValues{
+      {{SamplerKind::kAuto, "auto"}, {SamplerKind::kDdim, "ddim"}, {SamplerKind::kEuler, "euler"}}};
+};
+
+// The value spelled `name`, if there is one.
+template <class E>
+std::optional<E> enum_from_name(std::string_view name) {
+  for (const auto& [value, spelling] : EnumSpelling<E>::kValues)
+    if (name == spelling) return value;
+  return std::nullopt;
+}
+
+template <class E>
+const char* enum_name(E value) {
+  for (const auto& [v, name] : EnumSpelling<E>::kValues)
+    if (v == value) return name;
+  return "?";
+}
+// Streams an option enum as its spelling, so messages read like the config.
+template <class E, class = decltype(EnumSpelling<E>::kNoun)>
+std::ostream& operator<<(std::ostream& os, E value) {
+  return os << enum_name(value);
+}
+
+// run.resume: empty (a fresh run), "auto" (the newest checkpoint of the run) or a path.
+struct ResumeFrom {
+  enum class Kind : uint8_t { kFresh, kAuto, kPath } kind = Kind::kFresh;
+  std::string path;  // the checkpoint when kind is kPath
+  bool fresh() const { return kind == Kind::kFresh; }
+  bool automatic() const { return kind == Kind::kAuto; }
+};
+
 struct ModelConfig {
-  std::string family = "moe_gpt";  // moe_gpt | vit_moe | dit_moe
+  std::string family = "moe_gpt";  // a registered model family (models/registry.h)
   int vocab_size = 256;            // V
   int seq_len = 64;                // T
   int num_layers = 2;              // L
@@ -28,8 +130,9 @@ struct ModelConfig {
   int image_channels = 1;          // channels of the images
   int patch_size = 4;              // p: patches of p x p pixels, (H/p)^2 tokens
   int num_classes = 10;            // labels are in [0, num_classes)
-  std::string pool = "cls";        // vit_moe head input: cls | gap
-  std::string pos_embed = "auto";  // auto | learned | sincos (auto: vit learned, dit sincos)
+  PoolKind pool = PoolKind::kCls;  // vit_moe head input: cls | gap
+  // auto | learned | sincos (auto: the family's default, docs/image-models.md)
+  PosEmbedKind pos_embed = PosEmbedKind::kAuto;
   float class_dropout = 0.1f;      // dit_moe: label -> null class with this probability
 };
 
@@ -42,13 +145,13 @@ struct MoeConfig {
   float capacity_factor = 0.0f;    // <= 0: dropless; else C_e = ceil(cf * N * K / E)
   bool renormalize = false;        // combine weights renormalised over the K chosen
   bool batch_priority = false;     // V-MoE Batch Priority Routing under capacity
-  std::string expert_act = "swiglu";  // routed and shared experts: swiglu | gelu
+  ExpertActivation expert_act = ExpertActivation::kSwiGLU;  // routed and shared experts
   float aux_loss = 0.01f;          // Switch/GShard balance coefficient alpha
   float z_loss = 0.001f;           // router z-loss coefficient
   bool bias_balance = false;       // DeepSeek-V3 aux-loss-free bias balancing
   float bias_update_rate = 1e-3f;  // gamma of the bias update
-  std::string dispatcher = "auto";   // auto, local, flat, two_level, node_dedup
-  std::string routing = "topk";      // topk | bilevel (SMILE)
+  DispatcherKind dispatcher = DispatcherKind::kAuto;  // auto, local, flat, two_level, node_dedup
+  RoutingKind routing = RoutingKind::kTopK;           // topk | bilevel (SMILE)
   int node_groups = 0;               // bilevel: groups of the node-level router
   int max_nodes_per_token = 0;       // node-limited top-K: M; 0 = unlimited
   float own_node_bonus = 0.0f;       // node-limited: added to the token's own node's score
@@ -59,7 +162,7 @@ struct OptimConfig {
   float lr = 1e-3f;                // peak learning rate
   float min_lr = 1e-4f;            // floor of the decay
   int warmup_steps = 10;           // linear warmup from 0
-  std::string schedule = "cosine";  // cosine | wsd | constant
+  ScheduleKind schedule = ScheduleKind::kCosine;  // cosine | wsd | constant
   float decay_fraction = 0.2f;     // wsd: share of steps spent decaying at the end
   float beta1 = 0.9f;
   float beta2 = 0.95f;
@@ -81,11 +184,11 @@ struct DataConfig {
 
 // Diffusion (dit_moe): training objective and sampling (docs/image-models.md).
 struct DiffusionConfig {
-  std::string objective = "ddpm";  // ddpm (epsilon prediction) | rectified_flow
+  DiffusionObjective objective = DiffusionObjective::kDdpm;  // ddpm (epsilon) | rectified_flow
   int timesteps = 1000;            // DDPM steps, beta linear from beta_start to beta_end
   float beta_start = 1e-4f;
   float beta_end = 0.02f;
-  std::string sampler = "auto";    // auto | ddim | euler (auto: ddpm ddim, flow euler)
+  SamplerKind sampler = SamplerKind::kAuto;  // auto | ddim | euler (auto: ddpm ddim, flow euler)
   int sample_steps = 50;           // denoising steps when sampling
   float guidance = 4.0f;           // classifier-free guidance scale s (1 = none)
 };
@@ -102,7 +205,7 @@ struct TrainConfig {
 
 struct RunConfig {
   std::string dir = "runs/default";
-  std::string resume;              // "", "auto" or a checkpoint path
+  ResumeFrom resume;               // "", "auto" or a checkpoint path
   std::string init_from;           // checkpoint whose weights initialise the model
   bool overwrite = false;          // allow a run.dir that already holds a run
   bool save_model = true;          // final weights to <run.dir>/model.h5

@@ -89,6 +89,30 @@ void parse_value(const std::string& key, const std::string& text, const std::str
   out = text;
 }
 
+// An option enum from its spelling: "<key>: '<text>' is not a <noun> (known: a, b)".
+template <class E, class = decltype(EnumSpelling<E>::kNoun)>
+void parse_value(const std::string& key, const std::string& text, const std::string& where,
+                 E& out) {
+  if (const std::optional<E> value = enum_from_name<E>(text)) {
+    out = *value;
+    return;
+  }
+  std::string known;
+  for (const auto& [value, name] : EnumSpelling<E>::kValues)
+    known += known.empty() ? name : std::string(", ") + name;
+  MOE_USER_FAIL(key, ": '", text, "' is not a ", EnumSpelling<E>::kNoun, " (known: ", known,
+                ")", where);
+}
+
+void parse_value(const std::string& key, const std::string& text, const std::string& where,
+                 ResumeFrom& out) {
+  std::string path;
+  parse_value(key, text, where, path);
+  if (path.empty()) out = {ResumeFrom::Kind::kFresh, ""};
+  else if (path == "auto") out = {ResumeFrom::Kind::kAuto, ""};
+  else out = {ResumeFrom::Kind::kPath, path};
+}
+
 // ---- formatting: the shortest text that parses back to the same value ----
 
 template <class T>
@@ -106,8 +130,17 @@ std::string format_value(float v) { return format_number(v); }
 std::string format_value(double v) { return format_number(v); }
 std::string format_value(bool v) { return v ? "true" : "false"; }
 std::string format_value(const std::string& v) { return v; }
+template <class E, class = decltype(EnumSpelling<E>::kNoun)>
+std::string format_value(E v) {
+  return enum_name(v);
+}
+std::string format_value(const ResumeFrom& v) {
+  return v.automatic() ? "auto" : v.path;
+}
 
-template <class T> const char* type_name();
+template <class T> const char* type_name() {
+  return "string";  // the option enums and run.resume are spelled as words
+}
 template <> const char* type_name<int>() { return "int"; }
 template <> const char* type_name<int64_t>() { return "int64"; }
 template <> const char* type_name<uint64_t>() { return "uint64"; }

@@ -5,6 +5,7 @@
 #include <initializer_list>
 #include <string>
 
+#include "framework/config/family.h"
 #include "framework/config/options.h"
 #include "framework/core/error.h"
 
@@ -34,37 +35,8 @@ void require_existing_file(const char* key, const std::string& path) {
                  "' is not a regular file");
 }
 
-void require_one_of(const char* key, const std::string& value,
-                    std::initializer_list<const char*> known) {
-  std::string list;
-  for (const char* k : known) {
-    if (value == k) return;
-    list += list.empty() ? k : std::string(", ") + k;
-  }
-  MOE_USER_FAIL(key, ": '", value, "' is not one of ", list);
-}
-
-// The options only the image families read.
-void validate_image_model(const ModelConfig& m) {
-  require_positive("model.image_size", m.image_size);
-  require_positive("model.image_channels", m.image_channels);
-  require_positive("model.patch_size", m.patch_size);
-  MOE_USER_CHECK(m.image_size % m.patch_size == 0, "model.image_size: ", m.image_size,
-                 " must be divisible by model.patch_size (", m.patch_size, ")");
-  require_positive("model.num_classes", m.num_classes);
-  require_one_of("model.pool", m.pool, {"cls", "gap"});
-  require_one_of("model.pos_embed", m.pos_embed, {"auto", "learned", "sincos"});
-  // 2-D sin-cos splits the width into four equal (sin, cos) x (row, column) parts.
-  MOE_USER_CHECK(!(m.pos_embed == "sincos" || (m.pos_embed == "auto" && m.family == "dit_moe")) ||
-                     m.d_model % 4 == 0,
-                 "model.d_model: ", m.d_model,
-                 " must be divisible by 4 for sin-cos position embeddings");
-  MOE_USER_CHECK(m.class_dropout >= 0.0f && m.class_dropout < 1.0f, "model.class_dropout: ",
-                 m.class_dropout, " must be in [0, 1)");
-}
-
 void validate_model(const ModelConfig& m) {
-  require_one_of("model.family", m.family, {"moe_gpt", "vit_moe", "dit_moe"});
+  family_traits(m.family);  // a registered family, else a user error naming them
   require_positive("model.vocab_size", m.vocab_size);
   require_positive("model.seq_len", m.seq_len);
   require_positive("model.num_layers", m.num_layers);
@@ -72,9 +44,6 @@ void validate_model(const ModelConfig& m) {
   require_positive("model.num_heads", m.num_heads);
   MOE_USER_CHECK(m.d_model % m.num_heads == 0, "model.d_model: ", m.d_model,
                  " must be divisible by model.num_heads (", m.num_heads, ")");
-  MOE_USER_CHECK(m.family != "moe_gpt" || (m.d_model / m.num_heads) % 2 == 0,
-                 "model.d_model / model.num_heads: head dim ", m.d_model / m.num_heads,
-                 " must be even (rotary rotates pairs)");
   MOE_USER_CHECK(m.dense_layers >= 0 && m.dense_layers <= m.num_layers, "model.dense_layers: ",
                  m.dense_layers, " must be in [0, model.num_layers = ", m.num_layers, "]");
   require_positive("model.moe_every", m.moe_every);
@@ -82,7 +51,6 @@ void validate_model(const ModelConfig& m) {
   require_positive("model.rope_theta", m.rope_theta);
   require_positive("model.norm_eps", m.norm_eps);
   require_positive("model.init_std", m.init_std);
-  if (m.family != "moe_gpt") validate_image_model(m);
 }
 
 void validate_moe(const MoeConfig& e, const ParallelConfig& p) {
@@ -101,16 +69,10 @@ void validate_moe(const MoeConfig& e, const ParallelConfig& p) {
                  "moe.own_node_bonus: ", e.own_node_bonus, " changes nothing without "
                  "node-limited routing (moe.max_nodes_per_token > 0)");
   require_non_negative("moe.locality_loss", e.locality_loss);
-  MOE_USER_CHECK(e.dispatcher == "local" || e.dispatcher == "flat" || e.dispatcher == "auto" ||
-                     e.dispatcher == "two_level" || e.dispatcher == "node_dedup",
-                 "moe.dispatcher: '", e.dispatcher,
-                 "' is not a dispatcher (known: auto, local, flat, two_level, node_dedup)");
-  MOE_USER_CHECK(e.dispatcher != "local" || p.ep == 1, "moe.dispatcher: local keeps every "
-                 "expert on its rank and needs parallel.ep = 1, not ", p.ep);
-  MOE_USER_CHECK(e.routing == "topk" || e.routing == "bilevel", "moe.routing: '", e.routing,
-                 "' is not a routing (known: topk, bilevel)");
+  MOE_USER_CHECK(e.dispatcher != DispatcherKind::kLocal || p.ep == 1, "moe.dispatcher: local "
+                 "keeps every expert on its rank and needs parallel.ep = 1, not ", p.ep);
   require_non_negative("moe.node_groups", e.node_groups);
-  if (e.routing == "bilevel") {
+  if (e.routing == RoutingKind::kBilevel) {
     MOE_USER_CHECK(e.node_groups > 0 && e.num_experts % e.node_groups == 0,
                    "moe.node_groups: bilevel routing needs a number of expert groups that "
                    "divides moe.num_experts = ", e.num_experts, ", not ", e.node_groups);
@@ -122,7 +84,6 @@ void validate_moe(const MoeConfig& e, const ParallelConfig& p) {
                    "moe.locality_loss, moe.max_nodes_per_token: bilevel routing already "
                    "sends each token to one node group; use them with moe.routing = topk");
   }
-  require_one_of("moe.expert_act", e.expert_act, {"swiglu", "gelu"});
 }
 
 void validate_data(const DataConfig& d) {
@@ -135,19 +96,18 @@ void validate_data(const DataConfig& d) {
 }
 
 void validate_diffusion(const DiffusionConfig& d) {
-  require_one_of("diffusion.objective", d.objective, {"ddpm", "rectified_flow"});
   MOE_USER_CHECK(d.timesteps > 1, "diffusion.timesteps: ", d.timesteps, " must be > 1");
   MOE_USER_CHECK(d.beta_start > 0.0f && d.beta_start <= d.beta_end, "diffusion.beta_start: ",
                  d.beta_start, " must be in (0, diffusion.beta_end = ", d.beta_end, "]");
   MOE_USER_CHECK(d.beta_end < 1.0f, "diffusion.beta_end: ", d.beta_end, " must be < 1");
-  require_one_of("diffusion.sampler", d.sampler, {"auto", "ddim", "euler"});
-  MOE_USER_CHECK(d.sampler != "ddim" || d.objective == "ddpm",
+  MOE_USER_CHECK(d.sampler != SamplerKind::kDdim || d.objective == DiffusionObjective::kDdpm,
                  "diffusion.sampler: ddim needs diffusion.objective = ddpm, not ", d.objective);
-  MOE_USER_CHECK(d.sampler != "euler" || d.objective == "rectified_flow",
+  MOE_USER_CHECK(d.sampler != SamplerKind::kEuler ||
+                     d.objective == DiffusionObjective::kRectifiedFlow,
                  "diffusion.sampler: euler needs diffusion.objective = rectified_flow, not ",
                  d.objective);
   require_positive("diffusion.sample_steps", d.sample_steps);
-  MOE_USER_CHECK(d.objective != "ddpm" || d.sample_steps <= d.timesteps,
+  MOE_USER_CHECK(d.objective != DiffusionObjective::kDdpm || d.sample_steps <= d.timesteps,
                  "diffusion.sample_steps: ", d.sample_steps,
                  " must be <= diffusion.timesteps = ", d.timesteps);
   require_non_negative("diffusion.guidance", d.guidance);
@@ -158,8 +118,6 @@ void validate_optim(const OptimConfig& o) {
   MOE_USER_CHECK(o.min_lr >= 0.0f && o.min_lr <= o.lr, "optim.min_lr: ", o.min_lr,
                  " must be in [0, optim.lr = ", o.lr, "]");
   require_non_negative("optim.warmup_steps", o.warmup_steps);
-  MOE_USER_CHECK(o.schedule == "cosine" || o.schedule == "wsd" || o.schedule == "constant",
-                 "optim.schedule: '", o.schedule, "' is not a schedule (cosine, wsd, constant)");
   MOE_USER_CHECK(o.decay_fraction >= 0.0f && o.decay_fraction <= 1.0f,
                  "optim.decay_fraction: ", o.decay_fraction, " must be in [0, 1]");
   require_unit_interval("optim.beta1", o.beta1);
@@ -169,20 +127,20 @@ void validate_optim(const OptimConfig& o) {
 }
 
 // Sequence parallelism splits each dp rank's rows evenly over tp: B/dp * T rows (T the
-// tokens of a sample); the DiT keeps whole images per rank (its adaLN conditioning is
-// per image), so there B/dp itself.
+// tokens of a sample); a family that keeps whole samples per rank (the DiT: its adaLN
+// conditioning is per image) needs B/dp itself to split.
 void validate_sequence_split(const Config& c) {
   const ParallelConfig& p = c.parallel;
-  const int64_t samples = c.data.batch_size / p.dp, grid = c.model.image_size / c.model.patch_size;
-  if (c.model.family == "dit_moe") {
-    MOE_USER_CHECK(samples % p.tp == 0, "data.batch_size: ", c.data.batch_size,
-                   " gives ", samples, " images per dp rank, not divisible by parallel.tp = ",
-                   p.tp, " (parallel.sequence_parallel keeps whole images per tp rank)");
+  const FamilyTraits& family = family_traits(c.model.family);
+  const int64_t samples = c.data.batch_size / p.dp;
+  if (family.whole_samples_per_tp_rank) {
+    MOE_USER_CHECK(samples % p.tp == 0, "data.batch_size: ", c.data.batch_size, " gives ",
+                   samples, " ", family.samples, " per dp rank, not divisible by parallel.tp = ",
+                   p.tp, " (parallel.sequence_parallel keeps whole ", family.samples,
+                   " per tp rank)");
     return;
   }
-  const int64_t tokens = c.model.family == "moe_gpt"
-                             ? c.model.seq_len
-                             : grid * grid + (c.model.pool == "cls" ? 1 : 0);
+  const int64_t tokens = family.tokens_per_sample(c.model);
   MOE_USER_CHECK((samples * tokens) % p.tp == 0, "data.batch_size: ", c.data.batch_size,
                  " gives ", samples * tokens, " rows per dp rank (", samples, " x ", tokens,
                  " tokens), not divisible by parallel.tp = ", p.tp,
@@ -214,13 +172,6 @@ void validate_parallel(const Config& c) {
   MOE_USER_CHECK(c.moe.num_shared == 0 || (c.moe.num_shared * c.moe.shared_ffn) % p.tp == 0,
                  "moe.num_shared * moe.shared_ffn: ", c.moe.num_shared * c.moe.shared_ffn,
                  " (the shared experts' width) must be divisible by parallel.tp = ", p.tp);
-  // The vocabulary is split in blocks of ceil(V / tp) rows, the last one short
-  // (nn/vocab_parallel.h): every rank needs at least one row.
-  const int64_t vocab_block = (c.model.vocab_size + p.tp - 1) / p.tp;
-  MOE_USER_CHECK(c.model.family != "moe_gpt" || (p.tp - 1) * vocab_block < c.model.vocab_size,
-                 "model.vocab_size: ", c.model.vocab_size, " leaves tp rank ", p.tp - 1,
-                 " no row in blocks of ", vocab_block, " (parallel.tp = ", p.tp,
-                 "); use a larger vocabulary or a smaller tp");
   MOE_USER_CHECK(c.moe.expert_ffn % p.etp == 0, "moe.expert_ffn: ", c.moe.expert_ffn,
                  " must be divisible by parallel.etp = ", p.etp);
   MOE_USER_CHECK(c.data.batch_size % p.dp == 0, "data.batch_size: ", c.data.batch_size,
@@ -236,7 +187,7 @@ void validate_run(const Config& c) {
   require_non_negative("train.threads", c.train.threads);
   require_non_negative("train.peak_gflops", c.train.peak_gflops);
   MOE_USER_CHECK(!c.run.dir.empty(), "run.dir: must not be empty");
-  if (c.run.resume != "auto") require_existing_file("run.resume", c.run.resume);
+  require_existing_file("run.resume", c.run.resume.path);
   require_existing_file("run.init_from", c.run.init_from);
   require_non_negative("checkpoint.interval", c.checkpoint.interval);
   require_positive("checkpoint.keep", c.checkpoint.keep);
@@ -252,6 +203,7 @@ void validate_config(const Config& config) {
   validate_diffusion(config.diffusion);
   validate_run(config);
   validate_parallel(config);
+  family_traits(config.model.family).validate(config);  // the family's own options
 }
 
 }  // namespace moe::config_detail

@@ -82,6 +82,12 @@ class Dispatcher {
   // d_rows (S_local, C) gradient of handle.rows(); dx (N, C) overwritten.
   virtual void dispatch_backward(const DispatchHandle& handle, Tensor d_rows,
                                  Tensor dx) = 0;
+
+  // Ranks over which the experts' hidden units are split and whose partial outputs this
+  // dispatcher sums (expert-tensor parallelism; 1 for the plain dispatchers).
+  virtual int etp_size() const { return 1; }
+  // Whether it treats the tp group's tokens as identical and sends each tp rank's slice.
+  virtual bool slices_over_tp() const { return false; }
 };
 
 // Row storage for handles. Not state between dispatch and combine (that is all in the

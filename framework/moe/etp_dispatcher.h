@@ -67,6 +67,8 @@ class EtpDispatcher final : public Dispatcher {
   void combine_backward(const DispatchHandle& handle, Tensor expert_out, Tensor dy,
                         Tensor d_expert_out, float* dweights) override;
   void dispatch_backward(const DispatchHandle& handle, Tensor d_rows, Tensor dx) override;
+  int etp_size() const override { return etp_.size(); }
+  bool slices_over_tp() const override { return tp_ != nullptr && tp_->size() > 1; }
 
  private:
   // this rank's rows (S_j, C) -> every member's rows, expert-major (S, C)

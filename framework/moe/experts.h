@@ -25,13 +25,12 @@
 #include <string>
 #include <vector>
 
+#include "framework/config/config.h"
 #include "framework/kernels/ops.h"
 #include "framework/moe/placement.h"
 #include "framework/tensor/param_store.h"
 
 namespace moe {
-
-enum class ExpertActivation : uint8_t { kSwiGLU, kGelu };
 
 // How the hidden axis of every expert is split: this rank holds block `rank` of `size`.
 struct ExpertTensorSplit {

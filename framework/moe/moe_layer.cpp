@@ -10,10 +10,6 @@ namespace moe {
 
 namespace {
 
-ExpertActivation expert_activation(const MoeConfig& config) {
-  return config.expert_act == "gelu" ? ExpertActivation::kGelu : ExpertActivation::kSwiGLU;
-}
-
 std::unique_ptr<Mlp> make_shared_experts(ParamStore& store, const std::string& prefix,
                                          int64_t width, const MoeConfig& config,
                                          float init_std, float out_std, Communicator* tp,
@@ -21,7 +17,7 @@ std::unique_ptr<Mlp> make_shared_experts(ParamStore& store, const std::string& p
   if (config.num_shared <= 0) return nullptr;
   // K_s shared experts of width F_s are one FFN of width K_s * F_s.
   const int64_t hidden = int64_t{config.num_shared} * config.shared_ffn;
-  if (expert_activation(config) == ExpertActivation::kGelu)
+  if (config.expert_act == ExpertActivation::kGelu)
     return std::make_unique<GeluMlp>(store, prefix + ".shared", width, hidden, init_std,
                                      out_std, tp, sequence_parallel);
   return std::make_unique<SwiGLUMlp>(store, prefix + ".shared", width, hidden, init_std,
@@ -31,7 +27,7 @@ std::unique_ptr<Mlp> make_shared_experts(ParamStore& store, const std::string& p
 std::unique_ptr<Router> make_router(ParamStore& store, const std::string& prefix,
                                     int64_t width, const MoeConfig& config, float init_std,
                                     const ExpertLocality& locality) {
-  if (config.routing == "bilevel") return nullptr;
+  if (config.routing == RoutingKind::kBilevel) return nullptr;
   return std::make_unique<Router>(
       store, prefix, width, config.num_experts, config.top_k, config.renormalize, init_std,
       NodeLimit{locality.expert_node, locality.num_nodes, config.max_nodes_per_token,
@@ -41,20 +37,10 @@ std::unique_ptr<Router> make_router(ParamStore& store, const std::string& prefix
 std::unique_ptr<BilevelRouter> make_bilevel_router(ParamStore& store, const std::string& prefix,
                                                    int64_t width, const MoeConfig& config,
                                                    float init_std) {
-  if (config.routing != "bilevel") return nullptr;
+  if (config.routing != RoutingKind::kBilevel) return nullptr;
   return std::make_unique<BilevelRouter>(store, prefix, width, config.num_experts,
                                          config.node_groups, config.top_k, config.renormalize,
                                          init_std);
-}
-
-// An empty locality (a runtime built field by field) means one node.
-MoeRuntime with_locality(MoeRuntime runtime, int64_t num_experts) {
-  if (runtime.locality.expert_node.empty())
-    runtime.locality = ExpertLocality::single(num_experts);
-  MOE_CHECK(static_cast<int64_t>(runtime.locality.expert_node.size()) == num_experts,
-            "MoE layer: locality of ", runtime.locality.expert_node.size(), " experts, config has ",
-            num_experts);
-  return runtime;
 }
 
 }  // namespace
@@ -64,17 +50,16 @@ MoELayer::MoELayer(ParamStore& store, const std::string& prefix, int64_t width,
                    const MoeRuntime& runtime)
     : config_(config),
       width_(width),
-      runtime_(with_locality(runtime, config.num_experts)),
-      router_(make_router(store, prefix, width, config, init_std, runtime_.locality)),
+      runtime_(runtime),
+      router_(make_router(store, prefix, width, config, init_std, runtime_.locality())),
       bilevel_(make_bilevel_router(store, prefix, width, config, init_std)),
-      experts_(store, prefix, width, config.expert_ffn, runtime.placement, init_std,
-               out_std, expert_activation(config), runtime.etp),
-      shared_(make_shared_experts(store, prefix, width, config, init_std, out_std, runtime.tp,
-                                  runtime.sequence_parallel)),
+      experts_(store, prefix, width, config.expert_ffn, runtime.placement(), init_std,
+               out_std, config.expert_act, runtime.etp()),
+      shared_(make_shared_experts(store, prefix, width, config, init_std, out_std, runtime.tp(),
+                                  runtime.sequence_parallel())),
       bias_(static_cast<size_t>(config.num_experts), 0.0f) {
-  MOE_CHECK(runtime.dispatcher != nullptr, "MoE layer ", prefix, ": no dispatcher");
-  MOE_CHECK(runtime.placement.num_experts == config.num_experts, "MoE layer ", prefix,
-            ": placement of ", runtime.placement.num_experts, " experts, config has ",
+  MOE_CHECK(runtime.placement().num_experts == config.num_experts, "MoE layer ", prefix,
+            ": placement of ", runtime.placement().num_experts, " experts, config has ",
             config.num_experts);
 }
 
@@ -114,7 +99,7 @@ Tensor MoELayer::forward(Tensor u) {
   compute_losses(r.experts, n);
   compute_stats(capacity);
   // dispatch -> experts -> combine
-  Dispatcher& dispatcher = *runtime_.dispatcher;
+  Dispatcher& dispatcher = runtime_.dispatcher();
   handle_.emplace(dispatcher.dispatch(u, std::move(plan)));
   expert_out_ = experts_.forward(handle_->rows(), handle_->expert_offsets());
   Tensor y = y_.view({n, width_});
@@ -137,7 +122,7 @@ Tensor MoELayer::backward(Tensor dy, float aux_scale) {
   // combine -> experts -> dispatch, reversed
   Tensor d_expert_out = d_expert_out_.view(expert_out_.shape);
   dweights_.resize(static_cast<size_t>(n * k));
-  Dispatcher& dispatcher = *runtime_.dispatcher;
+  Dispatcher& dispatcher = runtime_.dispatcher();
   dispatcher.combine_backward(*handle_, expert_out_, dy, d_expert_out, dweights_.data());
   const Tensor d_rows = experts_.backward(d_expert_out);
   Tensor du = du_.view({n, width_});
@@ -146,7 +131,7 @@ Tensor MoELayer::backward(Tensor dy, float aux_scale) {
   // Under sequence parallelism the router losses are normalised by this rank's N/tp
   // rows, but the router gradient is summed over tp before the mean over dp.
   const float router_scale =
-      runtime_.sequence_parallel ? aux_scale / static_cast<float>(tp_size(runtime_.tp))
+      runtime_.sequence_parallel() ? aux_scale / static_cast<float>(tp_size(runtime_.tp()))
                                  : aux_scale;
   const Tensor du_router = router_backward(n, router_scale);
   ops::axpy(1.0f, du_router, du);
@@ -162,7 +147,7 @@ std::vector<int64_t> MoELayer::gather_choice_counts(std::span<const int32_t> exp
                                                     int64_t n) {
   const int64_t e = config_.num_experts, k = config_.top_k;
   const std::vector<int64_t> counts = choice_counts(experts, n, k, e);  // [K, E]
-  Communicator* tokens = runtime_.tokens;
+  Communicator* tokens = runtime_.tokens();
   const int ranks = tokens ? tokens->size() : 1;
   std::vector<int64_t>& all_counts = all_counts_;  // [R, K, E]
   all_counts = counts;
@@ -230,7 +215,7 @@ RoutingPlan MoELayer::plan_global_batch(const Choices& r, int64_t n, int64_t cap
   const int64_t e = config_.num_experts, k = config_.top_k;
   const RoutingPriority priority =
       config_.batch_priority ? RoutingPriority::kBatchPriority : RoutingPriority::kChoiceMajor;
-  Communicator* tokens = runtime_.tokens;
+  Communicator* tokens = runtime_.tokens();
   const int ranks = tokens ? tokens->size() : 1;
   Admission admission;
   admission.priority = priority;
@@ -263,7 +248,7 @@ RoutingPlan MoELayer::plan_global_batch(const Choices& r, int64_t n, int64_t cap
 }
 
 std::vector<double> MoELayer::local_distribution() const {
-  const ExpertLocality& loc = runtime_.locality;
+  const ExpertLocality& loc = runtime_.locality();
   const int64_t e = config_.num_experts;
   const int64_t local = loc.experts_on(loc.token_node);  // L
   constexpr double kEps = 1e-4;  // D_l where a token would leave its node
@@ -291,7 +276,7 @@ std::vector<int64_t> MoELayer::local_index_counts() const {
 
 void MoELayer::compute_losses(std::span<const int32_t> experts, int64_t n) {
   const int64_t e = config_.num_experts, k = config_.top_k;
-  const ExpertLocality& loc = runtime_.locality;
+  const ExpertLocality& loc = runtime_.locality();
   // sums: sum_t p over this rank's tokens ([E], or [N] and [G] for the two levels), then
   // this rank's L_z, its KL(P || D_l), its node-local assignments
   Tensor probs, probs2, logits, logits2;
@@ -330,7 +315,7 @@ void MoELayer::compute_losses(std::span<const int32_t> experts, int64_t n) {
     }
   }
 
-  Communicator* tokens = runtime_.tokens;
+  Communicator* tokens = runtime_.tokens();
   const int ranks = tokens ? tokens->size() : 1;
   if (ranks > 1) tokens->all_reduce<double>(sums);
   if (bilevel_) {

@@ -49,46 +49,13 @@
 #include "framework/moe/dispatcher.h"
 #include "framework/moe/bilevel_router.h"
 #include "framework/moe/experts.h"
+#include "framework/moe/moe_runtime.h"
 #include "framework/moe/placement.h"
 #include "framework/moe/router.h"
 #include "framework/nn/mlp.h"
 #include "framework/parallel/communicator.h"
 
 namespace moe {
-
-// How the MoE layers of a model are spread over ranks; one per model, shared by its
-// MoE layers, outliving them.
-struct MoeRuntime {
-  Dispatcher* dispatcher = nullptr;  // moves token rows to the ranks of their experts
-  ExpertPlacement placement;         // the experts this rank holds
-  ExpertLocality locality;           // node of every expert and of this rank's tokens
-  // The ranks holding distinct tokens of the global batch (the data-parallel group, in
-  // batch order): capacity, balance loss and load statistics are those of the global
-  // batch. Null: this rank's tokens are the whole batch.
-  Communicator* tokens = nullptr;
-  // The tensor-parallel group of the dense layers: the shared experts are split over it
-  // like a dense FFN (framework/nn/mlp.h). Routed experts are split over etp instead;
-  // the tp ranks' tokens are the same and the EtpDispatcher sends each once (each tp
-  // rank dispatches its 1/tp share). Null: no tensor parallelism.
-  Communicator* tp = nullptr;
-  // This rank's share of every expert's hidden units (expert-tensor parallelism; the
-  // dispatcher must then be an EtpDispatcher over the same etp group).
-  ExpertTensorSplit etp;
-  // Sequence parallelism (framework/nn/sequence_parallel.h, with a tp group of more
-  // than one rank): the layer's input is this rank's rows, distinct from the other tp
-  // ranks'. Then `tokens` must be the dp x tp ranks (in world order, the global token
-  // order), the dispatcher must not slice over tp, the shared experts gather and
-  // scatter rows, and the router losses' gradients are divided by tp: they are
-  // normalised by this rank's N/tp rows, but the router's gradient is summed over tp
-  // (ParamSpec::sequence_parallel) before the mean over dp.
-  bool sequence_parallel = false;
-
-  // Everything on this rank: the single-process runtime.
-  static MoeRuntime local(Dispatcher& dispatcher, int64_t num_experts) {
-    return {&dispatcher, ExpertPlacement::single(num_experts),
-            ExpertLocality::single(num_experts), nullptr, nullptr, ExpertTensorSplit{}, false};
-  }
-};
 
 // Expert load of the last forward over the global batch, for telemetry.
 struct ExpertLoadStats {

@@ -25,10 +25,9 @@ class LrSchedule {
   float lr(int64_t step) const;
 
  private:
-  enum class Kind { kCosine, kWsd, kConstant };
-  Kind kind_;
   double peak_, min_;
   int64_t warmup_, total_;
+  ScheduleKind kind_;
   int64_t decay_start_;  // wsd: first step of the linear decay
 };
 

@@ -17,15 +17,11 @@
 #include "framework/optim/clip.h"
 #include "framework/optim/lr_schedule.h"
 #include "framework/train/metrics.h"
-#include "framework/moe/all_to_all_dispatcher.h"
-#include "framework/moe/etp_dispatcher.h"
-#include "framework/moe/node_dedup_dispatcher.h"
-#include "framework/parallel/cost_model.h"
+#include "framework/moe/moe_factory.h"
 #include "framework/parallel/grad_sync.h"
 #include "framework/parallel/process_groups.h"
-#include "framework/parallel/two_level_all_to_all.h"
 #include "framework/train/peak_flops.h"
-#include "models/model.h"
+#include "models/registry.h"
 
 extern "C" void openblas_set_num_threads(int num_threads);
 
@@ -36,17 +32,12 @@ struct Trainer::State {
   ProcessGroups groups;
   int dp_rank = 0, dp_size = 1;
   ParamStore store;
-  std::unique_ptr<TwoLevelAllToAll> two_level;  // ep over its nodes (two_level, node_dedup)
-  nlohmann::json dispatcher_choice = nlohmann::json::object();  // auto: choice, prediction
-  std::string dispatcher_name;
   // Start-up notes (topology, dispatcher choice), printed by run(): a bad input found
   // after them must still be one line.
   std::vector<std::string> notes;
-  std::unique_ptr<Dispatcher> dispatcher;
-  // etp > 1 or tp > 1: expert-tensor parallelism and tp token slicing around dispatcher
-  std::unique_ptr<EtpDispatcher> etp_dispatcher;
-  MoeRuntime runtime;
+  std::unique_ptr<MoeStack> moe;  // dispatchers and the runtime the MoE layers share
   std::unique_ptr<Model> model;  // the family of model.family, with its data
+  int64_t tokens_per_sample = 0;  // sequence positions of one sample (the family's)
   std::unique_ptr<GradSync> grad_sync;
   std::unique_ptr<AdamW> optimizer;
   std::unique_ptr<Checkpointer> checkpointer;
@@ -60,14 +51,6 @@ struct Trainer::State {
 };
 
 namespace {
-
-// The arguments streamed into one string (manipulators included).
-template <typename... Args>
-std::string text(const Args&... args) {
-  std::ostringstream os;
-  (os << ... << args);
-  return os.str();
-}
 
 // Threads of this rank: the node's cores shared among its ranks unless configured.
 int rank_threads(const Config& config, const MpiEnv& mpi) {
@@ -125,7 +108,7 @@ Trainer::Trainer(const Config& config, const MpiEnv& mpi)
   build_model();
   const fs::path dir(config.run.dir);
   // A resumed run continues the run of its run.dir (run.resume, checkpoint/checkpointer.h).
-  MOE_USER_CHECK(config.run.overwrite || !config.run.resume.empty() ||
+  MOE_USER_CHECK(config.run.overwrite || !config.run.resume.fresh() ||
                      !fs::exists(dir / "metrics.jsonl"),
                  "run.dir: '", config.run.dir,
                  "' already holds a run (metrics.jsonl); choose another run.dir, set "
@@ -153,142 +136,26 @@ Trainer::Trainer(const Config& config, const MpiEnv& mpi)
   if (mpi.rank() == 0) prepare_run_dir();
 }
 
-std::vector<int> Trainer::ep_token_ranks() const {
-  // The rank in the MoE layer's token group of every member of this rank's ep group,
-  // when they all belong to it; else none, and the dispatcher exchanges counts. Under
-  // sequence parallelism the token group is the world.
-  const RankGrid& grid = s_->groups.grid;
-  const int me = mpi_.rank();
-  std::vector<int> ranks;
-  if (sequence_parallel()) return grid.members(Group::kEp, me);
-  for (int member : grid.members(Group::kEp, me)) {
-    if (grid.group_index(Group::kDp, member) != grid.group_index(Group::kDp, me)) return {};
-    ranks.push_back(grid.coord(Group::kDp, member));
-  }
-  return ranks;
-}
-
 void Trainer::build_model() {
   const Config& c = config_;
-  const ProcessGroups& g = s_->groups;
-  const ExpertPlacement placement{c.moe.num_experts, g.ep->size(), g.ep->rank()};
-  const NodeMap ep_nodes = g.nodes(Group::kEp);
-  s_->notes.push_back(
-      text("topology: ", g.topology.world.describe(),
-           g.topology.from_config ? " (parallel.ranks_per_node)" : " (MPI shared memory)",
-           "; ep group: ", ep_nodes.describe()));
-  const std::string kind = choose_dispatcher(ep_nodes);
-  s_->dispatcher_name = kind;
-  if (kind == "two_level" || kind == "node_dedup") {
-    MOE_USER_CHECK(ep_nodes.blocked(), "moe.dispatcher: ", kind, " needs every ep group "
-                   "placed node by node in equal numbers, but this rank's spans ",
-                   ep_nodes.describe(), "; use flat, or change parallel.ep / the placement");
-    // ep split into the node's ranks and the ranks of the same local index
-    s_->two_level = std::make_unique<TwoLevelAllToAll>(*g.ep, ep_nodes);
-  }
-  if (kind == "local") {
-    s_->dispatcher = std::make_unique<LocalDispatcher>();
-  } else if (kind == "two_level") {
-    s_->dispatcher = std::make_unique<AllToAllDispatcher>(*g.ep, placement, ep_token_ranks(),
-                                                             s_->two_level.get());
-  } else if (kind == "node_dedup") {
-    s_->dispatcher = std::make_unique<NodeDedupDispatcher>(
-        *g.ep, s_->two_level->intra(), s_->two_level->inter(), placement);
-  } else {
-    s_->dispatcher = std::make_unique<AllToAllDispatcher>(*g.ep, placement, ep_token_ranks());
-  }
-  Dispatcher* dispatcher = s_->dispatcher.get();
-  const bool sp = sequence_parallel();
-  if (g.etp->size() > 1 || (g.tp->size() > 1 && !sp)) {
-    // Without sequence parallelism the ranks of a tp group hold the same tokens
-    // (replicated activations): each dispatches its 1/tp share, so no token crosses the
-    // ep all-to-all twice. With it their rows differ and each dispatches its own.
-    s_->etp_dispatcher =
-        std::make_unique<EtpDispatcher>(*s_->dispatcher, *g.etp, sp ? nullptr : g.tp.get());
-    dispatcher = s_->etp_dispatcher.get();
-  }
-  // The ranks holding distinct tokens: the dp group, or under sequence parallelism the
-  // dp x tp ranks (the world; world-rank order is the global token order).
-  s_->runtime = MoeRuntime{dispatcher,
-                           placement,
-                           ExpertLocality::of(placement, ep_nodes.node, ep_nodes.num_nodes),
-                           sp ? g.world.get() : g.dp.get(),
-                           g.tp.get(),
-                           ExpertTensorSplit{g.etp->size(), g.etp->rank()},
-                           sp};
+  // One exchange of a dispatch: this rank's share of the batch's tokens, K rows each.
+  const ModelFamily& family = model_family(c.model.family);
+  s_->tokens_per_sample = family.traits.tokens_per_sample(c.model);
+  const double rows = static_cast<double>(c.data.batch_size) / c.parallel.dp *
+                      static_cast<double>(s_->tokens_per_sample) * c.moe.top_k;
+  s_->moe = std::make_unique<MoeStack>(c, s_->groups, rows);
+  s_->notes = s_->moe->notes();
   // The model opens and validates the data: a bad file is reported alone, before any
   // progress output.
-  s_->model = make_model(c, s_->store, s_->runtime);
-  if (c.moe.routing == "bilevel") {
-    // Groups are node-aligned when the ep group spans node_groups nodes holding E / N
-    // consecutive experts each (the contiguous placement over a blocked ep group).
-    bool aligned = ep_nodes.num_nodes == c.moe.node_groups;
-    const int64_t per_group = c.moe.num_experts / c.moe.node_groups;
-    for (int64_t e = 0; aligned && e < c.moe.num_experts; ++e)
-      aligned = s_->runtime.locality.expert_node[e] == e / per_group;
-    s_->notes.push_back(text(
-        "bilevel routing: ", c.moe.node_groups, " groups of ", per_group, " experts, ",
-        aligned ? "one per node of the ep group"
-                : "not aligned with the ep group's nodes (" + ep_nodes.describe() + ")"));
-  }
-}
-
-namespace {
-
-// Tokens one sample puts through each MoE layer, from the config (the model is built
-// after the dispatcher it is given).
-int64_t tokens_per_sample(const ModelConfig& m) {
-  if (m.family == "moe_gpt") return m.seq_len;
-  const int64_t side = m.image_size / m.patch_size;
-  return side * side + (m.family == "vit_moe" && m.pool == "cls" ? 1 : 0);
-}
-
-}  // namespace
-
-std::string Trainer::choose_dispatcher(const NodeMap& ep_nodes) {
-  const Config& c = config_;
-  const std::string& kind = c.moe.dispatcher;
-  if (kind != "auto") return kind;
-  const ProcessGroups& g = s_->groups;
-  if (g.ep->size() == 1) return "local";
-  // Calibration is collective over the world: decided from what every rank knows alike.
-  if (g.topology.world.num_nodes == 1) return "flat";
-  const ParallelConfig& p = c.parallel;
-  const CalibratedModel cost = measure_link_costs(
-      *g.world, g.topology.world, {p.intra_latency_us * 1e-6, p.intra_bandwidth_gbs * 1e9},
-      {p.inter_latency_us * 1e-6, p.inter_bandwidth_gbs * 1e9}, published_gpu_cluster());
-  if (!ep_nodes.blocked() || ep_nodes.num_nodes == 1) {
-    s_->notes.push_back(
-        text("moe.dispatcher=auto: flat (the ep group spans ", ep_nodes.describe(), ")"));
-    return "flat";
-  }
-  // One exchange of a dispatch: every token's K rows of C floats, spread over the ep group.
-  const double rows = static_cast<double>(c.data.batch_size) / c.parallel.dp *
-                      static_cast<double>(tokens_per_sample(c.model)) * c.moe.top_k;
-  const double block = rows * c.model.d_model * sizeof(float) / g.ep->size();
-  const double flat = cost.model.flat_seconds(block, ep_nodes.num_nodes, ep_nodes.ranks_per_node);
-  const double two = cost.model.two_level_seconds(block, ep_nodes.num_nodes,
-                                                  ep_nodes.ranks_per_node);
-  const std::string choice = two < flat ? "two_level" : "flat";
-  s_->dispatcher_choice = {{"dispatcher", choice},
-                           {"predicted_flat_ms", flat * 1e3},
-                           {"predicted_two_level_ms", two * 1e3},
-                           {"block_bytes", block},
-                           {"cost_model", cost.model.describe()}};
-  s_->notes.push_back(text("moe.dispatcher=auto: ", choice, " (predicted per exchange: flat ",
-                           std::fixed, std::setprecision(3), flat * 1e3, " ms, two-level ",
-                           two * 1e3, " ms; ", ep_nodes.describe(), ", ", std::setprecision(0),
-                           block, " B per peer; ", cost.model.describe(), "; intra ",
-                           cost.intra_source, ", inter ", cost.inter_source, ")"));
-  return choice;
+  s_->model = family.make_model(c, s_->store, s_->moe->runtime());
 }
 
 Trainer::~Trainer() = default;
 
 std::vector<NamedBuffer> Trainer::model_buffers() {
   std::vector<NamedBuffer> buffers;
-  const std::vector<int> blocks = s_->model->moe_layer_blocks();
-  const std::vector<MoELayer*> layers = s_->model->moe_layers();
+  const std::vector<int> blocks = s_->model->network().moe_layer_blocks();
+  const std::vector<MoELayer*> layers = s_->model->network().moe_layers();
   for (size_t i = 0; i < layers.size(); ++i)  // equal on every rank: global loads
     buffers.push_back({"layers." + std::to_string(blocks[i]) + ".moe.router.bias",
                        layers[i]->bias()});
@@ -304,18 +171,13 @@ void Trainer::restore_checkpoint() {
 
 void Trainer::save_checkpoint(int64_t completed, float last_lr, IntervalTimes& times) {
   ScopedTimer timer(times.checkpoint);
-  const int64_t tokens_per_step = config_.data.batch_size * s_->model->tokens_per_sample();
+  const int64_t tokens_per_step = config_.data.batch_size * s_->tokens_per_sample;
   s_->checkpointer->save(make_trainer_state(config_, completed, tokens_per_step, last_lr));
 }
 
 std::vector<std::pair<std::string, std::vector<Communicator*>>> Trainer::telemetry_groups() {
   // ep: the token all-to-all, with the two-level exchange's node and cross-node parts
-  std::vector<Communicator*> ep = {s_->groups.ep.get()};
-  if (s_->two_level) {
-    ep.push_back(&s_->two_level->intra());
-    ep.push_back(&s_->two_level->inter());
-  }
-  return {{"ep", ep},
+  return {{"ep", s_->moe->exchange_groups()},
           {"dp", {s_->groups.dp.get()}},
           {"edp", {s_->groups.edp.get()}},
           {"tp", {s_->groups.tp.get()}},
@@ -356,9 +218,9 @@ void Trainer::save_model() {
 
 nlohmann::json Trainer::expert_load_record() {
   nlohmann::json layers = nlohmann::json::array();
-  const std::vector<int> blocks = s_->model->moe_layer_blocks();
+  const std::vector<int> blocks = s_->model->network().moe_layer_blocks();
   int index = 0;
-  for (MoELayer* layer : s_->model->moe_layers()) {
+  for (MoELayer* layer : s_->model->network().moe_layers()) {
     const ExpertLoadStats& st = layer->load_stats();
     layers.push_back({{"layer", blocks[index++]},
                       {"tokens", st.assigned},
@@ -402,7 +264,7 @@ Trainer::StepResult Trainer::train_step(int64_t step, IntervalTimes& times) {
   scale_grads(s_->store, clip_coefficient(result.grad_norm, c.optim.grad_clip));
   s_->optimizer->step(result.lr);
   if (c.moe.bias_balance)
-    for (MoELayer* layer : model.moe_layers())
+    for (MoELayer* layer : model.network().moe_layers())
       layer->update_bias(layer->load_stats().assigned.data());
   ++times.steps;
   return result;
@@ -451,7 +313,7 @@ nlohmann::json Trainer::comm_record(double steps, double step_ms) {
 nlohmann::json Trainer::interval_record(int64_t step, const StepResult& r,
                                         const IntervalTimes& times) {
   const double tokens_per_step =
-      static_cast<double>(config_.data.batch_size) * s_->model->tokens_per_sample();
+      static_cast<double>(config_.data.batch_size) * s_->tokens_per_sample;
   const double k = 1.0 / static_cast<double>(times.steps);
   const double step_s = times.training_seconds() * k;
   return {{"step", step + 1},
@@ -461,7 +323,7 @@ nlohmann::json Trainer::interval_record(int64_t step, const StepResult& r,
           {"lr", r.lr},
           {"grad_norm", r.grad_norm},
           {"tokens_per_s", tokens_per_step / step_s},
-          {"mfu", s_->model->train_flops_per_token() * tokens_per_step / step_s /
+          {"mfu", s_->model->network().train_flops_per_token() * tokens_per_step / step_s /
                       s_->peak_flops},
           {"step_ms", step_s * 1e3},
           {"time_ms", {{"forward", times.forward * k * 1e3},
@@ -469,7 +331,7 @@ nlohmann::json Trainer::interval_record(int64_t step, const StepResult& r,
                        {"grad_sync", times.grad_sync * k * 1e3},
                        {"optimizer", times.optimizer * k * 1e3}}},
           {"comm", comm_record(static_cast<double>(times.steps), step_s * 1e3)},
-          {"component_ms", component_record(s_->model->times(), times.steps)},
+          {"component_ms", component_record(s_->model->network().times(), times.steps)},
           {"experts", expert_load_record()}};
 }
 
@@ -477,7 +339,7 @@ nlohmann::json Trainer::run() {
   const Config& c = config_;
   for (const std::string& note : s_->notes) log_.info(note);
   log_.info("moe-train: ", s_->store.numel(), " parameters, ", c.train.steps, " steps of ",
-            c.data.batch_size * s_->model->tokens_per_sample(), " tokens, ", s_->threads,
+            c.data.batch_size * s_->tokens_per_sample, " tokens, ", s_->threads,
             " threads, GEMM ", ops::cpu_gemm_name(), ", peak ", std::fixed,
             std::setprecision(1), s_->peak_flops * 1e-9, " GFLOP/s");
   Stopwatch run_clock;
@@ -521,7 +383,7 @@ nlohmann::json Trainer::run() {
     const double eta = run_clock.seconds() / static_cast<double>(step + 1 - s_->start_step) *
                        static_cast<double>(c.train.steps - step - 1);
     log_.info(progress_line(record, eval, c.train.steps, eta));
-    s_->model->times().clear();
+    s_->model->network().times().clear();
     times = IntervalTimes{};
     if (checkpoint_now) save_checkpoint(step + 1, result.lr, times);
   }
@@ -531,19 +393,24 @@ nlohmann::json Trainer::run() {
   // Throughput of the steps this process ran (all of them unless resumed).
   const int64_t steps_run = std::max<int64_t>(0, c.train.steps - s_->start_step);
   const double tokens = static_cast<double>(c.data.batch_size) *
-                        s_->model->tokens_per_sample() * static_cast<double>(steps_run);
+                        s_->tokens_per_sample * static_cast<double>(steps_run);
   train_s = std::max(train_s, 1e-9);
   nlohmann::json final_record = {{"final", true}, {"steps", c.train.steps}};
   final_record.update(last_eval);
   final_record.update({{"tokens_per_s", tokens / train_s},
-                       {"mfu", s_->model->train_flops_per_token() * tokens / train_s /
+                       {"mfu", s_->model->network().train_flops_per_token() * tokens / train_s /
                                    s_->peak_flops},
                        {"samples_per_s",
                         static_cast<double>(c.data.batch_size * steps_run) / train_s},
                        {"peak_gflops", s_->peak_flops * 1e-9},
-                       {"dispatcher", s_->dispatcher_name},
+                       {"dispatcher", enum_name(s_->moe->dispatcher_kind())},
                        {"seconds", run_clock.seconds()}});
-  if (!s_->dispatcher_choice.empty()) final_record["dispatcher_choice"] = s_->dispatcher_choice;
+  if (const std::optional<DispatcherChoice>& a = s_->moe->auto_choice())
+    final_record["dispatcher_choice"] = {{"dispatcher", enum_name(a->chosen)},
+                                         {"predicted_flat_ms", a->flat_seconds * 1e3},
+                                         {"predicted_two_level_ms", a->two_level_seconds * 1e3},
+                                         {"block_bytes", a->block_bytes},
+                                         {"cost_model", a->cost_model}};
   if (mpi_.rank() == 0) std::cout << final_record.dump() << std::endl;
   return final_record;
 }

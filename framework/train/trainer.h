@@ -50,17 +50,9 @@ class Trainer {
   StepResult train_step(int64_t step, IntervalTimes& times);
   nlohmann::json interval_record(int64_t step, const StepResult& result,
                                  const IntervalTimes& times);
-  void build_model();         // dispatcher, MoE runtime and the family's model
-  // moe.dispatcher resolved: local, flat, two_level or node_dedup (auto: local, flat or
-  // two_level, by the cost model)
-  std::string choose_dispatcher(const NodeMap& ep_nodes);
+  void build_model();         // the MoE runtime (framework/moe/moe_factory.h), the model
   // Communicators whose statistics each telemetry group ("ep", "dp", "edp") sums.
   std::vector<std::pair<std::string, std::vector<Communicator*>>> telemetry_groups();
-  std::vector<int> ep_token_ranks() const;  // for the all-to-all dispatcher
-  // parallel.sequence_parallel with a tp group of more than one rank
-  bool sequence_parallel() const {
-    return config_.parallel.sequence_parallel && config_.parallel.tp > 1;
-  }
   nlohmann::json evaluate();  // the family's metrics, e.g. val_loss and val_bpb
   void save_model();          // <run.dir>/model.h5: weights, router biases, config
   std::vector<NamedBuffer> model_buffers();  // layer state checkpoints hold (router biases)

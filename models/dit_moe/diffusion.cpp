@@ -23,7 +23,7 @@ PhiloxKey stream_key(uint64_t seed, const std::string& name, uint64_t counter) {
 }  // namespace
 
 Diffusion::Diffusion(const DiffusionConfig& config)
-    : flow_(config.objective == "rectified_flow") {
+    : flow_(config.objective == DiffusionObjective::kRectifiedFlow) {
   const int steps = config.timesteps;
   double prod = 1.0;
   for (int t = 0; t < steps; ++t) {
@@ -99,7 +99,7 @@ std::vector<float> sample_images(DitMoe& net, const Diffusion& diffusion,
   for (int64_t i = 0; i < n * d; ++i) x[i] = normal_at(key, static_cast<uint64_t>(i));
   const int steps = options.steps;
 
-  if (options.sampler == "euler") {
+  if (options.sampler == SamplerKind::kEuler) {
     MOE_CHECK(diffusion.flow(), "euler sampling needs the rectified_flow objective");
     // z_1 = noise; z_{t - 1/S} = z_t - v(z_t, t) / S down to t = 0.
     for (int i = 0; i < steps; ++i) {
@@ -113,7 +113,7 @@ std::vector<float> sample_images(DitMoe& net, const Diffusion& diffusion,
     return x;
   }
 
-  MOE_CHECK(options.sampler == "ddim" && !diffusion.flow(),
+  MOE_CHECK(options.sampler == SamplerKind::kDdim && !diffusion.flow(),
             "ddim sampling needs the ddpm objective");
   // DDIM (eta = 0) on the timesteps floor(i T / S), i = S-1 .. 0.
   const int total = diffusion.timesteps();

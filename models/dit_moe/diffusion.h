@@ -45,7 +45,7 @@ class Diffusion {
 };
 
 struct SampleOptions {
-  std::string sampler = "ddim";  // ddim (ddpm) | euler (rectified_flow)
+  SamplerKind sampler = SamplerKind::kDdim;  // ddim (ddpm) | euler (rectified_flow)
   int steps = 50;
   float guidance = 4.0f;         // s; 1 = the conditional prediction alone
   uint64_t seed = 0;

@@ -13,7 +13,7 @@ namespace {
 
 PositionEmbedding make_pos_embed(ParamStore& store, const ModelConfig& m) {
   const int64_t grid = m.image_size / m.patch_size;
-  if (m.pos_embed == "learned")
+  if (m.pos_embed == PosEmbedKind::kLearned)
     return PositionEmbedding(store, "pos_embed", grid * grid, m.d_model, m.init_std);
   return PositionEmbedding(sincos_2d_table(m.d_model, grid, grid), grid * grid, m.d_model);
 }
@@ -72,19 +72,19 @@ struct DitMoe::Block {
       : norm1(store, prefix + ".norm1", m.d_model, m.norm_eps, /*affine=*/false),
         norm2(store, prefix + ".norm2", m.d_model, m.norm_eps, /*affine=*/false),
         attn(store, prefix + ".attn", m.d_model, m.num_heads, /*causal=*/false,
-             /*rotary=*/false, m.rope_theta, m.init_std, out_std, runtime.tp,
-             runtime.sequence_parallel),
+             /*rotary=*/false, m.rope_theta, m.init_std, out_std, runtime.tp(),
+             runtime.sequence_parallel()),
         adaln(store, prefix + ".adaln.weight", m.d_model, 6 * m.d_model, Init::zeros(),
               prefix + ".adaln.bias"),
         width(m.d_model),
-        image_split(runtime.sequence_parallel ? tp_size(runtime.tp) : 1) {
+        image_split(runtime.sequence_parallel() ? tp_size(runtime.tp()) : 1) {
     if (is_moe)
       moe = std::make_unique<MoELayer>(store, prefix + ".moe", m.d_model, e, m.init_std,
                                        out_std, runtime);
     else
       mlp = std::make_unique<SwiGLUMlp>(store, prefix + ".mlp", m.d_model, m.dense_ffn,
-                                        m.init_std, out_std, runtime.tp,
-                                        runtime.sequence_parallel);
+                                        m.init_std, out_std, runtime.tp(),
+                                        runtime.sequence_parallel());
   }
 
   Tensor forward(Tensor x, Tensor s, ComponentTimes& t) {
@@ -146,8 +146,8 @@ DitMoe::DitMoe(const ModelConfig& model, const MoeConfig& moe, ParamStore& store
       y_embed_(store, "y_embed.weight", model.num_classes + 1, model.d_model,
                Init::normal(model.init_std)),
       final_(store, "final", model.d_model, patch_pixels(model), model.norm_eps),
-      tp_(runtime.tp),
-      sequence_parallel_(runtime.sequence_parallel && tp_size(runtime.tp) > 1) {
+      tp_(runtime.tp()),
+      sequence_parallel_(runtime.sequence_parallel() && tp_size(runtime.tp()) > 1) {
   const float out_std = model.init_std / std::sqrt(2.0f * model.num_layers);
   for (int l = 0; l < model.num_layers; ++l)
     blocks_.push_back(std::make_unique<Block>(store, "layers." + std::to_string(l), model,
@@ -249,7 +249,7 @@ std::vector<int> DitMoe::moe_layer_blocks() const { return moe_block_indices(blo
 double DitMoe::train_flops_per_token() const {
   const double c = model_.d_model, t = static_cast<double>(tokens_per_image());
   const double pixels = static_cast<double>(patch_pixels(model_));
-  const double expert_mats = moe_cfg_.expert_act == "gelu" ? 2.0 : 3.0;
+  const double expert_mats = moe_cfg_.expert_act == ExpertActivation::kGelu ? 2.0 : 3.0;
   // Multiply-adds per token in the forward pass; per-image work (conditioning, adaLN)
   // divided by the T tokens of an image.
   double macs = 2.0 * c * pixels;                                  // patch embed + final

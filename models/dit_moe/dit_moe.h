@@ -16,10 +16,10 @@
 // The prediction is epsilon (ddpm) or the velocity eps - x0 (rectified_flow); the loss
 // is the mean squared error over all B*Cin*H*W outputs plus the MoE layers' aux + z.
 //
-// Tensor parallelism (runtime.tp): attention split by heads, dense and shared FFNs by
+// Tensor parallelism (runtime.tp()): attention split by heads, dense and shared FFNs by
 // hidden units. The embedders, the adaLN modulations (one (B, 6C) row per image, not
 // per token) and the final layer stay replicated (docs/parallelism.md).
-// With runtime.sequence_parallel each tp rank keeps whole images: the B/tp images
+// With runtime.sequence_parallel() each tp rank keeps whole images: the B/tp images
 // [r B/tp, (r+1) B/tp) of its dp slice (their patches are its B*P/tp rows). The
 // embedders and modulations are computed for the whole batch but only the rank's
 // images go on, through the blocks, the final layer and the loss (whose squared-error
@@ -64,11 +64,11 @@ class DitFinalLayer {
   Buffer modulated_, dmod_, dnorm_;  // (B*T, C), (B, 2C), (B*T, C)
 };
 
-class DitMoe {
+class DitMoe : public Network {
  public:
   DitMoe(const ModelConfig& model, const MoeConfig& moe, ParamStore& store,
          const MoeRuntime& runtime);
-  ~DitMoe();
+  ~DitMoe() override;
 
   // x (B, Cin, H, W) noisy images; t (B) timesteps as fed to the embedder (DDPM step
   // index, or 1000 * t for rectified flow); y (B) labels in [0, classes], classes being
@@ -80,12 +80,12 @@ class DitMoe {
   // Gradients of the last loss().
   void backward();
 
-  std::vector<MoELayer*> moe_layers();
-  std::vector<int> moe_layer_blocks() const;
+  std::vector<MoELayer*> moe_layers() override;
+  std::vector<int> moe_layer_blocks() const override;
   int64_t tokens_per_image() const;  // P
   int64_t null_class() const { return model_.num_classes; }
-  double train_flops_per_token() const;
-  ComponentTimes& times() { return times_; }
+  double train_flops_per_token() const override;
+  ComponentTimes& times() override { return times_; }
 
  private:
   struct Block;
@@ -107,10 +107,5 @@ class DitMoe {
   Buffer dh_full_;                                   // sequence parallel: (B*P, C)
   ComponentTimes times_;
 };
-
-// The dit_moe family for the trainer: DitMoe on the IDX images of data.train_path /
-// data.train_labels with the objective of diffusion.*, validation loss on data.val_path.
-std::unique_ptr<Model> make_dit_moe_model(const Config& config, ParamStore& store,
-                                          const MoeRuntime& runtime);
 
 }  // namespace moe

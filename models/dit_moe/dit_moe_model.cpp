@@ -1,11 +1,14 @@
-// The dit_moe family behind the trainer's Model interface: DitMoe trained with the
-// diffusion objective on IDX images (Fashion-MNIST), evaluation = the same objective on
-// fixed noise and timesteps over the test images.
+// The dit_moe family: DitMoe trained with the diffusion objective on IDX images
+// (Fashion-MNIST) behind the trainer's Model interface (evaluation: the same objective on
+// fixed noise and timesteps over the test images), the sampler that makes it an
+// ImageGenerator, and its registration.
 
 #include "framework/core/rng.h"
 #include "framework/data/image_sampler.h"
 #include "models/dit_moe/diffusion.h"
 #include "models/dit_moe/dit_moe.h"
+#include "models/image_family.h"
+#include "models/registry.h"
 
 namespace moe {
 namespace {
@@ -64,11 +67,7 @@ class DitMoeModel final : public Model {
     return {{"val_loss", sums[1] > 0 ? sums[0] / sums[1] : 0.0}};
   }
 
-  std::vector<MoELayer*> moe_layers() override { return net_.moe_layers(); }
-  std::vector<int> moe_layer_blocks() const override { return net_.moe_layer_blocks(); }
-  int64_t tokens_per_sample() const override { return net_.tokens_per_image(); }
-  double train_flops_per_token() const override { return net_.train_flops_per_token(); }
-  ComponentTimes& times() override { return net_.times(); }
+  Network& network() override { return net_; }
 
  private:
   int64_t resize(int dp_size) {
@@ -100,11 +99,58 @@ class DitMoeModel final : public Model {
   std::vector<int32_t> labels_;           // (B_local), null class = num_classes
 };
 
+// DitMoe with the sampler of its config (diffusion.sampler, auto: DDIM for ddpm, Euler
+// for rectified flow; diffusion.sample_steps, diffusion.guidance).
+class DitGenerator final : public DitMoe, public ImageGenerator {
+ public:
+  DitGenerator(const Config& c, ParamStore& store, const MoeRuntime& runtime)
+      : DitMoe(c.model, c.moe, store, runtime), model_(c.model), diffusion_(c.diffusion) {
+    const DiffusionConfig& d = c.diffusion;
+    options_.sampler = d.sampler != SamplerKind::kAuto             ? d.sampler
+                       : d.objective == DiffusionObjective::kDdpm ? SamplerKind::kDdim
+                                                                  : SamplerKind::kEuler;
+    options_.steps = d.sample_steps;
+    options_.guidance = d.guidance;
+    options_.clip_lo = (0.0f - c.data.image_mean) / c.data.image_std;
+    options_.clip_hi = (1.0f - c.data.image_mean) / c.data.image_std;
+  }
+  std::vector<float> generate(std::span<const int32_t> labels, uint64_t seed,
+                              const std::function<void(int, double)>& on_step) override {
+    SampleOptions options = options_;
+    options.seed = seed;
+    return sample_images(*this, diffusion_, model_, labels, options, on_step);
+  }
+  std::string sampler_name() const override { return enum_name(options_.sampler); }
+
+ private:
+  ModelConfig model_;
+  Diffusion diffusion_;
+  SampleOptions options_;
+};
+
+const FamilyRegistration kRegistration({
+    .traits = {.name = "dit_moe",
+               .summary = "DiT-MoE class-conditional diffusion transformer on IDX images",
+               .validate =
+                   [](const Config& c) {
+                     // auto: fixed sin-cos positions
+                     validate_image_options(c.model,
+                                            c.model.pos_embed != PosEmbedKind::kLearned);
+                   },
+               .tokens_per_sample = [](const ModelConfig& m) -> int64_t {
+                 const int64_t grid = m.image_size / m.patch_size;
+                 return grid * grid;
+               },
+               .samples = "images",
+               .whole_samples_per_tp_rank = true},
+    .make_network = [](const Config& c, ParamStore& store, const MoeRuntime& runtime)
+        -> std::unique_ptr<Network> {
+      return std::make_unique<DitGenerator>(c, store, runtime);
+    },
+    .make_model = [](const Config& c, ParamStore& store, const MoeRuntime& runtime)
+        -> std::unique_ptr<Model> { return std::make_unique<DitMoeModel>(c, store, runtime); },
+    .generates_images = true,
+});
+
 }  // namespace
-
-std::unique_ptr<Model> make_dit_moe_model(const Config& config, ParamStore& store,
-                                          const MoeRuntime& runtime) {
-  return std::make_unique<DitMoeModel>(config, store, runtime);
-}
-
 }  // namespace moe

@@ -22,16 +22,16 @@ struct MoeGpt::Block {
         const MoeConfig& e, bool is_moe, float out_std, const MoeRuntime& runtime)
       : attn_norm(store, prefix + ".attn_norm.weight", m.d_model, m.norm_eps),
         attn(store, prefix + ".attn", m.d_model, m.num_heads, /*causal=*/true,
-             /*rotary=*/true, m.rope_theta, m.init_std, out_std, runtime.tp,
-             runtime.sequence_parallel),
+             /*rotary=*/true, m.rope_theta, m.init_std, out_std, runtime.tp(),
+             runtime.sequence_parallel()),
         ffn_norm(store, prefix + ".ffn_norm.weight", m.d_model, m.norm_eps) {
     if (is_moe)
       moe = std::make_unique<MoELayer>(store, prefix + ".moe", m.d_model, e, m.init_std,
                                        out_std, runtime);
     else
       mlp = std::make_unique<SwiGLUMlp>(store, prefix + ".mlp", m.d_model, m.dense_ffn,
-                                        m.init_std, out_std, runtime.tp,
-                                        runtime.sequence_parallel);
+                                        m.init_std, out_std, runtime.tp(),
+                                        runtime.sequence_parallel());
   }
 
   Tensor forward(Tensor x, int64_t batch, int64_t seq, ComponentTimes& t) {
@@ -70,12 +70,12 @@ MoeGpt::MoeGpt(const ModelConfig& model, const MoeConfig& moe, ParamStore& store
     : model_(model),
       moe_cfg_(moe),
       embed_(store, "embed.weight", model.vocab_size, model.d_model,
-             Init::normal(model.init_std), runtime.tp),
+             Init::normal(model.init_std), runtime.tp()),
       final_norm_(store, "final_norm.weight", model.d_model, model.norm_eps),
       lm_head_(store, "lm_head.weight", model.d_model, model.vocab_size,
-               Init::normal(model.init_std), runtime.tp),
-      tp_(runtime.tp),
-      sequence_parallel_(runtime.sequence_parallel && tp_size(runtime.tp) > 1) {
+               Init::normal(model.init_std), runtime.tp()),
+      tp_(runtime.tp()),
+      sequence_parallel_(runtime.sequence_parallel() && tp_size(runtime.tp()) > 1) {
   // Output projections are scaled down by sqrt(2L): each of the 2L residual branches
   // adds variance to the stream (GPT-2, FLAME-MoE).
   const float out_std = model.init_std / std::sqrt(2.0f * model.num_layers);

@@ -4,10 +4,10 @@
 // untied embedding and LM head. docs/architecture.md is the spec; tests/reference/
 // holds an independent PyTorch implementation that must agree with this one.
 //
-// Tensor parallelism (runtime.tp, docs/parallelism.md): attention split by heads, the
+// Tensor parallelism (runtime.tp(), docs/parallelism.md): attention split by heads, the
 // dense and shared SwiGLU FFNs by hidden units, the embedding and LM head by vocabulary
 // with a vocabulary-parallel cross-entropy; norms, router and routed experts see the
-// whole (replicated) residual stream. With runtime.sequence_parallel they see this tp
+// whole (replicated) residual stream. With runtime.sequence_parallel() they see this tp
 // rank's B*T/tp rows instead: the embedding reduce-scatters, every block works on its
 // rows (framework/nn/sequence_parallel.h), and the final norm's rows are all-gathered
 // before the LM head (Megatron-LM); norms and routers are marked sequence-parallel.
@@ -26,24 +26,24 @@
 
 namespace moe {
 
-class MoeGpt {
+class MoeGpt final : public Network {
  public:
   MoeGpt(const ModelConfig& model, const MoeConfig& moe, ParamStore& store,
          const MoeRuntime& runtime);
-  ~MoeGpt();
+  ~MoeGpt() override;
 
   // inputs, targets (B, T) int32. Keeps what backward needs.
   LossParts forward(const int32_t* inputs, const int32_t* targets, int64_t batch);
   // Gradients of the last forward's total loss, accumulated into the ParamStore.
   void backward();
 
-  std::vector<MoELayer*> moe_layers();
-  std::vector<int> moe_layer_blocks() const;  // block index of each MoE layer
+  std::vector<MoELayer*> moe_layers() override;
+  std::vector<int> moe_layer_blocks() const override;
   // Model FLOPs of one training step per token: 3x the forward matmul FLOPs of the
   // parameters a token uses (K routed + shared experts, router, attention projections,
   // dense FFN, LM head) plus causal attention (average context (T+1)/2).
-  double train_flops_per_token() const;
-  ComponentTimes& times() { return times_; }
+  double train_flops_per_token() const override;
+  ComponentTimes& times() override { return times_; }
 
  private:
   struct Block;
@@ -61,10 +61,5 @@ class MoeGpt {
   Buffer losses_;                 // (N)
   ComponentTimes times_;
 };
-
-// The moe_gpt family for the trainer: MoeGpt on the token shards of data.train_path and
-// data.val_path (models/model.h).
-std::unique_ptr<Model> make_moe_gpt_model(const Config& config, ParamStore& store,
-                                          const MoeRuntime& runtime);
 
 }  // namespace moe

@@ -1,11 +1,12 @@
-// The moe_gpt family behind the trainer's Model interface: MoeGpt on byte-level token
-// shards, validation loss and bits per byte.
+// The moe_gpt family: MoeGpt on byte-level token shards behind the trainer's Model
+// interface (validation loss and bits per byte), and its registration.
 
 #include <cmath>
 
 #include "framework/data/sampler.h"
 #include "framework/data/token_shard.h"
 #include "models/moe_gpt/moe_gpt.h"
+#include "models/registry.h"
 
 namespace moe {
 namespace {
@@ -45,11 +46,7 @@ class MoeGptModel final : public Model {
     return {{"val_loss", loss}, {"val_bpb", loss / std::log(2.0)}};  // one token = one byte
   }
 
-  std::vector<MoELayer*> moe_layers() override { return net_.moe_layers(); }
-  std::vector<int> moe_layer_blocks() const override { return net_.moe_layer_blocks(); }
-  int64_t tokens_per_sample() const override { return seq_len_; }
-  double train_flops_per_token() const override { return net_.train_flops_per_token(); }
-  ComponentTimes& times() override { return net_.times(); }
+  Network& network() override { return net_; }
 
  private:
   static TokenShard open_shard(const std::string& path, const std::string& key, int vocab) {
@@ -72,11 +69,32 @@ class MoeGptModel final : public Model {
   std::vector<int32_t> inputs_, targets_;  // (B_local, T)
 };
 
-}  // namespace
-
-std::unique_ptr<Model> make_moe_gpt_model(const Config& config, ParamStore& store,
-                                          const MoeRuntime& runtime) {
-  return std::make_unique<MoeGptModel>(config, store, runtime);
+void validate(const Config& c) {
+  const ModelConfig& m = c.model;
+  MOE_USER_CHECK((m.d_model / m.num_heads) % 2 == 0, "model.d_model / model.num_heads: head dim ",
+                 m.d_model / m.num_heads, " must be even (rotary rotates pairs)");
+  // The vocabulary is split in blocks of ceil(V / tp) rows, the last one short
+  // (nn/vocab_parallel.h): every rank needs at least one row.
+  const int tp = c.parallel.tp;
+  const int64_t vocab_block = (m.vocab_size + tp - 1) / tp;
+  MOE_USER_CHECK((tp - 1) * vocab_block < m.vocab_size, "model.vocab_size: ", m.vocab_size,
+                 " leaves tp rank ", tp - 1, " no row in blocks of ", vocab_block,
+                 " (parallel.tp = ", tp, "); use a larger vocabulary or a smaller tp");
 }
 
+const FamilyRegistration kRegistration({
+    .traits = {.name = "moe_gpt",
+               .summary = "MoE language model (DeepSeekMoE / FLAME-MoE style) on token shards",
+               .validate = validate,
+               .tokens_per_sample = [](const ModelConfig& m) -> int64_t { return m.seq_len; },
+               .samples = "sequences"},
+    .make_network = [](const Config& c, ParamStore& store, const MoeRuntime& runtime)
+        -> std::unique_ptr<Network> {
+      return std::make_unique<MoeGpt>(c.model, c.moe, store, runtime);
+    },
+    .make_model = [](const Config& c, ParamStore& store, const MoeRuntime& runtime)
+        -> std::unique_ptr<Model> { return std::make_unique<MoeGptModel>(c, store, runtime); },
+});
+
+}  // namespace
 }  // namespace moe

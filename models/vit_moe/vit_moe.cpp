@@ -11,16 +11,16 @@ namespace {
 
 int64_t image_tokens(const ModelConfig& m) {
   const int64_t grid = m.image_size / m.patch_size;
-  return grid * grid + (m.pool == "cls" ? 1 : 0);
+  return grid * grid + (m.pool == PoolKind::kCls ? 1 : 0);
 }
 
 PositionEmbedding make_pos_embed(ParamStore& store, const ModelConfig& m) {
   const int64_t grid = m.image_size / m.patch_size, t = image_tokens(m);
-  if (m.pos_embed != "sincos")  // auto = learned for ViT
+  if (m.pos_embed != PosEmbedKind::kSincos)  // auto = learned for ViT
     return PositionEmbedding(store, "pos_embed", t, m.d_model, m.init_std);
   // Fixed table over the patches; the CLS token (row 0) gets a zero position, as in MAE.
   std::vector<float> table = sincos_2d_table(m.d_model, grid, grid);
-  if (m.pool == "cls") table.insert(table.begin(), static_cast<size_t>(m.d_model), 0.0f);
+  if (m.pool == PoolKind::kCls) table.insert(table.begin(), static_cast<size_t>(m.d_model), 0.0f);
   return PositionEmbedding(std::move(table), t, m.d_model);
 }
 
@@ -39,16 +39,16 @@ struct VitMoe::Block {
         const MoeConfig& e, bool is_moe, float out_std, const MoeRuntime& runtime)
       : norm1(store, prefix + ".norm1", m.d_model, m.norm_eps, /*affine=*/true),
         attn(store, prefix + ".attn", m.d_model, m.num_heads, /*causal=*/false,
-             /*rotary=*/false, m.rope_theta, m.init_std, out_std, runtime.tp,
-             runtime.sequence_parallel),
+             /*rotary=*/false, m.rope_theta, m.init_std, out_std, runtime.tp(),
+             runtime.sequence_parallel()),
         norm2(store, prefix + ".norm2", m.d_model, m.norm_eps, /*affine=*/true) {
     if (is_moe)
       moe = std::make_unique<MoELayer>(store, prefix + ".moe", m.d_model, e, m.init_std,
                                        out_std, runtime);
     else
       mlp = std::make_unique<GeluMlp>(store, prefix + ".mlp", m.d_model, m.dense_ffn,
-                                      m.init_std, out_std, runtime.tp,
-                                      runtime.sequence_parallel);
+                                      m.init_std, out_std, runtime.tp(),
+                                      runtime.sequence_parallel());
   }
 
   Tensor forward(Tensor x, int64_t batch, int64_t tokens, ComponentTimes& t) {
@@ -87,17 +87,17 @@ VitMoe::VitMoe(const ModelConfig& model, const MoeConfig& moe, ParamStore& store
       moe_cfg_(moe),
       patch_embed_(store, "patch_embed", model.image_channels, model.image_size,
                    model.patch_size, model.d_model),
-      cls_(model.pool == "cls"
+      cls_(model.pool == PoolKind::kCls
                ? std::make_unique<ClsToken>(store, "cls_token", model.d_model, model.init_std)
                : nullptr),
       pos_(make_pos_embed(store, model)),
       final_norm_(store, "final_norm", model.d_model, model.norm_eps, /*affine=*/true),
-      pool_(model.pool == "cls" ? TokenPool::Mode::kCls : TokenPool::Mode::kMean),
+      pool_(model.pool == PoolKind::kCls ? TokenPool::Mode::kCls : TokenPool::Mode::kMean),
       // A zero head starts every class at the same logit (loss ln(classes)), as in ViT.
       head_(store, "head.weight", model.d_model, model.num_classes, Init::zeros(),
             "head.bias"),
-      tp_(runtime.tp),
-      sequence_parallel_(runtime.sequence_parallel && tp_size(runtime.tp) > 1) {
+      tp_(runtime.tp()),
+      sequence_parallel_(runtime.sequence_parallel() && tp_size(runtime.tp()) > 1) {
   const float out_std = model.init_std / std::sqrt(2.0f * model.num_layers);
   for (int l = 0; l < model.num_layers; ++l)
     blocks_.push_back(std::make_unique<Block>(store, "layers." + std::to_string(l), model,
@@ -183,7 +183,7 @@ double VitMoe::train_flops_per_token() const {
   const double patches = t - (cls_ ? 1.0 : 0.0);
   const double pixels = static_cast<double>(model_.image_channels) * model_.patch_size *
                         model_.patch_size;
-  const double expert_mats = moe_cfg_.expert_act == "gelu" ? 2.0 : 3.0;
+  const double expert_mats = moe_cfg_.expert_act == ExpertActivation::kGelu ? 2.0 : 3.0;
   // Multiply-adds per token in the forward pass.
   double macs = c * pixels * patches / t;  // patch embedding
   for (int l = 0; l < model_.num_layers; ++l) {

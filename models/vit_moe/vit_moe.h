@@ -12,10 +12,10 @@
 //   logits = f W_head^T + b_head                    (B, classes), W_head zeros
 //   loss   = mean_b CE(logits_b, y_b) + sum over MoE layers of (aux + z)
 //
-// Tensor parallelism (runtime.tp): attention split by heads, dense and shared FFNs by
+// Tensor parallelism (runtime.tp()): attention split by heads, dense and shared FFNs by
 // hidden units. The patch embedding, CLS token, positions, norms and the head stay
 // replicated: they act on pixels, one row per image or C-vectors, and a 10-class head
-// is too small to split (docs/parallelism.md). With runtime.sequence_parallel the
+// is too small to split (docs/parallelism.md). With runtime.sequence_parallel() the
 // blocks work on this tp rank's B*T/tp rows (a block may start mid-image): the
 // embeddings are computed whole and each rank continues with its rows, and the final
 // norm's rows are all-gathered before pooling and the head; the embedding, norm and
@@ -38,25 +38,25 @@
 
 namespace moe {
 
-class VitMoe {
+class VitMoe final : public Network, public ImageClassifier {
  public:
   VitMoe(const ModelConfig& model, const MoeConfig& moe, ParamStore& store,
          const MoeRuntime& runtime);
-  ~VitMoe();
+  ~VitMoe() override;
 
   // images (B, Cin, H, W), labels (B) in [0, classes). Keeps what backward needs.
   LossParts forward(const float* images, const int32_t* labels, int64_t batch);
   // Logits only (evaluation, classification of samples): (B, classes).
-  Tensor predict(const float* images, int64_t batch);
+  Tensor predict(const float* images, int64_t batch) override;
   // Gradients of the last forward's total loss.
   void backward();
 
   Tensor logits() const { return logits_; }  // (B, classes) of the last forward
-  std::vector<MoELayer*> moe_layers();
-  std::vector<int> moe_layer_blocks() const;
+  std::vector<MoELayer*> moe_layers() override;
+  std::vector<int> moe_layer_blocks() const override;
   int64_t tokens_per_image() const;  // T
-  double train_flops_per_token() const;
-  ComponentTimes& times() { return times_; }
+  double train_flops_per_token() const override;
+  ComponentTimes& times() override { return times_; }
 
  private:
   struct Block;
@@ -80,10 +80,5 @@ class VitMoe {
   Buffer losses_, dlogits_;       // (B), (B, classes)
   ComponentTimes times_;
 };
-
-// The vit_moe family for the trainer: VitMoe on the IDX images of data.train_path /
-// data.train_labels, test top-1 accuracy on data.val_path / data.val_labels.
-std::unique_ptr<Model> make_vit_moe_model(const Config& config, ParamStore& store,
-                                          const MoeRuntime& runtime);
 
 }  // namespace moe

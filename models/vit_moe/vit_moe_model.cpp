@@ -1,7 +1,9 @@
-// The vit_moe family behind the trainer's Model interface: VitMoe on IDX images
-// (Fashion-MNIST), evaluation = top-1 accuracy and loss on the test set.
+// The vit_moe family: VitMoe on IDX images (Fashion-MNIST) behind the trainer's Model
+// interface (top-1 accuracy and loss on the test set), and its registration.
 
 #include "framework/data/image_sampler.h"
+#include "models/image_family.h"
+#include "models/registry.h"
 #include "models/vit_moe/vit_moe.h"
 
 namespace moe {
@@ -60,11 +62,7 @@ class VitMoeModel final : public Model {
             {"test_images", sums[1]}};
   }
 
-  std::vector<MoELayer*> moe_layers() override { return net_.moe_layers(); }
-  std::vector<int> moe_layer_blocks() const override { return net_.moe_layer_blocks(); }
-  int64_t tokens_per_sample() const override { return net_.tokens_per_image(); }
-  double train_flops_per_token() const override { return net_.train_flops_per_token(); }
-  ComponentTimes& times() override { return net_.times(); }
+  Network& network() override { return net_; }
 
  private:
   void resize(int dp_size) {
@@ -81,11 +79,30 @@ class VitMoeModel final : public Model {
   std::vector<int32_t> labels_;  // (B_local)
 };
 
-}  // namespace
-
-std::unique_ptr<Model> make_vit_moe_model(const Config& config, ParamStore& store,
-                                          const MoeRuntime& runtime) {
-  return std::make_unique<VitMoeModel>(config, store, runtime);
+// Patches, plus the CLS token when the head reads it.
+int64_t tokens_per_image(const ModelConfig& m) {
+  const int64_t grid = m.image_size / m.patch_size;
+  return grid * grid + (m.pool == PoolKind::kCls ? 1 : 0);
 }
 
+const FamilyRegistration kRegistration({
+    .traits = {.name = "vit_moe",
+               .summary = "ViT-MoE image classifier (V-MoE) on IDX images",
+               .validate =
+                   [](const Config& c) {
+                     // auto: learned positions
+                     validate_image_options(c.model, c.model.pos_embed == PosEmbedKind::kSincos);
+                   },
+               .tokens_per_sample = tokens_per_image,
+               .samples = "images"},
+    .make_network = [](const Config& c, ParamStore& store, const MoeRuntime& runtime)
+        -> std::unique_ptr<Network> {
+      return std::make_unique<VitMoe>(c.model, c.moe, store, runtime);
+    },
+    .make_model = [](const Config& c, ParamStore& store, const MoeRuntime& runtime)
+        -> std::unique_ptr<Model> { return std::make_unique<VitMoeModel>(c, store, runtime); },
+    .classifies_images = true,
+});
+
+}  // namespace
 }  // namespace moe

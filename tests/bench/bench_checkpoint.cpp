@@ -37,7 +37,7 @@
 #include "framework/parallel/mpi_communicator.h"
 #include "framework/parallel/mpi_env.h"
 #include "framework/parallel/process_groups.h"
-#include "models/model.h"
+#include "models/registry.h"
 
 namespace moe {
 namespace {
@@ -107,10 +107,11 @@ int run(int argc, char** argv, const MpiEnv& mpi) {
   ProcessGroups groups = make_process_groups(mpi, c.parallel);
   auto& world = dynamic_cast<MpiCommunicator&>(*groups.world);
   LocalDispatcher unused;  // the model only registers its parameters here
-  MoeRuntime runtime = MoeRuntime::local(unused, c.moe.num_experts);
-  runtime.placement = ExpertPlacement{c.moe.num_experts, groups.ep->size(), groups.ep->rank()};
+  const MoeRuntime runtime(MoeRuntimeSpec{
+      .dispatcher = &unused,
+      .placement = ExpertPlacement{c.moe.num_experts, groups.ep->size(), groups.ep->rank()}});
   ParamStore store;
-  std::unique_ptr<Model> model = make_model(c, store, runtime);
+  std::unique_ptr<Model> model = model_family(c.model.family).make_model(c, store, runtime);
   store.initialize(c.train.seed);
   AdamW optimizer(store, c.optim);
   for (size_t i = 0; i < store.params().size(); ++i) {  // state that is not all zeros
@@ -121,8 +122,8 @@ int run(int argc, char** argv, const MpiEnv& mpi) {
     }
   }
   std::vector<NamedBuffer> buffers;
-  const std::vector<int> blocks = model->moe_layer_blocks();
-  const std::vector<MoELayer*> layers = model->moe_layers();
+  const std::vector<int> blocks = model->network().moe_layer_blocks();
+  const std::vector<MoELayer*> layers = model->network().moe_layers();
   for (size_t i = 0; i < layers.size(); ++i)
     buffers.push_back({"layers." + std::to_string(blocks[i]) + ".moe.router.bias", layers[i]->bias()});
   TrainerState state = make_trainer_state(c, 1, 1, c.optim.lr);

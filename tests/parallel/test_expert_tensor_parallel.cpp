@@ -252,8 +252,10 @@ TEST(ExpertTensorParallel, MoeLayerWithTpGroupsEqualsOneProcess) {
   AllToAllDispatcher a2a(*column, placement);
   EtpDispatcher etp(a2a, *pair, pair.get());
   MoELayer layer(store, "layers.1.moe", kC, config, 0.5f, 0.3f,
-                 MoeRuntime{&etp, placement, ExpertLocality::single(kE), column.get(),
-                            nullptr, ExpertTensorSplit{pair->size(), pair->rank()}});
+                 MoeRuntime(MoeRuntimeSpec{.dispatcher = &etp,
+                                           .placement = placement,
+                                           .tokens = column.get(),
+                                           .etp = {pair->size(), pair->rank()}}));
   store.initialize(kSeed);
   std::vector<float> u_mine(u.begin() + d * n * kC, u.begin() + (d + 1) * n * kC);
   std::vector<float> dy_mine(dy.begin() + d * n * kC, dy.begin() + (d + 1) * n * kC);

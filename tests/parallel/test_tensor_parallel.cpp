@@ -380,8 +380,9 @@ TEST(TensorParallel, MoeGptMatchesOneProcessAndEveryTpRankRoutesAlike) {
   ParamStore full_store, tp_store;
   LocalDispatcher full_dispatcher, tp_dispatcher;
   MoeGpt full(model, moe, full_store, MoeRuntime::local(full_dispatcher, moe.num_experts));
-  MoeRuntime runtime = MoeRuntime::local(tp_dispatcher, moe.num_experts);
-  runtime.tp = &tp;
+  const MoeRuntime runtime(MoeRuntimeSpec{.dispatcher = &tp_dispatcher,
+                                          .placement = ExpertPlacement::single(moe.num_experts),
+                                          .tp = &tp});
   MoeGpt sharded(model, moe, tp_store, runtime);
   full_store.initialize(99);
   tp_store.initialize(99);
@@ -440,10 +441,11 @@ TEST(TensorParallel, SequenceParallelMoeGptMatchesOneProcess) {
   MoeGpt full(model, moe, full_store, MoeRuntime::local(full_dispatcher, moe.num_experts));
   // Every rank holds every expert (ep = 1, edp = tp) and routes its own rows; the
   // token group is the tp group (dp = 1).
-  MoeRuntime runtime = MoeRuntime::local(sp_dispatcher, moe.num_experts);
-  runtime.tp = &tp;
-  runtime.tokens = &tp;
-  runtime.sequence_parallel = true;
+  const MoeRuntime runtime(MoeRuntimeSpec{.dispatcher = &sp_dispatcher,
+                                          .placement = ExpertPlacement::single(moe.num_experts),
+                                          .tokens = &tp,
+                                          .tp = &tp,
+                                          .sequence_parallel = true});
   MoeGpt sharded(model, moe, sp_store, runtime);
   full_store.initialize(99);
   sp_store.initialize(99);

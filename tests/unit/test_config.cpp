@@ -91,7 +91,7 @@ TEST(Config, FileThenCommandLinePrecedence) {
   EXPECT_EQ(c.optim.min_lr, 0.02f);    // with or without the leading --
   EXPECT_EQ(c.train.seed, 99u);        // file beats default
   EXPECT_EQ(c.optim.lr, 0.5f);
-  EXPECT_EQ(c.optim.schedule, "wsd");
+  EXPECT_EQ(c.optim.schedule, ScheduleKind::kWsd);
   EXPECT_TRUE(c.run.overwrite);
   EXPECT_EQ(c.model.d_model, ModelConfig{}.d_model);  // default stays
 }
@@ -104,7 +104,7 @@ TEST(Config, LoadConfigReadsFileAndBothOverrideSpellings) {
   EXPECT_EQ(c.model.d_model, 32);
   EXPECT_EQ(c.model.num_heads, 2);
   EXPECT_EQ(c.train.steps, 5);
-  EXPECT_EQ(c.run.resume, "");
+  EXPECT_TRUE(c.run.resume.fresh());
   const Config with_equals = load_argv({"--config=" + path});
   EXPECT_EQ(with_equals.train.steps, 3);
 }
@@ -244,13 +244,13 @@ TEST(ConfigErrors, OutOfRange) {
   EXPECT_NO_THROW(load_config_text("", {"moe.dispatcher=node_dedup"}));
   EXPECT_EQ(error_for_overrides({"moe.dispatcher=nccl"}),
             "moe.dispatcher: 'nccl' is not a dispatcher (known: auto, local, flat, two_level, "
-            "node_dedup)");
+            "node_dedup) (command line)");
   // run.resume is auto or an existing checkpoint; run.init_from an existing file.
   EXPECT_EQ(error_for_overrides({"run.resume=/nonexistent/step_00000010.h5"}),
             "run.resume: file '/nonexistent/step_00000010.h5' does not exist");
   EXPECT_EQ(error_for_overrides({"run.init_from=/nonexistent/model.h5"}),
             "run.init_from: file '/nonexistent/model.h5' does not exist");
-  EXPECT_EQ(load_config_text("", {"run.resume=auto"}).run.resume, "auto");
+  EXPECT_TRUE(load_config_text("", {"run.resume=auto"}).run.resume.automatic());
 }
 
 TEST(ConfigErrors, InconsistentCombinations) {

@@ -43,7 +43,7 @@ MoeConfig tiny_moe(const std::string& act, float capacity_factor, bool bpr) {
   e.expert_ffn = 6;
   e.num_shared = 1;
   e.shared_ffn = 5;
-  e.expert_act = act;
+  e.expert_act = *enum_from_name<ExpertActivation>(act);
   e.capacity_factor = capacity_factor;
   e.batch_priority = bpr;
   e.aux_loss = 0.1f;
@@ -89,8 +89,8 @@ class VitGradTest : public ::testing::TestWithParam<VitCase> {};
 TEST_P(VitGradTest, EveryParameterMatchesFiniteDifferences) {
   const VitCase v = GetParam();
   ModelConfig m = tiny_image_model("vit_moe");
-  m.pool = v.pool;
-  m.pos_embed = v.pos;
+  m.pool = *enum_from_name<PoolKind>(v.pool);
+  m.pos_embed = *enum_from_name<PosEmbedKind>(v.pos);
   m.moe_every = v.moe_every;
   ParamStore store;
   LocalDispatcher dispatcher;
@@ -216,7 +216,7 @@ TEST(Diffusion, ExamplesFollowTheSchedules) {
   ddpm.make_example(x0.data(), 64, "train", 7, 4, 5, xt2.data(), target2.data(), &t_in2);
   EXPECT_NE(target, target2);  // another step draws other noise
 
-  d.objective = "rectified_flow";
+  d.objective = DiffusionObjective::kRectifiedFlow;
   const Diffusion flow(d);
   flow.make_example(x0.data(), 64, "train", 7, 3, 5, xt.data(), target.data(), &t_in);
   const double tf = t_in / 1000.0;

@@ -394,7 +394,7 @@ class MoELayerGradient : public ::testing::TestWithParam<GradCase> {};
 TEST_P(MoELayerGradient, MatchesFiniteDifferences) {
   const GradCase c = GetParam();
   MoeConfig config = tiny_config(c.renormalize, c.capacity_factor);
-  if (c.gelu) config.expert_act = "gelu";
+  if (c.gelu) config.expert_act = ExpertActivation::kGelu;
   config.batch_priority = c.batch_priority;
   TinyMoe m(config);
   std::vector<float> u = random_vector(kN * kC, 1);
@@ -436,7 +436,7 @@ INSTANTIATE_TEST_SUITE_P(RawAndRenormalised, MoELayerGradient,
 // and Expert_e(u) = W_fc2[e] gelu(W_fc1[e] u) checked on one token.
 TEST(MoELayer, GeluExpertsFollowTheSpec) {
   MoeConfig config = tiny_config(false, 0.0f);
-  config.expert_act = "gelu";
+  config.expert_act = ExpertActivation::kGelu;
   config.num_shared = 0;
   TinyMoe m(config);
   EXPECT_EQ(m.store.find("layers.1.moe.experts.w_gate"), nullptr);

@@ -96,7 +96,7 @@ OptimConfig schedule_config(const char* kind) {
   c.lr = 1.0f;
   c.min_lr = 0.1f;
   c.warmup_steps = 10;
-  c.schedule = kind;
+  c.schedule = *enum_from_name<ScheduleKind>(kind);
   c.decay_fraction = 0.2f;
   return c;
 }

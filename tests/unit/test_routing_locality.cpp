@@ -45,7 +45,7 @@ MoeConfig config(int max_nodes = 0, float locality = 0.0f, bool bilevel = false)
   c.max_nodes_per_token = max_nodes;
   c.locality_loss = locality;
   if (bilevel) {
-    c.routing = "bilevel";
+    c.routing = RoutingKind::kBilevel;
     c.node_groups = kNodes;
   }
   return c;
@@ -65,8 +65,9 @@ struct Layer {
   MoELayer layer;
   explicit Layer(const MoeConfig& c)
       : layer(store, "layers.1.moe", kC, c, 0.5f, 0.3f,
-              MoeRuntime{&dispatcher, ExpertPlacement::single(kE), four_nodes(), nullptr,
-                         nullptr, ExpertTensorSplit{}}) {
+              MoeRuntime(MoeRuntimeSpec{.dispatcher = &dispatcher,
+                                        .placement = ExpertPlacement::single(kE),
+                                        .locality = four_nodes()})) {
     store.initialize(11);
   }
 };

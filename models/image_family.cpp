@@ -1,0 +1,34 @@
+#include "models/image_family.h"
+
+#include "framework/core/error.h"
+
+namespace moe {
+
+void validate_image_options(const ModelConfig& m, bool sincos) {
+  MOE_USER_CHECK(m.image_size > 0, "model.image_size: ", m.image_size, " must be > 0");
+  MOE_USER_CHECK(m.image_channels > 0, "model.image_channels: ", m.image_channels,
+                 " must be > 0");
+  MOE_USER_CHECK(m.patch_size > 0, "model.patch_size: ", m.patch_size, " must be > 0");
+  MOE_USER_CHECK(m.image_size % m.patch_size == 0, "model.image_size: ", m.image_size,
+                 " must be divisible by model.patch_size (", m.patch_size, ")");
+  MOE_USER_CHECK(m.num_classes > 0, "model.num_classes: ", m.num_classes, " must be > 0");
+  // 2-D sin-cos splits the width into four equal (sin, cos) x (row, column) parts.
+  MOE_USER_CHECK(!sincos || m.d_model % 4 == 0, "model.d_model: ", m.d_model,
+                 " must be divisible by 4 for sin-cos position embeddings");
+  MOE_USER_CHECK(m.class_dropout >= 0.0f && m.class_dropout < 1.0f, "model.class_dropout: ",
+                 m.class_dropout, " must be in [0, 1)");
+}
+
+ImageDataset open_image_split(const Config& c, bool train) {
+  const std::string& images = train ? c.data.train_path : c.data.val_path;
+  const std::string& labels = train ? c.data.train_labels : c.data.val_labels;
+  const char* images_key = train ? "data.train_path" : "data.val_path";
+  const char* labels_key = train ? "data.train_labels" : "data.val_labels";
+  MOE_USER_CHECK(!images.empty(), images_key, ": no IDX images given");
+  MOE_USER_CHECK(!labels.empty(), labels_key, ": no IDX labels given");
+  ImageDataset data(images, labels, c.model.num_classes);
+  data.require_shape(c.model.image_channels, c.model.image_size, images_key);
+  return data;
+}
+
+}  // namespace moe

@@ -1,0 +1,50 @@
+#pragma once
+// The model families. Each one lives in models/<family>/ and registers itself there,
+// once, with a FamilyRegistration object:
+//
+//   const FamilyRegistration kMoeGpt({.traits = {...}, .make_network = ..., ...});
+//
+// which makes it known to the configuration (framework/config/family.h: its name, its
+// own validation, tokens per sample) and to the programs (the builders below). The
+// trainer, moe-ckpt and moe-sample look a family up by model.family and name none;
+// adding a family touches models/<family>/, configs/ and docs/ only.
+//
+// The library is linked whole into every program (CMakeLists.txt), so each family's
+// registration object is there even though nothing refers to it by name.
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "framework/config/family.h"
+#include "models/model.h"
+
+namespace moe {
+
+struct ModelFamily {
+  FamilyTraits traits;
+  // The network alone, its parameters registered in `store` (not initialised), no data
+  // opened: what tools that load a checkpoint need (moe-ckpt, moe-sample).
+  std::function<std::unique_ptr<Network>(const Config&, ParamStore&, const MoeRuntime&)>
+      make_network;
+  // The family for the trainer: network, data (opened and validated: bad files are user
+  // errors), loss and evaluation.
+  std::function<std::unique_ptr<Model>(const Config&, ParamStore&, const MoeRuntime&)>
+      make_model;
+  // What its networks can do besides training (dynamic_cast of make_network's result).
+  bool classifies_images = false;  // ImageClassifier
+  bool generates_images = false;   // ImageGenerator
+};
+
+// Registers a family at static initialisation.
+class FamilyRegistration {
+ public:
+  explicit FamilyRegistration(ModelFamily family);
+};
+
+// The family of model.family = name (a user error naming the known ones otherwise).
+const ModelFamily& model_family(const std::string& name);
+// The names of the families with a capability, for messages ("dit_moe").
+std::string families_that(bool ModelFamily::*capability);
+
+}  // namespace moe
