@@ -10,7 +10,9 @@
 // eval_metrics() turns them into the family's metrics. Nothing here communicates.
 
 #include <memory>
+#include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -60,6 +62,13 @@ std::vector<int> moe_block_indices(const std::vector<std::unique_ptr<Block>>& bl
   return indices;
 }
 
+// A picture of what the model does now, for TensorBoard at evaluations.
+struct PreviewImage {
+  std::string tag;              // e.g. "samples"
+  int64_t width = 0, height = 0;
+  std::vector<uint8_t> pixels;  // (height, width) grey, row-major
+};
+
 // The IDX images and labels of the training split (data.train_path, data.train_labels)
 // or the evaluation split (data.val_path, data.val_labels), checked against
 // model.image_channels and model.image_size; a missing or bad file is a user error
@@ -90,6 +99,9 @@ class Model {
   // Model FLOPs of one training step per token (3x the forward matmul FLOPs).
   virtual double train_flops_per_token() const = 0;
   virtual ComponentTimes& times() = 0;
+  // The family's preview at an evaluation (dit_moe: a grid of samples), or none.
+  // Collective like forward: every rank calls it with the same result on rank 0.
+  virtual std::optional<PreviewImage> preview_image() { return std::nullopt; }
 };
 
 // The model of config.model.family, its parameters registered in `store` (not yet

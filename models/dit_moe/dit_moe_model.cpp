@@ -6,6 +6,7 @@
 #include "framework/data/image_sampler.h"
 #include "models/dit_moe/diffusion.h"
 #include "models/dit_moe/dit_moe.h"
+#include "models/dit_moe/preview.h"
 
 namespace moe {
 namespace {
@@ -13,7 +14,8 @@ namespace {
 class DitMoeModel final : public Model {
  public:
   DitMoeModel(const Config& c, ParamStore& store, const MoeRuntime& runtime)
-      : seed_(c.train.seed),
+      : config_(c),
+        seed_(c.train.seed),
         eval_batches_(c.train.eval_batches),
         class_dropout_(c.model.class_dropout),
         train_data_(open_image_split(c, /*train=*/true)),
@@ -69,6 +71,10 @@ class DitMoeModel final : public Model {
   int64_t tokens_per_sample() const override { return net_.tokens_per_image(); }
   double train_flops_per_token() const override { return net_.train_flops_per_token(); }
   ComponentTimes& times() override { return net_.times(); }
+  // Two samples of each class from the same noise at every evaluation.
+  std::optional<PreviewImage> preview_image() override {
+    return sample_grid(net_, diffusion_, config_, /*rows=*/2, seed_);
+  }
 
  private:
   int64_t resize(int dp_size) {
@@ -87,6 +93,7 @@ class DitMoeModel final : public Model {
                             x_t_.data() + r * d, target_.data() + r * d, t_.data() + r);
   }
 
+  Config config_;  // the preview samples with its model, data and diffusion options
   uint64_t seed_;
   int eval_batches_;
   float class_dropout_;
