@@ -77,7 +77,7 @@ std::vector<float> guided_prediction(DitMoe& net, const std::vector<float>& x,
     xx.insert(xx.end(), x.begin(), x.end());
     yy.insert(yy.end(), static_cast<size_t>(n), static_cast<int32_t>(net.null_class()));
   }
-  const Tensor pred = net.forward(xx.data(), tt.data(), yy.data(), rows);
+  const Tensor pred = net.predict(xx.data(), tt.data(), yy.data(), rows);
   std::vector<float> out(pred.data, pred.data + n * d);
   if (both)
     for (int64_t i = 0; i < n * d; ++i) {

@@ -1,6 +1,6 @@
 """Checks a run's TensorBoard events against its metrics.jsonl with TensorBoard's reader.
 
-usage: check_tensorboard.py RUN_DIR [--images N]
+usage: check_tensorboard.py RUN_DIR [--images N [--same-images-as OTHER_RUN_DIR]]
 
 Runs in the environment of launch/python-env.sh (the pinned `tensorboard` package). The
 expected tags follow the rule of framework/train/tensorboard.h, written again here from
@@ -77,6 +77,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("run_dir")
     parser.add_argument("--images", type=int, default=0, help="sample grids expected")
+    parser.add_argument("--same-images-as", metavar="RUN_DIR",
+                        help="another layout's run: its sample grids must match (2 levels)")
     args = parser.parse_args()
     files = sorted(glob.glob(f"{args.run_dir}/tb/events.out.tfevents.*"))
     assert files, "no events file"
@@ -128,6 +130,17 @@ def main():
         pixels = np.asarray(Image.open(io.BytesIO(image.encoded_image_string)))
         assert pixels.shape == (image.height, image.width), (pixels.shape, image)
         assert pixels.std() > 0, "a blank sample grid"
+    if args.same_images_as:
+        other = ea.EventAccumulator(f"{args.same_images_as}/tb", size_guidance={ea.IMAGES: 0})
+        other.Reload()
+        theirs = other.Images("samples")
+        assert len(theirs) == len(images), (len(theirs), len(images))
+        for a, b in zip(images, theirs):
+            pa, pb = (np.asarray(Image.open(io.BytesIO(i.encoded_image_string)), dtype=float)
+                      for i in (a, b))
+            # the same weights to float rounding: pixels within 2 of 255 levels
+            assert pa.shape == pb.shape and np.abs(pa - pb).max() <= 2, \
+                f"sample grid at step {a.step} differs from {args.same_images_as}'s"
     print(f"{args.run_dir}: {len(files)} events file(s), {records_read} records with valid "
           f"CRC-32C; {compared} scalars in {len(want_scalars)} tags equal metrics.jsonl; "
           f"{bins} histogram bins equal the expert token counts; {len(images)} sample grids")

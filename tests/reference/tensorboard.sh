@@ -4,8 +4,9 @@
 # float32 value (tags by the rule of framework/train/tensorboard.h), every per-expert
 # token count a histogram bin, every record passes the reader's CRC-32C checks; a run
 # resumed from a checkpoint reads as one run (as metrics.jsonl); dit_moe logs a sample
-# grid at each evaluation; run.tensorboard=false writes nothing; a run.dir/tb that is
-# not a directory is a one-line error.
+# grid at each evaluation, the same on 4 ranks (dp, tp with sequence parallelism, ep) as
+# on one; run.tensorboard=false writes nothing; a run.dir/tb that is not a directory is a
+# one-line error.
 set -euo pipefail
 BUILD_DIR=$1 SOURCE_DIR=$2
 source "$SOURCE_DIR/tests/e2e/lib.bash"
@@ -31,9 +32,17 @@ train "${gpt[@]}" --run.dir="$tmp/resumed" --train.log_interval=5 \
 [[ $(ls "$tmp/resumed/tb" | wc -l) == 2 ]] || fail "a resumed run adds one events file"
 "$python" tests/reference/check_tensorboard.py "$tmp/resumed" || fail "resumed run"
 
-train --config configs/dit_moe_tiny.ini --train.steps=10 --train.log_interval=5 \
-  --train.eval_interval=5 --train.eval_batches=1 --run.dir="$tmp/dit"
+dit=(--config configs/dit_moe_tiny.ini --train.steps=10 --train.log_interval=5
+     --train.eval_interval=5 --train.eval_batches=1 --train.threads=1)
+train "${dit[@]}" --run.dir="$tmp/dit"
 "$python" tests/reference/check_tensorboard.py "$tmp/dit" --images 3 || fail "dit_moe run"
+# The grid is drawn by every rank together: dp x tp with sequence parallelism x ep
+# draws the single process's grid.
+"$SOURCE_DIR/launch/mpirun.sh" -np 4 "$BUILD_DIR/moe-train" "${dit[@]}" --parallel.dp=2 \
+  --parallel.tp=2 --parallel.ep=2 --parallel.sequence_parallel=true --train.peak_gflops=100 \
+  --run.dir="$tmp/dit4" </dev/null >/dev/null 2>"$tmp/err" || { cat "$tmp/err"; fail "mpirun dit"; }
+"$python" tests/reference/check_tensorboard.py "$tmp/dit4" --images 3 \
+  --same-images-as "$tmp/dit" || fail "dit_moe run on 4 ranks"
 
 train "${gpt[@]}" --train.steps=2 --run.tensorboard=false --run.dir="$tmp/off"
 [[ ! -e $tmp/off/tb ]] || fail "run.tensorboard=false wrote $tmp/off/tb"
