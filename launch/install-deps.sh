@@ -11,12 +11,15 @@ packages=(
   libboost-program-options-dev              # config files and --section.key=value
   libopenblas-openmp-dev                    # CPU GEMM (OpenMP build: one thread pool)
   libfmt-dev nlohmann-json3-dev             # formatting, metrics JSON
+  libprotobuf-dev protobuf-compiler         # TensorBoard event records (Boost.CRC: CRC-32C)
   zlib1g-dev libpng-dev                     # image data and PNG sample grids
   googletest libgtest-dev libbenchmark-dev  # tests and benchmarks
   fortunes fortunes-min                     # the English text corpus of the main job
   dataset-fashion-mnist                     # IDX images of the image families
   python3 python3-numpy python3-h5py python3-torch  # reference tests, peer benchmark
   python3-pil                               # tests decode the PNG sample grids
+  python3-matplotlib                        # moe-report's pictures
+  python3-venv python3-requests python3-yaml python3-packaging  # launch/python-env.sh
   iproute2 util-linux                       # ip netns, unshare: the emulated cluster
 )
 

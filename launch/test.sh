@@ -11,5 +11,8 @@ cd "$root"
 if [[ ! -f data/shards/fortunes_train.tok || ! -f data/shards/fortunes_val.tok ]]; then
   /usr/bin/python3 data/prepare_fortunes.py --out data/shards
 fi
+# The pinned PyPI packages some tests use (transformers, tensorboard), made once and
+# cached, before the tests start so that none of them waits for the download.
+bash "$root/launch/python-env.sh" >/dev/null
 cd "$build"
 ctest --output-on-failure -j "$(nproc)" "$@"

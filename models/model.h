@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -96,6 +97,13 @@ class ImageGenerator {
   virtual std::string sampler_name() const = 0;  // e.g. "ddim"
 };
 
+// A picture of what the model does now, for TensorBoard at evaluations.
+struct PreviewImage {
+  std::string tag;              // e.g. "samples"
+  int64_t width = 0, height = 0;
+  std::vector<uint8_t> pixels;  // (height, width) grey, row-major
+};
+
 class Model {
  public:
   virtual ~Model() = default;
@@ -113,6 +121,9 @@ class Model {
   virtual nlohmann::json eval_metrics(std::span<const double> sums) const = 0;
 
   virtual Network& network() = 0;
+  // The family's preview at an evaluation (dit_moe: a grid of samples), or none.
+  // Collective like forward: every rank calls it with the same result on rank 0.
+  virtual std::optional<PreviewImage> preview_image() { return std::nullopt; }
 };
 
 }  // namespace moe

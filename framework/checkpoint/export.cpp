@@ -4,6 +4,7 @@
 #include <map>
 
 #include "framework/checkpoint/checksum.h"
+#include "framework/checkpoint/hf_export.h"
 #include "framework/checkpoint/inspect.h"
 #include "framework/checkpoint/safetensors.h"
 
@@ -27,14 +28,7 @@ std::vector<Source> sources(const CheckpointSummary& s) {
 
 // Reads a tensor and checks its checksum.
 const float* load(const H5File& file, const Source& src, Buffer& scratch, uint64_t* sum) {
-  float* data = scratch.view(src.shape.numel() > 0 ? src.shape : Shape{1}).data;
-  file.read_block(src.dataset, data, src.shape, {});
-  *sum = block_checksum(data, src.shape, src.shape, {});
-  MOE_USER_CHECK(file.has_attr(src.dataset, "checksum") &&
-                     file.uint_attr(src.dataset, "checksum") == *sum,
-                 file.path(), ": dataset ", src.dataset,
-                 " fails its checksum: the file is corrupted");
-  return data;
+  return read_checked(file, src.dataset, src.shape, scratch, sum);
 }
 
 std::map<std::string, std::string> metadata(const CheckpointSummary& s) {
@@ -90,10 +84,23 @@ ExportResult to_hdf5(const H5File& file, const CheckpointSummary& s, const std::
 
 }  // namespace
 
+const float* read_checked(const H5File& file, const std::string& dataset, const Shape& shape,
+                          Buffer& scratch, uint64_t* checksum) {
+  float* data = scratch.view(shape.numel() > 0 ? shape : Shape{1}).data;
+  file.read_block(dataset, data, shape, {});
+  const uint64_t sum = block_checksum(data, shape, shape, {});
+  MOE_USER_CHECK(file.has_attr(dataset, "checksum") && file.uint_attr(dataset, "checksum") == sum,
+                 file.path(), ": dataset ", dataset, " fails its checksum: the file is corrupted");
+  if (checksum) *checksum = sum;
+  return data;
+}
+
 ExportFormat export_format(const std::string& name, const std::string& out) {
   if (name == "safetensors") return ExportFormat::kSafetensors;
   if (name == "h5" || name == "hdf5") return ExportFormat::kHdf5;
-  MOE_USER_CHECK(name.empty(), "--format: '", name, "' is not an export format (safetensors, h5)");
+  if (name == "hf") return ExportFormat::kHuggingFace;
+  MOE_USER_CHECK(name.empty(), "--format: '", name,
+                 "' is not an export format (safetensors, h5, hf)");
   const std::string ext = std::filesystem::path(out).extension().string();
   if (ext == ".safetensors") return ExportFormat::kSafetensors;
   if (ext == ".h5" || ext == ".hdf5") return ExportFormat::kHdf5;
@@ -105,6 +112,7 @@ ExportResult export_weights(const H5File& source, const std::string& out, Export
   MOE_USER_CHECK(!std::filesystem::exists(out, ec), "--out: '", out,
                  "' exists; not overwriting it");
   const CheckpointSummary s = summarize_checkpoint(source);
+  if (format == ExportFormat::kHuggingFace) return export_hugging_face(source, s, out);
   return format == ExportFormat::kSafetensors ? to_safetensors(source, s, out)
                                               : to_hdf5(source, s, out);
 }

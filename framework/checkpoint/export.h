@@ -9,25 +9,35 @@
 //                model_family, config (the resolved INI) and step (checkpoints)
 //   hdf5         a weights file (format moe-weights, docs/checkpoint-format.md), which
 //                run.init_from and moe-sample read
+//   hf           a Hugging Face model directory (moe_gpt only): hf_export.h
 //
 // docs/checkpoint-format.md maps the names onto PyTorch modules. Every tensor's
 // checksum is checked on the way; nothing is overwritten.
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "framework/checkpoint/h5_file.h"
 
 namespace moe {
 
-enum class ExportFormat { kSafetensors, kHdf5 };
+enum class ExportFormat { kSafetensors, kHdf5, kHuggingFace };
 
-// "safetensors" or "h5"/"hdf5"; "" picks by the extension of `out` (.safetensors, .h5).
+// "safetensors", "h5"/"hdf5" or "hf"; "" picks by the extension of `out` (.safetensors,
+// .h5).
 ExportFormat export_format(const std::string& name, const std::string& out);
+
+// Reads dataset `dataset` of `shape` whole into `scratch` and checks it against its
+// checksum attribute (a mismatch is a user error naming the file and the dataset);
+// *checksum (when given) receives the sum.
+const float* read_checked(const H5File& file, const std::string& dataset, const Shape& shape,
+                          Buffer& scratch, uint64_t* checksum = nullptr);
 
 struct ExportResult {
   int64_t tensors = 0;
-  int64_t bytes = 0;  // tensor data written
+  int64_t bytes = 0;               // tensor data written
+  std::vector<std::string> notes;  // what the user should know about the export
 };
 
 ExportResult export_weights(const H5File& source, const std::string& out, ExportFormat format);

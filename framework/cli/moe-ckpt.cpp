@@ -7,6 +7,9 @@
 //                                      the weights (parameters and router biases) to
 //                                      safetensors or to an HDF5 weights file; the
 //                                      format follows the extension unless given
+//   moe-ckpt export PATH --format hf --out DIR
+//                                      a moe_gpt model as a Hugging Face model
+//                                      directory (Qwen2-MoE; checkpoint/hf_export.h)
 //   moe-ckpt verify PATH               every field, every checksum, and the tensors
 //                                      against the model its config describes
 //
@@ -30,6 +33,7 @@ namespace {
 constexpr const char* kUsage =
     "usage: moe-ckpt info PATH [--json]\n"
     "       moe-ckpt export PATH --out FILE [--format safetensors|h5]\n"
+    "       moe-ckpt export PATH --format hf --out DIR\n"
     "       moe-ckpt verify PATH\n";
 
 struct Args {
@@ -131,6 +135,7 @@ int run(const Args& a) {
   } else if (a.command == "export") {
     const moe::ExportResult r =
         moe::export_weights(file, a.out, moe::export_format(a.format, a.out));
+    for (const std::string& note : r.notes) std::cerr << "moe-ckpt: note: " << note << "\n";
     std::cout << a.out << ": " << r.tensors << " tensors, " << r.bytes << " bytes\n";
   } else {
     const int64_t tensors = moe::verify_checkpoint(file);

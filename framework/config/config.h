@@ -209,6 +209,7 @@ struct RunConfig {
   std::string init_from;           // checkpoint whose weights initialise the model
   bool overwrite = false;          // allow a run.dir that already holds a run
   bool save_model = true;          // final weights to <run.dir>/model.h5
+  bool tensorboard = true;         // live TensorBoard events in <run.dir>/tb
 };
 
 struct CheckpointConfig {

@@ -350,6 +350,8 @@ std::vector<OptionDef> run_options() {
            "allow a run.dir that already holds a run"),
     option(&C::run, &RunConfig::save_model, "run.save_model",
            "write the final weights to <run.dir>/model.h5"),
+    option(&C::run, &RunConfig::tensorboard, "run.tensorboard",
+           "write TensorBoard events (scalars, histograms, images) to <run.dir>/tb"),
   };
 }
 

@@ -189,6 +189,13 @@ void validate_run(const Config& c) {
   MOE_USER_CHECK(!c.run.dir.empty(), "run.dir: must not be empty");
   require_existing_file("run.resume", c.run.resume.path);
   require_existing_file("run.init_from", c.run.init_from);
+  if (c.run.tensorboard) {
+    const std::filesystem::path tb = std::filesystem::path(c.run.dir) / "tb";
+    std::error_code ec;
+    MOE_USER_CHECK(!std::filesystem::exists(tb, ec) || std::filesystem::is_directory(tb, ec),
+                   "run.tensorboard: '", tb.string(),
+                   "' exists and is not a directory; remove it or set run.tensorboard=false");
+  }
   require_non_negative("checkpoint.interval", c.checkpoint.interval);
   require_positive("checkpoint.keep", c.checkpoint.keep);
 }

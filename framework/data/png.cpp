@@ -26,6 +26,31 @@ void write_png_gray(const std::string& path, int64_t width, int64_t height,
   MOE_USER_CHECK(ok != 0, path, ": cannot write PNG (libpng: ", message, ")");
 }
 
+std::vector<uint8_t> encode_png_gray(int64_t width, int64_t height,
+                                     const std::vector<uint8_t>& pixels) {
+  MOE_CHECK(width > 0 && height > 0 &&
+                static_cast<int64_t>(pixels.size()) == width * height,
+            "encode_png_gray: ", pixels.size(), " pixels for ", width, "x", height);
+  png_image image{};
+  image.version = PNG_IMAGE_VERSION;
+  image.width = static_cast<png_uint_32>(width);
+  image.height = static_cast<png_uint_32>(height);
+  image.format = PNG_FORMAT_GRAY;
+  // The first call (no buffer) reports the size, the second writes.
+  png_alloc_size_t size = 0;
+  int ok = png_image_write_to_memory(&image, nullptr, &size, /*convert_to_8bit=*/0,
+                                     pixels.data(), static_cast<png_int_32>(width), nullptr);
+  std::vector<uint8_t> out(size);
+  if (ok)
+    ok = png_image_write_to_memory(&image, out.data(), &size, 0, pixels.data(),
+                                   static_cast<png_int_32>(width), nullptr);
+  const std::string message = image.message;
+  png_image_free(&image);
+  MOE_CHECK(ok != 0, "cannot encode a PNG (libpng: ", message, ")");
+  out.resize(size);
+  return out;
+}
+
 std::pair<int64_t, int64_t> read_png_size(const std::string& path) {
   png_image image{};
   image.version = PNG_IMAGE_VERSION;

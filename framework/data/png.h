@@ -13,6 +13,9 @@ namespace moe {
 void write_png_gray(const std::string& path, int64_t width, int64_t height,
                     const std::vector<uint8_t>& pixels);
 
+// The same PNG as bytes in memory (e.g. for a TensorBoard image summary).
+std::vector<uint8_t> encode_png_gray(int64_t width, int64_t height,
+                                     const std::vector<uint8_t>& pixels);
 // Width and height of a PNG file, read back through libpng (tests).
 std::pair<int64_t, int64_t> read_png_size(const std::string& path);
 

@@ -345,6 +345,31 @@ void attention_backward(Tensor qkv, Tensor att, Tensor dout, Tensor dqkv, Tensor
                           heads, head_dim, causal);
 }
 
+void rope_apply_at(Tensor x, std::span<const int32_t> pos, int64_t heads, int64_t head_dim,
+                   int64_t column, float theta) {
+  require_cpu_f32("rope_apply_at", {x});
+  MOE_CHECK(static_cast<int64_t>(pos.size()) == x.rows(), "rope_apply_at: ", pos.size(),
+            " positions for ", x.rows(), " rows");
+  MOE_CHECK(column >= 0 && column + heads * head_dim <= x.cols(), "rope_apply_at: columns [",
+            column, ", ", column + heads * head_dim, ") outside rows of ", x.cols());
+  cpu::rope_apply_at(x.data + column, pos.data(), x.rows(), heads, head_dim, x.cols(), theta);
+}
+
+void attention_decode(Tensor qkv, std::span<const float* const> keys,
+                      std::span<const float* const> values, std::span<const int64_t> len,
+                      Tensor out, int64_t heads) {
+  require_cpu_f32("attention_decode", {qkv, out});
+  const int64_t rows = qkv.rows(), width = out.cols();
+  MOE_CHECK(keys.size() == static_cast<size_t>(rows) && values.size() == keys.size() &&
+                len.size() == keys.size(),
+            "attention_decode: caches of ", keys.size(), " rows for ", rows, " queries");
+  check_matrix("attention_decode", "out", out, rows, width);
+  MOE_CHECK(heads > 0 && width % heads == 0 && width <= qkv.cols(), "attention_decode: ",
+            heads, " heads of a width ", width, " query in rows of ", qkv.cols());
+  cpu::attention_decode(qkv.data, qkv.cols(), keys.data(), values.data(), len.data(), out.data,
+                        rows, heads, width / heads);
+}
+
 void cross_entropy(Tensor logits, std::span<const int32_t> targets, Tensor losses,
                    Tensor dlogits, float scale) {
   require_cpu_f32("cross_entropy", {logits, losses, dlogits});

@@ -122,6 +122,16 @@ void attention_forward(Tensor qkv, Tensor att, Tensor out, int64_t batch, int64_
                        bool causal);
 void attention_backward(Tensor qkv, Tensor att, Tensor dout, Tensor dqkv, Tensor scratch,
                         int64_t batch, int64_t heads, bool causal);
+// Incremental (KV-cached) decoding. rope_apply_at: rope_apply's rotation of the columns
+// [column, column + H*D) of row r of x at position pos[r]. attention_decode: row i of qkv
+// holds a query in its first H*D columns (rope applied); it attends over the len[i]
+// cached positions of its sequence, keys[i] and values[i] ((len[i], H*D) host rows);
+// out (rows, H*D).
+void rope_apply_at(Tensor x, std::span<const int32_t> pos, int64_t heads, int64_t head_dim,
+                   int64_t column, float theta);
+void attention_decode(Tensor qkv, std::span<const float* const> keys,
+                      std::span<const float* const> values, std::span<const int64_t> len,
+                      Tensor out, int64_t heads);
 // Cross-entropy of logits (N, V) against targets [N] (target < 0: ignored): losses (N);
 // dlogits = scale (softmax - onehot) unless empty (it may alias logits).
 void cross_entropy(Tensor logits, std::span<const int32_t> targets, Tensor losses,

@@ -15,8 +15,10 @@
 // and y are this rank's rows (B*T/tp, C) (framework/nn/sequence_parallel.h): forward
 // all-gathers x and reduce-scatters y, backward all-gathers dy and reduce-scatters dx.
 
+#include <span>
 #include <string>
 
+#include "framework/nn/kv_cache.h"
 #include "framework/nn/tp_linear.h"
 
 namespace moe {
@@ -34,6 +36,14 @@ class SelfAttention {
   Tensor forward(Tensor x, int64_t batch, int64_t seq_len);
   // dy (B*T, C) -> dx (B*T, C); dW_qkv, dW_out += ... (sequence parallel: (B*T/tp, C))
   Tensor backward(Tensor dy);
+
+  // Incremental decoding (framework/nn/attention_cached.cpp), causal, one process (no tp):
+  // x (N, C) holds new tokens, row i of sequence seq[i] at position pos[i]. Their k and v
+  // go into `cache` (in row order), then row i attends to positions 0..pos[i] of its
+  // sequence: a prompt's rows in one call, or one row per sequence per generated token.
+  // y (N, C) equals forward's rows for the same tokens. Keeps nothing for backward.
+  Tensor forward_cached(Tensor x, std::span<const int32_t> seq, std::span<const int32_t> pos,
+                        KvCache& cache);
 
   int64_t width() const { return width_; }
   int64_t heads() const { return heads_; }  // on this rank: H / tp

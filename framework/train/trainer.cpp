@@ -21,6 +21,7 @@
 #include "framework/parallel/grad_sync.h"
 #include "framework/parallel/process_groups.h"
 #include "framework/train/peak_flops.h"
+#include "framework/train/tensorboard.h"
 #include "models/registry.h"
 
 extern "C" void openblas_set_num_threads(int num_threads);
@@ -44,6 +45,8 @@ struct Trainer::State {
   int64_t start_step = 0;  // steps already taken: > 0 when resumed
   LrSchedule schedule;
   MetricsWriter metrics;
+  std::unique_ptr<TensorBoardWriter> tensorboard;  // rank 0 with run.tensorboard
+  std::optional<PreviewImage> preview;             // of the last evaluation, for TensorBoard
   double peak_flops = 0.0;               // FLOP/s of the cores in use
   int threads = 1;
 
@@ -197,6 +200,8 @@ void Trainer::prepare_run_dir() {
   const std::string metrics = (dir / "metrics.jsonl").string();
   s_->metrics = s_->start_step > 0 ? MetricsWriter::resume(metrics, s_->start_step)
                                    : MetricsWriter(metrics);
+  if (config_.run.tensorboard)
+    s_->tensorboard = std::make_unique<TensorBoardWriter>((dir / "tb").string(), s_->start_step);
 }
 
 nlohmann::json Trainer::evaluate() {
@@ -206,8 +211,20 @@ nlohmann::json Trainer::evaluate() {
     for (Communicator* comm : comms) saved.emplace_back(comm, comm->stats());
   std::vector<double> sums = s_->model->evaluate(s_->dp_rank, s_->dp_size);
   s_->groups.dp->all_reduce<double>(sums);  // additive over the ranks' shares
+  if (config_.run.tensorboard) s_->preview = s_->model->preview_image();
   for (auto& [comm, stats] : saved) comm->stats() = stats;
   return s_->model->eval_metrics(sums);
+}
+
+void Trainer::publish(const nlohmann::json& record) {
+  std::optional<PreviewImage> preview;
+  preview.swap(s_->preview);  // an evaluation's image goes out once, with its record
+  if (s_->metrics.is_open()) s_->metrics.write(record);
+  if (!s_->tensorboard) return;
+  s_->tensorboard->write(record);
+  if (preview)
+    s_->tensorboard->write_image(record["step"].get<int64_t>(), preview->tag, preview->width,
+                                 preview->height, preview->pixels);
 }
 
 void Trainer::save_model() {
@@ -353,7 +370,7 @@ nlohmann::json Trainer::run() {
     last_eval = evaluate();
     nlohmann::json record = {{"step", 0}};
     record.update(last_eval);
-    if (s_->metrics.is_open()) s_->metrics.write(record);
+    publish(record);
     std::ostringstream line;
     line << "step 0/" << c.train.steps;
     for (const auto& [key, value] : last_eval.items())
@@ -379,7 +396,7 @@ nlohmann::json Trainer::run() {
       eval = last_eval = evaluate();
       record.update(eval);
     }
-    if (s_->metrics.is_open()) s_->metrics.write(record);
+    publish(record);
     const double eta = run_clock.seconds() / static_cast<double>(step + 1 - s_->start_step) *
                        static_cast<double>(c.train.steps - step - 1);
     log_.info(progress_line(record, eval, c.train.steps, eta));

@@ -55,6 +55,8 @@ class Trainer {
   std::vector<std::pair<std::string, std::vector<Communicator*>>> telemetry_groups();
   nlohmann::json evaluate();  // the family's metrics, e.g. val_loss and val_bpb
   void save_model();          // <run.dir>/model.h5: weights, router biases, config
+  // Rank 0: the record to metrics.jsonl and TensorBoard, with the last evaluation's preview.
+  void publish(const nlohmann::json& record);
   std::vector<NamedBuffer> model_buffers();  // layer state checkpoints hold (router biases)
   void restore_checkpoint();  // run.resume / run.init_from; sets the start step
   void save_checkpoint(int64_t completed, float last_lr, IntervalTimes& times);

@@ -22,6 +22,19 @@ PhiloxKey stream_key(uint64_t seed, const std::string& name, uint64_t counter) {
 
 }  // namespace
 
+SampleOptions sample_options(const Config& c) {
+  const DiffusionConfig& d = c.diffusion;
+  SampleOptions options;
+  options.sampler = d.sampler != SamplerKind::kAuto             ? d.sampler
+                    : d.objective == DiffusionObjective::kDdpm ? SamplerKind::kDdim
+                                                               : SamplerKind::kEuler;
+  options.steps = d.sample_steps;
+  options.guidance = d.guidance;
+  options.clip_lo = (0.0f - c.data.image_mean) / c.data.image_std;
+  options.clip_hi = (1.0f - c.data.image_mean) / c.data.image_std;
+  return options;
+}
+
 Diffusion::Diffusion(const DiffusionConfig& config)
     : flow_(config.objective == DiffusionObjective::kRectifiedFlow) {
   const int steps = config.timesteps;
@@ -77,7 +90,7 @@ std::vector<float> guided_prediction(DitMoe& net, const std::vector<float>& x,
     xx.insert(xx.end(), x.begin(), x.end());
     yy.insert(yy.end(), static_cast<size_t>(n), static_cast<int32_t>(net.null_class()));
   }
-  const Tensor pred = net.forward(xx.data(), tt.data(), yy.data(), rows);
+  const Tensor pred = net.predict(xx.data(), tt.data(), yy.data(), rows);
   std::vector<float> out(pred.data, pred.data + n * d);
   if (both)
     for (int64_t i = 0; i < n * d; ++i) {

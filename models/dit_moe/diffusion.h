@@ -52,6 +52,11 @@ struct SampleOptions {
   float clip_lo = -1.0f, clip_hi = 1.0f;  // data range of x0 (DDIM clips its x0 estimate)
 };
 
+// The sampling of a config: diffusion.sampler (auto: DDIM for ddpm, Euler for rectified
+// flow), diffusion.sample_steps, diffusion.guidance, and the data range of x0 from
+// data.image_mean and image_std; seed 0.
+SampleOptions sample_options(const Config& config);
+
 // Called after every model evaluation of a sampling run with the step index (0 first)
 // and the timestep the model saw, while the MoE layers still hold that forward's load.
 using SampleHook = std::function<void(int step, double timestep)>;

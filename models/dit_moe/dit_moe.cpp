@@ -1,6 +1,7 @@
 #include "models/dit_moe/dit_moe.h"
 
 #include <cmath>
+#include <vector>
 
 #include "framework/core/timer.h"
 #include "framework/kernels/ops.h"
@@ -192,6 +193,22 @@ Tensor DitMoe::forward(const float* x, const float* t, const int32_t* y, int64_t
   pred_ = pred_buf_.view({local_batch_, ch, size, size});
   ops::unpatchify(out, pred_, model_.patch_size);
   return pred_;
+}
+
+Tensor DitMoe::predict(const float* x, const float* t, const int32_t* y, int64_t batch) {
+  if (!sequence_parallel_) return forward(x, t, y, batch);
+  const int64_t d = int64_t{model_.image_channels} * model_.image_size * model_.image_size;
+  const int64_t split = tp_size(tp_), padded = (batch + split - 1) / split * split;
+  std::vector<float> xs(x, x + batch * d), ts(t, t + batch);
+  std::vector<int32_t> ys(y, y + batch);
+  for (int64_t i = batch; i < padded; ++i) {  // copies of the last image
+    xs.insert(xs.end(), x + (batch - 1) * d, x + batch * d);
+    ts.push_back(t[batch - 1]);
+    ys.push_back(y[batch - 1]);
+  }
+  const Tensor mine = forward(xs.data(), ts.data(), ys.data(), padded);  // (padded/tp, ...)
+  const Tensor all = all_gather_rows(tp_, Tensor(mine.data, {local_batch_, d}), pred_all_);
+  return Tensor(all.data, {batch, model_.image_channels, model_.image_size, model_.image_size});
 }
 
 LossParts DitMoe::loss(const float* target) {

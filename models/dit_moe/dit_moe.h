@@ -74,6 +74,10 @@ class DitMoe : public Network {
   // index, or 1000 * t for rectified flow); y (B) labels in [0, classes], classes being
   // the null class. Returns the prediction (B, Cin, H, W); keeps what backward needs.
   Tensor forward(const float* x, const float* t, const int32_t* y, int64_t batch);
+  // forward's prediction of all `batch` images on every rank, for sampling: under
+  // sequence parallelism the tp ranks' images are all-gathered (the batch padded with
+  // copies of its last image to a multiple of tp). Not for training (no backward).
+  Tensor predict(const float* x, const float* t, const int32_t* y, int64_t batch);
   // Loss of the last forward against `target` (B, Cin, H, W): mean squared error, plus
   // the MoE layers' aux + z. Prepares backward().
   LossParts loss(const float* target);
@@ -105,6 +109,7 @@ class DitMoe : public Network {
   Tensor pred_;                         // (B, Cin, H, W) of the last forward
   Buffer c_, s_, ds_, dc_, pred_buf_, dpred_, dout_;  // (B, C) x4; (B,Cin,H,W) x2; (B*P, pp Cout)
   Buffer dh_full_;                                   // sequence parallel: (B*P, C)
+  Buffer pred_all_;                                  // predict: (B, Cin, H, W) gathered
   ComponentTimes times_;
 };
 

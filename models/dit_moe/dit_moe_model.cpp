@@ -7,6 +7,7 @@
 #include "framework/data/image_sampler.h"
 #include "models/dit_moe/diffusion.h"
 #include "models/dit_moe/dit_moe.h"
+#include "models/dit_moe/preview.h"
 #include "models/image_family.h"
 #include "models/registry.h"
 
@@ -16,7 +17,8 @@ namespace {
 class DitMoeModel final : public Model {
  public:
   DitMoeModel(const Config& c, ParamStore& store, const MoeRuntime& runtime)
-      : seed_(c.train.seed),
+      : config_(c),
+        seed_(c.train.seed),
         eval_batches_(c.train.eval_batches),
         class_dropout_(c.model.class_dropout),
         train_data_(open_image_split(c, /*train=*/true)),
@@ -68,6 +70,10 @@ class DitMoeModel final : public Model {
   }
 
   Network& network() override { return net_; }
+  // Two samples of each class from the same noise at every evaluation.
+  std::optional<PreviewImage> preview_image() override {
+    return sample_grid(net_, diffusion_, config_, /*rows=*/2, seed_);
+  }
 
  private:
   int64_t resize(int dp_size) {
@@ -86,6 +92,7 @@ class DitMoeModel final : public Model {
                             x_t_.data() + r * d, target_.data() + r * d, t_.data() + r);
   }
 
+  Config config_;  // the preview samples with its model, data and diffusion options
   uint64_t seed_;
   int eval_batches_;
   float class_dropout_;
@@ -104,16 +111,10 @@ class DitMoeModel final : public Model {
 class DitGenerator final : public DitMoe, public ImageGenerator {
  public:
   DitGenerator(const Config& c, ParamStore& store, const MoeRuntime& runtime)
-      : DitMoe(c.model, c.moe, store, runtime), model_(c.model), diffusion_(c.diffusion) {
-    const DiffusionConfig& d = c.diffusion;
-    options_.sampler = d.sampler != SamplerKind::kAuto             ? d.sampler
-                       : d.objective == DiffusionObjective::kDdpm ? SamplerKind::kDdim
-                                                                  : SamplerKind::kEuler;
-    options_.steps = d.sample_steps;
-    options_.guidance = d.guidance;
-    options_.clip_lo = (0.0f - c.data.image_mean) / c.data.image_std;
-    options_.clip_hi = (1.0f - c.data.image_mean) / c.data.image_std;
-  }
+      : DitMoe(c.model, c.moe, store, runtime),
+        model_(c.model),
+        diffusion_(c.diffusion),
+        options_(sample_options(c)) {}
   std::vector<float> generate(std::span<const int32_t> labels, uint64_t seed,
                               const std::function<void(int, double)>& on_step) override {
     SampleOptions options = options_;

@@ -358,6 +358,14 @@ def forward(cfg, params, inputs, targets, biases=None):
     biases: {layer: (E,) selection bias} for aux-loss-free balancing (absent = zeros).
     """
     B, T = inputs.shape
+    logits, aux_total, z_total, routings = logits_and_routing(cfg, params, inputs, biases)
+    ce = F.cross_entropy(logits.reshape(B * T, cfg.vocab_size), targets.reshape(-1).long())
+    return Output(ce + aux_total + z_total, ce, aux_total, z_total, routings)
+
+
+def logits_and_routing(cfg, params, inputs, biases=None):
+    """(logits (B, T, V), sum of L_aux, sum of L_z, {layer: Routing}) of inputs (B, T)."""
+    B, T = inputs.shape
     C, dtype = cfg.d_model, params["embed.weight"].dtype
     cos, sin = rotary_tables(T, cfg.head_dim, cfg.rope_theta, dtype)
     h = F.embedding(inputs.long(), params["embed.weight"])  # (B, T, C)
@@ -381,8 +389,7 @@ def forward(cfg, params, inputs, targets, biases=None):
             routings[l] = routing
         h = h + y.reshape(B, T, C)
     logits = rms_norm(h, params["final_norm.weight"], cfg.norm_eps) @ params["lm_head.weight"].t()
-    ce = F.cross_entropy(logits.reshape(B * T, cfg.vocab_size), targets.reshape(-1).long())
-    return Output(ce + aux_total + z_total, ce, aux_total, z_total, routings)
+    return logits, aux_total, z_total, routings
 
 
 # ---------------------------------------------------------------------------------------

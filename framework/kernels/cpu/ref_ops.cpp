@@ -638,4 +638,46 @@ void expert_ffn_backward(const float* x, const int64_t* offsets, int64_t num_exp
   }
 }
 
+// ---- incremental decoding ----
+
+void rope_apply_at(float* x, const int32_t* pos, int64_t rows, int64_t H, int64_t D,
+                   int64_t stride, float theta) {
+  MOE_CHECK(D % 2 == 0, "rope needs an even head dim, got D=", D);
+  const int64_t half = D / 2;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t h = 0; h < H; ++h) {
+      float* xh = x + r * stride + h * D;
+      for (int64_t i = 0; i < half; ++i) {
+        const double angle = pos[r] * std::pow(static_cast<double>(theta), -2.0 * i / D);
+        const double x1 = xh[i], x2 = xh[i + half];
+        xh[i] = static_cast<float>(x1 * std::cos(angle) - x2 * std::sin(angle));
+        xh[i + half] = static_cast<float>(x2 * std::cos(angle) + x1 * std::sin(angle));
+      }
+    }
+}
+
+void attention_decode(const float* q, int64_t q_stride, const float* const* k,
+                      const float* const* v, const int64_t* len, float* out, int64_t rows,
+                      int64_t H, int64_t D) {
+  const int64_t width = H * D;
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t h = 0; h < H; ++h) {
+      std::vector<double> score(static_cast<size_t>(len[i]));
+      double max = -std::numeric_limits<double>::infinity(), sum = 0.0;
+      for (int64_t t = 0; t < len[i]; ++t) {
+        double s = 0.0;
+        for (int64_t d = 0; d < D; ++d)
+          s += static_cast<double>(q[i * q_stride + h * D + d]) * k[i][t * width + h * D + d];
+        score[t] = s / std::sqrt(static_cast<double>(D));
+        max = std::max(max, score[t]);
+      }
+      for (double& s : score) sum += (s = std::exp(s - max));
+      for (int64_t d = 0; d < D; ++d) {
+        double o = 0.0;
+        for (int64_t t = 0; t < len[i]; ++t) o += score[t] / sum * v[i][t * width + h * D + d];
+        out[i * width + h * D + d] = static_cast<float>(o);
+      }
+    }
+}
+
 }  // namespace moe::cpu::ref
