@@ -10,18 +10,25 @@
 //   moe-ckpt verify PATH               every field, every checksum, and the tensors
 //                                      against the model its config describes
 //
+// PATH may be a checkpoint directory: its `latest` checkpoint.
+//
 // Exit status: 0 done (verify: the file is intact), 2 bad input or a bad file (one line
 // naming the file and what is wrong), 1 any other failure.
 
 #include <cstring>
+#include <filesystem>
 #include <iomanip>
+#include <new>
+#include <optional>
 #include <iostream>
 #include <string>
 #include <vector>
 
+#include "framework/checkpoint/checkpoint_dir.h"
 #include "framework/checkpoint/export.h"
 #include "framework/checkpoint/inspect.h"
 #include "framework/config/config.h"
+#include "framework/core/printable.h"
 #include "framework/moe/dispatcher.h"
 #include "models/dit_moe/dit_moe.h"
 #include "models/moe_gpt/moe_gpt.h"
@@ -67,6 +74,14 @@ Args parse_args(int argc, char** argv) {
                  "'", a.command, "' is not a command (info, export, verify)");
   MOE_USER_CHECK(positional.size() == 2, a.command, ": needs exactly one checkpoint path");
   a.path = positional[1];
+  std::error_code ec;
+  if (std::filesystem::is_directory(a.path, ec)) {
+    // A checkpoint directory stands for its newest complete checkpoint.
+    const std::optional<std::string> latest = moe::CheckpointDir(a.path).latest();
+    MOE_USER_CHECK(latest.has_value(), a.path, ": a directory without a 'latest' checkpoint "
+                   "pointer; name a checkpoint file (step_XXXXXXXX.h5)");
+    a.path = *latest;
+  }
   MOE_USER_CHECK(a.command == "export" || (a.out.empty() && a.format.empty()),
                  "--out and --format belong to export");
   MOE_USER_CHECK(a.command != "export" || !a.out.empty(), "export: --out FILE is required");
@@ -150,6 +165,9 @@ int run(const Args& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // HDF5 cannot terminate cleanly after it gave up on a damaged file (it says so at
+  // exit): a damaged file is reported once, by us.
+  H5dont_atexit();
   for (int i = 1; i < argc; ++i)
     if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
       std::cout << kUsage;
@@ -158,10 +176,13 @@ int main(int argc, char** argv) {
   try {
     return run(parse_args(argc, argv));
   } catch (const moe::Error& e) {
-    std::cerr << "moe-ckpt: " << e.what() << "\n";
+    std::cerr << "moe-ckpt: " << moe::printable(e.what()) << "\n";
     return e.user_error() ? 2 : 1;
+  } catch (const std::bad_alloc&) {
+    std::cerr << "moe-ckpt: out of memory reading the file (damaged sizes?)\n";
+    return 2;
   } catch (const std::exception& e) {
-    std::cerr << "moe-ckpt: " << e.what() << "\n";
+    std::cerr << "moe-ckpt: " << moe::printable(e.what()) << "\n";
     return 1;
   }
 }

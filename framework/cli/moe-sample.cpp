@@ -292,6 +292,9 @@ int run(const Args& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // HDF5 cannot terminate cleanly after it gave up on a damaged file (it says so at
+  // exit): a damaged file is reported once, by us.
+  H5dont_atexit();
   moe::cpu::select_blas_kernels(argv);  // may re-execute: before anything else
   for (int i = 1; i < argc; ++i)
     if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {

@@ -95,9 +95,12 @@ struct TrainConfig {
   uint64_t seed = 1234;
   int log_interval = 1;
   int eval_interval = 0;           // 0: only at the end
-  int eval_batches = 4;            // validation batches per evaluation
+  int eval_batches = 0;            // image families: test batches; 0 = the whole split
+  int64_t eval_tokens = 1 << 20;   // moe_gpt: the first N validation tokens; 0 = none
   int threads = 0;                 // compute threads per rank; 0 = all cores of the rank
   double peak_gflops = 0.0;        // per-core peak for MFU; 0 = measure at start-up
+  std::string on_nonfinite = "stop";  // a NaN/Inf loss or gradient norm: stop | skip
+  int max_skipped_steps = 10;      // skip: stop after this many skipped steps in a row
 };
 
 struct RunConfig {
@@ -113,6 +116,8 @@ struct CheckpointConfig {
   int interval = 0;                // steps between checkpoints; 0 = only at the end
   int keep = 3;                    // keep the newest N
   bool collective_io = true;       // collective MPI-IO writes; false: independent
+  std::string on_error = "stop";   // a save that fails: stop (exit 2) | warn (retry later)
+  bool on_signal = true;           // SIGTERM/SIGINT: checkpoint after the current step
 };
 
 struct ParallelConfig {
@@ -126,6 +131,7 @@ struct ParallelConfig {
   float intra_latency_us = 0.0f, intra_bandwidth_gbs = 0.0f;
   float inter_latency_us = 0.0f, inter_bandwidth_gbs = 0.0f;
   float grad_bucket_mb = 25.0f;    // gradient all-reduce bucket, MiB
+  int timeout_s = 600;             // a collective waiting longer aborts the job; 0 = never
 };
 
 struct Config {

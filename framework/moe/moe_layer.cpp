@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 
 #include "framework/kernels/ops.h"
 #include "framework/moe/aux_loss.h"
+#include "framework/parallel/watchdog.h"
 
 namespace moe {
 
@@ -57,6 +59,12 @@ MoeRuntime with_locality(MoeRuntime runtime, int64_t num_experts) {
   return runtime;
 }
 
+// The block index in "layers.3.moe" (-1 when the prefix has none).
+int64_t block_of(const std::string& prefix) {
+  const size_t digit = prefix.find_first_of("0123456789");
+  return digit == std::string::npos ? -1 : std::atoll(prefix.c_str() + digit);
+}
+
 }  // namespace
 
 MoELayer::MoELayer(ParamStore& store, const std::string& prefix, int64_t width,
@@ -71,7 +79,8 @@ MoELayer::MoELayer(ParamStore& store, const std::string& prefix, int64_t width,
                out_std, expert_activation(config), runtime.etp),
       shared_(make_shared_experts(store, prefix, width, config, init_std, out_std, runtime.tp,
                                   runtime.sequence_parallel)),
-      bias_(static_cast<size_t>(config.num_experts), 0.0f) {
+      bias_(static_cast<size_t>(config.num_experts), 0.0f),
+      block_(block_of(prefix)) {
   MOE_CHECK(runtime.dispatcher != nullptr, "MoE layer ", prefix, ": no dispatcher");
   MOE_CHECK(runtime.placement.num_experts == config.num_experts, "MoE layer ", prefix,
             ": placement of ", runtime.placement.num_experts, " experts, config has ",
@@ -95,6 +104,7 @@ MoELayer::Choices MoELayer::route(Tensor u, std::span<const int32_t> fixed) {
 }
 
 Tensor MoELayer::forward(Tensor u) {
+  const WatchedLayer watched(runtime_.tokens, block_);
   const int64_t n = u.rows();
   const int64_t e = config_.num_experts, k = config_.top_k;
   std::span<const int32_t> fixed;
@@ -128,6 +138,7 @@ Tensor MoELayer::forward(Tensor u) {
 }
 
 Tensor MoELayer::backward(Tensor dy, float aux_scale) {
+  const WatchedLayer watched(runtime_.tokens, block_);
   MOE_CHECK(handle_.has_value(), "MoE layer: backward without forward");
   const RoutingPlan& plan = handle_->plan();
   const int64_t n = plan.num_tokens, k = config_.top_k;

@@ -1,6 +1,7 @@
 #include "framework/tensor/tensor.h"
 
 #include <cstring>
+#include <new>
 #include <sstream>
 
 namespace moe {
@@ -18,7 +19,7 @@ void Buffer::resize(int64_t n) {
   if (n > capacity_) {
     const size_t bytes = ((static_cast<size_t>(n) * sizeof(float) + 63) / 64) * 64;
     float* p = static_cast<float*>(std::aligned_alloc(64, bytes));
-    MOE_CHECK(p != nullptr, "out of memory allocating ", bytes, " bytes");
+    if (p == nullptr) throw std::bad_alloc();  // main() reports it (exit 2)
     std::memset(p, 0, bytes);
     data_.reset(p);
     capacity_ = n;
