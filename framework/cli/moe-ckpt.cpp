@@ -18,9 +18,9 @@
 #include <cstring>
 #include <filesystem>
 #include <iomanip>
+#include <iostream>
 #include <new>
 #include <optional>
-#include <iostream>
 #include <string>
 #include <vector>
 
@@ -29,10 +29,7 @@
 #include "framework/checkpoint/inspect.h"
 #include "framework/config/config.h"
 #include "framework/core/printable.h"
-#include "framework/moe/dispatcher.h"
-#include "models/dit_moe/dit_moe.h"
-#include "models/moe_gpt/moe_gpt.h"
-#include "models/vit_moe/vit_moe.h"
+#include "models/verify_checkpoint.h"
 
 namespace {
 
@@ -88,34 +85,6 @@ Args parse_args(int argc, char** argv) {
   return a;
 }
 
-// The parameters and router biases of the model the file's config describes, built
-// without its data (paths in the config may not exist here).
-void check_against_model(const moe::H5File& file, const moe::CheckpointSummary& s) {
-  const moe::Config c = moe::load_config_text(
-      s.origin.config_ini, {"data.train_path=", "data.val_path=", "data.train_labels=",
-                            "data.val_labels=", "run.resume=", "run.init_from="});
-  MOE_USER_CHECK(c.model.family == s.origin.family, file.path(), ": model_family ",
-                 s.origin.family, " but the config says ", c.model.family);
-  moe::ParamStore store;
-  moe::LocalDispatcher dispatcher;
-  const moe::MoeRuntime runtime = moe::MoeRuntime::local(dispatcher, c.moe.num_experts);
-  std::vector<int> blocks;
-  if (c.model.family == "moe_gpt") blocks = moe::MoeGpt(c.model, c.moe, store, runtime).moe_layer_blocks();
-  else if (c.model.family == "vit_moe") blocks = moe::VitMoe(c.model, c.moe, store, runtime).moe_layer_blocks();
-  else blocks = moe::DitMoe(c.model, c.moe, store, runtime).moe_layer_blocks();
-  moe::check_model_params(file, store);
-  std::vector<std::string> expected;
-  for (int b : blocks) expected.push_back("layers." + std::to_string(b) + ".moe.router.bias");
-  std::vector<std::string> held;
-  for (const moe::TensorEntry& e : s.buffers) {
-    held.push_back(e.name);
-    MOE_USER_CHECK(e.shape == moe::Shape{c.moe.num_experts}, file.path(), ": buffer ", e.name,
-                   " has shape ", e.shape.str(), ", the model expects (", c.moe.num_experts, ")");
-  }
-  MOE_USER_CHECK(held == expected, file.path(), ": /buffers holds ", held.size(),
-                 " router biases, the model has ", expected.size(), " MoE layers");
-}
-
 void print_info(const moe::CheckpointSummary& s) {
   std::cout << s.path << "\n"
             << "  format            " << s.format << " version " << s.format_version
@@ -152,11 +121,10 @@ int run(const Args& a) {
         moe::export_weights(file, a.out, moe::export_format(a.format, a.out));
     std::cout << a.out << ": " << r.tensors << " tensors, " << r.bytes << " bytes\n";
   } else {
-    const int64_t tensors = moe::verify_checkpoint(file);
-    const moe::CheckpointSummary s = moe::summarize_checkpoint(file);
-    check_against_model(file, s);
+    const moe::VerifiedCheckpoint v = moe::verify_against_model(file);
+    const moe::CheckpointSummary& s = v.summary;
     std::cout << a.path << ": ok (" << s.format << " version " << s.format_version << ", "
-              << tensors << " tensors, checksums and shapes match the " << s.origin.family
+              << v.tensors << " tensors, checksums and shapes match the " << s.origin.family
               << " model of its config)\n";
   }
   return 0;

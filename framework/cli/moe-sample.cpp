@@ -7,19 +7,28 @@
 // those (or any) options of the checkpoint's config. Writes a PNG grid with one row per
 // class, and prints one JSON line with what it did.
 //
-//   --per-class N        samples per class (default 10); the grid is classes x N
+//   --per-class N        samples per class (default 10, at most 10000); the grid is
+//                        classes x N
 //   --seed S             seed of the initial noise (default 0)
 //   --classifier PATH    a vit_moe model.h5: classify every sample and report the share
 //                        classified as the class it was conditioned on (class
 //                        consistency), overall and per class
 //   --stats FILE.json    per-step expert selection counts of every MoE layer
-//   --batch N            images generated at once (default 100)
+//   --batch N            images generated at once (default 100, at most 10000)
+//
+// Everything is checked before sampling: the checkpoint, the classifier, and that
+// --out (and --stats) do not exist yet: nothing is overwritten.
 //
 // Exit status: 0 done, 2 bad input (one line naming it), 1 any other failure.
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
+#include <filesystem>
+#include <memory>
+#include <new>
 #include <fstream>
 #include <iostream>
 #include <string>
@@ -31,6 +40,7 @@
 #include "framework/checkpoint/h5_file.h"
 #include "framework/checkpoint/state_dict.h"
 #include "framework/config/config.h"
+#include "framework/core/printable.h"
 #include "framework/core/timer.h"
 #include "framework/data/png.h"
 #include "framework/kernels/ops.h"
@@ -49,17 +59,21 @@ struct Args {
   std::vector<std::string> overrides;  // --section.key=value for the checkpoint's config
 };
 
-int parse_int(const std::string& flag, const std::string& text) {
-  size_t used = 0;
-  int value = 0;
-  try {
-    value = std::stoi(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  MOE_USER_CHECK(used == text.size() && value > 0, flag, ": '", text,
-                 "' is not a positive integer");
+// A whole number in [lo, hi] (the sizes are bounded so that no value can ask for
+// unbounded memory or time).
+int64_t parse_int(const std::string& flag, const std::string& text, int64_t lo, int64_t hi) {
+  int64_t value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  MOE_USER_CHECK(ec == std::errc() && end == text.data() + text.size() && value >= lo &&
+                     value <= hi,
+                 flag, ": '", text, "' is not a whole number from ", lo, " to ", hi);
   return value;
+}
+
+void require_new_file(const char* flag, const std::string& path) {
+  std::error_code ec;
+  MOE_USER_CHECK(!std::filesystem::exists(path, ec), flag, ": '", path,
+                 "' exists; not overwriting it");
 }
 
 Args parse_args(int argc, char** argv) {
@@ -81,9 +95,9 @@ Args parse_args(int argc, char** argv) {
     else if (arg == "--out") a.out = next();
     else if (arg == "--classifier") a.classifier = next();
     else if (arg == "--stats") a.stats = next();
-    else if (arg == "--per-class") a.per_class = parse_int(arg, next());
-    else if (arg == "--batch") a.batch = parse_int(arg, next());
-    else if (arg == "--seed") a.seed = static_cast<uint64_t>(parse_int(arg, next()));
+    else if (arg == "--per-class") a.per_class = static_cast<int>(parse_int(arg, next(), 1, 10000));
+    else if (arg == "--batch") a.batch = static_cast<int>(parse_int(arg, next(), 1, 10000));
+    else if (arg == "--seed") a.seed = static_cast<uint64_t>(parse_int(arg, next(), 0, INT64_MAX));
     else if (arg.starts_with("--") && arg.find('.') != std::string::npos)
       a.overrides.push_back(arg.substr(2) + "=" + next());
     else
@@ -91,6 +105,8 @@ Args parse_args(int argc, char** argv) {
   }
   MOE_USER_CHECK(!a.checkpoint.empty(), "--checkpoint: required");
   MOE_USER_CHECK(!a.out.empty(), "--out: required");
+  require_new_file("--out", a.out);
+  if (!a.stats.empty()) require_new_file("--stats", a.stats);
   return a;
 }
 
@@ -134,21 +150,37 @@ struct ExpertStats {
   std::vector<std::vector<std::vector<int64_t>>> counts;
 };
 
-nlohmann::json classify(const std::string& path, const std::vector<uint8_t>& pixels,
-                        const std::vector<int32_t>& labels, int64_t image_floats,
-                        int num_classes) {
+// The vit_moe model of --classifier, loaded and checked against the samples before
+// any sampling.
+struct Classifier {
+  LoadedModel m;
+  std::unique_ptr<moe::VitMoe> vit;
+};
+
+std::unique_ptr<Classifier> load_classifier(const std::string& path, int64_t image_floats,
+                                            int num_classes) {
   moe::H5File file = moe::H5File::open(path);
-  LoadedModel m{read_config(file, {}), {}, {}};
+  auto c = std::make_unique<Classifier>(Classifier{{read_config(file, {}), {}, {}}, nullptr});
+  LoadedModel& m = c->m;
   MOE_USER_CHECK(m.config.model.family == "vit_moe", "--classifier: '", path,
                  "' holds a ", m.config.model.family, " model, not vit_moe");
-  moe::VitMoe vit(m.config.model, m.config.moe, m.store,
-                  moe::MoeRuntime::local(m.dispatcher, m.config.moe.num_experts));
-  load_weights(file, m.store, vit.moe_layers(), vit.moe_layer_blocks());
+  MOE_USER_CHECK(int64_t{m.config.model.image_channels} * m.config.model.image_size *
+                         m.config.model.image_size == image_floats &&
+                     m.config.model.num_classes == num_classes,
+                 "--classifier: '", path, "' takes other images or classes than the samples");
+  c->vit = std::make_unique<moe::VitMoe>(
+      m.config.model, m.config.moe, m.store,
+      moe::MoeRuntime::local(m.dispatcher, m.config.moe.num_experts));
+  load_weights(file, m.store, c->vit->moe_layers(), c->vit->moe_layer_blocks());
+  return c;
+}
+
+nlohmann::json classify(Classifier& classifier, const std::vector<uint8_t>& pixels,
+                        const std::vector<int32_t>& labels, int64_t image_floats,
+                        int num_classes) {
+  LoadedModel& m = classifier.m;
+  moe::VitMoe& vit = *classifier.vit;
   const int64_t n = static_cast<int64_t>(labels.size());
-  MOE_USER_CHECK(vit.tokens_per_image() > 0 &&
-                     int64_t{m.config.model.image_channels} * m.config.model.image_size *
-                             m.config.model.image_size == image_floats,
-                 "--classifier: '", path, "' takes other images than the samples");
   std::vector<int64_t> correct(num_classes, 0), total(num_classes, 0);
   const moe::DataConfig& d = m.config.data;
   const int64_t chunk = 100;
@@ -217,6 +249,8 @@ int run(const Args& a) {
   const int classes = c.model.num_classes;
   const int64_t size = c.model.image_size;
   const int64_t image_floats = int64_t{c.model.image_channels} * size * size;
+  std::unique_ptr<Classifier> classifier;
+  if (!a.classifier.empty()) classifier = load_classifier(a.classifier, image_floats, classes);
   std::vector<int32_t> labels;
   for (int y = 0; y < classes; ++y) labels.insert(labels.end(), a.per_class, y);
   moe::SampleOptions options;
@@ -262,7 +296,6 @@ int run(const Args& a) {
   int64_t width = 0, height = 0;
   const std::vector<uint8_t> grid =
       moe::tile_images(tiles, classes, a.per_class, size, size, 2, 255, &width, &height);
-  moe::write_png_gray(a.out, width, height, grid);
 
   nlohmann::json result = {{"out", a.out},
                            {"samples", n},
@@ -272,7 +305,7 @@ int run(const Args& a) {
                            {"steps", options.steps},
                            {"guidance", options.guidance}};
   if (!a.stats.empty()) {
-    std::ofstream out(a.stats);
+    std::ofstream out(a.stats, std::ios::trunc);
     MOE_USER_CHECK(out.good(), "--stats: cannot write '", a.stats, "'");
     out << nlohmann::json{{"timesteps", stats.timesteps},
                           {"layers", net.moe_layer_blocks()},
@@ -282,8 +315,8 @@ int run(const Args& a) {
         << "\n";
     MOE_USER_CHECK(out.good(), "--stats: cannot write '", a.stats, "'");
   }
-  if (!a.classifier.empty())
-    result.update(classify(a.classifier, pixels, labels, image_floats, classes));
+  if (classifier) result.update(classify(*classifier, pixels, labels, image_floats, classes));
+  moe::write_png_gray(a.out, width, height, grid);
   result["seconds"] = clock.seconds();
   std::cout << result.dump() << std::endl;
   return 0;
@@ -306,7 +339,14 @@ int main(int argc, char** argv) {
   try {
     return run(parse_args(argc, argv));
   } catch (const moe::Error& e) {
-    std::cerr << "moe-sample: " << e.what() << "\n";
+    std::cerr << "moe-sample: " << moe::printable(e.what()) << "\n";
     return e.user_error() ? 2 : 1;
+  } catch (const std::bad_alloc&) {
+    std::cerr << "moe-sample: out of memory (use fewer --per-class samples or a smaller "
+                 "--batch)\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "moe-sample: " << moe::printable(e.what()) << "\n";
+    return 1;
   }
 }

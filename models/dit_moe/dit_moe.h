@@ -74,9 +74,10 @@ class DitMoe {
   // index, or 1000 * t for rectified flow); y (B) labels in [0, classes], classes being
   // the null class. Returns the prediction (B, Cin, H, W); keeps what backward needs.
   Tensor forward(const float* x, const float* t, const int32_t* y, int64_t batch);
-  // Loss of the last forward against `target` (B, Cin, H, W): mean squared error, plus
-  // the MoE layers' aux + z. Prepares backward().
-  LossParts loss(const float* target);
+  // Loss of the last forward against `target` (B, Cin, H, W): mean squared error over
+  // the first `images` images of the batch (all when negative; evaluation pads the last
+  // batch), plus the MoE layers' aux + z. Prepares backward().
+  LossParts loss(const float* target, int64_t images = -1);
   // Gradients of the last loss().
   void backward();
 
