@@ -64,11 +64,15 @@ echo "ok checkpoint.on_signal=false: exit 143, no checkpoint"
 /usr/bin/python3 - "$BUILD_DIR/moe-train" "$tmp/twice" "${common[@]}" <<'PY' || fail "second signal"
 import os, signal, subprocess, sys, time
 exe, run_dir, args = sys.argv[1], sys.argv[2], sys.argv[3:]
-p = subprocess.Popen([exe, *args, "--run.dir=" + run_dir, "--train.steps=100000"],
+# Steps of a second or so, so that the second signal lands inside the step the first
+# one lets finish (two signals sent at once would merge into one).
+p = subprocess.Popen([exe, *args, "--run.dir=" + run_dir, "--train.steps=100000",
+                      "--data.batch_size=1024", "--model.seq_len=128"],
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 while not os.path.exists(run_dir + "/metrics.jsonl"):
     time.sleep(0.05)
 p.send_signal(signal.SIGTERM)
+time.sleep(0.1)
 p.send_signal(signal.SIGTERM)
 rc = p.wait(timeout=60)
 assert rc == -signal.SIGTERM, f"exit {rc}: expected death by SIGTERM"

@@ -3,7 +3,8 @@
 #   - stop (default): --optim.lr=1e6 diverges within a few steps; the run stops at the
 #     first non-finite step with exit status 3 and one line naming the step and the
 #     quantity; `latest` still names the last good checkpoint, every checkpoint verifies,
-#     none was removed or written after it, and the run resumes from it (with a sane lr);
+#     none was removed or written after it, and the run resumes from it; after a
+#     transient NaN (one bad step) the resumed run equals the uninterrupted one;
 #   - a NaN loss on one rank of a 2-rank job (the test hook MOE_TEST_NONFINITE_STEP)
 #     stops both ranks at that very step;
 #   - skip: the same NaN step is skipped and counted (skipped_steps in metrics.jsonl),
@@ -39,10 +40,27 @@ done
 [[ ! -e $tmp/div/model.h5 ]] || fail "model.h5 was written from diverged weights"
 [[ $(ls "$ck"/step_*.h5 | wc -l) == 2 ]] || fail "checkpoint.keep=2 not honoured"
 "$BUILD_DIR/moe-train" "${common[@]}" --train.steps=30 --optim.lr=1e6 --optim.warmup_steps=0 \
-  --checkpoint.interval=1 --run.dir="$tmp/div" --run.resume=auto --optim.lr=0.001 \
-  >/dev/null 2>"$tmp/err2" || { cat "$tmp/err2"; fail "resuming the last good checkpoint"; }
+  --checkpoint.interval=1 --checkpoint.keep=2 --run.dir="$tmp/div" --run.resume=auto \
+  >/dev/null 2>"$tmp/err2"
+rc=$?
 grep -q "resumed from $ck/$good at step $((bad - 1))" "$tmp/err2" || { cat "$tmp/err2"; fail "did not resume from $good"; }
-echo "ok stop: step $bad stopped the run (exit 3); $good intact, resumed to the end"
+[[ $rc == 3 ]] || { cat "$tmp/err2"; fail "the resumed divergence: exit $rc, expected 3 again"; }
+echo "ok stop: step $bad stopped the run (exit 3); $good intact and resumable"
+
+# A transient NaN (one bad batch, the test hook) in stop mode: the run resumed from the
+# last checkpoint without it ends exactly as the uninterrupted run.
+"$BUILD_DIR/moe-train" "${common[@]}" --train.steps=12 --checkpoint.interval=4 \
+  --run.dir="$tmp/ref" >/dev/null 2>&1 || fail "the uninterrupted run"
+MOE_TEST_NONFINITE_STEP=7 "$BUILD_DIR/moe-train" "${common[@]}" --train.steps=12 \
+  --checkpoint.interval=4 --run.dir="$tmp/hook" >/dev/null 2>"$tmp/err"
+rc=$?
+[[ $rc == 3 ]] || { cat "$tmp/err"; fail "NaN at step 7: exit $rc, expected 3"; }
+[[ $(cat "$tmp/hook/checkpoints/latest") == step_00000004.h5 ]] || fail "NaN at step 7: latest moved"
+"$BUILD_DIR/moe-train" "${common[@]}" --train.steps=12 --checkpoint.interval=4 \
+  --run.dir="$tmp/hook" --run.resume=auto >/dev/null 2>"$tmp/err" || { cat "$tmp/err"; fail "resume"; }
+/usr/bin/python3 tests/e2e/compare_runs.py "$tmp/ref" "$tmp/hook" "resumed after a NaN step" \
+  --weights || fail "the resumed run differs from the uninterrupted one"
+echo "ok stop at a NaN step 7, resumed from step 4: bit-identical to the uninterrupted run"
 
 # ---- one rank's NaN stops every rank at that step ----
 MOE_TEST_NONFINITE_STEP=4 "$SOURCE_DIR/launch/mpirun.sh" -np 2 "$BUILD_DIR/moe-train" "${common[@]}" \
