@@ -18,6 +18,7 @@ packages=(
   python3 python3-numpy python3-h5py python3-torch  # reference tests, peer benchmark
   python3-pil                               # tests decode the PNG sample grids
   iproute2 util-linux                       # ip netns, unshare: the emulated cluster
+  slurm-wlm munge                           # a one-node Slurm cluster in the Slurm test
 )
 
 missing=()
