@@ -176,13 +176,21 @@ void RunLock::lock(const std::string& dir, const char* key) {
                   holder.empty() ? "" : " (" + holder + ")",
                   "; wait for it to end or choose another ", key);
   }
-  // Who holds it, for the message of a refused run; the lock itself is what counts.
+}
+
+void RunLock::commit() {
+  committed_ = true;
+  // Who holds the locks, for the message of a refused run (the lock itself is what
+  // counts). Only now: a run refused before it starts changes no file.
   char host[256] = {};
   ::gethostname(host, sizeof(host) - 1);
   const std::string who = "pid " + std::to_string(::getpid()) + " on " + host + "\n";
-  [[maybe_unused]] const bool noted =
-      ::ftruncate(held.fd, 0) == 0 &&
-      ::write(held.fd, who.data(), who.size()) == static_cast<ssize_t>(who.size());
+  for (const Held& held : held_) {
+    if (held.fd < 0) continue;
+    [[maybe_unused]] const bool noted =
+        ::ftruncate(held.fd, 0) == 0 &&
+        ::pwrite(held.fd, who.data(), who.size(), 0) == static_cast<ssize_t>(who.size());
+  }
 }
 
 void discard_previous_run(const Config& c) {

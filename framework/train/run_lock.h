@@ -36,8 +36,9 @@ class RunLock {
   RunLock(const RunLock&) = delete;
   RunLock& operator=(const RunLock&) = delete;
 
-  // The run has started writing: its directories stay whatever happens next.
-  void commit() { committed_ = true; }
+  // The run has started writing: its directories stay whatever happens next, and the
+  // lock files name this process for the message of a refused run.
+  void commit();
 
  private:
   RunLock() = default;

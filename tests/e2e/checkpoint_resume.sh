@@ -141,13 +141,13 @@ echo "ok damaged_latest: $(cat "$tmp/err")"
 /usr/bin/python3 - "$tmp/info.json" <<'PY' || fail "moe-ckpt info --json"
 import json, sys
 i = json.load(open(sys.argv[1]))
-assert i["format"] == "moe-checkpoint" and i["format_version"] == 2 and i["step"] == 20, i
+assert i["format"] == "moe-checkpoint" and i["format_version"] == 3 and i["step"] == 20, i
 assert i["model_family"] == "moe_gpt" and i["layout"]["world_size"] == 1
 assert i["tensors"]["layers.1.moe.experts.w_up"] == {"shape": [4, 32, 32], "shard": "expert-column"}
 assert "layers.1.moe.router.bias" in i["buffers"] and "[model]" in i["config"]
 PY
 "$BUILD_DIR/moe-ckpt" info "$ck" | grep -q "step  *20" || fail "moe-ckpt info"
-"$BUILD_DIR/moe-ckpt" verify "$ck" | grep -q ": ok (moe-checkpoint version 2, " || fail "verify"
+"$BUILD_DIR/moe-ckpt" verify "$ck" | grep -q ": ok (moe-checkpoint version 3, " || fail "verify"
 "$BUILD_DIR/moe-ckpt" verify "$tmp/a/model.h5" >/dev/null || fail "verify model.h5"
 expect_ckpt_error() {  # NAME PATTERN ARGS...
   local name=$1 pattern=$2; shift 2

@@ -91,12 +91,15 @@ TEST_F(ReliabilityTest, ASecondRunOnTheSameDirectoryIsRefused) {
   bool user = false;
   const std::string m = error_of([&] { RunLock::acquire(c); }, &user);
   EXPECT_TRUE(user);
-  EXPECT_NE(m.find("is in use by another run (pid " + std::to_string(::getpid())),
+  EXPECT_NE(m.find("run.dir: '" + path("run") + "' is in use by another run"),
             std::string::npos) << m;
   first.reset();  // never committed: what it made goes again
   EXPECT_FALSE(fs::exists(path("run")));
   auto again = RunLock::acquire(c);
-  again->commit();
+  again->commit();  // started: the lock file names the holder
+  const std::string named = error_of([&] { RunLock::acquire(c); });
+  EXPECT_NE(named.find("(pid " + std::to_string(::getpid()) + " on "), std::string::npos)
+      << named;
   again.reset();
   EXPECT_TRUE(fs::exists(path("run/.lock")));  // a started run keeps its directory
 }
