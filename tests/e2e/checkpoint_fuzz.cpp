@@ -111,7 +111,15 @@ struct Outcome {
   uint64_t digest = 0;
 };
 
-Outcome run_check(const std::string& path) {
+// One check in flight: the child checking `path`, and the flip it checks.
+struct Pending {
+  pid_t pid = -1;
+  int fd = -1;  // the read end of the child's digest pipe
+  size_t at = 0;
+  int bit = 0;
+};
+
+Pending start_check(const std::string& path) {
   int pipe_fd[2];
   if (::pipe(pipe_fd) != 0) std::exit(1);
   const pid_t pid = ::fork();
@@ -120,14 +128,18 @@ Outcome run_check(const std::string& path) {
     check_in_child(path, pipe_fd[1]);
   }
   ::close(pipe_fd[1]);
+  return {pid, pipe_fd[0], 0, 0};
+}
+
+Outcome finish_check(const Pending& p) {
   Outcome out;
   int status = 0;
-  ::waitpid(pid, &status, 0);
+  ::waitpid(p.pid, &status, 0);
   if (WIFEXITED(status)) out.status = WEXITSTATUS(status);
   if (WIFSIGNALED(status)) out.signal = WTERMSIG(status);
-  if (out.status == 0 && ::read(pipe_fd[0], &out.digest, sizeof(out.digest)) != sizeof(out.digest))
+  if (out.status == 0 && ::read(p.fd, &out.digest, sizeof(out.digest)) != sizeof(out.digest))
     out.status = 1;
-  ::close(pipe_fd[0]);
+  ::close(p.fd);
   return out;
 }
 
@@ -148,25 +160,15 @@ int main(int argc, char** argv) {
   std::vector<size_t> metadata, data;
   for (size_t i = 0; i < bytes.size(); ++i) (is_data[i] ? data : metadata).push_back(i);
 
-  const Outcome original = run_check(source);
+  const Outcome original = finish_check(start_check(source));
   if (original.status != 0) {
     std::cerr << "checkpoint_fuzz: " << source << " does not verify to begin with\n";
     return 1;
   }
-  const std::string copy = source + ".fuzz";
   int detected = 0, harmless = 0, crashed = 0, internal = 0, undetected = 0;
   int in_metadata = 0;
-  const auto start = std::chrono::steady_clock::now();
-  for (int i = 0; i < flips; ++i) {
-    const bool meta = i % 6 != 5;
-    const std::vector<size_t>& pool = meta ? metadata : data;
-    const size_t at = pool[rng() % pool.size()];
-    const int bit = static_cast<int>(rng() % 8);
-    in_metadata += meta;
-    bytes[at] = static_cast<char>(bytes[at] ^ (1 << bit));
-    std::ofstream(copy, std::ios::binary | std::ios::trunc).write(bytes.data(), bytes.size());
-    bytes[at] = static_cast<char>(bytes[at] ^ (1 << bit));
-    const Outcome out = run_check(copy);
+  auto judge = [&](const Pending& p) {
+    const Outcome out = finish_check(p);
     const char* problem = nullptr;
     if (out.signal != 0) {
       ++crashed;
@@ -183,12 +185,34 @@ int main(int argc, char** argv) {
       problem = "internal error";
     }
     if (problem) {
-      std::cerr << "checkpoint_fuzz: byte " << at << " bit " << bit << ": " << problem;
+      std::cerr << "checkpoint_fuzz: byte " << p.at << " bit " << p.bit << ": " << problem;
       if (out.signal) std::cerr << " " << out.signal;
       std::cerr << "\n";
     }
+  };
+  // Two checks at a time, each on its own copy of the file.
+  constexpr int kSlots = 2;
+  std::vector<Pending> slots(kSlots);
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < flips; ++i) {
+    Pending& slot = slots[i % kSlots];
+    if (slot.pid > 0) judge(slot);
+    const bool meta = i % 6 != 5;
+    const std::vector<size_t>& pool = meta ? metadata : data;
+    const size_t at = pool[rng() % pool.size()];
+    const int bit = static_cast<int>(rng() % 8);
+    in_metadata += meta;
+    const std::string copy = source + ".fuzz" + std::to_string(i % kSlots);
+    bytes[at] = static_cast<char>(bytes[at] ^ (1 << bit));
+    std::ofstream(copy, std::ios::binary | std::ios::trunc).write(bytes.data(), bytes.size());
+    bytes[at] = static_cast<char>(bytes[at] ^ (1 << bit));
+    slot = start_check(copy);
+    slot.at = at;
+    slot.bit = bit;
   }
-  std::remove(copy.c_str());
+  for (const Pending& slot : slots)
+    if (slot.pid > 0) judge(slot);
+  for (int k = 0; k < kSlots; ++k) std::remove((source + ".fuzz" + std::to_string(k)).c_str());
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const nlohmann::json report = {{"file", source},        {"bytes", bytes.size()},

@@ -32,7 +32,7 @@ build, ckpt, tmp, run = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 data = open(ckpt, "rb").read()
 rng = random.Random(5)
 counts, bad = {}, []
-for i in range(60):
+for i in range(30):
     d = bytearray(data)
     at = rng.randrange(len(d)) if i % 2 else rng.randrange(min(len(d), 40000))
     d[at] ^= 1 << rng.randrange(8)
@@ -40,7 +40,7 @@ for i in range(60):
     open(path, "wb").write(d)
     commands = [[f"{build}/moe-ckpt", "verify", path], [f"{build}/moe-ckpt", "info", path],
                 [f"{build}/moe-ckpt", "export", path, "--out", f"{tmp}/x{i}.safetensors"]]
-    if i % 6 == 0:
+    if i % 3 == 0:
         commands.append([f"{build}/moe-train", *run, "--train.steps=3",
                          f"--run.dir={tmp}/resume{i}", f"--run.resume={path}"])
     for cmd in commands:
