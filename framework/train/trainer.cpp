@@ -390,6 +390,9 @@ nlohmann::json Trainer::evaluate() {
 void Trainer::save_model() {
   // The weights, router biases and resolved config, for moe-sample and evaluation
   // tools (format moe-weights, docs/checkpoint-format.md): every rank writes its blocks.
+  if (!s_->guard->weights_finite(s_->store))
+    throw RunStop(kExitNonFinite, "the final weights are not finite; model.h5 not written; " +
+                                      last_checkpoint_note());
   try {
     s_->checkpointer->save_weights((fs::path(config_.run.dir) / "model.h5").string());
   } catch (const WriteError& e) {  // on every rank together
@@ -608,12 +611,7 @@ nlohmann::json Trainer::run() {
   }
   // A run resumed from its last step trained nothing here: still report its metrics.
   if (s_->start_step >= c.train.steps) last_eval = evaluate();
-  if (c.run.save_model) {
-    if (!s_->guard->weights_finite(s_->store))
-      throw RunStop(kExitNonFinite, "the final weights are not finite; model.h5 not written; " +
-                                        last_checkpoint_note());
-    save_model();
-  }
+  if (c.run.save_model) save_model();
   // Throughput of the steps this process ran (all of them unless resumed).
   const int64_t steps_run = std::max<int64_t>(0, c.train.steps - s_->start_step);
   const double tokens = static_cast<double>(c.data.batch_size) *

@@ -67,7 +67,8 @@ class Trainer {
     return config_.parallel.sequence_parallel && config_.parallel.tp > 1;
   }
   nlohmann::json evaluate();  // the family's metrics, e.g. val_loss and val_bpb
-  void save_model();          // <run.dir>/model.h5: weights, router biases, config
+  // <run.dir>/model.h5: weights, router biases, config (never from non-finite weights)
+  void save_model();
   std::vector<NamedBuffer> model_buffers();  // layer state checkpoints hold (router biases)
   void restore_checkpoint();  // run.resume / run.init_from; sets the start step
   // False when the file could not be written and checkpoint.on_error = warn lets the

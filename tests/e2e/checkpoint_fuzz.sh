@@ -22,7 +22,7 @@ run=(--config configs/moe_gpt_tiny.ini --data.train_path="$SHARDS/fortunes_train
 ckpt=$tmp/run/checkpoints/step_00000002.h5
 
 "$BUILD_DIR/tests/checkpoint_fuzz" "$ckpt" 2000 17 | tee "$tmp/ckpt.json" || fail "checkpoint fuzz"
-"$BUILD_DIR/tests/checkpoint_fuzz" "$tmp/run/model.h5" 400 18 | tee "$tmp/weights.json" \
+"$BUILD_DIR/tests/checkpoint_fuzz" "$tmp/run/model.h5" 300 18 | tee "$tmp/weights.json" \
   || fail "weights file fuzz"
 
 # The commands on flipped files: exit 0 or 2, never a signal (1 = an internal error).
@@ -32,7 +32,7 @@ build, ckpt, tmp, run = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 data = open(ckpt, "rb").read()
 rng = random.Random(5)
 counts, bad = {}, []
-for i in range(30):
+for i in range(20):
     d = bytearray(data)
     at = rng.randrange(len(d)) if i % 2 else rng.randrange(min(len(d), 40000))
     d[at] ^= 1 << rng.randrange(8)
