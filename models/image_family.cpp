@@ -4,14 +4,23 @@
 
 namespace moe {
 
+namespace {
+
+// > 0, and at most a bound far above any real model (framework/config/validate.cpp).
+void require_size(const char* key, int value, int limit) {
+  MOE_USER_CHECK(value > 0, key, ": ", value, " must be > 0");
+  MOE_USER_CHECK(value <= limit, key, ": ", value, " exceeds the limit of ", limit);
+}
+
+}  // namespace
+
 void validate_image_options(const ModelConfig& m, bool sincos) {
-  MOE_USER_CHECK(m.image_size > 0, "model.image_size: ", m.image_size, " must be > 0");
-  MOE_USER_CHECK(m.image_channels > 0, "model.image_channels: ", m.image_channels,
-                 " must be > 0");
+  require_size("model.image_size", m.image_size, 4096);
+  require_size("model.image_channels", m.image_channels, 64);
   MOE_USER_CHECK(m.patch_size > 0, "model.patch_size: ", m.patch_size, " must be > 0");
   MOE_USER_CHECK(m.image_size % m.patch_size == 0, "model.image_size: ", m.image_size,
                  " must be divisible by model.patch_size (", m.patch_size, ")");
-  MOE_USER_CHECK(m.num_classes > 0, "model.num_classes: ", m.num_classes, " must be > 0");
+  require_size("model.num_classes", m.num_classes, 1 << 20);
   // 2-D sin-cos splits the width into four equal (sin, cos) x (row, column) parts.
   MOE_USER_CHECK(!sincos || m.d_model % 4 == 0, "model.d_model: ", m.d_model,
                  " must be divisible by 4 for sin-cos position embeddings");

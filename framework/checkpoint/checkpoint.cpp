@@ -41,6 +41,35 @@ class ChecksumLedger {
 
 Shape vector_shape(size_t n) { return Shape{static_cast<int64_t>(n)}; }
 
+// The first failed data transfer of this rank. A rank whose write failed goes on making
+// the same collective calls as the others (with nothing to write: `write(false)`), so
+// that they can all agree at the end.
+class WriteFailures {
+ public:
+  template <class Write>
+  void attempt(Write&& write) {
+    try {
+      write(first_.empty());
+    } catch (const Error& e) {
+      if (!e.user_error()) throw;
+      if (first_.empty()) first_ = e.what();
+    }
+  }
+  // Collective over `world`: the first failure of the lowest failing rank, or "".
+  std::string agree(Communicator& world) const {
+    int32_t failing = first_.empty() ? world.size() : world.rank();
+    world.all_reduce<int32_t>({&failing, 1}, ReduceOp::kMin);
+    if (failing == world.size()) return "";
+    std::vector<char> text(1024, '\0');
+    if (world.rank() == failing) first_.copy(text.data(), text.size() - 1);
+    world.broadcast<char>(text, failing);
+    return text.data();
+  }
+
+ private:
+  std::string first_;
+};
+
 }  // namespace
 
 void write_origin(H5File& file, const CheckpointOrigin& origin, const std::string& format) {
@@ -120,7 +149,8 @@ float* copy_data(const CheckpointContent& c, size_t i, int copy) {
 // tensor one rank writes whole goes independently, so the other ranks do not wait for
 // it: a collective transfer would synchronise all ranks for no aggregation to gain.
 void write_tensors(H5File& file, const CheckpointContent& content, const BlockPlan& plan,
-                   int copy, bool collective, ChecksumLedger& ledger) {
+                   int copy, bool collective, ChecksumLedger& ledger,
+                   WriteFailures& failures) {
   const std::deque<Param>& params = content.store->params();
   for (size_t i = 0; i < params.size(); ++i) {
     const Param& p = params[i];
@@ -129,7 +159,8 @@ void write_tensors(H5File& file, const CheckpointContent& content, const BlockPl
     const bool mine = plan.writes(i, copy);
     file.create_float_dataset(name, p.spec.shape);
     file.set_collective_transfers(collective && plan.sharded(i));
-    file.write_block(name, data, p.local_shape, p.offset, mine);
+    failures.attempt(
+        [&](bool ok) { file.write_block(name, data, p.local_shape, p.offset, mine && ok); });
     if (copy == 0) file.set_string_attr(name, "shard", shard_name(p.spec.shard));
     ledger.add(name, mine ? block_checksum(data, p.spec.shape, p.local_shape, p.offset) : 0);
   }
@@ -150,11 +181,11 @@ void read_tensors(const H5File& file, const CheckpointContent& content, const Bl
 
 // Buffers are equal on every rank: rank 0 writes and counts them.
 void write_buffers(H5File& file, const CheckpointContent& content, int rank,
-                   ChecksumLedger& ledger) {
+                   ChecksumLedger& ledger, WriteFailures& failures) {
   for (const NamedBuffer& b : content.buffers) {
     const std::string name = "/buffers/" + b.name;
     const Shape shape = vector_shape(b.data.size());
-    file.write(name, b.data.data(), shape);
+    failures.attempt([&](bool) { file.write(name, b.data.data(), shape); });
     ledger.add(name, rank == 0 ? block_checksum(b.data.data(), shape, shape, {}) : 0);
   }
 }
@@ -256,14 +287,19 @@ void write_checkpoint(const std::string& path, const CheckpointContent& content,
   H5File file = H5File::create(path, comm);
   write_origin(file, origin, full ? kCheckpointFormat : kWeightsFormat);
   ChecksumLedger ledger;
-  write_tensors(file, content, plan, 0, options.collective, ledger);
+  WriteFailures failures;
+  write_tensors(file, content, plan, 0, options.collective, ledger, failures);
   if (options.mid_write) options.mid_write();
   if (full) {
-    write_tensors(file, content, plan, 1, options.collective, ledger);
-    write_tensors(file, content, plan, 2, options.collective, ledger);
+    write_tensors(file, content, plan, 1, options.collective, ledger, failures);
+    write_tensors(file, content, plan, 2, options.collective, ledger, failures);
   }
   file.set_collective_transfers(false);  // buffers: rank 0 writes them whole
-  write_buffers(file, content, world.rank(), ledger);
+  write_buffers(file, content, world.rank(), ledger, failures);
+  if (const std::string failure = failures.agree(world); !failure.empty()) {
+    file.discard();
+    throw WriteError(failure);
+  }
   const std::vector<uint64_t> sums = ledger.totals(world);
   for (size_t j = 0; j < sums.size(); ++j)
     file.set_uint_attr(ledger.datasets()[j], "checksum", sums[j]);
@@ -272,7 +308,12 @@ void write_checkpoint(const std::string& path, const CheckpointContent& content,
     file.set_int_attr("/optim", "step", content.optimizer->step_count());
     write_trainer(file, *content.trainer);
   }
-  file.close();
+  try {
+    file.close();  // its failures are agreed over the ranks
+  } catch (const Error& e) {
+    if (!e.user_error()) throw;
+    throw WriteError(e.what());
+  }
 }
 
 std::string check_format(const H5File& file) {
@@ -286,6 +327,9 @@ std::string check_format(const H5File& file) {
   const int64_t version = file.int_attr("/", "format_version");
   MOE_USER_CHECK(version == kCheckpointFormatVersion, path, ": format version ", version,
                  " is not supported (this build reads version ", kCheckpointFormatVersion, ")");
+  // Before any other attribute is believed: the config text, the shard annotations,
+  // the trainer state and the datasets' checksums.
+  file.check_attributes();
   return format;
 }
 

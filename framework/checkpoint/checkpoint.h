@@ -12,7 +12,8 @@
 //   /buffers/<name>         float32 layer state that is not a parameter (router biases)
 //   /trainer                attributes: step, tokens_seen, RNG, data position, schedule
 //
-// Every float dataset carries a `checksum` attribute (checksum.h). A weights file
+// Every float dataset carries a `checksum` attribute (checksum.h), and the root
+// attribute `attrs_checksum` covers every attribute (attr_checksum.h). A weights file
 // (format "moe-weights": <run.dir>/model.h5, moe-ckpt export --format h5) has only
 // the root attributes, /config, /model and /buffers.
 //
@@ -41,7 +42,7 @@ namespace moe {
 
 inline constexpr const char* kCheckpointFormat = "moe-checkpoint";
 inline constexpr const char* kWeightsFormat = "moe-weights";
-inline constexpr int64_t kCheckpointFormatVersion = 2;
+inline constexpr int64_t kCheckpointFormatVersion = 3;
 
 // Layer state that is not a parameter, saved under /buffers/<name>; equal on every rank
 // (the aux-loss-free router bias "layers.1.moe.router.bias", [E]).
@@ -86,6 +87,16 @@ struct CheckpointOrigin {
   int world_size = 1;
 };
 
+// A file that could not be written (a full disk, an I/O error), thrown by
+// write_checkpoint on every rank together once the ranks have agreed on it: the
+// temporary file is removed and nothing else changed, so the caller may go on
+// (checkpoint.on_error = warn) or stop (exit 2). The message is the first failure, from
+// the lowest rank that had one.
+class WriteError : public Error {
+ public:
+  explicit WriteError(const std::string& what) : Error(what, /*user_error=*/true) {}
+};
+
 struct WriteOptions {
   // Collective MPI-IO transfers of the tensor data (checkpoint.collective_io), or
   // independent ones (each rank writes its blocks on its own).
@@ -97,7 +108,9 @@ struct WriteOptions {
 
 // Writes `content` to `path` (through "<path>.tmp", renamed by close): a checkpoint
 // when content.optimizer and content.trainer are set, else a weights file. Collective
-// over `world` (whose MPI communicator is `comm`). The directory must exist.
+// over `world` (whose MPI communicator is `comm`). The directory must exist. A failed
+// data transfer does not stop a rank: every rank makes all the (collective) calls, then
+// they agree, and a failure anywhere throws WriteError everywhere.
 void write_checkpoint(const std::string& path, const CheckpointContent& content,
                       const CheckpointOrigin& origin, const BlockPlan& plan,
                       Communicator& world, MPI_Comm comm, const WriteOptions& options = {});
@@ -114,8 +127,9 @@ CheckpointOrigin read_checkpoint(const std::string& path, const CheckpointConten
                                  ReadWhat what, const std::string& family,
                                  const BlockPlan& plan, Communicator& world, MPI_Comm comm);
 
-// The checks shared by every reader of a file: its format attributes. Returns
-// kCheckpointFormat or kWeightsFormat; anything else is a user error.
+// The checks shared by every reader of a file: its format attributes and the
+// attributes checksum. Returns kCheckpointFormat or kWeightsFormat; anything else is a
+// user error.
 std::string check_format(const H5File& file);
 
 // Checks that every parameter of `store` is in group /model with its logical shape and

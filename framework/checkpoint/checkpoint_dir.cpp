@@ -28,6 +28,11 @@ void sync_file(const std::string& path) {
 }
 }  // namespace
 
+std::string checkpoint_dir_of(const Config& c) {
+  return c.checkpoint.dir.empty() ? (fs::path(c.run.dir) / "checkpoints").string()
+                                  : c.checkpoint.dir;
+}
+
 std::string CheckpointDir::file_name(int64_t step) {
   std::ostringstream name;
   name << "step_" << std::setw(8) << std::setfill('0') << step << ".h5";

@@ -15,7 +15,12 @@
 #include <string>
 #include <vector>
 
+#include "framework/config/config.h"
+
 namespace moe {
+
+// The checkpoint directory of a run: checkpoint.dir, or <run.dir>/checkpoints.
+std::string checkpoint_dir_of(const Config& config);
 
 class CheckpointDir {
  public:

@@ -23,11 +23,6 @@ MPI_Comm mpi_handle(Communicator& world) {
   return mpi->handle();
 }
 
-std::string checkpoint_dir_of(const Config& c) {
-  return c.checkpoint.dir.empty() ? (fs::path(c.run.dir) / "checkpoints").string()
-                                  : c.checkpoint.dir;
-}
-
 std::map<std::string, std::string> ini_values(const std::string& ini) {
   std::map<std::string, std::string> values;
   std::istringstream in(ini);

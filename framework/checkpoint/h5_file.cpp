@@ -73,11 +73,14 @@ class Id {
 // The one place that decides how files are accessed: POSIX I/O for serial files, the
 // MPI-IO driver for parallel ones (metadata written collectively: one rank writes each
 // metadata block instead of all of them). CLOSE_SEMI makes H5Fclose fail loudly if an
-// object were left open (and is what MPI-IO requires). The 1.8 file format has
-// checksummed object headers and superblock.
-Id file_access_plist(const std::string& path, MPI_Comm comm) {
+// object were left open (and is what MPI-IO requires); a serial file opened for reading
+// closes STRONG instead, so that what HDF5 itself leaves open when it gives up on a
+// damaged file goes with it. The 1.8 file format has checksummed object headers and
+// superblock.
+Id file_access_plist(const std::string& path, MPI_Comm comm, bool read_only) {
   Id fapl(H5_CHECK(H5Pcreate(H5P_FILE_ACCESS), path), H5Pclose);
-  H5_CHECK(H5Pset_fclose_degree(fapl.get(), H5F_CLOSE_SEMI), path);
+  const bool strong = read_only && comm == MPI_COMM_NULL;
+  H5_CHECK(H5Pset_fclose_degree(fapl.get(), strong ? H5F_CLOSE_STRONG : H5F_CLOSE_SEMI), path);
   H5_CHECK(H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V18, H5F_LIBVER_V18), path);
   if (comm != MPI_COMM_NULL) {
     H5_CHECK(H5Pset_fapl_mpio(fapl.get(), comm, MPI_INFO_NULL), path);
@@ -149,13 +152,22 @@ Id open_scalar_attr(hid_t file, const std::string& path, const std::string& obje
                                         H5P_DEFAULT),
                         path, "cannot open attribute ", name, " of ", object),
           H5Aclose);
-  const Id space(H5_CHECK(H5Aget_space(attr.get()), path), H5Sclose);
-  if (H5_CHECK(H5Sget_simple_extent_npoints(space.get()), path) != 1)
+  const Id space(H5_USER_CHECK(H5Aget_space(attr.get()), path, "cannot read attribute ", name,
+                               " of ", object),
+                 H5Sclose);
+  if (H5_USER_CHECK(H5Sget_simple_extent_npoints(space.get()), path, "cannot read attribute ",
+                    name, " of ", object) != 1)
     MOE_USER_FAIL(path, ": attribute ", name, " of ", object, " is not a single value");
   return attr;
 }
 
 }  // namespace
+
+// A failed call on this file: a user error when the file is open for reading (what
+// fails there is the file: damaged, truncated, not of this format), an internal one
+// while writing it.
+#define H5_FILE_CHECK(call) \
+  MOE_H5_CALL(call, path_, !writable_, "cannot read it: the file is damaged or not of this format")
 
 H5File::H5File(hid_t file, std::string path, std::string write_path, bool writable,
                MPI_Comm comm)
@@ -167,11 +179,12 @@ H5File::H5File(hid_t file, std::string path, std::string write_path, bool writab
 H5File::H5File(H5File&& other) noexcept
     : file_(std::exchange(other.file_, -1)), path_(std::move(other.path_)),
       write_path_(std::move(other.write_path_)), writable_(other.writable_),
-      comm_(other.comm_), rank_(other.rank_), collective_(other.collective_) {}
+      comm_(other.comm_), rank_(other.rank_), collective_(other.collective_),
+      attributes_(std::move(other.attributes_)) {}
 
 H5File H5File::create(const std::string& path, MPI_Comm comm) {
   const std::string tmp = path + ".tmp";
-  const Id fapl = file_access_plist(path, comm);
+  const Id fapl = file_access_plist(path, comm, /*read_only=*/false);
   const hid_t file =
       H5_USER_CHECK(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get()), path,
                     "cannot create the file (writing ", tmp, ")");
@@ -181,7 +194,7 @@ H5File H5File::create(const std::string& path, MPI_Comm comm) {
 H5File H5File::open(const std::string& path, MPI_Comm comm) {
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) MOE_USER_FAIL(path, ": no such file");
-  const Id fapl = file_access_plist(path, comm);
+  const Id fapl = file_access_plist(path, comm, /*read_only=*/true);
   const hid_t file = H5_USER_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get()), path,
                                    "not an HDF5 file, truncated, or unreadable");
   return H5File(file, path, path, false, comm);
@@ -189,11 +202,28 @@ H5File H5File::open(const std::string& path, MPI_Comm comm) {
 
 H5File::~H5File() {
   if (file_ < 0) return;
-  if (parallel() && std::uncaught_exceptions() > 0) return;  // see the header
+  // A parallel file of several ranks cannot be closed while an exception unwinds (see
+  // the header); its temporary file goes at once, its handle with the aborted job.
+  if (parallel() && comm_size() > 1 && std::uncaught_exceptions() > 0) {
+    if (writable_) std::remove(write_path_.c_str());
+    return;
+  }
   H5E_BEGIN_TRY { H5Fclose(file_); }
   H5E_END_TRY;
   // Never committed: drop the partial file so the final name stays untouched.
   if (writable_ && rank_ == 0) std::remove(write_path_.c_str());
+}
+
+int H5File::comm_size() const {
+  int size = 1;
+  if (comm_ != MPI_COMM_NULL) MPI_Comm_size(comm_, &size);
+  return size;
+}
+
+bool H5File::all_ranks(bool ok) const {
+  int value = ok ? 1 : 0;
+  if (parallel()) MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &value, 1, MPI_INT, MPI_MIN, comm_));
+  return value == 1;
 }
 
 void H5File::commit() {
@@ -206,26 +236,57 @@ void H5File::commit() {
 
 void H5File::close() {
   if (file_ < 0) return;
-  const hid_t file = std::exchange(file_, -1);
   if (!writable_) {
+    const hid_t file = std::exchange(file_, -1);
     H5_USER_CHECK(H5Fclose(file), path_, "cannot close the file");
     return;
   }
-  bool closed = false;
-  try {
-    H5_USER_CHECK(H5Fclose(file), path_, "cannot finish writing ", write_path_);
-    closed = true;
-    if (rank_ == 0) commit();
-  } catch (...) {
-    if (!closed && !parallel()) {
-      H5E_BEGIN_TRY { H5Fclose(file); }
-      H5E_END_TRY;
-    }
-    if (rank_ == 0) std::remove(write_path_.c_str());
-    throw;
+  // The attributes checksum last: it covers every attribute written before it.
+  const uint64_t attributes = attributes_.checksum();
+  write_attr("/", kAttributesChecksum, H5T_NATIVE_UINT64, H5T_STD_U64LE, &attributes);
+  // Each step is agreed by all ranks, so that they fail (or succeed) together.
+  std::string error;
+  const bool closed = close_handle(&error);
+  if (!all_ranks(closed)) {
+    discard();
+    MOE_USER_FAIL(path_, ": cannot finish writing ", write_path_,
+                  closed ? " (on another rank)" : " (H5Fclose: " + error + ")");
   }
-  // Nobody returns before the file has its final name.
-  if (parallel()) MPI_CHECK(MPI_Barrier(comm_));
+  std::string commit_error;
+  if (rank_ == 0) {
+    try {
+      commit();
+    } catch (const Error& e) {
+      commit_error = e.what();
+      std::remove(write_path_.c_str());
+    }
+  }
+  // Nobody returns before the file has its final name (or is gone).
+  if (!all_ranks(commit_error.empty()))
+    MOE_USER_FAIL(rank_ == 0 ? commit_error : path_ + ": rank 0 could not rename it into place");
+}
+
+bool H5File::close_handle(std::string* error) {
+  herr_t rc = 0;
+  H5E_BEGIN_TRY {
+    rc = H5Fclose(file_);
+    if (rc < 0 && error != nullptr) *error = h5::last_error();
+  }
+  H5E_END_TRY;
+  // A failed close may keep the file open in HDF5 (then it can be closed again later).
+  if (rc >= 0 || H5Iis_valid(file_) <= 0) file_ = -1;
+  return rc >= 0;
+}
+
+void H5File::discard() {
+  if (file_ >= 0) {
+    // Give the space back first (a full disk is the usual reason to be here), so that
+    // closing can write the little metadata it still holds.
+    if (writable_ && rank_ == 0) [[maybe_unused]] const int rc = ::truncate(write_path_.c_str(), 0);
+    all_ranks(true);  // nobody closes before the truncation
+    if (!close_handle(nullptr)) file_ = -1;  // given up: released with the process
+  }
+  if (writable_ && rank_ == 0) std::remove(write_path_.c_str());
 }
 
 hid_t H5File::require_open() const {
@@ -243,7 +304,7 @@ bool H5File::exists(const std::string& object) const {
     if (next == std::string::npos) next = object.size();
     const std::string prefix = object.substr(0, next);
     if (prefix != "/" && !prefix.empty()) {
-      if (H5_CHECK(H5Lexists(file, prefix.c_str(), H5P_DEFAULT), path_) <= 0) return false;
+      if (H5_FILE_CHECK(H5Lexists(file, prefix.c_str(), H5P_DEFAULT)) <= 0) return false;
     }
     pos = next;
   }
@@ -258,8 +319,7 @@ std::vector<std::string> H5File::list(const std::string& group) const {
              H5Gclose);
   std::vector<std::string> names;
   hsize_t index = 0;
-  H5_CHECK(H5Literate(g.get(), H5_INDEX_NAME, H5_ITER_INC, &index, collect_name, &names),
-           path_);
+  H5_FILE_CHECK(H5Literate(g.get(), H5_INDEX_NAME, H5_ITER_INC, &index, collect_name, &names));
   return names;
 }
 
@@ -269,13 +329,13 @@ Shape H5File::dataset_shape(const std::string& dataset) const {
   const Id ds(H5_USER_CHECK(H5Dopen2(file, dataset.c_str(), H5P_DEFAULT), path_, dataset,
                             " is not a dataset"),
               H5Dclose);
-  const Id space(H5_CHECK(H5Dget_space(ds.get()), path_), H5Sclose);
-  const int rank = H5_CHECK(H5Sget_simple_extent_ndims(space.get()), path_);
+  const Id space(H5_FILE_CHECK(H5Dget_space(ds.get())), H5Sclose);
+  const int rank = H5_FILE_CHECK(H5Sget_simple_extent_ndims(space.get()));
   if (rank > Shape::kMaxDims)
     MOE_USER_FAIL(path_, ": dataset ", dataset, " has ", rank, " dimensions, at most ",
                   Shape::kMaxDims, " are supported");
   hsize_t dims[Shape::kMaxDims] = {};
-  H5_CHECK(H5Sget_simple_extent_dims(space.get(), dims, nullptr), path_);
+  H5_FILE_CHECK(H5Sget_simple_extent_dims(space.get(), dims, nullptr));
   Shape shape;
   shape.rank = rank;
   for (int d = 0; d < rank; ++d) shape[d] = static_cast<int64_t>(dims[d]);
@@ -285,11 +345,11 @@ Shape H5File::dataset_shape(const std::string& dataset) const {
 hid_t H5File::create_dataset(const std::string& dataset, hid_t file_type, const Shape& shape) {
   const hid_t file = require_open();
   MOE_CHECK(writable_, "write of ", dataset, " to ", path_, ", which is open read-only");
-  const Id lcpl(H5_CHECK(H5Pcreate(H5P_LINK_CREATE), path_), H5Pclose);
-  H5_CHECK(H5Pset_create_intermediate_group(lcpl.get(), 1), path_);
+  const Id lcpl(H5_FILE_CHECK(H5Pcreate(H5P_LINK_CREATE)), H5Pclose);
+  H5_FILE_CHECK(H5Pset_create_intermediate_group(lcpl.get(), 1));
   // Every element is written by someone: filling with zeros first would write twice.
-  const Id dcpl(H5_CHECK(H5Pcreate(H5P_DATASET_CREATE), path_), H5Pclose);
-  H5_CHECK(H5Pset_fill_time(dcpl.get(), H5D_FILL_TIME_NEVER), path_);
+  const Id dcpl(H5_FILE_CHECK(H5Pcreate(H5P_DATASET_CREATE)), H5Pclose);
+  H5_FILE_CHECK(H5Pset_fill_time(dcpl.get(), H5D_FILL_TIME_NEVER));
   const Id space = dataspace_for(shape, path_);
   return H5_CHECK(H5Dcreate2(file, dataset.c_str(), file_type, space.get(), lcpl.get(),
                              dcpl.get(), H5P_DEFAULT),
@@ -301,13 +361,13 @@ void H5File::write_dataset(const std::string& dataset, hid_t file_type, const vo
   const Id ds(create_dataset(dataset, file_type, shape), H5Dclose);
   if (shape.numel() == 0) return;
   // The memory type is the native twin of the file type (little-endian here).
-  const hid_t mem_type = H5_CHECK(H5Tget_native_type(file_type, H5T_DIR_ASCEND), path_);
+  const hid_t mem_type = H5_FILE_CHECK(H5Tget_native_type(file_type, H5T_DIR_ASCEND));
   const Id mem(mem_type, H5Tclose);
-  const Id space(H5_CHECK(H5Dget_space(ds.get()), path_), H5Sclose);
+  const Id space(H5_FILE_CHECK(H5Dget_space(ds.get())), H5Sclose);
   const Id mem_space = dataspace_for(shape, path_);
   if (rank_ != 0) {  // parallel: rank 0's copy is written
-    H5_CHECK(H5Sselect_none(space.get()), path_);
-    H5_CHECK(H5Sselect_none(mem_space.get()), path_);
+    H5_FILE_CHECK(H5Sselect_none(space.get()));
+    H5_FILE_CHECK(H5Sselect_none(mem_space.get()));
   }
   const Id dxpl = transfer_plist(parallel(), collective_, path_);
   H5_USER_CHECK(H5Dwrite(ds.get(), mem.get(), mem_space.get(), space.get(), dxpl.get(), data),
@@ -324,14 +384,14 @@ void H5File::write_block(const std::string& dataset, const float* data, const Sh
   MOE_CHECK(writable_, "write of ", dataset, " to ", path_, ", which is open read-only");
   const Id ds(H5_CHECK(H5Dopen2(file, dataset.c_str(), H5P_DEFAULT), path_ + " (" + dataset + ")"),
               H5Dclose);
-  const Id space(H5_CHECK(H5Dget_space(ds.get()), path_), H5Sclose);
+  const Id space(H5_FILE_CHECK(H5Dget_space(ds.get())), H5Sclose);
   const bool any = participate && block.numel() > 0;
   const Id mem_space = dataspace_for(any ? block : Shape{1}, path_);
   if (any) {
     select_block(space.get(), block, offset, path_);
   } else {
-    H5_CHECK(H5Sselect_none(space.get()), path_);
-    H5_CHECK(H5Sselect_none(mem_space.get()), path_);
+    H5_FILE_CHECK(H5Sselect_none(space.get()));
+    H5_FILE_CHECK(H5Sselect_none(mem_space.get()));
   }
   const float none = 0.0f;  // HDF5 wants a buffer even for an empty selection
   const Id dxpl = transfer_plist(parallel(), collective_, path_);
@@ -356,9 +416,9 @@ hid_t H5File::open_for_read(const std::string& dataset, hid_t mem_type, Shape* s
   Id ds(H5_USER_CHECK(H5Dopen2(file, dataset.c_str(), H5P_DEFAULT), path_,
                       "cannot open dataset ", dataset),
         H5Dclose);
-  const Id type(H5_CHECK(H5Dget_type(ds.get()), path_), H5Tclose);
-  const H5T_class_t stored = H5_CHECK(H5Tget_class(type.get()), path_);
-  const H5T_class_t wanted = H5_CHECK(H5Tget_class(mem_type), path_);
+  const Id type(H5_FILE_CHECK(H5Dget_type(ds.get())), H5Tclose);
+  const H5T_class_t stored = H5_FILE_CHECK(H5Tget_class(type.get()));
+  const H5T_class_t wanted = H5_FILE_CHECK(H5Tget_class(mem_type));
   const bool narrowing_int =
       wanted == H5T_INTEGER && H5Tget_size(type.get()) > H5Tget_size(mem_type);
   if (stored != wanted || narrowing_int)
@@ -394,14 +454,14 @@ void H5File::read_block(const std::string& dataset, float* out, const Shape& blo
   if (!inside)
     MOE_USER_FAIL(path_, ": dataset ", dataset, " has shape ", shape.str(),
                   ", which does not hold the block ", block.str(), " at the expected offset");
-  const Id space(H5_CHECK(H5Dget_space(ds.get()), path_), H5Sclose);
+  const Id space(H5_FILE_CHECK(H5Dget_space(ds.get())), H5Sclose);
   const bool any = block.numel() > 0;
   const Id mem_space = dataspace_for(any ? block : Shape{1}, path_);
   if (any) {
     select_block(space.get(), block, offset, path_);
   } else {
-    H5_CHECK(H5Sselect_none(space.get()), path_);
-    H5_CHECK(H5Sselect_none(mem_space.get()), path_);
+    H5_FILE_CHECK(H5Sselect_none(space.get()));
+    H5_FILE_CHECK(H5Sselect_none(mem_space.get()));
   }
   float none = 0.0f;
   const Id dxpl = transfer_plist(parallel(), collective_, path_);
@@ -424,8 +484,8 @@ hid_t H5File::open_or_create_group(const std::string& group) {
   const hid_t file = require_open();
   if (exists(group))
     return H5_CHECK(H5Oopen(file, group.c_str(), H5P_DEFAULT), path_ + " (" + group + ")");
-  const Id lcpl(H5_CHECK(H5Pcreate(H5P_LINK_CREATE), path_), H5Pclose);
-  H5_CHECK(H5Pset_create_intermediate_group(lcpl.get(), 1), path_);
+  const Id lcpl(H5_FILE_CHECK(H5Pcreate(H5P_LINK_CREATE)), H5Pclose);
+  H5_FILE_CHECK(H5Pset_create_intermediate_group(lcpl.get(), 1));
   return H5_CHECK(H5Gcreate2(file, group.c_str(), lcpl.get(), H5P_DEFAULT, H5P_DEFAULT),
                   path_ + " (group " + group + ")");
 }
@@ -435,9 +495,9 @@ void H5File::write_attr(const std::string& object, const std::string& name, hid_
   require_open();
   MOE_CHECK(writable_, "attribute ", name, " set on ", path_, ", which is open read-only");
   const Id obj(open_or_create_group(object), H5Oclose);
-  if (H5_CHECK(H5Aexists(obj.get(), name.c_str()), path_) > 0)
-    H5_CHECK(H5Adelete(obj.get(), name.c_str()), path_);
-  const Id space(H5_CHECK(H5Screate(H5S_SCALAR), path_), H5Sclose);
+  if (H5_FILE_CHECK(H5Aexists(obj.get(), name.c_str())) > 0)
+    H5_FILE_CHECK(H5Adelete(obj.get(), name.c_str()));
+  const Id space(H5_FILE_CHECK(H5Screate(H5S_SCALAR)), H5Sclose);
   const Id attr(H5_CHECK(H5Acreate2(obj.get(), name.c_str(), file_type, space.get(),
                                     H5P_DEFAULT, H5P_DEFAULT),
                          path_ + " (attribute " + object + ":" + name + ")"),
@@ -448,34 +508,48 @@ void H5File::write_attr(const std::string& object, const std::string& name, hid_
 
 void H5File::set_string_attr(const std::string& object, const std::string& name,
                              const std::string& value) {
-  // Variable-length UTF-8: h5py reads it back as a str.
-  const Id type(H5_CHECK(H5Tcopy(H5T_C_S1), path_), H5Tclose);
-  H5_CHECK(H5Tset_size(type.get(), H5T_VARIABLE), path_);
-  H5_CHECK(H5Tset_cset(type.get(), H5T_CSET_UTF8), path_);
-  const char* text = value.c_str();
-  write_attr(object, name, type.get(), type.get(), &text);
+  // Fixed-length, null-terminated UTF-8: the bytes sit in the attribute itself, inside
+  // the checksummed object header (a variable-length string lives in the global heap,
+  // which has no checksum, behind a length a damaged file can make anything).
+  const Id type(H5_FILE_CHECK(H5Tcopy(H5T_C_S1)), H5Tclose);
+  H5_FILE_CHECK(H5Tset_size(type.get(), value.size() + 1));
+  H5_FILE_CHECK(H5Tset_cset(type.get(), H5T_CSET_UTF8));
+  write_attr(object, name, type.get(), type.get(), value.c_str());
+  attributes_.add(object, name, 's', value);
 }
 
 void H5File::set_int_attr(const std::string& object, const std::string& name,
                           int64_t value) {
   write_attr(object, name, H5T_NATIVE_INT64, H5T_STD_I64LE, &value);
+  attributes_.add_int(object, name, value);
 }
 
 void H5File::set_uint_attr(const std::string& object, const std::string& name,
                            uint64_t value) {
   write_attr(object, name, H5T_NATIVE_UINT64, H5T_STD_U64LE, &value);
+  attributes_.add_uint(object, name, value);
 }
 
 void H5File::set_float_attr(const std::string& object, const std::string& name,
                             double value) {
   write_attr(object, name, H5T_NATIVE_DOUBLE, H5T_IEEE_F64LE, &value);
+  attributes_.add_float(object, name, value);
+}
+
+void H5File::check_attributes() const {
+  const hid_t file = require_open();
+  MOE_USER_CHECK(has_attr("/", kAttributesChecksum), path_, ": no ", kAttributesChecksum,
+                 " attribute: not written by this format version, or damaged");
+  const uint64_t stored = uint_attr("/", kAttributesChecksum);
+  MOE_USER_CHECK(read_attributes(file, path_).checksum() == stored, path_,
+                 ": its attributes (config, format, trainer state, dataset annotations) fail "
+                 "their checksum (", kAttributesChecksum, "): the file is corrupted");
 }
 
 bool H5File::has_attr(const std::string& object, const std::string& name) const {
   const hid_t file = require_open();
   if (!exists(object)) return false;
-  return H5_CHECK(H5Aexists_by_name(file, object.c_str(), name.c_str(), H5P_DEFAULT),
-                  path_) > 0;
+  return H5_FILE_CHECK(H5Aexists_by_name(file, object.c_str(), name.c_str(), H5P_DEFAULT)) > 0;
 }
 
 void H5File::read_attr(const std::string& object, const std::string& name, H5T_class_t cls,
@@ -483,8 +557,8 @@ void H5File::read_attr(const std::string& object, const std::string& name, H5T_c
   const hid_t file = require_open();
   if (!has_attr(object, name)) MOE_USER_FAIL(path_, ": no attribute ", name, " on ", object);
   const Id attr = open_scalar_attr(file, path_, object, name);
-  const Id type(H5_CHECK(H5Aget_type(attr.get()), path_), H5Tclose);
-  const H5T_class_t stored = H5_CHECK(H5Tget_class(type.get()), path_);
+  const Id type(H5_FILE_CHECK(H5Aget_type(attr.get())), H5Tclose);
+  const H5T_class_t stored = H5_FILE_CHECK(H5Tget_class(type.get()));
   // Integers convert to double; nothing else converts.
   const bool ok = stored == cls || (cls == H5T_FLOAT && stored == H5T_INTEGER);
   if (!ok)
@@ -516,15 +590,15 @@ std::string H5File::string_attr(const std::string& object, const std::string& na
   const hid_t file = require_open();
   if (!has_attr(object, name)) MOE_USER_FAIL(path_, ": no attribute ", name, " on ", object);
   const Id attr = open_scalar_attr(file, path_, object, name);
-  const Id type(H5_CHECK(H5Aget_type(attr.get()), path_), H5Tclose);
-  if (H5_CHECK(H5Tget_class(type.get()), path_) != H5T_STRING)
+  const Id type(H5_FILE_CHECK(H5Aget_type(attr.get())), H5Tclose);
+  if (H5_FILE_CHECK(H5Tget_class(type.get())) != H5T_STRING)
     MOE_USER_FAIL(path_, ": attribute ", name, " of ", object, " is not a string");
-  const Id mem(H5_CHECK(H5Tcopy(H5T_C_S1), path_), H5Tclose);
+  const Id mem(H5_FILE_CHECK(H5Tcopy(H5T_C_S1)), H5Tclose);
   // HDF5 converts no strings between character sets: read in the stored one.
-  const H5T_cset_t cset = H5_CHECK(H5Tget_cset(type.get()), path_);
-  H5_CHECK(H5Tset_cset(mem.get(), cset), path_);
-  if (H5_CHECK(H5Tis_variable_str(type.get()), path_) > 0) {
-    H5_CHECK(H5Tset_size(mem.get(), H5T_VARIABLE), path_);
+  const H5T_cset_t cset = H5_FILE_CHECK(H5Tget_cset(type.get()));
+  H5_FILE_CHECK(H5Tset_cset(mem.get(), cset));
+  if (H5_FILE_CHECK(H5Tis_variable_str(type.get())) > 0) {
+    H5_FILE_CHECK(H5Tset_size(mem.get(), H5T_VARIABLE));
     char* text = nullptr;
     H5_USER_CHECK(H5Aread(attr.get(), mem.get(), &text), path_, "cannot read attribute ",
                   name, " of ", object);
@@ -534,7 +608,9 @@ std::string H5File::string_attr(const std::string& object, const std::string& na
   }
   // Fixed-length (null-terminated or null-padded) strings, as numpy bytes write them.
   const size_t size = H5Tget_size(type.get());
-  H5_CHECK(H5Tset_size(mem.get(), size + 1), path_);
+  MOE_USER_CHECK(size > 0 && size <= kMaxStringAttributeBytes, path_, ": attribute ", name,
+                 " of ", object, " claims ", size, " bytes: the file is damaged");
+  H5_FILE_CHECK(H5Tset_size(mem.get(), size + 1));
   std::string buffer(size + 1, '\0');
   H5_USER_CHECK(H5Aread(attr.get(), mem.get(), buffer.data()), path_,
                 "cannot read attribute ", name, " of ", object);

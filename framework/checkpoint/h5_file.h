@@ -26,7 +26,10 @@
 // internal error naming the call, the file and the source line.
 //
 // Files use the HDF5 1.8 file format (H5Pset_libver_bounds V18): its object headers
-// carry checksums, so corrupted metadata is detected by HDF5 itself.
+// carry checksums, so corrupted metadata is detected by HDF5 itself. Strings are
+// fixed-length attributes (in those headers), and close() adds `attrs_checksum` on "/",
+// a checksum over every attribute of the file (attr_checksum.h) that check_attributes()
+// verifies.
 
 #include <hdf5.h>
 #include <mpi.h>
@@ -36,6 +39,7 @@
 #include <string>
 #include <vector>
 
+#include "framework/checkpoint/attr_checksum.h"
 #include "framework/core/error.h"
 #include "framework/tensor/tensor.h"
 
@@ -96,14 +100,20 @@ class H5File {
   H5File(const H5File&) = delete;
   H5File& operator=(const H5File&) = delete;
   // Closes the file; a created file that was never close()d is deleted. A parallel file
-  // destroyed while an exception unwinds is left open (closing is collective, and the
-  // other ranks may not be here: the job is about to be aborted) and its temporary
-  // file is left for the next checkpoint's clean-up.
+  // of several ranks destroyed while an exception unwinds is left open (closing is
+  // collective, and the other ranks may not be here: the job is about to be aborted);
+  // its temporary file is removed.
   ~H5File();
 
   // Closes the file; for a created file, commits it: fsync "<path>.tmp", rename it to
-  // path, fsync the directory (parallel: rank 0 commits, then all ranks meet).
+  // path, fsync the directory (parallel: rank 0 commits, then all ranks meet). Every
+  // step is agreed over the ranks: a close or commit that fails on one rank (a full
+  // disk) throws a user error on all of them, with the temporary file removed.
   void close();
+  // Abandons a created file: collective in parallel files; rank 0 truncates the
+  // temporary file (so that a full disk has room for the close), every rank closes,
+  // rank 0 removes it. The final name is never touched.
+  void discard();
 
   const std::string& path() const { return path_; }
   bool writable() const { return writable_; }
@@ -155,6 +165,9 @@ class H5File {
   void set_uint_attr(const std::string& object, const std::string& name, uint64_t value);
   void set_float_attr(const std::string& object, const std::string& name, double value);
   bool has_attr(const std::string& object, const std::string& name) const;
+  // Recomputes the attributes checksum (attr_checksum.h) that close() writes on "/" and
+  // compares; a user error when it is missing or differs.
+  void check_attributes() const;
   // Reading an attribute that is absent or of another kind is a user error.
   std::string string_attr(const std::string& object, const std::string& name) const;
   int64_t int_attr(const std::string& object, const std::string& name) const;
@@ -174,6 +187,11 @@ class H5File {
   // returns the dataset (caller closes) and its shape.
   hid_t open_for_read(const std::string& dataset, hid_t mem_type, Shape* shape) const;
   void commit();  // fsync + rename + fsync the directory
+  // H5Fclose; false (and the HDF5 reason in *error) when it failed.
+  bool close_handle(std::string* error);
+  int comm_size() const;
+  // Collective in parallel files: true when `ok` on every rank.
+  bool all_ranks(bool ok) const;
   hid_t open_or_create_group(const std::string& group);  // caller closes the id
   void write_attr(const std::string& object, const std::string& name, hid_t mem_type,
                   hid_t file_type, const void* value);
@@ -187,6 +205,7 @@ class H5File {
   MPI_Comm comm_ = MPI_COMM_NULL;  // parallel files: the ranks sharing the file
   int rank_ = 0;                   // in comm_
   bool collective_ = true;         // MPI-IO transfers of parallel files
+  AttributeLedger attributes_;     // created files: every attribute set, for the checksum
 };
 
 }  // namespace moe

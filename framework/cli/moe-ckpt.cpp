@@ -13,20 +13,26 @@
 //   moe-ckpt verify PATH               every field, every checksum, and the tensors
 //                                      against the model its config describes
 //
+// PATH may be a checkpoint directory: its `latest` checkpoint.
+//
 // Exit status: 0 done (verify: the file is intact), 2 bad input or a bad file (one line
 // naming the file and what is wrong), 1 any other failure.
 
 #include <cstring>
+#include <filesystem>
 #include <iomanip>
 #include <iostream>
+#include <new>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "framework/checkpoint/checkpoint_dir.h"
 #include "framework/checkpoint/export.h"
 #include "framework/checkpoint/inspect.h"
 #include "framework/config/config.h"
-#include "framework/moe/dispatcher.h"
-#include "models/registry.h"
+#include "framework/core/printable.h"
+#include "models/verify_checkpoint.h"
 
 namespace {
 
@@ -69,36 +75,18 @@ Args parse_args(int argc, char** argv) {
                  "'", a.command, "' is not a command (info, export, verify)");
   MOE_USER_CHECK(positional.size() == 2, a.command, ": needs exactly one checkpoint path");
   a.path = positional[1];
+  std::error_code ec;
+  if (std::filesystem::is_directory(a.path, ec)) {
+    // A checkpoint directory stands for its newest complete checkpoint.
+    const std::optional<std::string> latest = moe::CheckpointDir(a.path).latest();
+    MOE_USER_CHECK(latest.has_value(), a.path, ": a directory without a 'latest' checkpoint "
+                   "pointer; name a checkpoint file (step_XXXXXXXX.h5)");
+    a.path = *latest;
+  }
   MOE_USER_CHECK(a.command == "export" || (a.out.empty() && a.format.empty()),
                  "--out and --format belong to export");
   MOE_USER_CHECK(a.command != "export" || !a.out.empty(), "export: --out FILE is required");
   return a;
-}
-
-// The parameters and router biases of the model the file's config describes, built
-// without its data (paths in the config may not exist here).
-void check_against_model(const moe::H5File& file, const moe::CheckpointSummary& s) {
-  const moe::Config c = moe::load_config_text(
-      s.origin.config_ini, {"data.train_path=", "data.val_path=", "data.train_labels=",
-                            "data.val_labels=", "run.resume=", "run.init_from="});
-  MOE_USER_CHECK(c.model.family == s.origin.family, file.path(), ": model_family ",
-                 s.origin.family, " but the config says ", c.model.family);
-  moe::ParamStore store;
-  moe::LocalDispatcher dispatcher;
-  const moe::MoeRuntime runtime = moe::MoeRuntime::local(dispatcher, c.moe.num_experts);
-  const std::vector<int> blocks =
-      moe::model_family(c.model.family).make_network(c, store, runtime)->moe_layer_blocks();
-  moe::check_model_params(file, store);
-  std::vector<std::string> expected;
-  for (int b : blocks) expected.push_back("layers." + std::to_string(b) + ".moe.router.bias");
-  std::vector<std::string> held;
-  for (const moe::TensorEntry& e : s.buffers) {
-    held.push_back(e.name);
-    MOE_USER_CHECK(e.shape == moe::Shape{c.moe.num_experts}, file.path(), ": buffer ", e.name,
-                   " has shape ", e.shape.str(), ", the model expects (", c.moe.num_experts, ")");
-  }
-  MOE_USER_CHECK(held == expected, file.path(), ": /buffers holds ", held.size(),
-                 " router biases, the model has ", expected.size(), " MoE layers");
 }
 
 void print_info(const moe::CheckpointSummary& s) {
@@ -138,11 +126,10 @@ int run(const Args& a) {
     for (const std::string& note : r.notes) std::cerr << "moe-ckpt: note: " << note << "\n";
     std::cout << a.out << ": " << r.tensors << " tensors, " << r.bytes << " bytes\n";
   } else {
-    const int64_t tensors = moe::verify_checkpoint(file);
-    const moe::CheckpointSummary s = moe::summarize_checkpoint(file);
-    check_against_model(file, s);
+    const moe::VerifiedCheckpoint v = moe::verify_against_model(file);
+    const moe::CheckpointSummary& s = v.summary;
     std::cout << a.path << ": ok (" << s.format << " version " << s.format_version << ", "
-              << tensors << " tensors, checksums and shapes match the " << s.origin.family
+              << v.tensors << " tensors, checksums and shapes match the " << s.origin.family
               << " model of its config)\n";
   }
   return 0;
@@ -151,6 +138,9 @@ int run(const Args& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // HDF5 cannot terminate cleanly after it gave up on a damaged file (it says so at
+  // exit): a damaged file is reported once, by us.
+  H5dont_atexit();
   for (int i = 1; i < argc; ++i)
     if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
       std::cout << kUsage;
@@ -159,10 +149,13 @@ int main(int argc, char** argv) {
   try {
     return run(parse_args(argc, argv));
   } catch (const moe::Error& e) {
-    std::cerr << "moe-ckpt: " << e.what() << "\n";
+    std::cerr << "moe-ckpt: " << moe::printable(e.what()) << "\n";
     return e.user_error() ? 2 : 1;
+  } catch (const std::bad_alloc&) {
+    std::cerr << "moe-ckpt: out of memory reading the file (damaged sizes?)\n";
+    return 2;
   } catch (const std::exception& e) {
-    std::cerr << "moe-ckpt: " << e.what() << "\n";
+    std::cerr << "moe-ckpt: " << moe::printable(e.what()) << "\n";
     return 1;
   }
 }

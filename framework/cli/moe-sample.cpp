@@ -8,20 +8,29 @@
 // the checkpoint's config. Writes a PNG grid with one row per class, and prints one
 // JSON line with what it did.
 //
-//   --per-class N        samples per class (default 10); the grid is classes x N
+//   --per-class N        samples per class (default 10, at most 10000); the grid is
+//                        classes x N
 //   --seed S             seed of the initial noise (default 0)
 //   --classifier PATH    a model.h5 of a family that classifies images (vit_moe):
 //                        classify every sample and report the share
 //                        classified as the class it was conditioned on (class
 //                        consistency), overall and per class
 //   --stats FILE.json    per-step expert selection counts of every MoE layer
-//   --batch N            images generated at once (default 100)
+//   --batch N            images generated at once (default 100, at most 10000)
+//
+// Everything is checked before sampling: the checkpoint, the classifier, and that
+// --out (and --stats) do not exist yet: nothing is overwritten.
 //
 // Exit status: 0 done, 2 bad input (one line naming it), 1 any other failure.
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
+#include <filesystem>
+#include <memory>
+#include <new>
 #include <fstream>
 #include <iostream>
 #include <string>
@@ -33,6 +42,7 @@
 #include "framework/checkpoint/h5_file.h"
 #include "framework/checkpoint/state_dict.h"
 #include "framework/config/config.h"
+#include "framework/core/printable.h"
 #include "framework/core/timer.h"
 #include "framework/data/png.h"
 #include "framework/kernels/ops.h"
@@ -49,17 +59,21 @@ struct Args {
   std::vector<std::string> overrides;  // --section.key=value for the checkpoint's config
 };
 
-int parse_int(const std::string& flag, const std::string& text) {
-  size_t used = 0;
-  int value = 0;
-  try {
-    value = std::stoi(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  MOE_USER_CHECK(used == text.size() && value > 0, flag, ": '", text,
-                 "' is not a positive integer");
+// A whole number in [lo, hi] (the sizes are bounded so that no value can ask for
+// unbounded memory or time).
+int64_t parse_int(const std::string& flag, const std::string& text, int64_t lo, int64_t hi) {
+  int64_t value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  MOE_USER_CHECK(ec == std::errc() && end == text.data() + text.size() && value >= lo &&
+                     value <= hi,
+                 flag, ": '", text, "' is not a whole number from ", lo, " to ", hi);
   return value;
+}
+
+void require_new_file(const char* flag, const std::string& path) {
+  std::error_code ec;
+  MOE_USER_CHECK(!std::filesystem::exists(path, ec), flag, ": '", path,
+                 "' exists; not overwriting it");
 }
 
 Args parse_args(int argc, char** argv) {
@@ -81,9 +95,9 @@ Args parse_args(int argc, char** argv) {
     else if (arg == "--out") a.out = next();
     else if (arg == "--classifier") a.classifier = next();
     else if (arg == "--stats") a.stats = next();
-    else if (arg == "--per-class") a.per_class = parse_int(arg, next());
-    else if (arg == "--batch") a.batch = parse_int(arg, next());
-    else if (arg == "--seed") a.seed = static_cast<uint64_t>(parse_int(arg, next()));
+    else if (arg == "--per-class") a.per_class = static_cast<int>(parse_int(arg, next(), 1, 10000));
+    else if (arg == "--batch") a.batch = static_cast<int>(parse_int(arg, next(), 1, 10000));
+    else if (arg == "--seed") a.seed = static_cast<uint64_t>(parse_int(arg, next(), 0, INT64_MAX));
     else if (arg.starts_with("--") && arg.find('.') != std::string::npos)
       a.overrides.push_back(arg.substr(2) + "=" + next());
     else
@@ -91,6 +105,8 @@ Args parse_args(int argc, char** argv) {
   }
   MOE_USER_CHECK(!a.checkpoint.empty(), "--checkpoint: required");
   MOE_USER_CHECK(!a.out.empty(), "--out: required");
+  require_new_file("--out", a.out);
+  if (!a.stats.empty()) require_new_file("--stats", a.stats);
   return a;
 }
 
@@ -149,23 +165,38 @@ struct ExpertStats {
   }
 };
 
-nlohmann::json classify(const std::string& path, const std::vector<uint8_t>& pixels,
-                        const std::vector<int32_t>& labels, int64_t image_floats,
-                        int num_classes) {
+// The model of --classifier (a family that classifies images), loaded and checked
+// against the samples before any sampling.
+struct Classifier {
+  LoadedModel m;
+  std::unique_ptr<moe::Network> net;
+};
+
+std::unique_ptr<Classifier> load_classifier(const std::string& path, int64_t image_floats,
+                                            int num_classes) {
   moe::H5File file = moe::H5File::open(path);
-  LoadedModel m{read_config(file, {}), {}, {}};
+  auto c = std::make_unique<Classifier>(Classifier{{read_config(file, {}), {}, {}}, nullptr});
+  LoadedModel& m = c->m;
   const moe::ModelFamily& family = moe::model_family(m.config.model.family);
   MOE_USER_CHECK(family.classifies_images, "--classifier: '", path, "' holds a ",
-                 m.config.model.family, " model, which does not classify images (",
-                 moe::families_that(&moe::ModelFamily::classifies_images), " do)");
-  const std::unique_ptr<moe::Network> net = family.make_network(
-      m.config, m.store, moe::MoeRuntime::local(m.dispatcher, m.config.moe.num_experts));
-  auto& vit = dynamic_cast<moe::ImageClassifier&>(*net);
-  load_weights(file, m.store, net->moe_layers(), net->moe_layer_blocks());
-  const int64_t n = static_cast<int64_t>(labels.size());
+                 m.config.model.family, " model, which does not classify images (families "
+                 "that do: ", moe::families_that(&moe::ModelFamily::classifies_images), ")");
   MOE_USER_CHECK(int64_t{m.config.model.image_channels} * m.config.model.image_size *
-                         m.config.model.image_size == image_floats,
-                 "--classifier: '", path, "' takes other images than the samples");
+                         m.config.model.image_size == image_floats &&
+                     m.config.model.num_classes == num_classes,
+                 "--classifier: '", path, "' takes other images or classes than the samples");
+  c->net = family.make_network(m.config, m.store,
+                               moe::MoeRuntime::local(m.dispatcher, m.config.moe.num_experts));
+  load_weights(file, m.store, c->net->moe_layers(), c->net->moe_layer_blocks());
+  return c;
+}
+
+nlohmann::json classify(Classifier& classifier, const std::vector<uint8_t>& pixels,
+                        const std::vector<int32_t>& labels, int64_t image_floats,
+                        int num_classes) {
+  LoadedModel& m = classifier.m;
+  auto& model = dynamic_cast<moe::ImageClassifier&>(*classifier.net);
+  const int64_t n = static_cast<int64_t>(labels.size());
   std::vector<int64_t> correct(num_classes, 0), total(num_classes, 0);
   const moe::DataConfig& d = m.config.data;
   const int64_t chunk = 100;
@@ -175,7 +206,7 @@ nlohmann::json classify(const std::string& path, const std::vector<uint8_t>& pix
     x.resize(static_cast<size_t>(count * image_floats));
     for (int64_t i = 0; i < count * image_floats; ++i)
       x[i] = (pixels[begin * image_floats + i] / 255.0f - d.image_mean) / d.image_std;
-    const moe::Tensor logits = vit.predict(x.data(), count);
+    const moe::Tensor logits = model.predict(x.data(), count);
     for (int64_t b = 0; b < count; ++b) {
       const float* row = logits.data + b * logits.cols();
       const int64_t best = std::max_element(row, row + logits.cols()) - row;
@@ -237,6 +268,8 @@ int run(const Args& a) {
   const int classes = c.model.num_classes;
   const int64_t size = c.model.image_size;
   const int64_t image_floats = int64_t{c.model.image_channels} * size * size;
+  std::unique_ptr<Classifier> classifier;
+  if (!a.classifier.empty()) classifier = load_classifier(a.classifier, image_floats, classes);
   std::vector<int32_t> labels;
   for (int y = 0; y < classes; ++y) labels.insert(labels.end(), a.per_class, y);
 
@@ -263,7 +296,6 @@ int run(const Args& a) {
   int64_t width = 0, height = 0;
   const std::vector<uint8_t> grid =
       moe::tile_images(tiles, classes, a.per_class, size, size, 2, 255, &width, &height);
-  moe::write_png_gray(a.out, width, height, grid);
 
   nlohmann::json result = {{"out", a.out},
                            {"samples", n},
@@ -273,7 +305,7 @@ int run(const Args& a) {
                            {"steps", c.diffusion.sample_steps},
                            {"guidance", c.diffusion.guidance}};
   if (!a.stats.empty()) {
-    std::ofstream out(a.stats);
+    std::ofstream out(a.stats, std::ios::trunc);
     MOE_USER_CHECK(out.good(), "--stats: cannot write '", a.stats, "'");
     out << nlohmann::json{{"timesteps", stats.timesteps},
                           {"layers", net->moe_layer_blocks()},
@@ -283,8 +315,8 @@ int run(const Args& a) {
         << "\n";
     MOE_USER_CHECK(out.good(), "--stats: cannot write '", a.stats, "'");
   }
-  if (!a.classifier.empty())
-    result.update(classify(a.classifier, pixels, labels, image_floats, classes));
+  if (classifier) result.update(classify(*classifier, pixels, labels, image_floats, classes));
+  moe::write_png_gray(a.out, width, height, grid);
   result["seconds"] = clock.seconds();
   std::cout << result.dump() << std::endl;
   return 0;
@@ -293,6 +325,9 @@ int run(const Args& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // HDF5 cannot terminate cleanly after it gave up on a damaged file (it says so at
+  // exit): a damaged file is reported once, by us.
+  H5dont_atexit();
   moe::ops::select_cpu_kernels(argv);  // may re-execute: before anything else
   for (int i = 1; i < argc; ++i)
     if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
@@ -304,7 +339,14 @@ int main(int argc, char** argv) {
   try {
     return run(parse_args(argc, argv));
   } catch (const moe::Error& e) {
-    std::cerr << "moe-sample: " << e.what() << "\n";
+    std::cerr << "moe-sample: " << moe::printable(e.what()) << "\n";
     return e.user_error() ? 2 : 1;
+  } catch (const std::bad_alloc&) {
+    std::cerr << "moe-sample: out of memory (use fewer --per-class samples or a smaller "
+                 "--batch)\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "moe-sample: " << moe::printable(e.what()) << "\n";
+    return 1;
   }
 }

@@ -55,6 +55,9 @@ size_t edit_distance(const std::string& a, const std::string& b) {
 // " (did you mean section.key?)" for the closest known key, or "" when none is close.
 // A key without its section ("steps") matches the key's name part.
 std::string suggestion(const std::string& unknown) {
+  // No key is longer than this: a longer one is no typo of one (and the distance is
+  // quadratic in the length).
+  if (unknown.size() > 64) return "";
   const OptionDef* best = nullptr;
   size_t best_distance = std::max<size_t>(2, unknown.size() / 4) + 1;
   for (const OptionDef& def : option_table()) {

@@ -27,6 +27,8 @@ enum class RoutingKind : uint8_t { kTopK, kBilevel };            // moe.routing
 enum class ScheduleKind : uint8_t { kCosine, kWsd, kConstant };  // optim.schedule
 enum class DiffusionObjective : uint8_t { kDdpm, kRectifiedFlow };
 enum class SamplerKind : uint8_t { kAuto, kDdim, kEuler };       // diffusion.sampler
+enum class NonfiniteAction : uint8_t { kStop, kSkip };           // train.on_nonfinite
+enum class SaveErrorAction : uint8_t { kStop, kWarn };           // checkpoint.on_error
 
 // The spellings of an enum's values and the noun its errors use ("dispatcher").
 template <class E>
@@ -91,6 +93,19 @@ std::optional<E> enum_from_name(std::string_view name) {
     if (name == spelling) return value;
   return std::nullopt;
 }
+
+template <>
+struct EnumSpelling<NonfiniteAction> {
+  static constexpr const char* kNoun = "non-finite action";
+  static constexpr std::array<std::pair<NonfiniteAction, const char*>, 2> kValues{
+      {{NonfiniteAction::kStop, "stop"}, {NonfiniteAction::kSkip, "skip"}}};
+};
+template <>
+struct EnumSpelling<SaveErrorAction> {
+  static constexpr const char* kNoun = "save-error action";
+  static constexpr std::array<std::pair<SaveErrorAction, const char*>, 2> kValues{
+      {{SaveErrorAction::kStop, "stop"}, {SaveErrorAction::kWarn, "warn"}}};
+};
 
 template <class E>
 const char* enum_name(E value) {
@@ -198,9 +213,13 @@ struct TrainConfig {
   uint64_t seed = 1234;
   int log_interval = 1;
   int eval_interval = 0;           // 0: only at the end
-  int eval_batches = 4;            // validation batches per evaluation
+  int eval_batches = 0;            // image families: test batches; 0 = the whole split
+  int64_t eval_tokens = 1 << 20;   // moe_gpt: the first N validation tokens; 0 = none
   int threads = 0;                 // compute threads per rank; 0 = all cores of the rank
   double peak_gflops = 0.0;        // per-core peak for MFU; 0 = measure at start-up
+  // a NaN/Inf loss or gradient norm: stop | skip
+  NonfiniteAction on_nonfinite = NonfiniteAction::kStop;
+  int max_skipped_steps = 10;      // skip: stop after this many skipped steps in a row
 };
 
 struct RunConfig {
@@ -217,6 +236,9 @@ struct CheckpointConfig {
   int interval = 0;                // steps between checkpoints; 0 = only at the end
   int keep = 3;                    // keep the newest N
   bool collective_io = true;       // collective MPI-IO writes; false: independent
+  // a save that fails: stop (exit 2) | warn (retry later)
+  SaveErrorAction on_error = SaveErrorAction::kStop;
+  bool on_signal = true;           // SIGTERM/SIGINT: checkpoint after the current step
 };
 
 struct ParallelConfig {
@@ -230,6 +252,7 @@ struct ParallelConfig {
   float intra_latency_us = 0.0f, intra_bandwidth_gbs = 0.0f;
   float inter_latency_us = 0.0f, inter_bandwidth_gbs = 0.0f;
   float grad_bucket_mb = 25.0f;    // gradient all-reduce bucket, MiB
+  int timeout_s = 600;             // a collective waiting longer aborts the job; 0 = never
 };
 
 struct Config {

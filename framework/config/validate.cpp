@@ -2,7 +2,6 @@
 // load_config. Each failure is one line: "<key>: <value> <what is wrong>".
 
 #include <filesystem>
-#include <initializer_list>
 #include <string>
 
 #include "framework/config/family.h"
@@ -22,6 +21,20 @@ void require_non_negative(const char* key, T value) {
   MOE_USER_CHECK(value >= 0, key, ": ", value, " must be >= 0");
 }
 
+// Sizes have an upper bound far above any real model, so that no value that passes
+// validation makes start-up loop for hours or allocate without limit; what is left
+// (their products) the memory pre-flight checks (framework/train/preflight.h).
+template <class T>
+void require_at_most(const char* key, T value, T limit) {
+  MOE_USER_CHECK(value <= limit, key, ": ", value, " exceeds the limit of ", limit);
+}
+
+template <class T>
+void require_size(const char* key, T value, T limit) {
+  require_positive(key, value);
+  require_at_most(key, value, limit);
+}
+
 void require_unit_interval(const char* key, float value) {
   MOE_USER_CHECK(value >= 0.0f && value < 1.0f, key, ": ", value, " must be in [0, 1)");
 }
@@ -37,29 +50,30 @@ void require_existing_file(const char* key, const std::string& path) {
 
 void validate_model(const ModelConfig& m) {
   family_traits(m.family);  // a registered family, else a user error naming them
-  require_positive("model.vocab_size", m.vocab_size);
-  require_positive("model.seq_len", m.seq_len);
-  require_positive("model.num_layers", m.num_layers);
-  require_positive("model.d_model", m.d_model);
-  require_positive("model.num_heads", m.num_heads);
+  require_size("model.vocab_size", m.vocab_size, 1 << 24);
+  require_size("model.seq_len", m.seq_len, 1 << 20);
+  require_size("model.num_layers", m.num_layers, 1024);
+  require_size("model.d_model", m.d_model, 1 << 16);
+  require_size("model.num_heads", m.num_heads, 4096);
   MOE_USER_CHECK(m.d_model % m.num_heads == 0, "model.d_model: ", m.d_model,
                  " must be divisible by model.num_heads (", m.num_heads, ")");
   MOE_USER_CHECK(m.dense_layers >= 0 && m.dense_layers <= m.num_layers, "model.dense_layers: ",
                  m.dense_layers, " must be in [0, model.num_layers = ", m.num_layers, "]");
   require_positive("model.moe_every", m.moe_every);
-  require_positive("model.dense_ffn", m.dense_ffn);
+  require_size("model.dense_ffn", m.dense_ffn, 1 << 20);
   require_positive("model.rope_theta", m.rope_theta);
   require_positive("model.norm_eps", m.norm_eps);
   require_positive("model.init_std", m.init_std);
 }
 
 void validate_moe(const MoeConfig& e, const ParallelConfig& p) {
-  require_positive("moe.num_experts", e.num_experts);
+  require_size("moe.num_experts", e.num_experts, 1 << 14);
   MOE_USER_CHECK(e.top_k > 0 && e.top_k <= e.num_experts, "moe.top_k: ", e.top_k,
                  " must be in [1, moe.num_experts = ", e.num_experts, "]");
-  require_positive("moe.expert_ffn", e.expert_ffn);
+  require_size("moe.expert_ffn", e.expert_ffn, 1 << 20);
   require_non_negative("moe.num_shared", e.num_shared);
-  require_positive("moe.shared_ffn", e.shared_ffn);
+  require_at_most("moe.num_shared", e.num_shared, 64);
+  require_size("moe.shared_ffn", e.shared_ffn, 1 << 20);
   require_non_negative("moe.aux_loss", e.aux_loss);
   require_non_negative("moe.z_loss", e.z_loss);
   require_non_negative("moe.bias_update_rate", e.bias_update_rate);
@@ -87,7 +101,7 @@ void validate_moe(const MoeConfig& e, const ParallelConfig& p) {
 }
 
 void validate_data(const DataConfig& d) {
-  require_positive("data.batch_size", d.batch_size);
+  require_size("data.batch_size", d.batch_size, 1 << 24);
   require_existing_file("data.train_path", d.train_path);
   require_existing_file("data.val_path", d.val_path);
   require_existing_file("data.train_labels", d.train_labels);
@@ -97,6 +111,7 @@ void validate_data(const DataConfig& d) {
 
 void validate_diffusion(const DiffusionConfig& d) {
   MOE_USER_CHECK(d.timesteps > 1, "diffusion.timesteps: ", d.timesteps, " must be > 1");
+  require_at_most("diffusion.timesteps", d.timesteps, 1 << 20);
   MOE_USER_CHECK(d.beta_start > 0.0f && d.beta_start <= d.beta_end, "diffusion.beta_start: ",
                  d.beta_start, " must be in (0, diffusion.beta_end = ", d.beta_end, "]");
   MOE_USER_CHECK(d.beta_end < 1.0f, "diffusion.beta_end: ", d.beta_end, " must be < 1");
@@ -106,7 +121,7 @@ void validate_diffusion(const DiffusionConfig& d) {
                      d.objective == DiffusionObjective::kRectifiedFlow,
                  "diffusion.sampler: euler needs diffusion.objective = rectified_flow, not ",
                  d.objective);
-  require_positive("diffusion.sample_steps", d.sample_steps);
+  require_size("diffusion.sample_steps", d.sample_steps, 1 << 20);
   MOE_USER_CHECK(d.objective != DiffusionObjective::kDdpm || d.sample_steps <= d.timesteps,
                  "diffusion.sample_steps: ", d.sample_steps,
                  " must be <= diffusion.timesteps = ", d.timesteps);
@@ -149,20 +164,25 @@ void validate_sequence_split(const Config& c) {
 
 void validate_parallel(const Config& c) {
   const ParallelConfig& p = c.parallel;
-  require_positive("parallel.dp", p.dp);
-  require_positive("parallel.tp", p.tp);
-  require_positive("parallel.ep", p.ep);
-  require_positive("parallel.etp", p.etp);
+  require_size("parallel.dp", p.dp, 1 << 16);
+  require_size("parallel.tp", p.tp, 1 << 16);
+  require_size("parallel.ep", p.ep, 1 << 16);
+  require_size("parallel.etp", p.etp, 1 << 16);
   require_non_negative("parallel.ranks_per_node", p.ranks_per_node);
+  require_at_most("parallel.ranks_per_node", p.ranks_per_node, 1 << 16);
   require_non_negative("parallel.intra_latency_us", p.intra_latency_us);
   require_non_negative("parallel.intra_bandwidth_gbs", p.intra_bandwidth_gbs);
   require_non_negative("parallel.inter_latency_us", p.inter_latency_us);
   require_non_negative("parallel.inter_bandwidth_gbs", p.inter_bandwidth_gbs);
-  MOE_USER_CHECK(p.grad_bucket_mb > 0.0f, "parallel.grad_bucket_mb: ", p.grad_bucket_mb,
-                 " must be > 0");
+  // A bucket holds at least 256 floats: smaller ones would be empty.
+  MOE_USER_CHECK(p.grad_bucket_mb >= 1.0f / 1024 && p.grad_bucket_mb <= 65536.0f,
+                 "parallel.grad_bucket_mb: ", p.grad_bucket_mb,
+                 " must be in [1/1024, 65536] (1 KiB to 64 GiB)");
+  require_non_negative("parallel.timeout_s", p.timeout_s);
   // Folding: dense layers use world = dp * tp, MoE layers world = edp * ep * etp.
-  MOE_USER_CHECK((p.dp * p.tp) % (p.ep * p.etp) == 0, "parallel.ep * parallel.etp: ",
-                 p.ep * p.etp, " must divide parallel.dp * parallel.tp = ", p.dp * p.tp);
+  const int64_t dense_world = int64_t{p.dp} * p.tp, moe_group = int64_t{p.ep} * p.etp;
+  MOE_USER_CHECK(dense_world % moe_group == 0, "parallel.ep * parallel.etp: ", moe_group,
+                 " must divide parallel.dp * parallel.tp = ", dense_world);
   MOE_USER_CHECK(p.ep <= c.moe.num_experts, "parallel.ep: ", p.ep,
                  " must be <= moe.num_experts = ", c.moe.num_experts);
   MOE_USER_CHECK(c.model.num_heads % p.tp == 0, "model.num_heads: ", c.model.num_heads,
@@ -184,7 +204,11 @@ void validate_run(const Config& c) {
   require_positive("train.log_interval", c.train.log_interval);
   require_non_negative("train.eval_interval", c.train.eval_interval);
   require_non_negative("train.eval_batches", c.train.eval_batches);
+  require_non_negative("train.eval_tokens", c.train.eval_tokens);
+  require_at_most("train.eval_tokens", c.train.eval_tokens, int64_t{1} << 40);
   require_non_negative("train.threads", c.train.threads);
+  require_at_most("train.threads", c.train.threads, 1024);
+  require_size("train.max_skipped_steps", c.train.max_skipped_steps, 1 << 20);
   require_non_negative("train.peak_gflops", c.train.peak_gflops);
   MOE_USER_CHECK(!c.run.dir.empty(), "run.dir: must not be empty");
   require_existing_file("run.resume", c.run.resume.path);

@@ -71,9 +71,10 @@ int64_t ImageBatchSampler::eval_batch(int64_t index, int dp_rank, int dp_size,
             "evaluation buffers too small for ", rows, " images");
   const int64_t first = index * global_batch_ + dp_rank * rows;
   const int64_t count = std::clamp<int64_t>(data_.size() - first, 0, rows);
-  for (int64_t r = 0; r < count; ++r) {
-    load(first + r, false, images.data() + r * image_floats());
-    labels[r] = data_.label(first + r);
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t item = r < count ? first + r : 0;
+    load(item, false, images.data() + r * image_floats());
+    labels[r] = data_.label(item);
   }
   return count;
 }

@@ -8,7 +8,9 @@
 // (uniform with replacement), flipped horizontally when data.hflip and bit 0 of
 // random_u64(philox_key(seed, hash_name("data.hflip")), s, b) is set. A pixel p in
 // [0, 255] is fed as (p / 255 - mean) / std. Evaluation takes the set in order, without
-// augmentation: evaluation batch k is items [k*B, k*B + B) (the last one may be short).
+// augmentation: evaluation batch k is items [k*B, k*B + B); in the last one, rows past
+// the end of the set repeat item 0 and do not count (every rank always runs B_local
+// rows, so that the collectives of the MoE layers match).
 
 #include <cstdint>
 #include <span>
@@ -39,7 +41,8 @@ class ImageBatchSampler {
   void batch(int64_t step, int dp_rank, int dp_size, std::span<float> images,
              std::span<int32_t> labels) const;
   // Evaluation batch `index`: this rank's share of items [index*B, index*B + B) of the
-  // set, clipped to the set; returns how many images it wrote (maybe 0).
+  // set, B_local rows, padded past the set with item 0; returns how many rows hold
+  // items of the batch (maybe 0).
   int64_t eval_batch(int64_t index, int dp_rank, int dp_size, std::span<float> images,
                      std::span<int32_t> labels) const;
   // Evaluation batches that cover the whole set.

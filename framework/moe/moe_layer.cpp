@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 
 #include "framework/kernels/ops.h"
 #include "framework/moe/aux_loss.h"
+#include "framework/parallel/watchdog.h"
 
 namespace moe {
 
@@ -43,6 +45,12 @@ std::unique_ptr<BilevelRouter> make_bilevel_router(ParamStore& store, const std:
                                          init_std);
 }
 
+// The block index in "layers.3.moe" (-1 when the prefix has none).
+int64_t block_of(const std::string& prefix) {
+  const size_t digit = prefix.find_first_of("0123456789");
+  return digit == std::string::npos ? -1 : std::atoll(prefix.c_str() + digit);
+}
+
 }  // namespace
 
 MoELayer::MoELayer(ParamStore& store, const std::string& prefix, int64_t width,
@@ -57,7 +65,8 @@ MoELayer::MoELayer(ParamStore& store, const std::string& prefix, int64_t width,
                out_std, config.expert_act, runtime.etp()),
       shared_(make_shared_experts(store, prefix, width, config, init_std, out_std, runtime.tp(),
                                   runtime.sequence_parallel())),
-      bias_(static_cast<size_t>(config.num_experts), 0.0f) {
+      bias_(static_cast<size_t>(config.num_experts), 0.0f),
+      block_(block_of(prefix)) {
   MOE_CHECK(runtime.placement().num_experts == config.num_experts, "MoE layer ", prefix,
             ": placement of ", runtime.placement().num_experts, " experts, config has ",
             config.num_experts);
@@ -80,6 +89,7 @@ MoELayer::Choices MoELayer::route(Tensor u, std::span<const int32_t> fixed) {
 }
 
 Tensor MoELayer::forward(Tensor u) {
+  const WatchedLayer watched(runtime_.tokens(), block_);
   const int64_t n = u.rows();
   const int64_t e = config_.num_experts, k = config_.top_k;
   std::span<const int32_t> fixed;
@@ -113,6 +123,7 @@ Tensor MoELayer::forward(Tensor u) {
 }
 
 Tensor MoELayer::backward(Tensor dy, float aux_scale) {
+  const WatchedLayer watched(runtime_.tokens(), block_);
   MOE_CHECK(handle_.has_value(), "MoE layer: backward without forward");
   const RoutingPlan& plan = handle_->plan();
   const int64_t n = plan.num_tokens, k = config_.top_k;

@@ -142,6 +142,7 @@ class MoELayer {
   GroupedExperts experts_;
   std::unique_ptr<Mlp> shared_;        // null when num_shared == 0
   std::vector<float> bias_;            // [E] selection bias, zeros unless bias_balance
+  int64_t block_;                      // the block of the layer, for the watchdog
 
   bool frozen_ = false;
   std::vector<int32_t> last_experts_;  // [N*K] choices of the last forward

@@ -45,6 +45,10 @@
 //
 // n = 1 moves nothing. Integer division rounds each estimate down.
 //
+// Observer: every call above passes through the communicator's CollectiveObserver when
+// one is set (the watchdog, framework/parallel/watchdog.h): enter() before the backend
+// starts the call, leave() when it has returned. Backends guard barrier() themselves.
+//
 // Link classes: when the communicator knows the node of each of its ranks
 // (set_peer_nodes), every byte and message is also counted as intra-node or
 // inter-node. all_to_all(_v), send and recv count each non-empty block to a peer as
@@ -80,6 +84,17 @@ constexpr CommType comm_type_of() {
 
 size_t comm_type_size(CommType type);
 
+class Communicator;
+
+// Sees every collective of the communicators it is set on (set_observer).
+class CollectiveObserver {
+ public:
+  virtual ~CollectiveObserver() = default;
+  // `kind` is a string literal: "all_reduce", "all_to_all_v", "barrier", ...
+  virtual void enter(const Communicator& comm, const char* kind) = 0;
+  virtual void leave() = 0;
+};
+
 struct CommStats {
   int64_t bytes_sent = 0;  // payload this rank sent to other ranks
   double seconds = 0.0;    // wall time inside collective calls
@@ -101,11 +116,13 @@ class Communicator {
 
   template <typename T>
   void all_reduce(std::span<T> data, ReduceOp op = ReduceOp::kSum) {
+    const Observed call(*this, "all_reduce");
     all_reduce_raw(data.data(), static_cast<int64_t>(data.size()), comm_type_of<T>(), op);
   }
   template <typename T>
   void all_gather(std::span<const T> send, std::span<T> recv) {
     check_blocks("all_gather", "send", send.size(), "recv", recv.size());
+    const Observed call(*this, "all_gather");
     all_gather_raw(send.data(), static_cast<int64_t>(send.size()), recv.data(),
                    comm_type_of<T>());
   }
@@ -113,6 +130,7 @@ class Communicator {
   void reduce_scatter(std::span<const T> send, std::span<T> recv,
                       ReduceOp op = ReduceOp::kSum) {
     check_blocks("reduce_scatter", "recv", recv.size(), "send", send.size());
+    const Observed call(*this, "reduce_scatter");
     reduce_scatter_raw(send.data(), recv.data(), static_cast<int64_t>(recv.size()),
                        comm_type_of<T>(), op);
   }
@@ -120,25 +138,30 @@ class Communicator {
   void all_to_all_v(std::span<const T> send, std::span<const int64_t> send_counts,
                     std::span<T> recv, std::span<const int64_t> recv_counts) {
     check_all_to_all_v(send.size(), send_counts, recv.size(), recv_counts);
+    const Observed call(*this, "all_to_all_v");
     all_to_all_v_raw(send.data(), send_counts.data(), recv.data(), recv_counts.data(),
                      comm_type_of<T>());
   }
   template <typename T>
   void all_to_all(std::span<const T> send, std::span<T> recv) {
     check_all_to_all(send.size(), recv.size());
+    const Observed call(*this, "all_to_all");
     all_to_all_raw(send.data(), recv.data(), static_cast<int64_t>(send.size()) / size(),
                    comm_type_of<T>());
   }
   template <typename T>
   void broadcast(std::span<T> data, int root) {
+    const Observed call(*this, "broadcast");
     broadcast_raw(data.data(), static_cast<int64_t>(data.size()), comm_type_of<T>(), root);
   }
   template <typename T>
   void send(std::span<const T> data, int peer, int tag = 0) {
+    const Observed call(*this, "send");
     send_raw(data.data(), static_cast<int64_t>(data.size()), comm_type_of<T>(), peer, tag);
   }
   template <typename T>
   void recv(std::span<T> data, int peer, int tag = 0) {
+    const Observed call(*this, "recv");
     recv_raw(data.data(), static_cast<int64_t>(data.size()), comm_type_of<T>(), peer, tag);
   }
   virtual void barrier() = 0;
@@ -150,6 +173,10 @@ class Communicator {
 
   CommStats& stats() { return stats_; }
   const CommStats& stats() const { return stats_; }
+
+  // The observer of every call (null: none); split() passes it on to the new group.
+  void set_observer(CollectiveObserver* observer) { observer_ = observer; }
+  CollectiveObserver* observer() const { return observer_; }
 
   // node_of_rank [size()]: any integers, equal for ranks on one node. Empty: one node.
   void set_peer_nodes(std::vector<int> node_of_rank);
@@ -180,7 +207,24 @@ class Communicator {
 
   CommStats stats_;
 
+  // enter() and leave() around one call, when an observer is set.
+  class Observed {
+   public:
+    Observed(const Communicator& comm, const char* kind) : observer_(comm.observer_) {
+      if (observer_ != nullptr) observer_->enter(comm, kind);
+    }
+    ~Observed() {
+      if (observer_ != nullptr) observer_->leave();
+    }
+    Observed(const Observed&) = delete;
+    Observed& operator=(const Observed&) = delete;
+
+   private:
+    CollectiveObserver* observer_;
+  };
+
  private:
+  CollectiveObserver* observer_ = nullptr;
   std::vector<int> peer_nodes_;  // [size()] node of each rank, or empty
 
   // Size checks shared by every backend; they throw moe::Error naming the call and

@@ -70,6 +70,7 @@ std::unique_ptr<MpiCommunicator> MpiCommunicator::split(const MpiCommunicator& p
 
 std::unique_ptr<Communicator> MpiCommunicator::split(int color, int key) const {
   std::unique_ptr<MpiCommunicator> child = split(*this, color, key);
+  child->set_observer(observer());
   if (!peer_nodes().empty()) {
     // The child's ranks are ours in key order: gather their parent ranks.
     const int mine = rank();
@@ -105,6 +106,7 @@ MpiCommunicator::~MpiCommunicator() {
 }
 
 void MpiCommunicator::barrier() {
+  const Observed call(*this, "barrier");
   ScopedTimer timer(stats_.seconds);
   ++stats_.calls;
   MPI_CHECK(MPI_Barrier(comm_));

@@ -1,5 +1,8 @@
 #include "framework/parallel/mpi_env.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <iostream>
 
@@ -36,6 +39,9 @@ MpiEnv::~MpiEnv() { MPI_Finalize(); }
 void MpiEnv::abort(int code) const {
   std::cerr.flush();
   if (size_ > 1) MPI_Abort(MPI_COMM_WORLD, code);
+  // The error is reported. What libraries print while shutting down after it (HDF5
+  // cannot terminate cleanly after it gave up on a damaged file) would only bury it.
+  if (const int devnull = ::open("/dev/null", O_WRONLY); devnull >= 0) ::dup2(devnull, 2);
   MPI_Finalize();
   std::exit(code);
 }

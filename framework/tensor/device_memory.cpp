@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <new>
 
 #include "framework/core/error.h"
 
@@ -26,7 +27,7 @@ void* device_allocate(Device device, size_t bytes) {
   if (device == Device::kCpu) {
     const size_t rounded = (bytes + 63) / 64 * 64;
     void* p = std::aligned_alloc(64, rounded);
-    MOE_CHECK(p != nullptr, "out of memory allocating ", rounded, " bytes");
+    if (p == nullptr) throw std::bad_alloc();  // main() reports it (exit 2)
     std::memset(p, 0, rounded);
     return p;
   }

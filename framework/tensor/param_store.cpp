@@ -29,6 +29,7 @@ Param& ParamStore::add_shard(ParamSpec spec, Shape local_shape,
   for (int d = 0; d < spec.shape.rank; ++d)
     MOE_CHECK(offset[d] >= 0 && offset[d] + local_shape[d] <= spec.shape[d],
               "shard of ", spec.name, " outside its logical shape");
+  index_.emplace(spec.name, params_.size());
   Param& p = params_.emplace_back();
   p.spec = std::move(spec);
   p.local_shape = local_shape;
@@ -76,9 +77,8 @@ void ParamStore::zero_grad() {
 }
 
 Param* ParamStore::find(const std::string& name) {
-  for (Param& p : params_)
-    if (p.spec.name == name) return &p;
-  return nullptr;
+  const auto it = index_.find(name);
+  return it == index_.end() ? nullptr : &params_[it->second];
 }
 
 int64_t ParamStore::numel() const {

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <deque>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "framework/tensor/tensor.h"
@@ -89,6 +90,8 @@ class ParamStore {
 
  private:
   std::deque<Param> params_;  // deque: references stay valid as parameters are added
+  // name -> position in params_: registering L layers stays linear in L
+  std::unordered_map<std::string, size_t> index_;
 };
 
 }  // namespace moe

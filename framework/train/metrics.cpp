@@ -8,7 +8,7 @@
 namespace moe {
 
 MetricsWriter::MetricsWriter(const std::string& path) : out_(path, std::ios::trunc), path_(path) {
-  MOE_CHECK(out_.is_open(), "cannot open ", path, " for writing");
+  MOE_USER_CHECK(out_.is_open(), "run.dir: cannot open ", path, " for writing");
 }
 
 MetricsWriter MetricsWriter::resume(const std::string& path, int64_t step) {
@@ -36,7 +36,7 @@ MetricsWriter MetricsWriter::resume(const std::string& path, int64_t step) {
 void MetricsWriter::write(const nlohmann::json& record) {
   out_ << record.dump() << "\n";
   out_.flush();
-  MOE_CHECK(out_.good(), "write to ", path_, " failed");
+  MOE_USER_CHECK(out_.good(), "run.dir: cannot write ", path_, " (is the disk full?)");
 }
 
 }  // namespace moe

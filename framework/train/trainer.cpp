@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "framework/checkpoint/checkpointer.h"
+#include "framework/core/exit_status.h"
 #include "framework/core/timer.h"
 #include "framework/kernels/ops.h"
 #include "framework/optim/adamw.h"
@@ -20,7 +21,12 @@
 #include "framework/moe/moe_factory.h"
 #include "framework/parallel/grad_sync.h"
 #include "framework/parallel/process_groups.h"
+#include "framework/parallel/watchdog.h"
 #include "framework/train/peak_flops.h"
+#include "framework/train/preflight.h"
+#include "framework/train/run_lock.h"
+#include "framework/train/step_guard.h"
+#include "framework/train/stop_signal.h"
 #include "framework/train/tensorboard.h"
 #include "models/registry.h"
 
@@ -30,6 +36,7 @@ namespace moe {
 namespace fs = std::filesystem;
 
 struct Trainer::State {
+  std::unique_ptr<Watchdog> watchdog;  // parallel.timeout_s; outlives every communicator
   ProcessGroups groups;
   int dp_rank = 0, dp_size = 1;
   ParamStore store;
@@ -42,6 +49,10 @@ struct Trainer::State {
   std::unique_ptr<GradSync> grad_sync;
   std::unique_ptr<AdamW> optimizer;
   std::unique_ptr<Checkpointer> checkpointer;
+  std::unique_ptr<RunLock> run_lock;  // rank 0: run.dir and checkpoint.dir are this run's
+  std::unique_ptr<StepGuard> guard;   // non-finite steps and stop signals, agreed per step
+  StopSignals stop_signals;           // SIGTERM / SIGINT finish the step, then stop
+  int64_t total_params = 0;           // the model's, logical (every rank's share summed)
   int64_t start_step = 0;  // steps already taken: > 0 when resumed
   LrSchedule schedule;
   MetricsWriter metrics;
@@ -105,29 +116,44 @@ Trainer::Trainer(const Config& config, const MpiEnv& mpi)
   // make_model opens and validates the family's data. Rank 0 writes only after the
   // collectives below, which a rank that failed never reaches (its error ends the job).
   s_ = std::make_unique<State>(config);
+  s_->watchdog = std::make_unique<Watchdog>(config.parallel.timeout_s, mpi.rank());
   s_->groups = make_process_groups(mpi, config.parallel);
+  const ProcessGroups& g = s_->groups;
+  for (const auto& [comm, name] : {std::pair{g.world.get(), "world"}, {g.dp.get(), "dp"},
+                                   {g.tp.get(), "tp"}, {g.ep.get(), "ep"},
+                                   {g.edp.get(), "edp"}, {g.etp.get(), "etp"}})
+    s_->watchdog->watch(*comm, name);
   s_->dp_rank = s_->groups.dp->rank();
   s_->dp_size = s_->groups.dp->size();
   build_model();
-  const fs::path dir(config.run.dir);
-  // A resumed run continues the run of its run.dir (run.resume, checkpoint/checkpointer.h).
-  MOE_USER_CHECK(config.run.overwrite || !config.run.resume.fresh() ||
-                     !fs::exists(dir / "metrics.jsonl"),
-                 "run.dir: '", config.run.dir,
-                 "' already holds a run (metrics.jsonl); choose another run.dir, set "
-                 "run.overwrite=true or resume it with run.resume=auto");
+  const std::vector<Communicator*> exchange = s_->moe->exchange_groups();
+  if (exchange.size() == 3) {  // a two-level split of ep: its node and cross-node groups
+    s_->watchdog->watch(*exchange[1], "ep.intra");
+    s_->watchdog->watch(*exchange[2], "ep.inter");
+  }
+  for (const Param& p : s_->store.params()) s_->total_params += p.spec.shape.numel();
 
+  // Pre-flight (preflight.h): before the optimizer state and the activations exist.
   s_->threads = rank_threads(config, mpi);
+  check_threads(s_->threads);
+  check_memory(estimate_memory(config, s_->store.numel(), s_->tokens_per_sample,
+                               s_->threads),
+               mpi.local_size());
   omp_set_num_threads(s_->threads);
   openblas_set_num_threads(s_->threads);
 
   s_->store.initialize(config.train.seed);
   s_->optimizer = std::make_unique<AdamW>(s_->store, config.optim);
+  s_->guard = std::make_unique<StepGuard>(config.train, *s_->groups.world);
   s_->grad_sync = std::make_unique<GradSync>(
       s_->store, *s_->groups.dp, *s_->groups.edp, s_->dp_size,
       static_cast<int64_t>(static_cast<double>(config.parallel.grad_bucket_mb) * (1 << 20)),
       s_->groups.world.get());
   check_same_on_all_ranks(*s_->groups.world, config.resolved_ini, "the resolved config");
+  // The directories become this run's (run_lock.h); then every rank checks it can write.
+  if (mpi.rank() == 0) s_->run_lock = RunLock::acquire(config);
+  s_->groups.world->barrier();
+  check_directories(config, *s_->groups.world, s_->total_params);
   restore_checkpoint();
 
   // The job's peak: every rank measures at once (ranks sharing cores see their share).
@@ -172,10 +198,25 @@ void Trainer::restore_checkpoint() {
     s_->start_step = state->step;
 }
 
-void Trainer::save_checkpoint(int64_t completed, float last_lr, IntervalTimes& times) {
+bool Trainer::save_checkpoint(int64_t completed, float last_lr, IntervalTimes& times) {
   ScopedTimer timer(times.checkpoint);
+  if (!s_->guard->weights_finite(s_->store))
+    throw RunStop(kExitNonFinite, "step " + std::to_string(completed) +
+                                      ": the weights are not finite; no checkpoint written; " +
+                                      last_checkpoint_note());
   const int64_t tokens_per_step = config_.data.batch_size * s_->tokens_per_sample;
-  s_->checkpointer->save(make_trainer_state(config_, completed, tokens_per_step, last_lr));
+  try {
+    s_->checkpointer->save(make_trainer_state(config_, completed, tokens_per_step, last_lr));
+    return true;
+  } catch (const WriteError& e) {
+    // Every rank is here together (write_checkpoint agreed on the failure).
+    if (config_.checkpoint.on_error == SaveErrorAction::kWarn && completed < config_.train.steps) {
+      log_.info("warning: checkpoint of step ", completed, " not written: ", e.what(),
+                "; training on, the next checkpoint tries again (checkpoint.on_error = warn)");
+      return false;
+    }
+    throw RunStop(kExitUser, std::string(e.what()) + "; " + last_checkpoint_note());
+  }
 }
 
 std::vector<std::pair<std::string, std::vector<Communicator*>>> Trainer::telemetry_groups() {
@@ -189,12 +230,11 @@ std::vector<std::pair<std::string, std::vector<Communicator*>>> Trainer::telemet
 
 void Trainer::prepare_run_dir() {
   const fs::path dir(config_.run.dir);
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  MOE_USER_CHECK(!ec, "run.dir: cannot create '", config_.run.dir, "': ", ec.message());
+  s_->run_lock->commit();
+  if (config_.run.overwrite && s_->start_step == 0) discard_previous_run(config_);
   std::ofstream ini(dir / "config.ini", std::ios::trunc);
   ini << config_.resolved_ini;
-  MOE_CHECK(ini.good(), "cannot write ", (dir / "config.ini").string());
+  MOE_USER_CHECK(ini.flush().good(), "run.dir: cannot write ", (dir / "config.ini").string());
   // A resumed run keeps the records up to its checkpoint and drops any logged after it
   // by the interrupted run, so that metrics.jsonl reads as one uninterrupted run.
   const std::string metrics = (dir / "metrics.jsonl").string();
@@ -230,7 +270,14 @@ void Trainer::publish(const nlohmann::json& record) {
 void Trainer::save_model() {
   // The weights, router biases and resolved config, for moe-sample and evaluation
   // tools (format moe-weights, docs/checkpoint-format.md): every rank writes its blocks.
-  s_->checkpointer->save_weights((fs::path(config_.run.dir) / "model.h5").string());
+  if (!s_->guard->weights_finite(s_->store))
+    throw RunStop(kExitNonFinite, "the final weights are not finite; model.h5 not written; " +
+                                      last_checkpoint_note());
+  try {
+    s_->checkpointer->save_weights((fs::path(config_.run.dir) / "model.h5").string());
+  } catch (const WriteError& e) {  // on every rank together
+    throw RunStop(kExitUser, std::string(e.what()) + "; " + last_checkpoint_note());
+  }
 }
 
 nlohmann::json Trainer::expert_load_record() {
@@ -254,6 +301,7 @@ nlohmann::json Trainer::expert_load_record() {
 Trainer::StepResult Trainer::train_step(int64_t step, IntervalTimes& times) {
   const Config& c = config_;
   Model& model = *s_->model;
+  s_->watchdog->set_step(step + 1);
   model.load_train_batch(step, s_->dp_rank, s_->dp_size);
   s_->store.zero_grad();
   StepResult result;
@@ -271,6 +319,7 @@ Trainer::StepResult Trainer::train_step(int64_t step, IntervalTimes& times) {
   }
   // The reported loss is the global batch's: the mean of the ranks' equal slices
   // (aux and z are global already).
+  const double local_loss = result.loss.ce + result.loss.aux + result.loss.z;
   s_->groups.dp->all_reduce<double>({&result.loss.ce, 1});
   result.loss.ce /= s_->dp_size;
   result.loss.total = result.loss.ce + result.loss.aux + result.loss.z;
@@ -278,12 +327,21 @@ Trainer::StepResult Trainer::train_step(int64_t step, IntervalTimes& times) {
   ScopedTimer timer(times.optimizer);
   result.grad_norm =
       global_grad_norm(s_->store, *s_->groups.tp, *s_->groups.ep, *s_->groups.etp);
+  result.verdict = s_->guard->judge(step + 1, local_loss, result.grad_norm);
+  if (result.verdict.action == StepVerdict::kStop)
+    throw RunStop(kExitNonFinite, result.verdict.reason + "; stopped (train.on_nonfinite = " +
+                                      enum_name(c.train.on_nonfinite) + ") without writing anything; " +
+                                      last_checkpoint_note());
+  ++times.steps;
+  if (result.verdict.action == StepVerdict::kSkip) {
+    log_.info(result.verdict.reason, ": update skipped (train.on_nonfinite = skip)");
+    return result;
+  }
   scale_grads(s_->store, clip_coefficient(result.grad_norm, c.optim.grad_clip));
   s_->optimizer->step(result.lr);
   if (c.moe.bias_balance)
     for (MoELayer* layer : model.network().moe_layers())
       layer->update_bias(layer->load_stats().assigned.data());
-  ++times.steps;
   return result;
 }
 
@@ -343,6 +401,7 @@ nlohmann::json Trainer::interval_record(int64_t step, const StepResult& r,
           {"mfu", s_->model->network().train_flops_per_token() * tokens_per_step / step_s /
                       s_->peak_flops},
           {"step_ms", step_s * 1e3},
+          {"skipped_steps", s_->guard->skipped()},
           {"time_ms", {{"forward", times.forward * k * 1e3},
                        {"backward", times.backward * k * 1e3},
                        {"grad_sync", times.grad_sync * k * 1e3},
@@ -352,10 +411,31 @@ nlohmann::json Trainer::interval_record(int64_t step, const StepResult& r,
           {"experts", expert_load_record()}};
 }
 
+std::string Trainer::last_checkpoint_note() const {
+  const std::vector<int64_t> steps = s_->checkpointer->dir().steps();
+  if (steps.empty()) return "no checkpoint had been written";
+  return "the last checkpoint, " + s_->checkpointer->dir().path_for(steps.back()) +
+         ", is untouched (continue with --run.resume=auto)";
+}
+
+void Trainer::stop_on_signal(int signal, int64_t completed, bool saved) {
+  std::string message = std::string("stopped by ") + StopSignals::name(signal) +
+                        " after step " + std::to_string(completed) + " of " +
+                        std::to_string(config_.train.steps) + "; ";
+  if (saved) {
+    message += "wrote " + s_->checkpointer->dir().path_for(completed) +
+               "; continue with --run.resume=auto";
+  } else {
+    message += "no checkpoint written; " + last_checkpoint_note();
+  }
+  throw RunStop(128 + signal, message);
+}
+
 nlohmann::json Trainer::run() {
   const Config& c = config_;
   for (const std::string& note : s_->notes) log_.info(note);
-  log_.info("moe-train: ", s_->store.numel(), " parameters, ", c.train.steps, " steps of ",
+  log_.info("moe-train: ", s_->total_params, " parameters (", s_->store.numel(),
+            " on this rank), ", c.train.steps, " steps of ",
             c.data.batch_size * s_->tokens_per_sample, " tokens, ", s_->threads,
             " threads, GEMM ", ops::cpu_gemm_name(), ", peak ", std::fixed,
             std::setprecision(1), s_->peak_flops * 1e-9, " GFLOP/s");
@@ -382,10 +462,14 @@ nlohmann::json Trainer::run() {
     const bool last = step + 1 == c.train.steps;
     const bool eval_now =
         last || (c.train.eval_interval > 0 && (step + 1) % c.train.eval_interval == 0);
+    // A stop signal ends the run after this step, with a checkpoint (checkpoint.on_signal).
+    const int stop_signal = last ? 0 : result.verdict.stop_signal;
     // After the step's record, so that metrics.jsonl holds every step of a checkpoint.
-    const bool checkpoint_now = s_->checkpointer->due(step + 1, c.train.steps);
+    const bool checkpoint_now = s_->checkpointer->due(step + 1, c.train.steps) ||
+                                (stop_signal != 0 && c.checkpoint.on_signal);
     if ((step + 1) % c.train.log_interval != 0 && !eval_now) {
-      if (checkpoint_now) save_checkpoint(step + 1, result.lr, times);
+      const bool saved = checkpoint_now && save_checkpoint(step + 1, result.lr, times);
+      if (stop_signal != 0) stop_on_signal(stop_signal, step + 1, saved);
       continue;
     }
 
@@ -402,7 +486,8 @@ nlohmann::json Trainer::run() {
     log_.info(progress_line(record, eval, c.train.steps, eta));
     s_->model->network().times().clear();
     times = IntervalTimes{};
-    if (checkpoint_now) save_checkpoint(step + 1, result.lr, times);
+    const bool saved = checkpoint_now && save_checkpoint(step + 1, result.lr, times);
+    if (stop_signal != 0) stop_on_signal(stop_signal, step + 1, saved);
   }
   // A run resumed from its last step trained nothing here: still report its metrics.
   if (s_->start_step >= c.train.steps) last_eval = evaluate();
@@ -421,6 +506,7 @@ nlohmann::json Trainer::run() {
                         static_cast<double>(c.data.batch_size * steps_run) / train_s},
                        {"peak_gflops", s_->peak_flops * 1e-9},
                        {"dispatcher", enum_name(s_->moe->dispatcher_kind())},
+                       {"skipped_steps", s_->guard->skipped()},
                        {"seconds", run_clock.seconds()}});
   if (const std::optional<DispatcherChoice>& a = s_->moe->auto_choice())
     final_record["dispatcher_choice"] = {{"dispatcher", enum_name(a->chosen)},

@@ -1,5 +1,6 @@
 #include "models/dit_moe/dit_moe.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -211,13 +212,18 @@ Tensor DitMoe::predict(const float* x, const float* t, const int32_t* y, int64_t
   return Tensor(all.data, {batch, model_.image_channels, model_.image_size, model_.image_size});
 }
 
-LossParts DitMoe::loss(const float* target) {
+LossParts DitMoe::loss(const float* target, int64_t images) {
   ScopedTimer timer(times_.head);
-  const int64_t mine = pred_.numel(), n = mine / local_batch_ * batch_;
-  target += mine / local_batch_ * first_image_;  // this rank's images
+  if (images < 0) images = batch_;
+  const int64_t per_image = pred_.numel() / local_batch_, n = per_image * images;
+  // This rank's images that count: its rows [first_image_, first_image_ + local_batch_)
+  // up to row `images` of the batch.
+  const int64_t mine = per_image * std::clamp<int64_t>(images - first_image_, 0, local_batch_);
+  target += per_image * first_image_;
   Tensor dpred = dpred_.view(pred_.shape);
+  if (mine < pred_.numel()) dpred_.zero();  // rows that do not count have no gradient
   double sum = 0.0;
-  const float scale = 2.0f / static_cast<float>(n);
+  const float scale = n > 0 ? 2.0f / static_cast<float>(n) : 0.0f;
   for (int64_t i = 0; i < mine; ++i) {
     const float diff = pred_.data[i] - target[i];
     sum += static_cast<double>(diff) * diff;
@@ -225,7 +231,7 @@ LossParts DitMoe::loss(const float* target) {
   }
   if (sequence_parallel_) tp_->all_reduce<double>({&sum, 1});
   LossParts parts;
-  parts.ce = sum / static_cast<double>(n);
+  parts.ce = n > 0 ? sum / static_cast<double>(n) : 0.0;
   for (MoELayer* layer : moe_layers()) {
     parts.aux += layer->aux_loss();
     parts.z += layer->z_loss();

@@ -78,9 +78,10 @@ class DitMoe : public Network {
   // sequence parallelism the tp ranks' images are all-gathered (the batch padded with
   // copies of its last image to a multiple of tp). Not for training (no backward).
   Tensor predict(const float* x, const float* t, const int32_t* y, int64_t batch);
-  // Loss of the last forward against `target` (B, Cin, H, W): mean squared error, plus
-  // the MoE layers' aux + z. Prepares backward().
-  LossParts loss(const float* target);
+  // Loss of the last forward against `target` (B, Cin, H, W): mean squared error over
+  // the first `images` images of the batch (all when negative; evaluation pads the last
+  // batch), plus the MoE layers' aux + z. Prepares backward().
+  LossParts loss(const float* target, int64_t images = -1);
   // Gradients of the last loss().
   void backward();
 

@@ -50,17 +50,21 @@ class DitMoeModel final : public Model {
   }
   void backward() override { net_.backward(); }
 
-  // sums = {sum over images of the per-image mean squared error, images}
+  // sums = {sum over images of the per-image mean squared error, images}; batches of
+  // data.batch_size test images in order: the whole set, or the first
+  // train.eval_batches batches.
   std::vector<double> evaluate(int dp_rank, int dp_size) override {
     const int64_t rows = resize(dp_size);
+    const int64_t all = val_sampler_.eval_batches_per_epoch();
     double loss = 0.0, images = 0.0;
-    for (int i = 0; i < eval_batches_; ++i) {
+    for (int64_t i = 0; i < (eval_batches_ > 0 ? std::min<int64_t>(eval_batches_, all) : all);
+         ++i) {
+      // Every rank runs its B_local rows (the MoE layers' collectives); n of them count.
       const int64_t n = val_sampler_.eval_batch(i, dp_rank, dp_size, x0_, labels_);
-      if (n == 0) break;
-      for (int64_t r = 0; r < n; ++r)
+      for (int64_t r = 0; r < rows; ++r)
         make_example(r, "eval", static_cast<uint64_t>(i), static_cast<uint64_t>(dp_rank * rows + r));
-      net_.forward(x_t_.data(), t_.data(), labels_.data(), n);
-      loss += net_.loss(target_.data()).ce * static_cast<double>(n);
+      net_.forward(x_t_.data(), t_.data(), labels_.data(), rows);
+      loss += net_.loss(target_.data(), n).ce * static_cast<double>(n);
       images += static_cast<double>(n);
     }
     return {loss, images};

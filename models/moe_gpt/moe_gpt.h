@@ -34,6 +34,10 @@ class MoeGpt final : public Network {
 
   // inputs, targets (B, T) int32. Keeps what backward needs.
   LossParts forward(const int32_t* inputs, const int32_t* targets, int64_t batch);
+  // The cross-entropy of every token of the last forward, (B * T).
+  std::span<const float> token_losses() const {
+    return {losses_.data(), static_cast<size_t>(losses_.size())};
+  }
   // Gradients of the last forward's total loss, accumulated into the ParamStore.
   void backward();
 

@@ -15,7 +15,7 @@ class MoeGptModel final : public Model {
  public:
   MoeGptModel(const Config& c, ParamStore& store, const MoeRuntime& runtime)
       : seq_len_(c.model.seq_len),
-        eval_batches_(c.train.eval_batches),
+        eval_tokens_(c.train.eval_tokens),
         train_shard_(open_shard(c.data.train_path, "data.train_path", c.model.vocab_size)),
         val_shard_(open_shard(c.data.val_path, "data.val_path", c.model.vocab_size)),
         train_sampler_(train_shard_, c.model.seq_len, c.data.batch_size, c.train.seed),
@@ -31,18 +31,27 @@ class MoeGptModel final : public Model {
   }
   void backward() override { net_.backward(); }
 
-  // sums = {sum over batches of the mean CE, batches}
+  // sums = {CE summed over the tokens of the evaluation windows, their tokens}: the
+  // first train.eval_tokens tokens of the validation shard in windows of T, in order
+  // (sampler.h), the same text for every batch size and layout.
   std::vector<double> evaluate(int dp_rank, int dp_size) override {
+    if (eval_tokens_ == 0) return {0.0, 0.0};
     resize(dp_size);
-    double loss = 0.0;
-    for (int i = 0; i < eval_batches_; ++i) {
-      val_sampler_.eval_batch(i, dp_rank, dp_size, inputs_, targets_);
-      loss += net_.forward(inputs_.data(), targets_.data(), local_batch()).ce;
+    const int64_t windows = val_sampler_.eval_windows(eval_tokens_);
+    const int64_t batch = val_sampler_.global_batch();
+    double loss = 0.0, tokens = 0.0;
+    for (int64_t i = 0; i < (windows + batch - 1) / batch; ++i) {
+      const int64_t rows = val_sampler_.eval_batch(i, windows, dp_rank, dp_size, inputs_, targets_);
+      net_.forward(inputs_.data(), targets_.data(), local_batch());
+      const std::span<const float> losses = net_.token_losses();  // (B_local * T)
+      for (int64_t t = 0; t < rows * seq_len_; ++t) loss += losses[t];
+      tokens += static_cast<double>(rows * seq_len_);
     }
-    return {loss, static_cast<double>(eval_batches_)};
+    return {loss, tokens};
   }
   nlohmann::json eval_metrics(std::span<const double> sums) const override {
-    const double loss = sums[1] > 0 ? sums[0] / sums[1] : 0.0;
+    if (sums[1] == 0) return nlohmann::json::object();  // train.eval_tokens = 0
+    const double loss = sums[0] / sums[1];
     return {{"val_loss", loss}, {"val_bpb", loss / std::log(2.0)}};  // one token = one byte
   }
 
@@ -62,7 +71,7 @@ class MoeGptModel final : public Model {
   int64_t local_batch() const { return static_cast<int64_t>(inputs_.size()) / seq_len_; }
 
   int64_t seq_len_;
-  int eval_batches_;
+  int64_t eval_tokens_;
   TokenShard train_shard_, val_shard_;
   BatchSampler train_sampler_, val_sampler_;
   MoeGpt net_;
@@ -80,6 +89,10 @@ void validate(const Config& c) {
   MOE_USER_CHECK((tp - 1) * vocab_block < m.vocab_size, "model.vocab_size: ", m.vocab_size,
                  " leaves tp rank ", tp - 1, " no row in blocks of ", vocab_block,
                  " (parallel.tp = ", tp, "); use a larger vocabulary or a smaller tp");
+  const int64_t eval_tokens = c.train.eval_tokens;
+  MOE_USER_CHECK(eval_tokens == 0 || eval_tokens >= m.seq_len, "train.eval_tokens: ",
+                 eval_tokens, " is less than one window of model.seq_len = ", m.seq_len,
+                 " tokens (0 turns validation off)");
 }
 
 const FamilyRegistration kRegistration({

@@ -30,15 +30,18 @@ class VitMoeModel final : public Model {
   }
   void backward() override { net_.backward(); }
 
-  // sums = {correct top-1, images, sum of CE}; train.eval_batches batches of
-  // data.batch_size test images in order (the whole set when they cover it).
+  // sums = {correct top-1, images, sum of CE}; batches of data.batch_size test images
+  // in order: the whole set, or the first train.eval_batches batches.
   std::vector<double> evaluate(int dp_rank, int dp_size) override {
     resize(dp_size);
     std::vector<double> sums(3, 0.0);
-    for (int i = 0; i < eval_batches_; ++i) {
+    const int64_t all = val_sampler_.eval_batches_per_epoch();
+    const int64_t rows = static_cast<int64_t>(labels_.size());
+    for (int64_t i = 0; i < (eval_batches_ > 0 ? std::min<int64_t>(eval_batches_, all) : all);
+         ++i) {
+      // Every rank runs its B_local rows (the MoE layers' collectives); n of them count.
       const int64_t n = val_sampler_.eval_batch(i, dp_rank, dp_size, images_, labels_);
-      if (n == 0) break;
-      const Tensor logits = net_.predict(images_.data(), n);
+      const Tensor logits = net_.predict(images_.data(), rows);
       const int64_t classes = logits.cols();
       for (int64_t b = 0; b < n; ++b) {
         const float* row = logits.data + b * classes;

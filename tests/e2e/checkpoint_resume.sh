@@ -74,17 +74,22 @@ echo "ok: retention, checkpoint.dir, resume by path and auto (bit-identical), in
 
 # ---- bad checkpoints ----
 ck=$tmp/a/checkpoints/step_00000020.h5
-mutate() {  # mutate SRC DST PYTHON: copy SRC to DST, then run PYTHON with f = h5py.File(DST, "r+")
+# mutate SRC DST PYTHON: copy SRC to DST, run PYTHON with f = h5py.File(DST, "r+"), then
+# reseal the attributes checksum (tests/reference/h5_attrs.py), so that the reader sees
+# the changed value itself rather than a failed checksum.
+mutate() {
   cp "$1" "$2"
-  /usr/bin/python3 -c "import h5py, numpy as np
+  /usr/bin/python3 -c "import sys; sys.path.insert(0, '$SOURCE_DIR/tests/reference')
+import h5py, numpy as np, h5_attrs
 f = h5py.File('$2', 'r+')
 $3
+if f.id.valid and f.mode == 'r+': h5_attrs.seal(f)
 f.close()"
 }
 cp "$ck" "$tmp/short.h5"; truncate -s 200000 "$tmp/short.h5"
 /usr/bin/python3 -c "import h5py; h5py.File('$tmp/foreign.h5', 'w')['model/x'] = [1.0]"
 mutate "$ck" "$tmp/v1.h5" "f.attrs['format_version'] = np.int64(1)"
-mutate "$ck" "$tmp/family.h5" "f.attrs['model_family'] = 'vit_moe'"
+mutate "$ck" "$tmp/family.h5" "f.attrs['model_family'] = np.bytes_('vit_moe')"
 mutate "$ck" "$tmp/flipped.h5" "
 ds = f['optim/layers.1.moe.experts.w_up/exp_avg']
 off = ds.id.get_offset()
@@ -110,7 +115,7 @@ expect_error missing_init "run.init_from: file .* does not exist" --run.init_fro
 expect_error truncated "truncated file" --run.resume="$tmp/short.h5"
 expect_error truncated_init "truncated file" --run.init_from="$tmp/short.h5"
 expect_error foreign "not a moe checkpoint" --run.resume="$tmp/foreign.h5"
-expect_error wrong_version "format version 1 is not supported (this build reads version 2)" \
+expect_error wrong_version "format version 1 is not supported (this build reads version 3)" \
   --run.resume="$tmp/v1.h5"
 expect_error wrong_family "holds a vit_moe model, but model.family is moe_gpt" --run.resume="$tmp/family.h5"
 expect_error wrong_model "parameter layers.2.* is missing" --run.resume="$ck" --model.num_layers=3
@@ -136,13 +141,13 @@ echo "ok damaged_latest: $(cat "$tmp/err")"
 /usr/bin/python3 - "$tmp/info.json" <<'PY' || fail "moe-ckpt info --json"
 import json, sys
 i = json.load(open(sys.argv[1]))
-assert i["format"] == "moe-checkpoint" and i["format_version"] == 2 and i["step"] == 20, i
+assert i["format"] == "moe-checkpoint" and i["format_version"] == 3 and i["step"] == 20, i
 assert i["model_family"] == "moe_gpt" and i["layout"]["world_size"] == 1
 assert i["tensors"]["layers.1.moe.experts.w_up"] == {"shape": [4, 32, 32], "shard": "expert-column"}
 assert "layers.1.moe.router.bias" in i["buffers"] and "[model]" in i["config"]
 PY
 "$BUILD_DIR/moe-ckpt" info "$ck" | grep -q "step  *20" || fail "moe-ckpt info"
-"$BUILD_DIR/moe-ckpt" verify "$ck" | grep -q ": ok (moe-checkpoint version 2, " || fail "verify"
+"$BUILD_DIR/moe-ckpt" verify "$ck" | grep -q ": ok (moe-checkpoint version 3, " || fail "verify"
 "$BUILD_DIR/moe-ckpt" verify "$tmp/a/model.h5" >/dev/null || fail "verify model.h5"
 expect_ckpt_error() {  # NAME PATTERN ARGS...
   local name=$1 pattern=$2; shift 2

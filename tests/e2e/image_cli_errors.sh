@@ -52,4 +52,16 @@ with h5py.File(sys.argv[1], 'r+') as f: f.attrs['format_version'] = np.int64(1)"
 expect_error sample_version "format version 1 is not supported" \
   moe-sample --checkpoint "$tmp/v1.h5" --out "$tmp/x.png"
 [[ ! -e $tmp/x.png ]] || fail "moe-sample wrote a PNG for a bad checkpoint"
+
+# moe-sample checks everything before it samples, and overwrites nothing.
+"$BUILD_DIR/moe-train" "${dit[@]}" --train.eval_batches=1 --run.dir="$tmp/dit" >/dev/null 2>&1 \
+  || fail "tiny dit run failed"
+touch "$tmp/exists.png"
+expect_error sample_out_exists "exists.png' exists; not overwriting it" \
+  moe-sample --checkpoint "$tmp/dit/model.h5" --out "$tmp/exists.png"
+expect_error sample_bad_classifier "--classifier: .* holds a dit_moe model, which does not classify images (families that do: vit_moe)" \
+  moe-sample --checkpoint "$tmp/dit/model.h5" --out "$tmp/c.png" --classifier "$tmp/dit/model.h5"
+[[ ! -e $tmp/c.png ]] || fail "moe-sample wrote a PNG before rejecting --classifier"
+expect_error sample_per_class "--per-class: '2000000000' is not a whole number from 1 to 10000" \
+  moe-sample --checkpoint "$tmp/dit/model.h5" --out "$tmp/p.png" --per-class 2000000000
 echo "$checked passed, 0 failed"

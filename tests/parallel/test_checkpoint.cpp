@@ -279,7 +279,7 @@ TEST_F(CheckpointTest, BadFilesAreUserErrorsOnEveryRank) {
     H5Aclose(a);
     H5Fclose(f);
   });
-  EXPECT_NE(read(file("v1.h5"), 1).find("format version 1 is not supported (this build reads version 2)"),
+  EXPECT_NE(read(file("v1.h5"), 1).find("format version 1 is not supported (this build reads version 3)"),
             std::string::npos);
 
   on_rank0([&] {  // one float of the experts' exp_avg_sq changed in place

@@ -7,8 +7,9 @@ Usage: check_checkpoint.py DOC CHECKPOINT WEIGHTS_H5 EXPORT_H5 EXPORT_SAFETENSOR
 
 - every field the document's table lists is in CHECKPOINT with its type, and nothing
   else is; WEIGHTS_H5 (model.h5) and EXPORT_H5 hold the "both" fields only;
-- every checksum matches the documented formula (numpy), optimizer states have their
-  parameter's shape, the trainer fields agree with STEP;
+- every checksum matches the documented formula (numpy), and so does the attributes
+  checksum (h5_attrs.py); optimizer states have their parameter's shape, the trainer
+  fields agree with STEP;
 - the exported tensors equal the checkpoint's, and the safetensors export, loaded by
   docs/examples/finetune_pytorch.py into tests/reference/moe_gpt_ref.py (float64),
   gives on BATCH (the batch of step STEP) the cross-entropy, aux and z losses that
@@ -27,6 +28,7 @@ import torch
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import h5_attrs  # noqa: E402
 import moe_gpt_ref as ref  # noqa: E402
 
 LOSS_RTOL = 1e-5  # float32 C++ against the float64 reference, as in compare_moe_gpt.py
@@ -56,8 +58,8 @@ def checksum(x):
 
 
 def type_ok(value, kind):
-    if kind == "string":
-        return isinstance(value, str)
+    if kind == "string":  # fixed-length UTF-8: h5py returns bytes
+        return isinstance(value, bytes) and value.decode("utf-8") is not None
     if kind == "int64":
         return isinstance(value, np.integer) and value.dtype == np.int64
     if kind == "uint64":
@@ -123,9 +125,11 @@ def check_file(path, fields, kind):
                 for state in ("exp_avg", "exp_avg_sq"):
                     if f[f"optim/{n}/{state}"].shape != f[f"model/{n}"].shape:
                         problems.append(f"{path}: optim/{n}/{state} has another shape")
-        expected_format = "moe-checkpoint" if kind == "checkpoint" else "moe-weights"
+        expected_format = b"moe-checkpoint" if kind == "checkpoint" else b"moe-weights"
         if f.attrs["format"] != expected_format:
             problems.append(f"{path}: format {f.attrs['format']}, expected {expected_format}")
+        if int(f.attrs[h5_attrs.NAME]) != h5_attrs.checksum(f):
+            problems.append(f"{path}: /@{h5_attrs.NAME} is not the documented checksum")
     return problems
 
 

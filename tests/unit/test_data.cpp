@@ -163,13 +163,10 @@ struct Batch {
   std::vector<int32_t> inputs, targets;
 };
 
-Batch take(const BatchSampler& s, int64_t step, int rank, int ranks, bool eval = false) {
+Batch take(const BatchSampler& s, int64_t step, int rank, int ranks) {
   const size_t n = static_cast<size_t>(s.local_batch(ranks) * s.seq_len());
   Batch b{std::vector<int32_t>(n), std::vector<int32_t>(n)};
-  if (eval)
-    s.eval_batch(step, rank, ranks, b.inputs, b.targets);
-  else
-    s.batch(step, rank, ranks, b.inputs, b.targets);
+  s.batch(step, rank, ranks, b.inputs, b.targets);
   return b;
 }
 
@@ -218,17 +215,34 @@ TEST_F(DataTest, DpSlicesConcatenateToTheGlobalBatch) {
   }
 }
 
-TEST_F(DataTest, EvalBatchesAreFixedAndDifferFromTraining) {
-  write_token_shard(path("e.tok"), ramp(4000, 256), 2, 256);
+TEST_F(DataTest, EvalWindowsAreTheShardInOrderForEveryLayout) {
+  const std::vector<uint32_t> tokens = ramp(4000, 256);
+  write_token_shard(path("e.tok"), tokens, 2, 256);
   const TokenShard shard(path("e.tok"));
-  const BatchSampler s(shard, 12, 4, 7), again(shard, 12, 4, 7);
-  EXPECT_EQ(take(s, 0, 0, 1, true).inputs, take(again, 0, 0, 1, true).inputs);
-  EXPECT_NE(take(s, 0, 0, 1, true).inputs, take(s, 1, 0, 1, true).inputs);
-  EXPECT_NE(take(s, 0, 0, 1, true).inputs, take(s, 0, 0, 1).inputs);
-  const Batch e = take(s, 2, 0, 1, true);
-  for (size_t i = 0; i < e.inputs.size(); ++i) {
-    if ((i + 1) % 12 == 0) continue;  // last position of a row
-    EXPECT_EQ(e.targets[i], e.inputs[i + 1]);
+  const int64_t T = 12, B = 8;
+  const BatchSampler s(shard, T, B, 7);
+  EXPECT_EQ(s.eval_windows(int64_t{1} << 40), (4000 - 1) / T);  // the whole shard
+  EXPECT_EQ(s.eval_windows(100), 100 / T);                      // its first 100 tokens
+  const int64_t windows = 21;  // batches of 8, 8 and 5 windows
+  for (int ranks : {1, 2, 4}) {
+    const int64_t rows = B / ranks;
+    int64_t counted = 0;
+    for (int64_t batch = 0; batch < 3; ++batch)
+      for (int r = 0; r < ranks; ++r) {
+        std::vector<int32_t> in(static_cast<size_t>(rows * T)), out(in.size());
+        const int64_t n = s.eval_batch(batch, windows, r, ranks, in, out);
+        counted += n;
+        for (int64_t row = 0; row < rows; ++row) {
+          const int64_t w = batch * B + r * rows + row;  // the window of this row
+          const int64_t start = row < n ? w * T : 0;     // padding repeats window 0
+          EXPECT_EQ(row < n, w < windows);
+          for (int64_t t = 0; t < T; ++t) {
+            EXPECT_EQ(in[row * T + t], int32_t(tokens[start + t])) << "ranks " << ranks;
+            EXPECT_EQ(out[row * T + t], int32_t(tokens[start + t + 1]));
+          }
+        }
+      }
+    EXPECT_EQ(counted, windows) << "ranks " << ranks;
   }
 }
 
