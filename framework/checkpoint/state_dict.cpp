@@ -39,4 +39,12 @@ void load_params(const H5File& file, const std::string& group, ParamStore& store
   }
 }
 
+void load_weights(const H5File& file, ParamStore& store) {
+  load_params(file, "/model", store);
+  for (StateBuffer& b : store.buffers()) {
+    const std::string name = "/buffers/" + b.name;
+    if (file.exists(name)) file.read(name, b.value.data(), b.shape);
+  }
+}
+
 }  // namespace moe

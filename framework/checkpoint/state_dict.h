@@ -25,5 +25,9 @@ void save_params(H5File& file, const std::string& group, const ParamStore& store
 // parameter and the file; datasets in the group that the store does not know are
 // ignored.
 void load_params(const H5File& file, const std::string& group, ParamStore& store);
+// A model for use (moe-sample, moe-generate): the parameters of /model and the state
+// buffers of /buffers (router biases; a buffer the file lacks stays zero, as moe-train
+// writes zeros without moe.bias_balance).
+void load_weights(const H5File& file, ParamStore& store);
 
 }  // namespace moe

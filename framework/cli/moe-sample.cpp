@@ -126,18 +126,6 @@ moe::Config read_config(const moe::H5File& file, const std::vector<std::string>&
   return moe::load_config_text(file.string_attr("/config", "ini"), all);
 }
 
-// Loads weights and router biases of `layers` (blocks[i] is the block of layers[i]).
-void load_weights(const moe::H5File& file, moe::ParamStore& store,
-                  const std::vector<moe::MoELayer*>& layers, const std::vector<int>& blocks) {
-  moe::load_params(file, "/model", store);
-  for (size_t i = 0; i < layers.size(); ++i) {
-    const std::string name =
-        "/buffers/layers." + std::to_string(blocks[i]) + ".moe.router.bias";
-    if (!file.exists(name)) continue;
-    const auto bias = layers[i]->bias();
-    file.read(name, bias.data(), moe::Shape{static_cast<int64_t>(bias.size())});
-  }
-}
 
 uint8_t to_pixel(float x, const moe::DataConfig& d) {
   const float p = std::clamp(x * d.image_std + d.image_mean, 0.0f, 1.0f);
@@ -187,7 +175,7 @@ std::unique_ptr<Classifier> load_classifier(const std::string& path, int64_t ima
                  "--classifier: '", path, "' takes other images or classes than the samples");
   c->net = family.make_network(m.config, m.store,
                                moe::MoeRuntime::local(m.dispatcher, m.config.moe.num_experts));
-  load_weights(file, m.store, c->net->moe_layers(), c->net->moe_layer_blocks());
+  moe::load_weights(file, m.store);
   return c;
 }
 
@@ -263,7 +251,7 @@ int run(const Args& a) {
   const std::unique_ptr<moe::Network> net = family.make_network(
       c, m.store, moe::MoeRuntime::local(m.dispatcher, c.moe.num_experts));
   auto& generator = dynamic_cast<moe::ImageGenerator&>(*net);
-  load_weights(file, m.store, net->moe_layers(), net->moe_layer_blocks());
+  moe::load_weights(file, m.store);
 
   const int classes = c.model.num_classes;
   const int64_t size = c.model.image_size;

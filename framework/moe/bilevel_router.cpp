@@ -3,30 +3,43 @@
 #include <algorithm>
 
 #include "framework/kernels/ops.h"
+#include "framework/moe/aux_loss.h"
 
 namespace moe {
 
+namespace {
+
+int64_t group_size_of(const MoeConfig& c) {
+  return c.node_groups > 0 ? c.num_experts / c.node_groups : 0;
+}
+
+}  // namespace
+
 BilevelRouter::BilevelRouter(ParamStore& store, const std::string& prefix, int64_t width,
-                             int64_t num_experts, int64_t num_groups, int64_t top_k,
-                             bool renormalize, float init_std)
-    : node_weight_(store.add({prefix + ".router.node_weight", Shape{num_groups, width},
+                             const MoeConfig& config, float init_std)
+    : node_weight_(store.add({prefix + ".router.node_weight", Shape{config.node_groups, width},
                               Shard::kReplicated, Init::normal(init_std)})),
       local_weight_(store.add({prefix + ".router.local_weight",
-                               Shape{num_groups > 0 ? num_experts / num_groups : 0, width},
+                               Shape{group_size_of(config), width},
                                Shard::kReplicated, Init::normal(init_std)})),
       width_(width),
-      num_experts_(num_experts),
-      groups_(num_groups),
-      group_size_(num_groups > 0 ? num_experts / num_groups : 0),
-      top_k_(top_k),
-      renormalize_(renormalize) {
+      num_experts_(config.num_experts),
+      groups_(config.node_groups),
+      group_size_(group_size_of(config)),
+      top_k_(config.top_k),
+      renormalize_(config.renormalize),
+      alpha_(config.aux_loss),
+      z_coef_(config.z_loss) {
+  const int64_t num_groups = groups_, num_experts = num_experts_, top_k = top_k_;
   MOE_CHECK(num_groups >= 1 && num_experts % num_groups == 0, "bi-level router ", prefix,
             ": ", num_experts, " experts do not split into ", num_groups, " groups");
   MOE_CHECK(top_k >= 1 && top_k <= group_size_, "bi-level router ", prefix, ": top_k ",
             top_k, " with ", group_size_, " experts per group");
 }
 
-BilevelOutput BilevelRouter::forward(Tensor u, std::span<const int32_t> fixed_experts) {
+RouterChoices BilevelRouter::forward(Tensor u, std::span<const float> bias,
+                                     std::span<const int32_t> fixed_experts) {
+  MOE_CHECK(bias.empty(), "bi-level router: no selection bias");
   MOE_CHECK(u.cols() == width_, "bi-level router ", node_weight_.spec.name, ": input width ",
             u.cols(), " != ", width_);
   u_ = u;
@@ -67,7 +80,7 @@ BilevelOutput BilevelRouter::forward(Tensor u, std::span<const int32_t> fixed_ex
       experts_[i * top_k_ + k] =
           static_cast<int32_t>(node_choice_[i] * group_size_ + local_choice_[i * top_k_ + k]);
   compute_weights(t);
-  return {a, p1, b, p2, experts_, weights_};
+  return {experts_, weights_};
 }
 
 void BilevelRouter::compute_weights(int64_t t) {
@@ -89,17 +102,61 @@ void BilevelRouter::compute_weights(int64_t t) {
   }
 }
 
-Tensor BilevelRouter::backward(const float* dweights, const float* dnode_probs,
-                               const float* dnode_logits, const float* dlocal_probs,
-                               const float* dlocal_logits) {
+std::vector<int64_t> BilevelRouter::group_counts(std::span<const int64_t> counts) const {
+  std::vector<int64_t> out(static_cast<size_t>(groups_), 0);
+  for (size_t j = 0; j < counts.size(); ++j) out[j / group_size_] += counts[j];
+  return out;
+}
+
+std::vector<int64_t> BilevelRouter::local_index_counts(std::span<const int64_t> counts) const {
+  std::vector<int64_t> out(static_cast<size_t>(group_size_), 0);
+  for (size_t j = 0; j < counts.size(); ++j) out[j % group_size_] += counts[j];
+  return out;
+}
+
+void BilevelRouter::add_sums(RouterSums& sums) {
   const int64_t t = u_.rows();
+  const float* p1 = node_probs_.data();
+  const float* p2 = local_probs_.data();
+  sums.prob_sums.assign(static_cast<size_t>(groups_ + group_size_), 0.0);
+  for (int64_t i = 0; i < t; ++i) {
+    for (int64_t j = 0; j < groups_; ++j) sums.prob_sums[j] += p1[i * groups_ + j];
+    for (int64_t j = 0; j < group_size_; ++j)
+      sums.prob_sums[groups_ + j] += p2[i * group_size_ + j];
+  }
+  sums.z_loss += router_z_loss(node_logits_.data(), t, groups_, z_coef_);
+  sums.z_loss += router_z_loss(local_logits_.data(), t, group_size_, z_coef_);
+}
+
+AuxLosses BilevelRouter::aux_losses(const RouterSums& global, const GlobalRouting& g) const {
+  const std::vector<int64_t> per_group = group_counts(g.counts);
+  const std::vector<int64_t> per_index = local_index_counts(g.counts);
+  return {switch_aux_loss_global(global.prob_sums.data(), per_group.data(), g.tokens, groups_,
+                                 top_k_, alpha_) +
+              switch_aux_loss_global(global.prob_sums.data() + groups_, per_index.data(),
+                                     g.tokens, group_size_, top_k_, alpha_),
+          0.0};
+}
+
+Tensor BilevelRouter::backward(std::span<const float> dweights_span, const GlobalRouting& g,
+                               float scale) {
+  const int64_t t = u_.rows();
+  const float* dweights = dweights_span.data();
+  // per level: balance on p (global counts), z-loss on the logits
   Tensor dp1 = dnode_.view({t, groups_});
   Tensor dp2 = dlocal_.view({t, group_size_});
-  if (dnode_probs != nullptr) std::copy(dnode_probs, dnode_probs + t * groups_, dp1.data);
-  else std::fill(dp1.data, dp1.data + t * groups_, 0.0f);
-  if (dlocal_probs != nullptr)
-    std::copy(dlocal_probs, dlocal_probs + t * group_size_, dp2.data);
-  else std::fill(dp2.data, dp2.data + t * group_size_, 0.0f);
+  Tensor dz1 = dnode_z_.view({t, groups_}), dz2 = dlocal_z_.view({t, group_size_});
+  for (Buffer* b : {&dnode_, &dlocal_, &dnode_z_, &dlocal_z_}) b->zero();
+  const std::vector<int64_t> per_group = group_counts(g.counts);
+  const std::vector<int64_t> per_index = local_index_counts(g.counts);
+  switch_aux_loss_backward(per_group.data(), t, groups_, top_k_, alpha_, scale, dp1.data,
+                           g.tokens);
+  switch_aux_loss_backward(per_index.data(), t, group_size_, top_k_, alpha_, scale, dp2.data,
+                           g.tokens);
+  router_z_loss_backward(node_logits_.data(), node_probs_.data(), t, groups_, z_coef_, scale,
+                         dz1.data);
+  router_z_loss_backward(local_logits_.data(), local_probs_.data(), t, group_size_, z_coef_,
+                         scale, dz2.data);
 
   const float* p1 = node_probs_.data();
   const float* p2 = local_probs_.data();
@@ -126,10 +183,8 @@ Tensor BilevelRouter::backward(const float* dweights, const float* dnode_probs,
   Tensor db = dlocal_logits_.view({t, group_size_});
   ops::softmax_backward(Tensor(const_cast<float*>(p1), da.shape), dp1, da);
   ops::softmax_backward(Tensor(const_cast<float*>(p2), db.shape), dp2, db);
-  if (dnode_logits != nullptr)
-    ops::axpy(1.0f, Tensor(const_cast<float*>(dnode_logits), da.shape), da);
-  if (dlocal_logits != nullptr)
-    ops::axpy(1.0f, Tensor(const_cast<float*>(dlocal_logits), db.shape), db);
+  ops::axpy(1.0f, dz1, da);
+  ops::axpy(1.0f, dz2, db);
 
   // dW1 (N, C) += da^T u; dW2 (G, C) += db^T u
   ops::matmul(da, u_, node_weight_.dgrad(), true, false, 1.0f, 1.0f);

@@ -32,31 +32,28 @@
 #include <string>
 #include <vector>
 
+#include "framework/config/config.h"
+#include "framework/moe/router.h"
 #include "framework/tensor/param_store.h"
 
 namespace moe {
 
-struct BilevelOutput {
-  Tensor node_logits, node_probs;    // (T, N)
-  Tensor local_logits, local_probs;  // (T, G)
-  std::span<const int32_t> experts;  // [T*K] chosen experts, best first per token
-  std::span<const float> weights;    // [T*K] combine weights
-};
-
-class BilevelRouter {
+class BilevelRouter final : public Router {
  public:
+  // moe.num_experts, node_groups (N), top_k, renormalize, aux_loss and z_loss of
+  // `config`.
   BilevelRouter(ParamStore& store, const std::string& prefix, int64_t width,
-                int64_t num_experts, int64_t num_groups, int64_t top_k, bool renormalize,
-                float init_std);
+                const MoeConfig& config, float init_std);
 
-  // u (T, C). fixed_experts [T*K], when not empty, replaces the choice (all K of a token
-  // in one group); the weights are still computed from p1, p2.
-  BilevelOutput forward(Tensor u, std::span<const int32_t> fixed_experts = {});
-  // dweights [T*K]; extra gradients dnode_probs, dnode_logits (T, N) and dlocal_probs,
-  // dlocal_logits (T, G) (nullptr: none). Returns du (T, C) (overwritten); accumulates
-  // dW1, dW2.
-  Tensor backward(const float* dweights, const float* dnode_probs, const float* dnode_logits,
-                  const float* dlocal_probs, const float* dlocal_logits);
+  // u (T, C); no selection bias (moe.bias_balance is refused with bi-level routing).
+  // fixed_experts [T*K], when not empty, replaces the choice (all K of a token in one
+  // group); the weights are still computed from p1, p2.
+  RouterChoices forward(Tensor u, std::span<const float> bias,
+                        std::span<const int32_t> fixed_experts) override;
+  void add_sums(RouterSums& sums) override;  // prob_sums: [N] of p1, then [G] of p2
+  AuxLosses aux_losses(const RouterSums& global, const GlobalRouting& g) const override;
+  Tensor backward(std::span<const float> dweights, const GlobalRouting& g,
+                  float scale) override;
 
   int64_t num_groups() const { return groups_; }       // N
   int64_t group_size() const { return group_size_; }   // G = E / N
@@ -65,11 +62,15 @@ class BilevelRouter {
 
  private:
   void compute_weights(int64_t t);
+  // The global batch's assignments per group / per local index (the two levels' f).
+  std::vector<int64_t> group_counts(std::span<const int64_t> counts) const;
+  std::vector<int64_t> local_index_counts(std::span<const int64_t> counts) const;
 
   Param& node_weight_;   // (N, C)
   Param& local_weight_;  // (G, C)
   int64_t width_, num_experts_, groups_, group_size_, top_k_;
   bool renormalize_;
+  float alpha_, z_coef_;  // moe.aux_loss, moe.z_loss
   Tensor u_;                                 // (T, C) saved input
   Buffer node_logits_, node_probs_;          // (T, N)
   Buffer local_logits_, local_probs_;        // (T, G)
@@ -80,6 +81,7 @@ class BilevelRouter {
   std::vector<float> weights_, q_;           // [T*K] w_k, q_k
   Buffer dnode_, dlocal_, du_;               // (T, N), (T, G), (T, C)
   Buffer dnode_logits_, dlocal_logits_;      // (T, N), (T, G)
+  Buffer dnode_z_, dlocal_z_;                // (T, N), (T, G) z-loss gradients
 };
 
 }  // namespace moe

@@ -1,24 +1,49 @@
 #include "framework/moe/router.h"
 
 #include <algorithm>
+#include <cmath>
 #include <functional>
 #include <limits>
 #include <numeric>
 
 #include "framework/kernels/ops.h"
+#include "framework/moe/aux_loss.h"
 
 namespace moe {
 
-Router::Router(ParamStore& store, const std::string& prefix, int64_t width,
-               int64_t num_experts, int64_t top_k, bool renormalize, float init_std,
-               NodeLimit limit)
-    : weight_(store.add({prefix + ".router.weight", Shape{num_experts, width},
+std::vector<double> RouterSums::pack() const {
+  std::vector<double> packed = prob_sums;
+  packed.insert(packed.end(), {z_loss, kl, node_local, nodes_reached, remote_nodes});
+  return packed;
+}
+
+void RouterSums::unpack(std::span<const double> packed) {
+  const size_t n = prob_sums.size();
+  MOE_CHECK(packed.size() == n + 5, "router sums: ", packed.size(), " values for ", n,
+            " probability sums");
+  std::copy(packed.begin(), packed.begin() + static_cast<std::ptrdiff_t>(n), prob_sums.begin());
+  z_loss = packed[n];
+  kl = packed[n + 1];
+  node_local = packed[n + 2];
+  nodes_reached = packed[n + 3];
+  remote_nodes = packed[n + 4];
+}
+
+TopKRouter::TopKRouter(ParamStore& store, const std::string& prefix, int64_t width,
+                       const MoeConfig& config, float init_std, const ExpertLocality& locality)
+    : weight_(store.add({prefix + ".router.weight", Shape{config.num_experts, width},
                          Shard::kReplicated, Init::normal(init_std)})),
       width_(width),
-      num_experts_(num_experts),
-      top_k_(top_k),
-      renormalize_(renormalize),
-      limit_(std::move(limit)) {
+      num_experts_(config.num_experts),
+      top_k_(config.top_k),
+      renormalize_(config.renormalize),
+      alpha_(config.aux_loss),
+      z_coef_(config.z_loss),
+      locality_coef_(config.locality_loss),
+      locality_(locality),
+      limit_{locality.expert_node, locality.num_nodes, config.max_nodes_per_token,
+             locality.token_node, config.own_node_bonus} {
+  const int64_t num_experts = num_experts_, top_k = top_k_;
   MOE_CHECK(top_k >= 1 && top_k <= num_experts, "router ", prefix, ": top_k ", top_k,
             " with ", num_experts, " experts");
   if (!limit_.binds(top_k)) return;
@@ -42,8 +67,8 @@ Router::Router(ParamStore& store, const std::string& prefix, int64_t width,
                  top_k);
 }
 
-RouterOutput Router::forward(Tensor u, std::span<const float> bias,
-                             std::span<const int32_t> fixed_experts) {
+RouterChoices TopKRouter::forward(Tensor u, std::span<const float> bias,
+                                  std::span<const int32_t> fixed_experts) {
   MOE_CHECK(u.cols() == width_, "router ", weight_.spec.name, ": input width ", u.cols(),
             " != ", width_);
   u_ = u;
@@ -63,10 +88,10 @@ RouterOutput Router::forward(Tensor u, std::span<const float> bias,
     experts_.assign(fixed_experts.begin(), fixed_experts.end());
   }
   compute_weights(n);
-  return {logits, probs, experts_, weights_};
+  return {experts_, weights_};
 }
 
-void Router::select(std::span<const float> bias, int64_t n) {
+void TopKRouter::select(std::span<const float> bias, int64_t n) {
   experts_.resize(static_cast<size_t>(n * top_k_));
   Tensor top = top_values_.view({n, top_k_});
   const bool limited = limit_.binds(top_k_);
@@ -88,7 +113,7 @@ void Router::select(std::span<const float> bias, int64_t n) {
   ops::topk(scores, top, experts_);
 }
 
-void Router::compute_weights(int64_t n) {
+void TopKRouter::compute_weights(int64_t n) {
   weights_.resize(static_cast<size_t>(n * top_k_));
   const float* p = probs_.data();
   for (int64_t t = 0; t < n; ++t) {
@@ -104,7 +129,7 @@ void Router::compute_weights(int64_t n) {
   }
 }
 
-void Router::weights_backward(const float* dweights, float* dp, int64_t n) const {
+void TopKRouter::weights_backward(const float* dweights, float* dp, int64_t n) const {
   const float* p = probs_.data();
   for (int64_t t = 0; t < n; ++t) {
     const float* dw = dweights + t * top_k_;
@@ -125,19 +150,67 @@ void Router::weights_backward(const float* dweights, float* dp, int64_t n) const
   }
 }
 
-Tensor Router::backward(const float* dweights, const float* dprobs, const float* dlogits) {
-  const int64_t n = u_.rows();
-  const int64_t ne = n * num_experts_;
-  Tensor dp = dprobs_.view({n, num_experts_});
-  if (dprobs != nullptr)
-    std::copy(dprobs, dprobs + ne, dp.data);
-  else
-    std::fill(dp.data, dp.data + ne, 0.0f);
-  weights_backward(dweights, dp.data, n);
+std::vector<double> TopKRouter::local_distribution() const {
+  const int64_t e = num_experts_;
+  const int64_t local = locality_.experts_on(locality_.token_node);  // L
+  constexpr double kEps = 1e-4;  // D_l where a token would leave its node
+  std::vector<double> d(static_cast<size_t>(e));
+  for (int64_t j = 0; j < e; ++j)
+    d[j] = locality_.expert_node[j] == locality_.token_node
+               ? (1.0 - kEps * static_cast<double>(e - local)) / static_cast<double>(local)
+               : kEps;
+  return d;
+}
 
-  Tensor dl = dlogits_.view({n, num_experts_});
+void TopKRouter::add_sums(RouterSums& sums) {
+  const int64_t n = u_.rows(), e = num_experts_;
+  const float* p = probs_.data();
+  sums.prob_sums.assign(static_cast<size_t>(e), 0.0);
+  for (int64_t t = 0; t < n; ++t)
+    for (int64_t j = 0; j < e; ++j) sums.prob_sums[j] += p[t * e + j];
+  sums.z_loss += router_z_loss(logits_.data(), n, e, z_coef_);
+  if (locality_coef_ <= 0.0f || n == 0) return;
+  local_mean_p_ = sums.prob_sums;
+  for (double& m : local_mean_p_) m /= static_cast<double>(n);
+  const std::vector<double> target = local_distribution();
+  for (int64_t j = 0; j < e; ++j)  // KL(P || D_l)
+    sums.kl += local_mean_p_[j] * std::log(std::max(local_mean_p_[j], 1e-30) / target[j]);
+}
+
+AuxLosses TopKRouter::aux_losses(const RouterSums& global, const GlobalRouting& g) const {
+  return {switch_aux_loss_global(global.prob_sums.data(), g.counts.data(), g.tokens,
+                                 num_experts_, top_k_, alpha_),
+          locality_coef_ * global.kl / g.ranks};
+}
+
+Tensor TopKRouter::backward(std::span<const float> dweights, const GlobalRouting& g,
+                            float scale) {
+  const int64_t n = u_.rows(), e = num_experts_;
+  // the losses on p: the balance loss (global f_e; each rank's gradient is later
+  // averaged over the token group) and the locality loss
+  Tensor dp = dprobs_.view({n, e});
+  dprobs_.zero();
+  switch_aux_loss_backward(g.counts.data(), n, e, top_k_, alpha_, scale, dp.data, g.tokens);
+  if (locality_coef_ > 0.0f && n > 0) {
+    const std::vector<double> target = local_distribution();
+    for (int64_t j = 0; j < e; ++j) {
+      // mu (log(P_e / D_l_e) + 1) / N, the same for every token of the rank
+      const double p = std::max(local_mean_p_[j], 1e-30);
+      const float grad = static_cast<float>(scale * locality_coef_ *
+                                            (std::log(p / target[j]) + 1.0) /
+                                            static_cast<double>(n));
+      for (int64_t t = 0; t < n; ++t) dp.data[t * e + j] += grad;
+    }
+  }
+  // the z-loss on the logits
+  Tensor dz = dz_.view({n, e});
+  dz_.zero();
+  router_z_loss_backward(logits_.data(), probs_.data(), n, e, z_coef_, scale, dz.data);
+  // the combine weights, then through the softmax
+  weights_backward(dweights.data(), dp.data, n);
+  Tensor dl = dlogits_.view({n, e});
   ops::softmax_backward(probs(), dp, dl);
-  if (dlogits != nullptr) ops::axpy(1.0f, Tensor(const_cast<float*>(dlogits), dl.shape), dl);
+  ops::axpy(1.0f, dz, dl);
 
   // dW (E, C) += dlogits^T (E, N) u (N, C)
   ops::matmul(dl, u_, weight_.dgrad(), true, false, 1.0f, 1.0f);

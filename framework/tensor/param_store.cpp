@@ -17,6 +17,14 @@ const char* shard_name(Shard s) {
   return "?";
 }
 
+StateBuffer& ParamStore::add_buffer(std::string name, Shape shape) {
+  for (const StateBuffer& b : buffers_)
+    MOE_CHECK(b.name != name, "state buffer registered twice: ", name);
+  StateBuffer& b = buffers_.emplace_back(StateBuffer{std::move(name), shape, Buffer{}});
+  b.value.resize(shape.numel());
+  return b;
+}
+
 Param& ParamStore::add(ParamSpec spec) {
   const Shape shape = spec.shape;
   return add_shard(std::move(spec), shape, {});

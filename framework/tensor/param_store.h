@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -71,6 +72,17 @@ struct Param {
   int64_t numel() const { return local_shape.numel(); }
 };
 
+// Layer state that is not trained but that checkpoints keep (the router's selection bias
+// of aux-loss-free balancing): named like a parameter ("layers.3.moe.router.bias"),
+// the same on every rank, fp32, zeros at registration, never touched by the optimizer.
+struct StateBuffer {
+  std::string name;
+  Shape shape;
+  Buffer value;
+
+  std::span<float> values() { return {value.data(), static_cast<size_t>(shape.numel())}; }
+};
+
 class ParamStore {
  public:
   // Registers a parameter held whole on this rank; returns a stable reference.
@@ -79,6 +91,9 @@ class ParamStore {
   Param& add_shard(ParamSpec spec, Shape local_shape,
                    std::array<int64_t, Shape::kMaxDims> offset);
 
+  // Registers a state buffer (zeros); returns a stable reference.
+  StateBuffer& add_buffer(std::string name, Shape shape);
+
   // Fills every parameter from its initialiser, keyed by (seed, name, logical index).
   void initialize(uint64_t seed);
   void zero_grad();
@@ -86,10 +101,13 @@ class ParamStore {
   std::deque<Param>& params() { return params_; }
   const std::deque<Param>& params() const { return params_; }
   Param* find(const std::string& name);
+  std::deque<StateBuffer>& buffers() { return buffers_; }
+  const std::deque<StateBuffer>& buffers() const { return buffers_; }
   int64_t numel() const;  // local elements in all parameters
 
  private:
-  std::deque<Param> params_;  // deque: references stay valid as parameters are added
+  std::deque<Param> params_;
+  std::deque<StateBuffer> buffers_;  // deque: references stay valid  // deque: references stay valid as parameters are added
   // name -> position in params_: registering L layers stays linear in L
   std::unordered_map<std::string, size_t> index_;
 };

@@ -182,12 +182,9 @@ void Trainer::build_model() {
 Trainer::~Trainer() = default;
 
 std::vector<NamedBuffer> Trainer::model_buffers() {
+  // the layers' state buffers (router biases), equal on every rank: global loads
   std::vector<NamedBuffer> buffers;
-  const std::vector<int> blocks = s_->model->network().moe_layer_blocks();
-  const std::vector<MoELayer*> layers = s_->model->network().moe_layers();
-  for (size_t i = 0; i < layers.size(); ++i)  // equal on every rank: global loads
-    buffers.push_back({"layers." + std::to_string(blocks[i]) + ".moe.router.bias",
-                       layers[i]->bias()});
+  for (StateBuffer& b : s_->store.buffers()) buffers.push_back({b.name, b.values()});
   return buffers;
 }
 

@@ -89,15 +89,7 @@ MoeGptDecoder::~MoeGptDecoder() = default;
 std::unique_ptr<MoeGptDecoder> MoeGptDecoder::load(const std::string& path) {
   const H5File file = H5File::open(path);
   auto decoder = std::make_unique<MoeGptDecoder>(inference_config(file));
-  load_params(file, "/model", decoder->store_);
-  const std::vector<int> blocks = decoder->moe_layer_blocks();
-  const std::vector<MoELayer*> layers = decoder->moe_layers();
-  for (size_t i = 0; i < layers.size(); ++i) {
-    const std::string name = "/buffers/layers." + std::to_string(blocks[i]) + ".moe.router.bias";
-    if (!file.exists(name)) continue;  // written by every moe-train: zeros unless bias_balance
-    const auto bias = layers[i]->bias();
-    file.read(name, bias.data(), Shape{static_cast<int64_t>(bias.size())});
-  }
+  load_weights(file, decoder->store_);
   return decoder;
 }
 
