@@ -282,9 +282,9 @@ TrainerState make_trainer_state(const Config& config, int64_t step, int64_t toke
 
 void write_checkpoint(const std::string& path, const CheckpointContent& content,
                       const CheckpointOrigin& origin, const BlockPlan& plan,
-                      Communicator& world, MPI_Comm comm, const WriteOptions& options) {
+                      Communicator& world, const WriteOptions& options) {
   const bool full = content.optimizer != nullptr && content.trainer != nullptr;
-  H5File file = H5File::create(path, comm);
+  H5File file = H5File::create(path, world.mpi_comm());
   write_origin(file, origin, full ? kCheckpointFormat : kWeightsFormat);
   ChecksumLedger ledger;
   WriteFailures failures;
@@ -353,11 +353,11 @@ void check_model_params(const H5File& file, const ParamStore& store) {
 
 CheckpointOrigin read_checkpoint(const std::string& path, const CheckpointContent& content,
                                  ReadWhat what, const std::string& family,
-                                 const BlockPlan& plan, Communicator& world, MPI_Comm comm) {
+                                 const BlockPlan& plan, Communicator& world) {
   const bool everything = what == ReadWhat::kEverything;
   MOE_CHECK(!everything || (content.optimizer && content.trainer),
             "read_checkpoint: everything needs an optimizer and a trainer state");
-  H5File file = H5File::open(path, comm);
+  H5File file = H5File::open(path, world.mpi_comm());
   file.set_collective_transfers(false);
   // A bad file fails the same check on every rank (they read the same file; checksums
   // are compared after summing over ranks), so the ranks close it together. Any other

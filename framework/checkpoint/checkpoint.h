@@ -108,12 +108,13 @@ struct WriteOptions {
 
 // Writes `content` to `path` (through "<path>.tmp", renamed by close): a checkpoint
 // when content.optimizer and content.trainer are set, else a weights file. Collective
-// over `world` (whose MPI communicator is `comm`). The directory must exist. A failed
+// over `world` (the file is written through its MPI communicator). The directory must
+// exist. A failed
 // data transfer does not stop a rank: every rank makes all the (collective) calls, then
 // they agree, and a failure anywhere throws WriteError everywhere.
 void write_checkpoint(const std::string& path, const CheckpointContent& content,
                       const CheckpointOrigin& origin, const BlockPlan& plan,
-                      Communicator& world, MPI_Comm comm, const WriteOptions& options = {});
+                      Communicator& world, const WriteOptions& options = {});
 
 enum class ReadWhat { kWeights, kEverything };
 
@@ -125,7 +126,7 @@ enum class ReadWhat { kWeights, kEverything };
 // replicated tensors every rank reads need no redistribution (docs/benchmarks.md).
 CheckpointOrigin read_checkpoint(const std::string& path, const CheckpointContent& content,
                                  ReadWhat what, const std::string& family,
-                                 const BlockPlan& plan, Communicator& world, MPI_Comm comm);
+                                 const BlockPlan& plan, Communicator& world);
 
 // The checks shared by every reader of a file: its format attributes and the
 // attributes checksum. Returns kCheckpointFormat or kWeightsFormat; anything else is a

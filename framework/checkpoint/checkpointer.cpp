@@ -10,18 +10,11 @@
 #include <sstream>
 
 #include "framework/core/timer.h"
-#include "framework/parallel/mpi_communicator.h"
 
 namespace moe {
 namespace fs = std::filesystem;
 
 namespace {
-
-MPI_Comm mpi_handle(Communicator& world) {
-  auto* mpi = dynamic_cast<MpiCommunicator*>(&world);
-  MOE_CHECK(mpi != nullptr, "checkpoints need an MPI communicator (parallel HDF5)");
-  return mpi->handle();
-}
 
 std::map<std::string, std::string> ini_values(const std::string& ini) {
   std::map<std::string, std::string> values;
@@ -68,7 +61,7 @@ std::vector<std::string> config_differences(const std::string& before, const std
 Checkpointer::Checkpointer(const Config& config, Communicator& world, ParamStore& store,
                            AdamW& optimizer, std::vector<NamedBuffer> buffers,
                            const Logger& log)
-    : config_(config), world_(world), comm_(mpi_handle(world)), store_(store),
+    : config_(config), world_(world), store_(store),
       optimizer_(optimizer), buffers_(std::move(buffers)), log_(log), plan_(store, world),
       dir_(checkpoint_dir_of(config)) {
   if (const char* hook = std::getenv("MOE_TEST_CHECKPOINT_PAUSE"); hook && *hook) {
@@ -109,7 +102,7 @@ std::optional<TrainerState> Checkpointer::restore() {
     content.trainer = &state;
     Stopwatch clock;
     const CheckpointOrigin from = read_checkpoint(*path, content, ReadWhat::kEverything,
-                                                  config_.model.family, plan_, world_, comm_);
+                                                  config_.model.family, plan_, world_);
     const double seconds = clock.seconds();
     std::error_code ec;
     const double bytes = static_cast<double>(fs::file_size(*path, ec));
@@ -129,8 +122,7 @@ std::optional<TrainerState> Checkpointer::restore() {
     std::error_code ec;
     MOE_USER_CHECK(fs::is_regular_file(path, ec), "run.init_from: checkpoint '", path,
                    "' does not exist");
-    read_checkpoint(path, content, ReadWhat::kWeights, config_.model.family, plan_, world_,
-                    comm_);
+    read_checkpoint(path, content, ReadWhat::kWeights, config_.model.family, plan_, world_);
     log_.info("initialised the weights from ", path, " (fresh optimizer and schedule)");
   }
   return std::nullopt;
@@ -154,7 +146,7 @@ void Checkpointer::save(const TrainerState& state) {
   WriteOptions options;
   options.collective = config_.checkpoint.collective_io;
   options.mid_write = [&] { pause_for_test(state.step); };
-  write_checkpoint(path, content, origin(), plan_, world_, comm_, options);
+  write_checkpoint(path, content, origin(), plan_, world_, options);
   if (world_.rank() != 0) return;
   dir_.publish(state.step);
   dir_.retain(config_.checkpoint.keep, state.step);
@@ -170,7 +162,7 @@ void Checkpointer::save_weights(const std::string& path) {
   CheckpointContent content{&store_, nullptr, buffers_, nullptr};
   WriteOptions options;
   options.collective = config_.checkpoint.collective_io;
-  write_checkpoint(path, content, origin(), plan_, world_, comm_, options);
+  write_checkpoint(path, content, origin(), plan_, world_, options);
 }
 
 }  // namespace moe

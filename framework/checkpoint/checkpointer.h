@@ -60,7 +60,6 @@ class Checkpointer {
 
   const Config& config_;
   Communicator& world_;
-  MPI_Comm comm_;
   ParamStore& store_;
   AdamW& optimizer_;
   std::vector<NamedBuffer> buffers_;

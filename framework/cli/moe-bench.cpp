@@ -190,6 +190,7 @@ class TimedCommunicator final : public Communicator {
   explicit TimedCommunicator(Communicator& inner) : inner_(inner) {}
   int rank() const override { return inner_.rank(); }
   int size() const override { return inner_.size(); }
+  MPI_Comm mpi_comm() const override { return inner_.mpi_comm(); }
   void barrier() override { inner_.barrier(); }
   std::unique_ptr<Communicator> split(int, int) const override { unused("split"); }
 
@@ -222,6 +223,12 @@ class TimedCommunicator final : public Communicator {
     unused("reduce_scatter");
   }
   void all_to_all_raw(const void*, void*, int64_t, CommType) override { unused("all_to_all"); }
+  void all_gather_v_raw(const void*, void*, const int64_t*, CommType) override {
+    unused("all_gather_v");
+  }
+  void reduce_scatter_v_raw(const void*, const int64_t*, void*, CommType, ReduceOp) override {
+    unused("reduce_scatter_v");
+  }
   void broadcast_raw(void*, int64_t, CommType, int) override { unused("broadcast"); }
   void send_raw(const void*, int64_t, CommType, int, int) override { unused("send"); }
   void recv_raw(void*, int64_t, CommType, int, int) override { unused("recv"); }
@@ -423,7 +430,7 @@ void time_copies(A2aBench& b, Series& s, int iter) {
 // back after one barrier; then, after another barrier, the counts exchange alone.
 void time_raw(A2aBench& b, Series& s, int iter) {
   const RawSide rows_out(b.send_rows, b.opt.width), rows_in(b.recv_rows, b.opt.width);
-  const MPI_Comm comm = b.world.handle();
+  const MPI_Comm comm = b.world.mpi_comm();
   b.world.barrier();
   Stopwatch watch;
   MPI_CHECK(MPI_Alltoallv(b.raw_send.data(), rows_out.counts.data(), rows_out.displs.data(),

@@ -11,39 +11,6 @@ namespace {
 
 constexpr std::string_view kName = "etp dispatcher";
 
-// All-gather of blocks of different sizes: recv = concat over members j of their
-// `counts[j]` floats. Over all_to_all_v (this rank's block to every member), so the
-// bytes counted are exactly the (n - 1) copies of the block that leave the rank.
-void all_gather_v(Communicator& comm, const float* mine, const std::vector<int64_t>& counts,
-                  float* recv, Buffer& staging) {
-  const int n = comm.size();
-  const int64_t block = counts[comm.rank()];
-  float* send = staging.view({n * block}).data;
-  for (int j = 0; j < n; ++j)
-    std::memcpy(send + j * block, mine, static_cast<size_t>(block) * sizeof(float));
-  const std::vector<int64_t> send_counts(static_cast<size_t>(n), block);
-  comm.all_to_all_v<float>({send, static_cast<size_t>(n * block)}, send_counts,
-                           {recv, static_cast<size_t>(sum_of(counts))}, counts);
-}
-
-// Reduce-scatter of blocks of different sizes: `all` holds n blocks (block j of
-// counts[j] floats, member j's share); mine = the sum over members of their block for
-// this rank, added in member order (the same order on every rank).
-void reduce_scatter_v(Communicator& comm, const float* all, const std::vector<int64_t>& counts,
-                      float* mine, Buffer& staging) {
-  const int n = comm.size();
-  const int64_t block = counts[comm.rank()];
-  float* recv = staging.view({n * block}).data;
-  const std::vector<int64_t> recv_counts(static_cast<size_t>(n), block);
-  comm.all_to_all_v<float>({all, static_cast<size_t>(sum_of(counts))}, counts,
-                           {recv, static_cast<size_t>(n * block)}, recv_counts);
-  std::memcpy(mine, recv, static_cast<size_t>(block) * sizeof(float));
-  for (int j = 1; j < n; ++j) {
-    const float* part = recv + j * block;
-    for (int64_t i = 0; i < block; ++i) mine[i] += part[i];
-  }
-}
-
 }  // namespace
 
 RoutingPlan slice_routing_plan(const RoutingPlan& plan, int64_t begin, int64_t end) {
@@ -110,7 +77,10 @@ void EtpDispatcher::gather_rows(const EtpState& state, const float* mine, float*
   const int members = etp_.size();
   const int64_t total = sum_of(state.member_rows);
   Tensor member_major = scratch_a_.view({total, cols});
-  all_gather_v(etp_, mine, scaled(state.member_rows, cols), member_major.data, scratch_b_);
+  const std::vector<int64_t> counts = scaled(state.member_rows, cols);
+  etp_.all_gather_v<float>({mine, static_cast<size_t>(counts[etp_.rank()])},
+                           {member_major.data, static_cast<size_t>(member_major.numel())},
+                           counts);
   regroup_rows(member_major, Tensor(expert_rows, member_major.shape), state.member_counts,
                members, state.inner->num_local_experts(), /*to_expert_major=*/true);
 }
@@ -123,7 +93,9 @@ void EtpDispatcher::reduce_rows(const EtpState& state, const float* expert_rows,
   regroup_rows(Tensor(const_cast<float*>(expert_rows), member_major.shape), member_major,
                state.member_counts, members, state.inner->num_local_experts(),
                /*to_expert_major=*/false);
-  reduce_scatter_v(etp_, member_major.data, scaled(state.member_rows, cols), mine, scratch_b_);
+  const std::vector<int64_t> counts = scaled(state.member_rows, cols);
+  etp_.reduce_scatter_v<float>({member_major.data, static_cast<size_t>(member_major.numel())},
+                               counts, {mine, static_cast<size_t>(counts[etp_.rank()])});
 }
 
 void EtpDispatcher::gather_slices(const EtpState& state, float* data, int64_t per_token) {
@@ -134,7 +106,8 @@ void EtpDispatcher::gather_slices(const EtpState& state, float* data, int64_t pe
   const int64_t begin = state.slices[tp_->rank()] * per_token;
   float* mine = slice_.view({counts[tp_->rank()]}).data;
   std::memcpy(mine, data + begin, static_cast<size_t>(counts[tp_->rank()]) * sizeof(float));
-  all_gather_v(*tp_, mine, counts, data, scratch_b_);
+  tp_->all_gather_v<float>({mine, static_cast<size_t>(counts[tp_->rank()])},
+                          {data, static_cast<size_t>(sum_of(counts))}, counts);
 }
 
 void EtpDispatcher::combine(const DispatchHandle& handle, Tensor expert_out, Tensor y) {

@@ -85,7 +85,7 @@ class EtpDispatcher final : public Dispatcher {
   Communicator* tp_;
   RowStoragePool storage_;   // handle rows
   RowStoragePool reduced_;   // EtpState::reduced
-  Buffer scratch_a_, scratch_b_;  // per-call staging, (S, C) and etp blocks
+  Buffer scratch_a_;              // per-call staging, (S, C)
   Buffer mine_;                   // (S_j, C) gradients of this rank's rows
   Buffer slice_;                  // this rank's tp slice while it is gathered
 };

@@ -89,4 +89,19 @@ void Communicator::check_all_to_all(size_t send_size, size_t recv_size) const {
             " elements, expected the same as send (", send_size, ")");
 }
 
+void Communicator::check_variable_blocks(const char* call, std::span<const int64_t> counts,
+                                         size_t mine, size_t all) const {
+  MOE_CHECK(static_cast<int>(counts.size()) == size(), call, ": ", counts.size(),
+            " counts for ", size(), " ranks");
+  int64_t total = 0;
+  for (int64_t c : counts) {
+    MOE_CHECK(c >= 0, call, ": negative count ", c);
+    total += c;
+  }
+  MOE_CHECK(static_cast<int64_t>(mine) == counts[rank()], call, ": this rank's block has ",
+            mine, " elements, its count is ", counts[rank()]);
+  MOE_CHECK(static_cast<int64_t>(all) == total, call, ": the packed blocks hold ", all,
+            " elements, the counts sum to ", total);
+}
+
 }  // namespace moe

@@ -23,6 +23,15 @@
 //                                        send_counts[rank()] (not checked: it would cost
 //                                        a message)
 //   all_to_all(send, recv)               the equal-block case (block = send.size()/size())
+//   all_gather_v(send, recv, counts)     recv = concat over ranks r of send_r, where
+//                                        send_r holds counts[r] elements (counts has
+//                                        size() entries, the same on every rank)
+//   reduce_scatter_v(send, counts, recv, op)
+//                                        send holds size() packed blocks, block r of
+//                                        counts[r] elements; recv (counts[rank()]) = op
+//                                        over ranks of their block rank(), combined in
+//                                        rank order 0, 1, ... (the same rounding on every
+//                                        layout: deterministic)
 //   broadcast(data, root)                data <- root's data
 //   send(data, peer, tag) / recv(data, peer, tag)   point to point, blocking
 //   barrier()
@@ -40,6 +49,8 @@
 //   broadcast        (n-1)/n B       on every rank: the n-1 copies the job must move,
 //                                    shared evenly (a pipelined chain sends B per hop)
 //   all_to_all(_v)   exact: the blocks for ranks d != rank(); my own block stays
+//   all_gather_v     exact: my block to each of the n-1 other ranks
+//   reduce_scatter_v exact: block d of send to each rank d != rank()
 //   send / recv      B on the sender, 0 on the receiver
 //   barrier          0
 //
@@ -51,8 +62,8 @@
 //
 // Link classes: when the communicator knows the node of each of its ranks
 // (set_peer_nodes), every byte and message is also counted as intra-node or
-// inter-node. all_to_all(_v), send and recv count each non-empty block to a peer as
-// one message on the link to that peer. The other collectives follow the ring their
+// inter-node. all_to_all(_v), all_gather_v, reduce_scatter_v, send and recv count each
+// non-empty block to a peer as one message on the link to that peer. The other collectives follow the ring their
 // byte estimate assumes: everything this rank sends goes to its successor
 // (rank() + 1) % size(), in 2 (n-1) messages for all_reduce, n-1 for all_gather and
 // reduce_scatter and 1 for broadcast. Without node information every link is
@@ -64,6 +75,8 @@
 #include <span>
 #include <type_traits>
 #include <vector>
+
+#include <mpi.h>
 
 namespace moe {
 
@@ -113,6 +126,10 @@ class Communicator {
 
   virtual int rank() const = 0;
   virtual int size() const = 0;
+  // The MPI communicator of the same ranks, for host-side libraries that take one
+  // (parallel HDF5's MPI-IO). Every backend has one: MPI stays the start-up, control
+  // and host I/O transport (a device backend is bootstrapped from it).
+  virtual MPI_Comm mpi_comm() const = 0;
 
   template <typename T>
   void all_reduce(std::span<T> data, ReduceOp op = ReduceOp::kSum) {
@@ -148,6 +165,20 @@ class Communicator {
     const Observed call(*this, "all_to_all");
     all_to_all_raw(send.data(), recv.data(), static_cast<int64_t>(send.size()) / size(),
                    comm_type_of<T>());
+  }
+  template <typename T>
+  void all_gather_v(std::span<const T> send, std::span<T> recv,
+                    std::span<const int64_t> counts) {
+    check_variable_blocks("all_gather_v", counts, send.size(), recv.size());
+    const Observed call(*this, "all_gather_v");
+    all_gather_v_raw(send.data(), recv.data(), counts.data(), comm_type_of<T>());
+  }
+  template <typename T>
+  void reduce_scatter_v(std::span<const T> send, std::span<const int64_t> counts,
+                        std::span<T> recv, ReduceOp op = ReduceOp::kSum) {
+    check_variable_blocks("reduce_scatter_v", counts, recv.size(), send.size());
+    const Observed call(*this, "reduce_scatter_v");
+    reduce_scatter_v_raw(send.data(), counts.data(), recv.data(), comm_type_of<T>(), op);
   }
   template <typename T>
   void broadcast(std::span<T> data, int root) {
@@ -195,6 +226,10 @@ class Communicator {
                                 const int64_t* recv_counts, CommType type) = 0;
   virtual void all_to_all_raw(const void* send, void* recv, int64_t block,
                               CommType type) = 0;
+  virtual void all_gather_v_raw(const void* send, void* recv, const int64_t* counts,
+                                CommType type) = 0;
+  virtual void reduce_scatter_v_raw(const void* send, const int64_t* counts, void* recv,
+                                    CommType type, ReduceOp op) = 0;
   virtual void broadcast_raw(void* data, int64_t count, CommType type, int root) = 0;
   virtual void send_raw(const void* data, int64_t count, CommType type, int peer,
                         int tag) = 0;
@@ -234,6 +269,9 @@ class Communicator {
   void check_all_to_all_v(size_t send_size, std::span<const int64_t> send_counts,
                           size_t recv_size, std::span<const int64_t> recv_counts) const;
   void check_all_to_all(size_t send_size, size_t recv_size) const;
+  // counts has size() entries >= 0; `mine` holds counts[rank()] and `all` their sum.
+  void check_variable_blocks(const char* call, std::span<const int64_t> counts, size_t mine,
+                             size_t all) const;
 };
 
 }  // namespace moe

@@ -1,6 +1,8 @@
 #include "framework/parallel/mpi_communicator.h"
 
+#include <algorithm>
 #include <climits>
+#include <cstring>
 #include <vector>
 
 #include "framework/core/timer.h"
@@ -47,6 +49,33 @@ void int_counts(const int64_t* counts, int n, const char* what, std::vector<int>
     out_displs[r] = int_count(offset, "all_to_all_v", what);
     out_counts[r] = int_count(counts[r], "all_to_all_v", what);
     offset += counts[r];
+  }
+}
+
+// acc[i] = op(acc[i], part[i]) for n elements of `type`.
+template <typename T>
+void reduce_typed(T* acc, const T* part, int64_t n, ReduceOp op) {
+  for (int64_t i = 0; i < n; ++i) {
+    switch (op) {
+      case ReduceOp::kSum: acc[i] += part[i]; break;
+      case ReduceOp::kMax: acc[i] = std::max(acc[i], part[i]); break;
+      case ReduceOp::kMin: acc[i] = std::min(acc[i], part[i]); break;
+    }
+  }
+}
+
+void reduce_local(void* acc, const void* part, int64_t n, CommType type, ReduceOp op) {
+  switch (type) {
+    case CommType::kFloat32:
+      return reduce_typed(static_cast<float*>(acc), static_cast<const float*>(part), n, op);
+    case CommType::kFloat64:
+      return reduce_typed(static_cast<double*>(acc), static_cast<const double*>(part), n, op);
+    case CommType::kInt32:
+      return reduce_typed(static_cast<int32_t*>(acc), static_cast<const int32_t*>(part), n, op);
+    case CommType::kInt64:
+      return reduce_typed(static_cast<int64_t*>(acc), static_cast<const int64_t*>(part), n, op);
+    case CommType::kUint8:
+      return reduce_typed(static_cast<uint8_t*>(acc), static_cast<const uint8_t*>(part), n, op);
   }
 }
 
@@ -157,6 +186,33 @@ void MpiCommunicator::all_to_all_v_raw(const void* send, const int64_t* send_cou
   const int64_t element = static_cast<int64_t>(comm_type_size(type));
   for (int d = 0; d < size_; ++d)
     if (d != rank_ && send_counts[d] > 0) count_sent(d, send_counts[d] * element);
+}
+
+void MpiCommunicator::all_gather_v_raw(const void* send, void* recv, const int64_t* counts,
+                                       CommType type) {
+  ScopedTimer timer(stats_.seconds);
+  ++stats_.calls;
+  std::vector<int> rc, rd;  // (size) counts and displacements in elements
+  int_counts(counts, size_, "all_gather_v block (or its offset)", rc, rd);
+  const MPI_Datatype t = mpi_type(type);
+  MPI_CHECK(MPI_Allgatherv(send, rc[rank_], t, recv, rc.data(), rd.data(), t, comm_));
+  const int64_t bytes = counts[rank_] * static_cast<int64_t>(comm_type_size(type));
+  for (int d = 0; d < size_; ++d)
+    if (d != rank_ && bytes > 0) count_sent(d, bytes);
+}
+
+void MpiCommunicator::reduce_scatter_v_raw(const void* send, const int64_t* counts, void* recv,
+                                           CommType type, ReduceOp op) {
+  // Every rank's block for this rank arrives by one all-to-all-v, then they are
+  // combined here in rank order: the result does not depend on MPI's reduction tree.
+  const int64_t block = counts[rank_];
+  const size_t element = comm_type_size(type);
+  std::vector<unsigned char> parts(static_cast<size_t>(size_ * block) * element);
+  const std::vector<int64_t> from_each(static_cast<size_t>(size_), block);
+  all_to_all_v_raw(send, counts, parts.data(), from_each.data(), type);
+  std::memcpy(recv, parts.data(), static_cast<size_t>(block) * element);
+  for (int r = 1; r < size_; ++r)
+    reduce_local(recv, parts.data() + static_cast<size_t>(r * block) * element, block, type, op);
 }
 
 void MpiCommunicator::all_to_all_raw(const void* send, void* recv, int64_t block,

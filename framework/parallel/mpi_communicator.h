@@ -41,8 +41,7 @@ class MpiCommunicator final : public Communicator {
   void barrier() override;
   std::unique_ptr<Communicator> split(int color, int key) const override;
 
-  // The owned handle, for libraries that take an MPI_Comm (parallel HDF5).
-  MPI_Comm handle() const { return comm_; }
+  MPI_Comm mpi_comm() const override { return comm_; }
 
  protected:
   void all_reduce_raw(void* data, int64_t count, CommType type, ReduceOp op) override;
@@ -52,6 +51,10 @@ class MpiCommunicator final : public Communicator {
   void all_to_all_v_raw(const void* send, const int64_t* send_counts, void* recv,
                         const int64_t* recv_counts, CommType type) override;
   void all_to_all_raw(const void* send, void* recv, int64_t block, CommType type) override;
+  void all_gather_v_raw(const void* send, void* recv, const int64_t* counts,
+                        CommType type) override;
+  void reduce_scatter_v_raw(const void* send, const int64_t* counts, void* recv,
+                            CommType type, ReduceOp op) override;
   void broadcast_raw(void* data, int64_t count, CommType type, int root) override;
   void send_raw(const void* data, int64_t count, CommType type, int peer, int tag) override;
   void recv_raw(void* data, int64_t count, CommType type, int peer, int tag) override;

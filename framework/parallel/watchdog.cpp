@@ -10,7 +10,6 @@
 #include <sstream>
 
 #include "framework/core/exit_status.h"
-#include "framework/parallel/mpi_communicator.h"
 #include "framework/parallel/mpi_env.h"
 
 namespace moe {
@@ -181,9 +180,9 @@ void Watchdog::enter(const Communicator& comm, const char* kind) {
   if (g.world_ranks.empty()) {
     // The members' world ranks, once per communicator (MPI can translate them locally).
     g.world_ranks.resize(static_cast<size_t>(comm.size()));
-    if (const auto* mpi = dynamic_cast<const MpiCommunicator*>(&comm)) {
+    {
       MPI_Group mine_group, world_group;
-      MPI_Comm_group(mpi->handle(), &mine_group);
+      MPI_Comm_group(comm.mpi_comm(), &mine_group);
       MPI_Comm_group(MPI_COMM_WORLD, &world_group);
       std::vector<int> ranks(g.world_ranks.size());
       for (size_t r = 0; r < ranks.size(); ++r) ranks[r] = static_cast<int>(r);

@@ -142,7 +142,7 @@ int run(int argc, char** argv, const MpiEnv& mpi) {
     Stopwatch clock;
     WriteOptions options;
     options.collective = c.checkpoint.collective_io;
-    write_checkpoint(path, content, origin, plan, world, world.handle(), options);
+    write_checkpoint(path, content, origin, plan, world, options);
     writes.push_back(slowest(world, clock.seconds()));
     if (world.rank() == 0) {
       bytes = fs::file_size(path);
@@ -152,8 +152,7 @@ int run(int argc, char** argv, const MpiEnv& mpi) {
     TrainerState back;
     content.trainer = &back;
     clock.reset();
-    read_checkpoint(path, content, ReadWhat::kEverything, c.model.family, plan, world,
-                    world.handle());
+    read_checkpoint(path, content, ReadWhat::kEverything, c.model.family, plan, world);
     reads.push_back(slowest(world, clock.seconds()));
     if (world.rank() == 0) {
       raw_writes.push_back(raw_write(raw, bytes));

@@ -143,7 +143,7 @@ class CheckpointTest : public ::testing::Test {
                               {{"layers.1.moe.router.bias", m.bias}}, full ? &state : nullptr};
     WriteOptions options;
     options.collective = collective;
-    write_checkpoint(path, content, origin(ep), plan, *world_, world_->handle(), options);
+    write_checkpoint(path, content, origin(ep), plan, *world_, options);
   }
 
   // Reads `path` into a model with experts over `ep` ranks; returns the user error
@@ -158,7 +158,7 @@ class CheckpointTest : public ::testing::Test {
     CheckpointContent content{&m.store, m.optimizer.get(), {{"layers.1.moe.router.bias", m.bias}},
                               &state};
     try {
-      read_checkpoint(path, content, what, family, plan, *world_, world_->handle());
+      read_checkpoint(path, content, what, family, plan, *world_);
     } catch (const Error& e) {
       EXPECT_TRUE(e.user_error()) << e.what();
       return e.what();
@@ -313,8 +313,7 @@ TEST_F(CheckpointTest, AShapeMismatchNamesTheParameter) {
   CheckpointContent content{&store, &optimizer, {{"layers.1.moe.router.bias", bias}}, &state};
   std::string message;
   try {
-    read_checkpoint(file("a.h5"), content, ReadWhat::kEverything, "moe_gpt", plan, *world_,
-                    world_->handle());
+    read_checkpoint(file("a.h5"), content, ReadWhat::kEverything, "moe_gpt", plan, *world_);
   } catch (const Error& e) {
     message = e.what();
   }

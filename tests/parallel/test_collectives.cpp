@@ -231,6 +231,53 @@ void expect_error(F&& call, const std::string& name) {
   }
 }
 
+// Blocks of different sizes (rank r holds 3 + 2r elements, rank 1 none on even worlds).
+int64_t v_count(int r) { return r == 1 ? 0 : 3 + 2 * r; }
+
+TEST(Collectives, AllGatherVConcatenatesEveryRanksBlock) {
+  MpiCommunicator world = make_world();
+  const int n = world.size(), me = world.rank();
+  std::vector<int64_t> counts(static_cast<size_t>(n));
+  int64_t total = 0;
+  for (int r = 0; r < n; ++r) total += counts[r] = v_count(r);
+  std::vector<float> mine(static_cast<size_t>(counts[me]));
+  for (size_t i = 0; i < mine.size(); ++i) mine[i] = static_cast<float>(100 * me + i);
+  std::vector<float> all(static_cast<size_t>(total), -1.0f);
+  world.all_gather_v<float>(mine, all, counts);
+  int64_t at = 0;
+  for (int r = 0; r < n; ++r)
+    for (int64_t i = 0; i < counts[r]; ++i) ASSERT_EQ(all[at++], static_cast<float>(100 * r + i));
+  // my block to each of the n - 1 others, one message each when it is not empty
+  EXPECT_EQ(world.stats().bytes_sent, (n - 1) * counts[me] * 4);
+  expect_error([&] { world.all_gather_v<float>(mine, std::span<float>(all).first(1), counts); },
+                  "all_gather_v");
+}
+
+TEST(Collectives, ReduceScatterVSumsInRankOrder) {
+  MpiCommunicator world = make_world();
+  const int n = world.size(), me = world.rank();
+  std::vector<int64_t> counts(static_cast<size_t>(n));
+  int64_t total = 0;
+  for (int r = 0; r < n; ++r) total += counts[r] = v_count(r);
+  // values whose float sum depends on the order: 1, then tiny terms that a sum starting
+  // elsewhere would round differently
+  std::vector<float> send(static_cast<size_t>(total));
+  for (int64_t i = 0; i < total; ++i) send[i] = me == 0 ? 1.0f : 3e-8f * static_cast<float>(me + i % 3);
+  std::vector<float> got(static_cast<size_t>(counts[me]));
+  world.reduce_scatter_v<float>(send, counts, got);
+  int64_t first = 0;
+  for (int r = 0; r < me; ++r) first += counts[r];
+  for (int64_t i = 0; i < counts[me]; ++i) {
+    float want = 1.0f;  // rank 0's element, then ranks 1, 2, ... in order
+    for (int r = 1; r < n; ++r) want += 3e-8f * static_cast<float>(r + (first + i) % 3);
+    ASSERT_EQ(got[i], want) << "element " << i << ": not summed in rank order";
+  }
+  std::vector<double> maxes(static_cast<size_t>(total), static_cast<double>(me));
+  std::vector<double> top(static_cast<size_t>(counts[me]));
+  world.reduce_scatter_v<double>(maxes, counts, top, ReduceOp::kMax);
+  for (double v : top) EXPECT_EQ(v, n - 1);
+}
+
 TEST(Collectives, SizeMismatchesThrowBeforeCommunicating) {
   MpiCommunicator world = make_world();
   const int n = world.size();
