@@ -28,6 +28,13 @@ void validate_image_options(const ModelConfig& m, bool sincos) {
                  m.class_dropout, " must be in [0, 1)");
 }
 
+ImageSplits::ImageSplits(const Config& c)
+    : train_data(open_image_split(c, /*train=*/true)),
+      val_data(open_image_split(c, /*train=*/false)),
+      train(train_data, c.data.batch_size, c.train.seed,
+            {c.data.hflip, c.data.image_mean, c.data.image_std}),
+      val(val_data, c.data.batch_size, c.train.seed, {false, c.data.image_mean, c.data.image_std}) {}
+
 ImageDataset open_image_split(const Config& c, bool train) {
   const std::string& images = train ? c.data.train_path : c.data.val_path;
   const std::string& labels = train ? c.data.train_labels : c.data.val_labels;

@@ -4,6 +4,7 @@
 
 #include "framework/config/config.h"
 #include "framework/data/idx.h"
+#include "framework/data/image_sampler.h"
 
 namespace moe {
 
@@ -17,5 +18,16 @@ void validate_image_options(const ModelConfig& m, bool sincos);
 // model.image_channels and model.image_size; a missing or bad file is a user error
 // naming its key.
 ImageDataset open_image_split(const Config& config, bool train);
+
+// The training and evaluation splits of an image family with their samplers (training:
+// data.hflip; both: data.image_mean, data.image_std; data.batch_size, train.seed).
+struct ImageSplits {
+  explicit ImageSplits(const Config& config);
+  ImageSplits(const ImageSplits&) = delete;  // the samplers point at the datasets
+  ImageSplits& operator=(const ImageSplits&) = delete;
+
+  ImageDataset train_data, val_data;
+  ImageBatchSampler train, val;
+};
 
 }  // namespace moe

@@ -34,6 +34,19 @@ struct LossParts {
   double z = 0.0;      // router z-loss, summed over MoE layers
 };
 
+// The parts of a forward's loss: the family's main loss and the aux and z losses of its
+// MoE layers, summed over the layers.
+inline LossParts loss_parts(double main, const std::vector<MoELayer*>& layers) {
+  LossParts parts;
+  parts.ce = main;
+  for (const MoELayer* layer : layers) {
+    parts.aux += layer->aux_loss();
+    parts.z += layer->z_loss();
+  }
+  parts.total = parts.ce + parts.aux + parts.z;
+  return parts;
+}
+
 // Seconds spent per component, accumulated over forward and backward.
 struct ComponentTimes {
   double embed = 0, attention = 0, dense_ffn = 0, moe = 0, head = 0;

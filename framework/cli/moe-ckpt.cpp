@@ -30,6 +30,7 @@
 #include "framework/checkpoint/checkpoint_dir.h"
 #include "framework/checkpoint/export.h"
 #include "framework/checkpoint/inspect.h"
+#include "framework/cli/args.h"
 #include "framework/config/config.h"
 #include "framework/core/printable.h"
 #include "models/verify_checkpoint.h"
@@ -50,23 +51,13 @@ struct Args {
 Args parse_args(int argc, char** argv) {
   Args a;
   std::vector<std::string> positional;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i], value;
-    const size_t eq = arg.find('=');
-    const bool inline_value = arg.starts_with("--") && eq != std::string::npos;
-    if (inline_value) {
-      value = arg.substr(eq + 1);
-      arg = arg.substr(0, eq);
-    }
-    auto next = [&]() -> std::string {
-      if (inline_value) return value;
-      MOE_USER_CHECK(i + 1 < argc, arg, ": needs a value");
-      return argv[++i];
-    };
-    if (arg == "--out") a.out = next();
-    else if (arg == "--format") a.format = next();
+  moe::cli::ArgReader args(argc, argv);
+  while (args.next()) {
+    const std::string& arg = args.arg();
+    if (arg == "--out") a.out = args.value();
+    else if (arg == "--format") a.format = args.value();
     else if (arg == "--json") a.json = true;
-    else if (arg.starts_with("--")) MOE_USER_FAIL("unknown option '", arg, "' (see moe-ckpt --help)");
+    else if (args.is_flag()) MOE_USER_FAIL("unknown option '", arg, "' (see moe-ckpt --help)");
     else positional.push_back(arg);
   }
   MOE_USER_CHECK(!positional.empty(), "a command is required: info, export or verify");

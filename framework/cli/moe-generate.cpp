@@ -22,20 +22,19 @@
 //
 // Exit status: 0 done, 2 bad input (one line naming it), 1 any other failure.
 
-#include <charconv>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <string>
-#include <type_traits>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
 #include "framework/core/error.h"
 #include "framework/core/timer.h"
+#include "framework/cli/args.h"
 #include "framework/kernels/ops.h"
 #include "models/moe_gpt/generate.h"
 
@@ -53,46 +52,22 @@ struct Args {
   moe::SamplingOptions sampling;
 };
 
-template <class T>
-T parse_number(const std::string& flag, const std::string& text) {
-  T value{};
-  const char* end = text.data() + text.size();
-  const auto [ptr, ec] = std::from_chars(text.data(), end, value);
-  const char* kind = std::is_floating_point_v<T> ? "a number"
-                     : std::is_signed_v<T>        ? "an integer"
-                                                  : "a non-negative integer";
-  MOE_USER_CHECK(ec == std::errc() && ptr == end && !text.empty(), flag, ": '", text,
-                 "' is not ", kind);
-  if constexpr (std::is_floating_point_v<T>)
-    MOE_USER_CHECK(std::isfinite(value), flag, ": '", text, "' is not finite");
-  return value;
-}
-
 Args parse_args(int argc, char** argv) {
   Args a;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i], value;
-    const size_t eq = arg.find('=');
-    const bool inline_value = arg.starts_with("--") && eq != std::string::npos;
-    if (inline_value) {
-      value = arg.substr(eq + 1);
-      arg = arg.substr(0, eq);
-    }
-    auto next = [&]() -> std::string {
-      if (inline_value) return value;
-      MOE_USER_CHECK(i + 1 < argc, arg, ": needs a value");
-      return argv[++i];
-    };
-    if (arg == "--checkpoint") a.checkpoint = next();
-    else if (arg == "--prompt") { a.prompt = next(); a.has_prompt = true; }
-    else if (arg == "--prompts") a.prompts_file = next();
-    else if (arg == "--max-new-tokens") a.max_new_tokens = parse_number<int64_t>(arg, next());
-    else if (arg == "--temperature") a.sampling.temperature = parse_number<float>(arg, next());
-    else if (arg == "--top-k") a.sampling.top_k = parse_number<int>(arg, next());
-    else if (arg == "--top-p") a.sampling.top_p = parse_number<float>(arg, next());
-    else if (arg == "--seed") a.sampling.seed = parse_number<uint64_t>(arg, next());
+  moe::cli::ArgReader args(argc, argv);
+  using moe::cli::parse_number;
+  while (args.next()) {
+    const std::string& arg = args.arg();
+    if (arg == "--checkpoint") a.checkpoint = args.value();
+    else if (arg == "--prompt") { a.prompt = args.value(); a.has_prompt = true; }
+    else if (arg == "--prompts") a.prompts_file = args.value();
+    else if (arg == "--max-new-tokens") a.max_new_tokens = parse_number<int64_t>(arg, args.value());
+    else if (arg == "--temperature") a.sampling.temperature = parse_number<float>(arg, args.value());
+    else if (arg == "--top-k") a.sampling.top_k = parse_number<int>(arg, args.value());
+    else if (arg == "--top-p") a.sampling.top_p = parse_number<float>(arg, args.value());
+    else if (arg == "--seed") a.sampling.seed = parse_number<uint64_t>(arg, args.value());
     else if (arg == "--jsonl") a.jsonl = true;
-    else MOE_USER_FAIL("unexpected argument '", argv[i], "' (see moe-generate --help)");
+    else MOE_USER_FAIL("unexpected argument '", arg, "' (see moe-generate --help)");
   }
   MOE_USER_CHECK(!a.checkpoint.empty(), "--checkpoint: required");
   std::error_code ec;

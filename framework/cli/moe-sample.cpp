@@ -24,7 +24,6 @@
 // Exit status: 0 done, 2 bad input (one line naming it), 1 any other failure.
 
 #include <algorithm>
-#include <charconv>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -41,6 +40,7 @@
 #include "framework/checkpoint/checkpoint.h"
 #include "framework/checkpoint/h5_file.h"
 #include "framework/checkpoint/state_dict.h"
+#include "framework/cli/args.h"
 #include "framework/config/config.h"
 #include "framework/core/printable.h"
 #include "framework/core/timer.h"
@@ -61,15 +61,6 @@ struct Args {
 
 // A whole number in [lo, hi] (the sizes are bounded so that no value can ask for
 // unbounded memory or time).
-int64_t parse_int(const std::string& flag, const std::string& text, int64_t lo, int64_t hi) {
-  int64_t value = 0;
-  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  MOE_USER_CHECK(ec == std::errc() && end == text.data() + text.size() && value >= lo &&
-                     value <= hi,
-                 flag, ": '", text, "' is not a whole number from ", lo, " to ", hi);
-  return value;
-}
-
 void require_new_file(const char* flag, const std::string& path) {
   std::error_code ec;
   MOE_USER_CHECK(!std::filesystem::exists(path, ec), flag, ": '", path,
@@ -78,30 +69,21 @@ void require_new_file(const char* flag, const std::string& path) {
 
 Args parse_args(int argc, char** argv) {
   Args a;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i], value;
-    const size_t eq = arg.find('=');
-    const bool inline_value = eq != std::string::npos;
-    if (inline_value) {
-      value = arg.substr(eq + 1);
-      arg = arg.substr(0, eq);
-    }
-    auto next = [&]() -> std::string {
-      if (inline_value) return value;
-      MOE_USER_CHECK(i + 1 < argc, arg, ": needs a value");
-      return argv[++i];
-    };
-    if (arg == "--checkpoint") a.checkpoint = next();
-    else if (arg == "--out") a.out = next();
-    else if (arg == "--classifier") a.classifier = next();
-    else if (arg == "--stats") a.stats = next();
-    else if (arg == "--per-class") a.per_class = static_cast<int>(parse_int(arg, next(), 1, 10000));
-    else if (arg == "--batch") a.batch = static_cast<int>(parse_int(arg, next(), 1, 10000));
-    else if (arg == "--seed") a.seed = static_cast<uint64_t>(parse_int(arg, next(), 0, INT64_MAX));
-    else if (arg.starts_with("--") && arg.find('.') != std::string::npos)
-      a.overrides.push_back(arg.substr(2) + "=" + next());
+  moe::cli::ArgReader args(argc, argv);
+  using moe::cli::parse_number;
+  while (args.next()) {
+    const std::string& arg = args.arg();
+    if (arg == "--checkpoint") a.checkpoint = args.value();
+    else if (arg == "--out") a.out = args.value();
+    else if (arg == "--classifier") a.classifier = args.value();
+    else if (arg == "--stats") a.stats = args.value();
+    else if (arg == "--per-class") a.per_class = parse_number<int>(arg, args.value(), 1, 10000);
+    else if (arg == "--batch") a.batch = parse_number<int>(arg, args.value(), 1, 10000);
+    else if (arg == "--seed") a.seed = parse_number<uint64_t>(arg, args.value(), 0, INT64_MAX);
+    else if (args.is_flag() && arg.find('.') != std::string::npos)
+      a.overrides.push_back(arg.substr(2) + "=" + args.value());
     else
-      MOE_USER_FAIL("unexpected argument '", argv[i], "' (see moe-sample --help)");
+      MOE_USER_FAIL("unexpected argument '", arg, "' (see moe-sample --help)");
   }
   MOE_USER_CHECK(!a.checkpoint.empty(), "--checkpoint: required");
   MOE_USER_CHECK(!a.out.empty(), "--out: required");

@@ -7,17 +7,18 @@
 
 #include <string>
 
+#include "framework/nn/norm.h"
 #include "framework/tensor/param_store.h"
 
 namespace moe {
 
-class LayerNorm {
+class LayerNorm final : public Norm {
  public:
   LayerNorm(ParamStore& store, const std::string& prefix, int64_t width, float eps,
             bool affine);
 
-  Tensor forward(Tensor x);    // x (N, C) -> y (N, C)
-  Tensor backward(Tensor dy);  // dy (N, C) -> dx (N, C); dw, db += ... when affine
+  Tensor forward(Tensor x) override;    // x (N, C) -> y (N, C)
+  Tensor backward(Tensor dy) override;  // dy (N, C) -> dx (N, C); dw, db += ... when affine
 
   bool affine() const { return weight_ != nullptr; }
   Param* weight() { return weight_; }  // null without affine

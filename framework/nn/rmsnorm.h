@@ -4,17 +4,18 @@
 
 #include <string>
 
+#include "framework/nn/norm.h"
 #include "framework/tensor/param_store.h"
 
 namespace moe {
 
-class RMSNorm {
+class RMSNorm final : public Norm {
  public:
   // `name` is the weight's global name, e.g. "layers.0.attn_norm.weight".
   RMSNorm(ParamStore& store, const std::string& name, int64_t width, float eps);
 
-  Tensor forward(Tensor x);    // x (N, C) -> y (N, C)
-  Tensor backward(Tensor dy);  // dy (N, C) -> dx (N, C); dw += ...
+  Tensor forward(Tensor x) override;    // x (N, C) -> y (N, C)
+  Tensor backward(Tensor dy) override;  // dy (N, C) -> dx (N, C); dw += ...
 
   Param& weight() { return weight_; }
 

@@ -95,6 +95,12 @@ void VocabParallelHead::forward_loss_all_reduce(Tensor h, const int32_t* targets
                                rows_, tp_);
 }
 
+Tensor VocabParallelHead::logits(Tensor h) {
+  MOE_CHECK(tp_size(tp_) == 1, "VocabParallelHead::logits: the logits of ", tp_size(tp_),
+            " tp ranks would need gathering");
+  return local_.forward(h);  // (N, V)
+}
+
 Tensor VocabParallelHead::backward_all_reduce() {
   Tensor dh = local_.backward(Tensor(dlogits_.data(), Shape{rows_, range_.size()}));
   all_reduce_tp(tp_, dh);

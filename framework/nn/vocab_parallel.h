@@ -78,6 +78,8 @@ class VocabParallelHead {
   // h (N, C) and targets (N) -> losses (N) (0 where target < 0); keeps
   // dlogits = scale * dloss_n/dlogits for backward (scale 1/N: the mean's gradient).
   void forward_loss_all_reduce(Tensor h, const int32_t* targets, float scale, float* losses);
+  // Logits (N, V) of h (N, C), for inference on one rank (no tensor parallelism).
+  Tensor logits(Tensor h);
   // dh (N, C) of sum_n scale * loss_n, summed over the tp ranks; accumulates dW_r.
   Tensor backward_all_reduce();
   // Sequence parallel: this rank's rows (N/tp, C) of dh, summed over the tp ranks.

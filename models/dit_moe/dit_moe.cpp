@@ -230,14 +230,7 @@ LossParts DitMoe::loss(const float* target, int64_t images) {
     dpred.data[i] = scale * diff;  // d mean((pred - target)^2) / d pred
   }
   if (sequence_parallel_) tp_->all_reduce<double>({&sum, 1});
-  LossParts parts;
-  parts.ce = n > 0 ? sum / static_cast<double>(n) : 0.0;
-  for (MoELayer* layer : moe_layers()) {
-    parts.aux += layer->aux_loss();
-    parts.z += layer->z_loss();
-  }
-  parts.total = parts.ce + parts.aux + parts.z;
-  return parts;
+  return loss_parts(n > 0 ? sum / static_cast<double>(n) : 0.0, moe_layers());
 }
 
 void DitMoe::backward() {

@@ -4,7 +4,6 @@
 // ImageGenerator, and its registration.
 
 #include "framework/core/rng.h"
-#include "framework/data/image_sampler.h"
 #include "models/dit_moe/diffusion.h"
 #include "models/dit_moe/dit_moe.h"
 #include "models/dit_moe/preview.h"
@@ -21,18 +20,13 @@ class DitMoeModel final : public Model {
         seed_(c.train.seed),
         eval_batches_(c.train.eval_batches),
         class_dropout_(c.model.class_dropout),
-        train_data_(open_image_split(c, /*train=*/true)),
-        val_data_(open_image_split(c, /*train=*/false)),
-        train_sampler_(train_data_, c.data.batch_size, c.train.seed,
-                       {c.data.hflip, c.data.image_mean, c.data.image_std}),
-        val_sampler_(val_data_, c.data.batch_size, c.train.seed,
-                     {false, c.data.image_mean, c.data.image_std}),
+        data_(c),
         diffusion_(c.diffusion),
         net_(c.model, c.moe, store, runtime) {}
 
   void load_train_batch(int64_t step, int dp_rank, int dp_size) override {
     const int64_t rows = resize(dp_size);
-    train_sampler_.batch(step, dp_rank, dp_size, x0_, labels_);
+    data_.train.batch(step, dp_rank, dp_size, x0_, labels_);
     const PhiloxKey drop_key = philox_key(seed_, hash_name("diffusion.label_drop"));
     for (int64_t r = 0; r < rows; ++r) {
       const uint64_t b = static_cast<uint64_t>(dp_rank * rows + r);  // global sample
@@ -55,12 +49,12 @@ class DitMoeModel final : public Model {
   // train.eval_batches batches.
   std::vector<double> evaluate(int dp_rank, int dp_size) override {
     const int64_t rows = resize(dp_size);
-    const int64_t all = val_sampler_.eval_batches_per_epoch();
+    const int64_t all = data_.val.eval_batches_per_epoch();
     double loss = 0.0, images = 0.0;
     for (int64_t i = 0; i < (eval_batches_ > 0 ? std::min<int64_t>(eval_batches_, all) : all);
          ++i) {
       // Every rank runs its B_local rows (the MoE layers' collectives); n of them count.
-      const int64_t n = val_sampler_.eval_batch(i, dp_rank, dp_size, x0_, labels_);
+      const int64_t n = data_.val.eval_batch(i, dp_rank, dp_size, x0_, labels_);
       for (int64_t r = 0; r < rows; ++r)
         make_example(r, "eval", static_cast<uint64_t>(i), static_cast<uint64_t>(dp_rank * rows + r));
       net_.forward(x_t_.data(), t_.data(), labels_.data(), rows);
@@ -81,8 +75,8 @@ class DitMoeModel final : public Model {
 
  private:
   int64_t resize(int dp_size) {
-    const int64_t rows = train_sampler_.local_batch(dp_size);
-    const size_t n = static_cast<size_t>(rows * train_sampler_.image_floats());
+    const int64_t rows = data_.train.local_batch(dp_size);
+    const size_t n = static_cast<size_t>(rows * data_.train.image_floats());
     x0_.resize(n);
     x_t_.resize(n);
     target_.resize(n);
@@ -91,7 +85,7 @@ class DitMoeModel final : public Model {
     return rows;
   }
   void make_example(int64_t r, const std::string& stream, uint64_t counter, uint64_t b) {
-    const int64_t d = train_sampler_.image_floats();
+    const int64_t d = data_.train.image_floats();
     diffusion_.make_example(x0_.data() + r * d, d, stream, seed_, counter, b,
                             x_t_.data() + r * d, target_.data() + r * d, t_.data() + r);
   }
@@ -100,8 +94,7 @@ class DitMoeModel final : public Model {
   uint64_t seed_;
   int eval_batches_;
   float class_dropout_;
-  ImageDataset train_data_, val_data_;
-  ImageBatchSampler train_sampler_, val_sampler_;
+  ImageSplits data_;
   Diffusion diffusion_;
   DitMoe net_;
   int64_t batch_ = 0;

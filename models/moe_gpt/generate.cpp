@@ -5,17 +5,10 @@
 #include "framework/checkpoint/checkpoint.h"
 #include "framework/checkpoint/h5_file.h"
 #include "framework/checkpoint/state_dict.h"
-#include "framework/nn/attention.h"
-#include "framework/nn/mlp.h"
 #include "models/model.h"
 
 namespace moe {
 namespace {
-
-// out = a + b over n floats (the residual stream)
-void add(const float* a, const float* b, float* out, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
-}
 
 // The config a model file was trained with, for inference on this machine.
 Config inference_config(const H5File& file) {
@@ -32,56 +25,12 @@ Config inference_config(const H5File& file) {
 
 }  // namespace
 
-// One pre-norm block: h += Attn(RMSNorm(h)) over the cache; h += FFN(RMSNorm(h)).
-struct MoeGptDecoder::Block {
-  RMSNorm attn_norm;
-  SelfAttention attn;
-  KvCache cache;
-  RMSNorm ffn_norm;
-  std::unique_ptr<SwiGLUMlp> mlp;  // dense layers
-  std::unique_ptr<MoELayer> moe;   // MoE layers
-  Buffer h_mid, h_out;             // (N, C)
-
-  Block(ParamStore& store, const std::string& prefix, const Config& c, bool is_moe,
-        const MoeRuntime& runtime)
-      : attn_norm(store, prefix + ".attn_norm.weight", c.model.d_model, c.model.norm_eps),
-        attn(store, prefix + ".attn", c.model.d_model, c.model.num_heads, /*causal=*/true,
-             /*rotary=*/true, c.model.rope_theta, c.model.init_std, c.model.init_std),
-        cache(c.model.d_model),
-        ffn_norm(store, prefix + ".ffn_norm.weight", c.model.d_model, c.model.norm_eps) {
-    const float std = c.model.init_std;
-    if (is_moe)
-      moe = std::make_unique<MoELayer>(store, prefix + ".moe", c.model.d_model, c.moe, std,
-                                       std, runtime);
-    else
-      mlp = std::make_unique<SwiGLUMlp>(store, prefix + ".mlp", c.model.d_model,
-                                        c.model.dense_ffn, std, std);
-  }
-
-  Tensor forward(Tensor x, std::span<const int32_t> seq, std::span<const int32_t> pos) {
-    const int64_t n = x.numel();
-    Tensor mid = h_mid.view(x.shape);
-    add(x.data, attn.forward_cached(attn_norm.forward(x), seq, pos, cache).data, mid.data, n);
-    Tensor f = ffn_norm.forward(mid);
-    Tensor y = moe ? moe->forward(f) : mlp->forward(f);
-    Tensor out = h_out.view(x.shape);
-    add(mid.data, y.data, out.data, n);
-    return out;
-  }
-};
-
 MoeGptDecoder::MoeGptDecoder(const Config& config)
     : config_(config),
-      embed_(store_, "embed.weight", config.model.vocab_size, config.model.d_model,
-             Init::normal(config.model.init_std), nullptr),
-      final_norm_(store_, "final_norm.weight", config.model.d_model, config.model.norm_eps),
-      lm_head_(store_, "lm_head.weight", config.model.d_model, config.model.vocab_size,
-               Init::normal(config.model.init_std)) {
-  MOE_CHECK(config.model.family == "moe_gpt", "MoeGptDecoder: family ", config.model.family);
-  const MoeRuntime runtime = MoeRuntime::local(dispatcher_, config.moe.num_experts);
-  for (int l = 0; l < config.model.num_layers; ++l)
-    blocks_.push_back(std::make_unique<Block>(store_, "layers." + std::to_string(l), config_,
-                                              is_moe_block(config.model, l), runtime));
+      net_(config.model, config.moe, store_,
+           MoeRuntime::local(dispatcher_, config.moe.num_experts)) {
+  caches_.reserve(static_cast<size_t>(config.model.num_layers));
+  for (int l = 0; l < config.model.num_layers; ++l) caches_.emplace_back(config.model.d_model);
 }
 
 MoeGptDecoder::~MoeGptDecoder() = default;
@@ -94,23 +43,13 @@ std::unique_ptr<MoeGptDecoder> MoeGptDecoder::load(const std::string& path) {
 }
 
 void MoeGptDecoder::reset(int64_t sequences) {
-  for (auto& block : blocks_) block->cache.reset(sequences);
+  for (KvCache& cache : caches_) cache.reset(sequences);
 }
 
 Tensor MoeGptDecoder::forward(std::span<const int32_t> ids, std::span<const int32_t> seq,
                               std::span<const int32_t> pos) {
-  const int64_t n = static_cast<int64_t>(ids.size());
-  for (int32_t id : ids)
-    MOE_CHECK(id >= 0 && id < config_.model.vocab_size, "MoeGptDecoder: token ", id,
-              " outside the vocabulary of ", config_.model.vocab_size);
-  Tensor h = embed_.forward_all_reduce(ids.data(), n);  // (N, C)
-  for (auto& block : blocks_) h = block->forward(h, seq, pos);
-  return lm_head_.forward(final_norm_.forward(h));  // (N, V)
+  return net_.decode(ids, seq, pos, caches_);
 }
-
-std::vector<MoELayer*> MoeGptDecoder::moe_layers() { return moe_layers_of(blocks_); }
-
-std::vector<int> MoeGptDecoder::moe_layer_blocks() const { return moe_block_indices(blocks_); }
 
 std::vector<std::vector<int32_t>> generate(MoeGptDecoder& decoder,
                                            const std::vector<std::vector<int32_t>>& prompts,

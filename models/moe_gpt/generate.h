@@ -1,12 +1,11 @@
 #pragma once
 // Text generation with a trained moe_gpt model (moe-generate, docs/generation.md).
 //
-// MoeGptDecoder is the model of docs/architecture.md run incrementally on one process:
-// each attention layer keeps the keys and values of every position it has seen (a
-// KvCache per layer), so a prompt is run once and each generated token then costs one
-// token's forward pass, never a recomputation of its prefix. It is built from the
-// training layers (RMSNorm, SelfAttention::forward_cached, SwiGLUMlp, MoELayer) under
-// the parameter names of the training model, so a checkpoint or model.h5 loads as is.
+// MoeGptDecoder is the training model (MoeGpt) run incrementally on one process: each
+// attention layer keeps the keys and values of every position it has seen (a KvCache
+// per block, SelfAttention::forward_cached), so a prompt is run once and each generated
+// token then costs one token's forward pass, never a recomputation of its prefix. The
+// parameters are the training model's, so a checkpoint or model.h5 loads as is.
 //
 // Inference is dropless: moe.capacity_factor is ignored, so a token's output never
 // depends on the other tokens of its batch (as in Hugging Face MoE models). The router
@@ -20,10 +19,8 @@
 
 #include "framework/config/config.h"
 #include "framework/moe/dispatcher.h"
-#include "framework/moe/moe_layer.h"
-#include "framework/nn/linear.h"
-#include "framework/nn/rmsnorm.h"
-#include "framework/nn/vocab_parallel.h"
+#include "framework/nn/kv_cache.h"
+#include "models/moe_gpt/moe_gpt.h"
 #include "models/moe_gpt/sampling.h"
 
 namespace moe {
@@ -47,18 +44,14 @@ class MoeGptDecoder {
 
   const Config& config() const { return config_; }
   ParamStore& store() { return store_; }
-  std::vector<MoELayer*> moe_layers();
-  std::vector<int> moe_layer_blocks() const;
+  std::vector<MoELayer*> moe_layers() { return net_.moe_layers(); }
 
  private:
-  struct Block;
   Config config_;
   ParamStore store_;
   LocalDispatcher dispatcher_;
-  VocabParallelEmbedding embed_;
-  std::vector<std::unique_ptr<Block>> blocks_;
-  RMSNorm final_norm_;
-  Linear lm_head_;
+  MoeGpt net_;
+  std::vector<KvCache> caches_;  // one per block
 };
 
 // Called with (sequence, token) as each new token is chosen, for streaming output.

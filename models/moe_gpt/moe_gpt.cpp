@@ -7,63 +7,17 @@
 #include "framework/nn/sequence_parallel.h"
 
 namespace moe {
-// One pre-norm block: h += Attn(RMSNorm(h)); h += FFN(RMSNorm(h)).
-struct MoeGpt::Block {
-  RMSNorm attn_norm;
-  SelfAttention attn;
-  RMSNorm ffn_norm;
-  std::unique_ptr<SwiGLUMlp> mlp;  // dense layers
-  std::unique_ptr<MoELayer> moe;   // MoE layers
-  Buffer h_mid, h_out;             // (N, C) residual stream after attention / FFN
-  Buffer dh_mid, dh_in;            // (N, C)
-  Tensor h_in;                     // (N, C) input, owned by the previous block
+namespace {
 
-  Block(ParamStore& store, const std::string& prefix, const ModelConfig& m,
-        const MoeConfig& e, bool is_moe, float out_std, const MoeRuntime& runtime)
-      : attn_norm(store, prefix + ".attn_norm.weight", m.d_model, m.norm_eps),
-        attn(store, prefix + ".attn", m.d_model, m.num_heads, /*causal=*/true,
-             /*rotary=*/true, m.rope_theta, m.init_std, out_std, runtime.tp(),
-             runtime.sequence_parallel()),
-        ffn_norm(store, prefix + ".ffn_norm.weight", m.d_model, m.norm_eps) {
-    if (is_moe)
-      moe = std::make_unique<MoELayer>(store, prefix + ".moe", m.d_model, e, m.init_std,
-                                       out_std, runtime);
-    else
-      mlp = std::make_unique<SwiGLUMlp>(store, prefix + ".mlp", m.d_model, m.dense_ffn,
-                                        m.init_std, out_std, runtime.tp(),
-                                        runtime.sequence_parallel());
-  }
+// Pre-norm blocks: h += Attn(RMSNorm(h)); h += FFN(RMSNorm(h)), causal rotary attention,
+// the FFN a dense SwiGLU or an MoE layer.
+constexpr BlockStyle kBlockStyle{.layer_norm = false,
+                                 .norm1 = ".attn_norm.weight",
+                                 .norm2 = ".ffn_norm.weight",
+                                 .causal_rotary = true,
+                                 .gelu_mlp = false};
 
-  Tensor forward(Tensor x, int64_t batch, int64_t seq, ComponentTimes& t) {
-    h_in = x;
-    Tensor mid = h_mid.view(x.shape);
-    {
-      ScopedTimer timer(t.attention);
-      Tensor a = attn.forward(attn_norm.forward(x), batch, seq);
-      ops::add(x, a, mid);
-    }
-    Tensor out = h_out.view(x.shape);
-    ScopedTimer timer(moe ? t.moe : t.dense_ffn);
-    Tensor f = ffn_norm.forward(mid);
-    Tensor y = moe ? moe->forward(f) : mlp->forward(f);
-    ops::add(mid, y, out);
-    return out;
-  }
-
-  Tensor backward(Tensor dh_out, ComponentTimes& t) {
-    Tensor dmid = dh_mid.view(dh_out.shape);
-    {
-      ScopedTimer timer(moe ? t.moe : t.dense_ffn);
-      Tensor dy = moe ? moe->backward(dh_out) : mlp->backward(dh_out);
-      ops::add(dh_out, ffn_norm.backward(dy), dmid);
-    }
-    ScopedTimer timer(t.attention);
-    Tensor din = dh_in.view(dh_out.shape);
-    Tensor da = attn_norm.backward(attn.backward(dmid));
-    ops::add(dmid, da, din);
-    return din;
-  }
-};
+}  // namespace
 
 MoeGpt::MoeGpt(const ModelConfig& model, const MoeConfig& moe, ParamStore& store,
                const MoeRuntime& runtime)
@@ -76,13 +30,7 @@ MoeGpt::MoeGpt(const ModelConfig& model, const MoeConfig& moe, ParamStore& store
                Init::normal(model.init_std), runtime.tp()),
       tp_(runtime.tp()),
       sequence_parallel_(runtime.sequence_parallel() && tp_size(runtime.tp()) > 1) {
-  // Output projections are scaled down by sqrt(2L): each of the 2L residual branches
-  // adds variance to the stream (GPT-2, FLAME-MoE).
-  const float out_std = model.init_std / std::sqrt(2.0f * model.num_layers);
-  for (int l = 0; l < model.num_layers; ++l)
-    blocks_.push_back(std::make_unique<Block>(store, "layers." + std::to_string(l), model,
-                                              moe, is_moe_block(model, l), out_std,
-                                              runtime));
+  blocks_ = PreNormBlock::make_stack(store, model, moe, runtime, kBlockStyle);
   // Norms and routers act on this rank's rows; embedding and head are vocabulary blocks.
   if (sequence_parallel_) mark_sequence_parallel(store, {});
 }
@@ -108,16 +56,9 @@ LossParts MoeGpt::forward(const int32_t* inputs, const int32_t* targets, int64_t
   if (sequence_parallel_) hn = all_gather_rows(tp_, hn, gathered_);  // (N, C)
   lm_head_.forward_loss_all_reduce(hn, targets_.data(),
                                    1.0f / static_cast<float>(n), losses.data);
-  LossParts parts;
-  for (int64_t i = 0; i < n; ++i) parts.ce += losses[i];
-  parts.ce /= static_cast<double>(n);
-  for (auto& block : blocks_) {
-    if (!block->moe) continue;
-    parts.aux += block->moe->aux_loss();
-    parts.z += block->moe->z_loss();
-  }
-  parts.total = parts.ce + parts.aux + parts.z;
-  return parts;
+  double ce = 0.0;
+  for (int64_t i = 0; i < n; ++i) ce += losses[i];
+  return loss_parts(ce / static_cast<double>(n), moe_layers());
 }
 
 void MoeGpt::backward() {
@@ -133,6 +74,19 @@ void MoeGpt::backward() {
     embed_.backward_all_gather(dh);
   else
     embed_.backward(dh);
+}
+
+Tensor MoeGpt::decode(std::span<const int32_t> ids, std::span<const int32_t> seq,
+                      std::span<const int32_t> pos, std::span<KvCache> caches) {
+  MOE_CHECK(caches.size() == blocks_.size(), "MoeGpt::decode: ", caches.size(),
+            " caches for ", blocks_.size(), " blocks");
+  for (int32_t id : ids)
+    MOE_CHECK(id >= 0 && id < model_.vocab_size, "MoeGpt::decode: token ", id,
+              " outside the vocabulary of ", model_.vocab_size);
+  const int64_t n = static_cast<int64_t>(ids.size());
+  Tensor h = embed_.forward_all_reduce(ids.data(), n);  // (N, C)
+  for (size_t l = 0; l < blocks_.size(); ++l) h = blocks_[l]->forward_cached(h, seq, pos, caches[l]);
+  return lm_head_.logits(final_norm_.forward(h));  // (N, V)
 }
 
 std::vector<MoELayer*> MoeGpt::moe_layers() { return moe_layers_of(blocks_); }

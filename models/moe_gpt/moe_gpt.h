@@ -13,16 +13,16 @@
 // before the LM head (Megatron-LM); norms and routers are marked sequence-parallel.
 
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "framework/config/config.h"
 #include "framework/moe/moe_layer.h"
-#include "framework/nn/attention.h"
-#include "framework/nn/mlp.h"
 #include "framework/nn/rmsnorm.h"
 #include "framework/nn/vocab_parallel.h"
 #include "models/model.h"
+#include "models/prenorm_block.h"
 
 namespace moe {
 
@@ -40,6 +40,11 @@ class MoeGpt final : public Network {
   }
   // Gradients of the last forward's total loss, accumulated into the ParamStore.
   void backward();
+  // Incremental decoding on one process (models/moe_gpt/generate.h): logits (N, V) of N
+  // new tokens, row i token ids[i] of sequence seq[i] at position pos[i], over one KV
+  // cache per block (caches[l] of block l) holding the positions before it.
+  Tensor decode(std::span<const int32_t> ids, std::span<const int32_t> seq,
+                std::span<const int32_t> pos, std::span<KvCache> caches);
 
   std::vector<MoELayer*> moe_layers() override;
   std::vector<int> moe_layer_blocks() const override;
@@ -50,11 +55,10 @@ class MoeGpt final : public Network {
   ComponentTimes& times() override { return times_; }
 
  private:
-  struct Block;
   ModelConfig model_;
   MoeConfig moe_cfg_;
   VocabParallelEmbedding embed_;
-  std::vector<std::unique_ptr<Block>> blocks_;
+  std::vector<std::unique_ptr<PreNormBlock>> blocks_;
   RMSNorm final_norm_;
   VocabParallelHead lm_head_;
   Communicator* tp_;

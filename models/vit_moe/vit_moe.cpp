@@ -24,62 +24,15 @@ PositionEmbedding make_pos_embed(ParamStore& store, const ModelConfig& m) {
   return PositionEmbedding(std::move(table), t, m.d_model);
 }
 
+// Pre-LN blocks: h += Attn(LN1(h)); h += FFN(LN2(h)), full attention, the FFN a dense
+// GELU MLP or an MoE layer.
+constexpr BlockStyle kBlockStyle{.layer_norm = true,
+                                 .norm1 = ".norm1",
+                                 .norm2 = ".norm2",
+                                 .causal_rotary = false,
+                                 .gelu_mlp = true};
+
 }  // namespace
-
-// One pre-LN block: h += Attn(LN1(h)); h += FFN(LN2(h)).
-struct VitMoe::Block {
-  LayerNorm norm1;
-  SelfAttention attn;
-  LayerNorm norm2;
-  std::unique_ptr<GeluMlp> mlp;   // dense blocks
-  std::unique_ptr<MoELayer> moe;  // MoE blocks
-  Buffer h_mid, h_out, dh_mid, dh_in;  // (N, C)
-
-  Block(ParamStore& store, const std::string& prefix, const ModelConfig& m,
-        const MoeConfig& e, bool is_moe, float out_std, const MoeRuntime& runtime)
-      : norm1(store, prefix + ".norm1", m.d_model, m.norm_eps, /*affine=*/true),
-        attn(store, prefix + ".attn", m.d_model, m.num_heads, /*causal=*/false,
-             /*rotary=*/false, m.rope_theta, m.init_std, out_std, runtime.tp(),
-             runtime.sequence_parallel()),
-        norm2(store, prefix + ".norm2", m.d_model, m.norm_eps, /*affine=*/true) {
-    if (is_moe)
-      moe = std::make_unique<MoELayer>(store, prefix + ".moe", m.d_model, e, m.init_std,
-                                       out_std, runtime);
-    else
-      mlp = std::make_unique<GeluMlp>(store, prefix + ".mlp", m.d_model, m.dense_ffn,
-                                      m.init_std, out_std, runtime.tp(),
-                                      runtime.sequence_parallel());
-  }
-
-  Tensor forward(Tensor x, int64_t batch, int64_t tokens, ComponentTimes& t) {
-    Tensor mid = h_mid.view(x.shape);
-    {
-      ScopedTimer timer(t.attention);
-      Tensor a = attn.forward(norm1.forward(x), batch, tokens);
-      ops::add(x, a, mid);
-    }
-    Tensor out = h_out.view(x.shape);
-    ScopedTimer timer(moe ? t.moe : t.dense_ffn);
-    Tensor f = norm2.forward(mid);
-    Tensor y = moe ? moe->forward(f) : mlp->forward(f);
-    ops::add(mid, y, out);
-    return out;
-  }
-
-  Tensor backward(Tensor dh_out, ComponentTimes& t) {
-    Tensor dmid = dh_mid.view(dh_out.shape);
-    {
-      ScopedTimer timer(moe ? t.moe : t.dense_ffn);
-      Tensor dy = moe ? moe->backward(dh_out) : mlp->backward(dh_out);
-      ops::add(dh_out, norm2.backward(dy), dmid);
-    }
-    ScopedTimer timer(t.attention);
-    Tensor din = dh_in.view(dh_out.shape);
-    Tensor da = norm1.backward(attn.backward(dmid));
-    ops::add(dmid, da, din);
-    return din;
-  }
-};
 
 VitMoe::VitMoe(const ModelConfig& model, const MoeConfig& moe, ParamStore& store,
                const MoeRuntime& runtime)
@@ -98,11 +51,7 @@ VitMoe::VitMoe(const ModelConfig& model, const MoeConfig& moe, ParamStore& store
             "head.bias"),
       tp_(runtime.tp()),
       sequence_parallel_(runtime.sequence_parallel() && tp_size(runtime.tp()) > 1) {
-  const float out_std = model.init_std / std::sqrt(2.0f * model.num_layers);
-  for (int l = 0; l < model.num_layers; ++l)
-    blocks_.push_back(std::make_unique<Block>(store, "layers." + std::to_string(l), model,
-                                              moe, is_moe_block(model, l), out_std,
-                                              runtime));
+  blocks_ = PreNormBlock::make_stack(store, model, moe, runtime, kBlockStyle);
   // The embeddings are computed whole but only this rank's rows go on, so their
   // gradients, like the norms' and routers', come from its rows; the head sees the
   // gathered rows on every rank.
@@ -145,15 +94,9 @@ LossParts VitMoe::forward(const float* images, const int32_t* labels, int64_t ba
   Tensor losses = losses_.view({batch});
   Tensor dlogits = dlogits_.view({batch, classes});
   ops::cross_entropy(logits_, labels_, losses, dlogits, 1.0f / static_cast<float>(batch));
-  LossParts parts;
-  for (int64_t i = 0; i < batch; ++i) parts.ce += losses[i];
-  parts.ce /= static_cast<double>(batch);
-  for (MoELayer* layer : moe_layers()) {
-    parts.aux += layer->aux_loss();
-    parts.z += layer->z_loss();
-  }
-  parts.total = parts.ce + parts.aux + parts.z;
-  return parts;
+  double ce = 0.0;
+  for (int64_t i = 0; i < batch; ++i) ce += losses[i];
+  return loss_parts(ce / static_cast<double>(batch), moe_layers());
 }
 
 void VitMoe::backward() {

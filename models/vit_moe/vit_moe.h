@@ -35,6 +35,7 @@
 #include "framework/nn/pos_embed.h"
 #include "framework/nn/tokens.h"
 #include "models/model.h"
+#include "models/prenorm_block.h"
 
 namespace moe {
 
@@ -59,7 +60,6 @@ class VitMoe final : public Network, public ImageClassifier {
   ComponentTimes& times() override { return times_; }
 
  private:
-  struct Block;
   Tensor embed_and_blocks(const float* images, int64_t batch);
 
   ModelConfig model_;
@@ -67,7 +67,7 @@ class VitMoe final : public Network, public ImageClassifier {
   PatchEmbed patch_embed_;
   std::unique_ptr<ClsToken> cls_;  // pool = cls
   PositionEmbedding pos_;
-  std::vector<std::unique_ptr<Block>> blocks_;
+  std::vector<std::unique_ptr<PreNormBlock>> blocks_;
   LayerNorm final_norm_;
   TokenPool pool_;
   Linear head_;

@@ -1,7 +1,6 @@
 // The vit_moe family: VitMoe on IDX images (Fashion-MNIST) behind the trainer's Model
 // interface (top-1 accuracy and loss on the test set), and its registration.
 
-#include "framework/data/image_sampler.h"
 #include "models/image_family.h"
 #include "models/registry.h"
 #include "models/vit_moe/vit_moe.h"
@@ -13,17 +12,12 @@ class VitMoeModel final : public Model {
  public:
   VitMoeModel(const Config& c, ParamStore& store, const MoeRuntime& runtime)
       : eval_batches_(c.train.eval_batches),
-        train_data_(open_image_split(c, /*train=*/true)),
-        val_data_(open_image_split(c, /*train=*/false)),
-        train_sampler_(train_data_, c.data.batch_size, c.train.seed,
-                       {c.data.hflip, c.data.image_mean, c.data.image_std}),
-        val_sampler_(val_data_, c.data.batch_size, c.train.seed,
-                     {false, c.data.image_mean, c.data.image_std}),
+        data_(c),
         net_(c.model, c.moe, store, runtime) {}
 
   void load_train_batch(int64_t step, int dp_rank, int dp_size) override {
     resize(dp_size);
-    train_sampler_.batch(step, dp_rank, dp_size, images_, labels_);
+    data_.train.batch(step, dp_rank, dp_size, images_, labels_);
   }
   LossParts forward() override {
     return net_.forward(images_.data(), labels_.data(), static_cast<int64_t>(labels_.size()));
@@ -35,12 +29,12 @@ class VitMoeModel final : public Model {
   std::vector<double> evaluate(int dp_rank, int dp_size) override {
     resize(dp_size);
     std::vector<double> sums(3, 0.0);
-    const int64_t all = val_sampler_.eval_batches_per_epoch();
+    const int64_t all = data_.val.eval_batches_per_epoch();
     const int64_t rows = static_cast<int64_t>(labels_.size());
     for (int64_t i = 0; i < (eval_batches_ > 0 ? std::min<int64_t>(eval_batches_, all) : all);
          ++i) {
       // Every rank runs its B_local rows (the MoE layers' collectives); n of them count.
-      const int64_t n = val_sampler_.eval_batch(i, dp_rank, dp_size, images_, labels_);
+      const int64_t n = data_.val.eval_batch(i, dp_rank, dp_size, images_, labels_);
       const Tensor logits = net_.predict(images_.data(), rows);
       const int64_t classes = logits.cols();
       for (int64_t b = 0; b < n; ++b) {
@@ -69,14 +63,13 @@ class VitMoeModel final : public Model {
 
  private:
   void resize(int dp_size) {
-    const int64_t rows = train_sampler_.local_batch(dp_size);
-    images_.resize(static_cast<size_t>(rows * train_sampler_.image_floats()));
+    const int64_t rows = data_.train.local_batch(dp_size);
+    images_.resize(static_cast<size_t>(rows * data_.train.image_floats()));
     labels_.resize(static_cast<size_t>(rows));
   }
 
   int eval_batches_;
-  ImageDataset train_data_, val_data_;
-  ImageBatchSampler train_sampler_, val_sampler_;
+  ImageSplits data_;
   VitMoe net_;
   std::vector<float> images_;    // (B_local, Cin, H, W)
   std::vector<int32_t> labels_;  // (B_local)

@@ -1,0 +1,70 @@
+#pragma once
+// The command-line reading the tools share (moe-ckpt, moe-sample, moe-generate): flags
+// as `--flag value` or `--flag=value`, other words positional, and bounded numbers. A
+// bad argument is a user error naming the flag (exit status 2).
+
+#include <charconv>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <type_traits>
+
+#include "framework/core/error.h"
+
+namespace moe::cli {
+
+class ArgReader {
+ public:
+  ArgReader(int argc, char** argv) : argc_(argc), argv_(argv) {}
+
+  // Moves to the next argument; false after the last.
+  bool next() {
+    if (++i_ >= argc_) return false;
+    arg_ = argv_[i_];
+    const size_t eq = arg_.find('=');
+    inline_ = arg_.starts_with("--") && eq != std::string::npos;
+    if (inline_) {
+      value_ = arg_.substr(eq + 1);
+      arg_ = arg_.substr(0, eq);
+    }
+    return true;
+  }
+  // The flag ("--out", without an inline value) or the positional word.
+  const std::string& arg() const { return arg_; }
+  bool is_flag() const { return arg_.starts_with("--"); }
+  // The flag's value: its inline one, else the next argument.
+  std::string value() {
+    if (inline_) return value_;
+    MOE_USER_CHECK(i_ + 1 < argc_, arg_, ": needs a value");
+    return argv_[++i_];
+  }
+
+ private:
+  int argc_;
+  char** argv_;
+  int i_ = 0;
+  std::string arg_, value_;
+  bool inline_ = false;
+};
+
+// `text` as a T in [lo, hi] (by default any T); anything else is a user error naming
+// `flag`.
+template <class T>
+T parse_number(const std::string& flag, const std::string& text,
+               T lo = std::numeric_limits<T>::lowest(), T hi = std::numeric_limits<T>::max()) {
+  T value{};
+  const char* end = text.data() + text.size();
+  const auto [ptr, ec] = std::from_chars(text.data(), end, value);
+  const bool parsed = ec == std::errc() && ptr == end && !text.empty();
+  if constexpr (std::is_floating_point_v<T>) {
+    MOE_USER_CHECK(parsed, flag, ": '", text, "' is not a number");
+    MOE_USER_CHECK(std::isfinite(value) && value >= lo && value <= hi, flag, ": '", text,
+                   "' is not a number from ", lo, " to ", hi);
+  } else {
+    MOE_USER_CHECK(parsed && value >= lo && value <= hi, flag, ": '", text,
+                   "' is not a whole number from ", lo, " to ", hi);
+  }
+  return value;
+}
+
+}  // namespace moe::cli
