@@ -13,9 +13,7 @@ namespace {
 // The parameters and router biases of the model the file's config describes, built
 // without its data (paths in the config may not exist here).
 void check_against_model(const H5File& file, const CheckpointSummary& s) {
-  const Config c = load_config_text(
-      s.origin.config_ini, {"data.train_path=", "data.val_path=", "data.train_labels=",
-                            "data.val_labels=", "run.resume=", "run.init_from="});
+  const Config c = config_for_use(s.origin.config_ini);
   MOE_USER_CHECK(c.model.family == s.origin.family, file.path(), ": model_family ",
                  s.origin.family, " but the config says ", c.model.family);
   ParamStore store;

@@ -372,4 +372,11 @@ CheckpointOrigin read_checkpoint(const std::string& path, const CheckpointConten
   }
 }
 
+Config config_for_use(const std::string& ini, const std::vector<std::string>& overrides) {
+  std::vector<std::string> all = {"data.train_path=", "data.val_path=", "data.train_labels=",
+                                  "data.val_labels=", "run.resume=", "run.init_from="};
+  all.insert(all.end(), overrides.begin(), overrides.end());
+  return load_config_text(ini, all);
+}
+
 }  // namespace moe

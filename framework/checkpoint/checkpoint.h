@@ -133,6 +133,12 @@ CheckpointOrigin read_checkpoint(const std::string& path, const CheckpointConten
 // user error.
 std::string check_format(const H5File& file);
 
+// The config a model was trained with (the text a file stores), for using the model
+// elsewhere: the files the run read, resumed or started from need not exist here, so
+// data.*_path, data.*_labels, run.resume and run.init_from are cleared; `overrides`
+// ("section.key=value") come last.
+Config config_for_use(const std::string& ini, const std::vector<std::string>& overrides = {});
+
 // Checks that every parameter of `store` is in group /model with its logical shape and
 // that /model holds nothing else; user errors name the parameter.
 void check_model_params(const H5File& file, const ParamStore& store);

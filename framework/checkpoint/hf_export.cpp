@@ -209,9 +209,7 @@ ExportResult export_hugging_face(const H5File& file, const CheckpointSummary& s,
                                  const std::string& out_dir) {
   MOE_USER_CHECK(s.origin.family == "moe_gpt", "--format hf: ", file.path(), " holds a ",
                  s.origin.family, " model; only moe_gpt has a Hugging Face architecture here");
-  const Config c = load_config_text(
-      s.origin.config_ini, {"data.train_path=", "data.val_path=", "data.train_labels=",
-                            "data.val_labels=", "run.resume=", "run.init_from="});
+  const Config c = config_for_use(s.origin.config_ini);
   ExportResult result;
   check_exportable(c, result.notes);
   check_zero_biases(file, s);

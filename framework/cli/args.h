@@ -5,11 +5,16 @@
 
 #include <charconv>
 #include <cmath>
+#include <cstring>
+#include <functional>
+#include <iostream>
 #include <limits>
+#include <new>
 #include <string>
 #include <type_traits>
 
 #include "framework/core/error.h"
+#include "framework/core/printable.h"
 
 namespace moe::cli {
 
@@ -65,6 +70,31 @@ T parse_number(const std::string& flag, const std::string& text,
                    "' is not a whole number from ", lo, " to ", hi);
   }
   return value;
+}
+
+// The main() of a single-process tool: prints `usage` for --help or -h, else runs
+// `body` and turns what it throws into one line "<tool>: <message>" on stderr and the
+// exit status of the error contract: 2 for bad input (out of memory included, with
+// `memory_hint` saying what to change), 1 for anything else.
+inline int run_tool(const char* tool, const char* usage, int argc, char** argv,
+                    const std::function<int()>& body, const char* memory_hint) {
+  for (int i = 1; i < argc; ++i)
+    if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
+      std::cout << usage;
+      return 0;
+    }
+  try {
+    return body();
+  } catch (const Error& e) {
+    std::cerr << tool << ": " << printable(e.what()) << "\n";
+    return e.user_error() ? 2 : 1;
+  } catch (const std::bad_alloc&) {
+    std::cerr << tool << ": out of memory (" << memory_hint << ")\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << tool << ": " << printable(e.what()) << "\n";
+    return 1;
+  }
 }
 
 }  // namespace moe::cli

@@ -132,21 +132,7 @@ int main(int argc, char** argv) {
   // HDF5 cannot terminate cleanly after it gave up on a damaged file (it says so at
   // exit): a damaged file is reported once, by us.
   H5dont_atexit();
-  for (int i = 1; i < argc; ++i)
-    if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
-      std::cout << kUsage;
-      return 0;
-    }
-  try {
-    return run(parse_args(argc, argv));
-  } catch (const moe::Error& e) {
-    std::cerr << "moe-ckpt: " << moe::printable(e.what()) << "\n";
-    return e.user_error() ? 2 : 1;
-  } catch (const std::bad_alloc&) {
-    std::cerr << "moe-ckpt: out of memory reading the file (damaged sizes?)\n";
-    return 2;
-  } catch (const std::exception& e) {
-    std::cerr << "moe-ckpt: " << moe::printable(e.what()) << "\n";
-    return 1;
-  }
+  return moe::cli::run_tool("moe-ckpt", kUsage, argc, argv,
+                            [&] { return run(parse_args(argc, argv)); },
+                            "reading the file: damaged sizes?");
 }

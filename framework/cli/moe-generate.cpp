@@ -189,18 +189,7 @@ int run(const Args& a) {
 
 int main(int argc, char** argv) {
   moe::ops::select_cpu_kernels(argv);  // may re-execute: before anything else
-  for (int i = 1; i < argc; ++i)
-    if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
-      std::cout << kUsage;
-      return 0;
-    }
-  try {
-    return run(parse_args(argc, argv));
-  } catch (const moe::Error& e) {
-    std::cerr << "moe-generate: " << e.what() << "\n";
-    return e.user_error() ? 2 : 1;
-  } catch (const std::exception& e) {
-    std::cerr << "moe-generate: " << e.what() << "\n";
-    return 1;
-  }
+  return moe::cli::run_tool("moe-generate", kUsage, argc, argv,
+                            [&] { return run(parse_args(argc, argv)); },
+                            "use fewer prompts or fewer --max-new-tokens");
 }

@@ -59,8 +59,6 @@ struct Args {
   std::vector<std::string> overrides;  // --section.key=value for the checkpoint's config
 };
 
-// A whole number in [lo, hi] (the sizes are bounded so that no value can ask for
-// unbounded memory or time).
 void require_new_file(const char* flag, const std::string& path) {
   std::error_code ec;
   MOE_USER_CHECK(!std::filesystem::exists(path, ec), flag, ": '", path,
@@ -77,6 +75,7 @@ Args parse_args(int argc, char** argv) {
     else if (arg == "--out") a.out = args.value();
     else if (arg == "--classifier") a.classifier = args.value();
     else if (arg == "--stats") a.stats = args.value();
+    // sizes bounded so that no value can ask for unbounded memory or time
     else if (arg == "--per-class") a.per_class = parse_number<int>(arg, args.value(), 1, 10000);
     else if (arg == "--batch") a.batch = parse_number<int>(arg, args.value(), 1, 10000);
     else if (arg == "--seed") a.seed = parse_number<uint64_t>(arg, args.value(), 0, INT64_MAX);
@@ -101,13 +100,8 @@ struct LoadedModel {
 
 moe::Config read_config(const moe::H5File& file, const std::vector<std::string>& overrides) {
   moe::check_format(file);  // not ours, or another format version: say so first
-  // The files the run read or resumed from need not exist where the model is used.
-  std::vector<std::string> all = {"data.train_path=", "data.val_path=", "data.train_labels=",
-                                  "data.val_labels=", "run.resume=", "run.init_from="};
-  all.insert(all.end(), overrides.begin(), overrides.end());
-  return moe::load_config_text(file.string_attr("/config", "ini"), all);
+  return moe::config_for_use(file.string_attr("/config", "ini"), overrides);
 }
-
 
 uint8_t to_pixel(float x, const moe::DataConfig& d) {
   const float p = std::clamp(x * d.image_std + d.image_mean, 0.0f, 1.0f);
@@ -292,6 +286,12 @@ int run(const Args& a) {
   return 0;
 }
 
+
+constexpr const char* kUsage =
+    "usage: moe-sample --checkpoint RUN/model.h5 --out FILE.png [--per-class N]\n"
+    "       [--seed S] [--batch N] [--classifier VIT/model.h5] [--stats FILE.json]\n"
+    "       [--section.key=value ...]   (overrides, e.g. --diffusion.guidance=4)\n";
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -299,24 +299,7 @@ int main(int argc, char** argv) {
   // exit): a damaged file is reported once, by us.
   H5dont_atexit();
   moe::ops::select_cpu_kernels(argv);  // may re-execute: before anything else
-  for (int i = 1; i < argc; ++i)
-    if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
-      std::cout << "usage: moe-sample --checkpoint RUN/model.h5 --out FILE.png [--per-class N]\n"
-                   "       [--seed S] [--batch N] [--classifier VIT/model.h5] [--stats FILE.json]\n"
-                   "       [--section.key=value ...]   (overrides, e.g. --diffusion.guidance=4)\n";
-      return 0;
-    }
-  try {
-    return run(parse_args(argc, argv));
-  } catch (const moe::Error& e) {
-    std::cerr << "moe-sample: " << moe::printable(e.what()) << "\n";
-    return e.user_error() ? 2 : 1;
-  } catch (const std::bad_alloc&) {
-    std::cerr << "moe-sample: out of memory (use fewer --per-class samples or a smaller "
-                 "--batch)\n";
-    return 2;
-  } catch (const std::exception& e) {
-    std::cerr << "moe-sample: " << moe::printable(e.what()) << "\n";
-    return 1;
-  }
+  return moe::cli::run_tool("moe-sample", kUsage, argc, argv,
+                            [&] { return run(parse_args(argc, argv)); },
+                            "use fewer --per-class samples or a smaller --batch");
 }

@@ -140,30 +140,34 @@ double sum_squares(Tensor x) {
   return cpu::sum_squares(x.data, x.numel());
 }
 
-void silu_forward(Tensor x, Tensor y) {
-  require_cpu_f32("silu_forward", {x, y});
-  check_numel("silu_forward", "y", y, x.numel());
-  cpu::silu_forward(x.data, y.data, x.numel());
+namespace {
+
+using UnaryKernel = void (*)(const float* x, float* y, int64_t n);
+using UnaryBackwardKernel = void (*)(const float* x, const float* dy, float* dx, int64_t n);
+
+void unary(const char* op, UnaryKernel kernel, Tensor x, Tensor y) {
+  require_cpu_f32(op, {x, y});
+  check_numel(op, "y", y, x.numel());
+  kernel(x.data, y.data, x.numel());
 }
 
+void unary_backward(const char* op, UnaryBackwardKernel kernel, Tensor x, Tensor dy,
+                    Tensor dx) {
+  require_cpu_f32(op, {x, dy, dx});
+  check_numel(op, "dy", dy, x.numel());
+  check_numel(op, "dx", dx, x.numel());
+  kernel(x.data, dy.data, dx.data, x.numel());
+}
+
+}  // namespace
+
+void silu_forward(Tensor x, Tensor y) { unary("silu_forward", cpu::silu_forward, x, y); }
 void silu_backward(Tensor x, Tensor dy, Tensor dx) {
-  require_cpu_f32("silu_backward", {x, dy, dx});
-  check_numel("silu_backward", "dy", dy, x.numel());
-  check_numel("silu_backward", "dx", dx, x.numel());
-  cpu::silu_backward(x.data, dy.data, dx.data, x.numel());
+  unary_backward("silu_backward", cpu::silu_backward, x, dy, dx);
 }
-
-void gelu_forward(Tensor x, Tensor y) {
-  require_cpu_f32("gelu_forward", {x, y});
-  check_numel("gelu_forward", "y", y, x.numel());
-  cpu::gelu_forward(x.data, y.data, x.numel());
-}
-
+void gelu_forward(Tensor x, Tensor y) { unary("gelu_forward", cpu::gelu_forward, x, y); }
 void gelu_backward(Tensor x, Tensor dy, Tensor dx) {
-  require_cpu_f32("gelu_backward", {x, dy, dx});
-  check_numel("gelu_backward", "dy", dy, x.numel());
-  check_numel("gelu_backward", "dx", dx, x.numel());
-  cpu::gelu_backward(x.data, dy.data, dx.data, x.numel());
+  unary_backward("gelu_backward", cpu::gelu_backward, x, dy, dx);
 }
 
 void swiglu_forward(Tensor g, Tensor u, Tensor h) {

@@ -14,9 +14,7 @@ namespace {
 Config inference_config(const H5File& file) {
   check_format(file);  // not ours, or another format version: say so first
   // The files the run read or resumed from need not exist where the model is used.
-  Config c = load_config_text(file.string_attr("/config", "ini"),
-                              {"data.train_path=", "data.val_path=", "data.train_labels=",
-                               "data.val_labels=", "run.resume=", "run.init_from="});
+  Config c = config_for_use(file.string_attr("/config", "ini"));
   MOE_USER_CHECK(c.model.family == "moe_gpt", file.path(), ": holds a ", c.model.family,
                  " model; text generation needs moe_gpt");
   c.moe.capacity_factor = 0.0f;  // dropless inference

@@ -383,8 +383,11 @@ void embedding_backward(const float* dout, const int32_t* ids, float* dtable,
 
 // ---- images ----
 
-void patchify(const float* x, float* cols, int64_t B, int64_t channels, int64_t height,
-              int64_t width, int64_t patch) {
+// Calls fn(pixel, element) for every pixel of the image batch (its index in x) and its
+// place in the patch rows (its index in cols).
+template <class Fn>
+static void for_each_patch_pixel(int64_t B, int64_t channels, int64_t height, int64_t width,
+                                 int64_t patch, Fn fn) {
   const int64_t gw = width / patch, num_patches = (height / patch) * gw;
   const int64_t patch_cols = channels * patch * patch;
   for (int64_t b = 0; b < B; ++b)
@@ -393,24 +396,21 @@ void patchify(const float* x, float* cols, int64_t B, int64_t channels, int64_t 
         for (int64_t xx = 0; xx < width; ++xx) {
           const int64_t token = (y / patch) * gw + xx / patch;
           const int64_t col = (c * patch + y % patch) * patch + xx % patch;
-          cols[(b * num_patches + token) * patch_cols + col] =
-              x[((b * channels + c) * height + y) * width + xx];
+          fn(((b * channels + c) * height + y) * width + xx,
+             (b * num_patches + token) * patch_cols + col);
         }
+}
+
+void patchify(const float* x, float* cols, int64_t B, int64_t channels, int64_t height,
+              int64_t width, int64_t patch) {
+  for_each_patch_pixel(B, channels, height, width, patch,
+                       [&](int64_t pixel, int64_t element) { cols[element] = x[pixel]; });
 }
 
 void unpatchify(const float* cols, float* x, int64_t B, int64_t channels, int64_t height,
                 int64_t width, int64_t patch) {
-  const int64_t gw = width / patch, num_patches = (height / patch) * gw;
-  const int64_t patch_cols = channels * patch * patch;
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t c = 0; c < channels; ++c)
-      for (int64_t y = 0; y < height; ++y)
-        for (int64_t xx = 0; xx < width; ++xx) {
-          const int64_t token = (y / patch) * gw + xx / patch;
-          const int64_t col = (c * patch + y % patch) * patch + xx % patch;
-          x[((b * channels + c) * height + y) * width + xx] =
-              cols[(b * num_patches + token) * patch_cols + col];
-        }
+  for_each_patch_pixel(B, channels, height, width, patch,
+                       [&](int64_t pixel, int64_t element) { x[pixel] = cols[element]; });
 }
 
 // ---- optimizer ----
