@@ -165,8 +165,7 @@ void AllToAllDispatcher::combine(const DispatchHandle& handle, Tensor expert_out
   const RoutingPlan& plan = handle.plan();
   const AllToAllState& state = state_as<AllToAllState>(handle, kName);
   const int64_t c = expert_out.cols();
-  check_rows(kName, "combine input", expert_out, handle.rows().rows(), c);
-  check_rows(kName, "combine output", y, plan.num_tokens, c);
+  check_combine(kName, handle, expert_out, y);
   float* returned = state.returned->data();  // (S, C) slot order
   to_sources(state, expert_out.data, returned, c);
   // y_t = sum_k w_{t,k} returned[slot(t,k)], dropped slots skipped
@@ -178,9 +177,7 @@ void AllToAllDispatcher::combine_backward(const DispatchHandle& handle, Tensor e
   const RoutingPlan& plan = handle.plan();
   const AllToAllState& state = state_as<AllToAllState>(handle, kName);
   const int64_t c = dy.cols();
-  check_rows(kName, "combine_backward dy", dy, plan.num_tokens, c);
-  check_rows(kName, "combine_backward expert_out", expert_out, handle.rows().rows(), c);
-  check_rows(kName, "combine_backward d_expert_out", d_expert_out, handle.rows().rows(), c);
+  check_combine_backward(kName, handle, expert_out, dy, d_expert_out);
   Tensor d_slots = scratch_a_.view({plan.num_slots(), c});
   combine_backward_slots(plan, Tensor(state.returned->data(), d_slots.shape), dy, d_slots,
                          dweights);
@@ -192,8 +189,7 @@ void AllToAllDispatcher::dispatch_backward(const DispatchHandle& handle, Tensor 
   const RoutingPlan& plan = handle.plan();
   const AllToAllState& state = state_as<AllToAllState>(handle, kName);
   const int64_t c = dx.cols();
-  check_rows(kName, "dispatch_backward d_rows", d_rows, handle.rows().rows(), c);
-  check_rows(kName, "dispatch_backward dx", dx, plan.num_tokens, c);
+  check_dispatch_backward(kName, handle, d_rows, dx);
   Tensor d_slots = scratch_a_.view({plan.num_slots(), c});
   to_sources(state, d_rows.data, d_slots.data, c);
   // dx_t = sum_k d_slots[slot(t,k)]

@@ -10,6 +10,29 @@ void check_rows(std::string_view dispatcher, const char* what, Tensor t, int64_t
             t.shape.str(), ", expected (", rows, ", ", cols, ")");
 }
 
+void check_combine(std::string_view dispatcher, const DispatchHandle& handle,
+                   Tensor expert_out, Tensor y) {
+  const int64_t c = expert_out.cols();
+  check_rows(dispatcher, "combine input", expert_out, handle.rows().rows(), c);
+  check_rows(dispatcher, "combine output", y, handle.plan().num_tokens, c);
+}
+
+void check_combine_backward(std::string_view dispatcher, const DispatchHandle& handle,
+                            Tensor expert_out, Tensor dy, Tensor d_expert_out) {
+  const int64_t c = dy.cols();
+  check_rows(dispatcher, "combine_backward dy", dy, handle.plan().num_tokens, c);
+  check_rows(dispatcher, "combine_backward expert_out", expert_out, handle.rows().rows(), c);
+  check_rows(dispatcher, "combine_backward d_expert_out", d_expert_out, handle.rows().rows(),
+             c);
+}
+
+void check_dispatch_backward(std::string_view dispatcher, const DispatchHandle& handle,
+                             Tensor d_rows, Tensor dx) {
+  const int64_t c = dx.cols();
+  check_rows(dispatcher, "dispatch_backward d_rows", d_rows, handle.rows().rows(), c);
+  check_rows(dispatcher, "dispatch_backward dx", dx, handle.plan().num_tokens, c);
+}
+
 int64_t sum_of(std::span<const int64_t> counts) {
   int64_t sum = 0;
   for (int64_t x : counts) sum += x;
@@ -57,23 +80,15 @@ std::shared_ptr<Buffer> RowStoragePool::acquire() {
 
 void LocalDispatcher::combine(const DispatchHandle& handle, Tensor expert_out, Tensor y) {
   const RoutingPlan& plan = handle.plan();
-  const int64_t c = expert_out.cols();
-  check_rows("dispatcher", "combine input", expert_out, plan.num_slots(), c);
-  check_rows("dispatcher", "combine output", y, plan.num_tokens, c);
+  check_combine("dispatcher", handle, expert_out, y);
   // y_t = sum_k w_{t,k} expert_out[slot(t,k)], dropped slots skipped
   ops::combine_rows(expert_out, plan.slot, plan.weight, y);
 }
 
 void LocalDispatcher::combine_backward(const DispatchHandle& handle, Tensor expert_out,
                                        Tensor dy, Tensor d_expert_out, float* dweights) {
-  const RoutingPlan& plan = handle.plan();
-  const int64_t c = dy.cols();
-  const int64_t s = plan.num_slots();
-  check_rows("dispatcher", "combine_backward dy", dy, plan.num_tokens, c);
-  check_rows("dispatcher", "combine_backward expert_out", expert_out, s, c);
-  check_rows("dispatcher", "combine_backward d_expert_out", d_expert_out, s, c);
-
-  combine_backward_slots(plan, expert_out, dy, d_expert_out, dweights);
+  check_combine_backward("dispatcher", handle, expert_out, dy, d_expert_out);
+  combine_backward_slots(handle.plan(), expert_out, dy, d_expert_out, dweights);
 }
 
 void combine_backward_slots(const RoutingPlan& plan, Tensor slot_out, Tensor dy,
@@ -95,9 +110,7 @@ void combine_backward_slots(const RoutingPlan& plan, Tensor slot_out, Tensor dy,
 void LocalDispatcher::dispatch_backward(const DispatchHandle& handle, Tensor d_rows,
                                         Tensor dx) {
   const RoutingPlan& plan = handle.plan();
-  const int64_t c = dx.cols();
-  check_rows("dispatcher", "dispatch_backward d_rows", d_rows, plan.num_slots(), c);
-  check_rows("dispatcher", "dispatch_backward dx", dx, plan.num_tokens, c);
+  check_dispatch_backward("dispatcher", handle, d_rows, dx);
   // dx_t = sum_k d_rows[slot(t,k)]
   ops::combine_rows(d_rows, plan.slot, {}, dx);
 }

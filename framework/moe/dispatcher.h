@@ -117,6 +117,15 @@ void combine_backward_slots(const RoutingPlan& plan, Tensor slot_out, Tensor dy,
 // sum_of: the sum of counts; scaled: counts times factor (rows to floats).
 void check_rows(std::string_view dispatcher, const char* what, Tensor t, int64_t rows,
                 int64_t cols);
+// The shapes combine and the backward calls take (the contract above): token rows
+// (N, C) of the handle's plan, expert rows (S_local, C) of its rows(); C from the first
+// argument.
+void check_combine(std::string_view dispatcher, const DispatchHandle& handle,
+                   Tensor expert_out, Tensor y);
+void check_combine_backward(std::string_view dispatcher, const DispatchHandle& handle,
+                            Tensor expert_out, Tensor dy, Tensor d_expert_out);
+void check_dispatch_backward(std::string_view dispatcher, const DispatchHandle& handle,
+                             Tensor d_rows, Tensor dx);
 template <class S>
 const S& state_as(const DispatchHandle& handle, std::string_view dispatcher) {
   const auto* state = dynamic_cast<const S*>(handle.state());

@@ -114,8 +114,7 @@ void EtpDispatcher::combine(const DispatchHandle& handle, Tensor expert_out, Ten
   const EtpState& state = state_as<EtpState>(handle, kName);
   const DispatchHandle& inner = *state.inner;
   const int64_t c = expert_out.cols();
-  check_rows(kName, "combine input", expert_out, handle.rows().rows(), c);
-  check_rows(kName, "combine output", y, handle.plan().num_tokens, c);
+  check_combine(kName, handle, expert_out, y);
   Tensor reduced(state.reduced->data(), {inner.rows().rows(), c});
   reduce_rows(state, expert_out.data, reduced.data, c);
   const int64_t begin = state.slices.empty() ? 0 : state.slices[tp_->rank()];
@@ -128,9 +127,7 @@ void EtpDispatcher::combine_backward(const DispatchHandle& handle, Tensor expert
   const EtpState& state = state_as<EtpState>(handle, kName);
   const DispatchHandle& inner = *state.inner;
   const int64_t c = dy.cols(), k = handle.plan().top_k;
-  check_rows(kName, "combine_backward dy", dy, handle.plan().num_tokens, c);
-  check_rows(kName, "combine_backward expert_out", expert_out, handle.rows().rows(), c);
-  check_rows(kName, "combine_backward d_expert_out", d_expert_out, handle.rows().rows(), c);
+  check_combine_backward(kName, handle, expert_out, dy, d_expert_out);
   const int64_t rows = inner.rows().rows();
   Tensor reduced(state.reduced->data(), {rows, c});
   Tensor d_mine = mine_.view({rows, c});
@@ -145,8 +142,7 @@ void EtpDispatcher::dispatch_backward(const DispatchHandle& handle, Tensor d_row
   const EtpState& state = state_as<EtpState>(handle, kName);
   const DispatchHandle& inner = *state.inner;
   const int64_t c = dx.cols();
-  check_rows(kName, "dispatch_backward d_rows", d_rows, handle.rows().rows(), c);
-  check_rows(kName, "dispatch_backward dx", dx, handle.plan().num_tokens, c);
+  check_dispatch_backward(kName, handle, d_rows, dx);
   Tensor d_mine = mine_.view({inner.rows().rows(), c});
   reduce_rows(state, d_rows.data, d_mine.data, c);
   const int64_t begin = state.slices.empty() ? 0 : state.slices[tp_->rank()];

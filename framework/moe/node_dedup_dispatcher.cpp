@@ -244,11 +244,9 @@ DispatchHandle NodeDedupDispatcher::dispatch(Tensor x, std::shared_ptr<const Rou
 }
 
 void NodeDedupDispatcher::combine(const DispatchHandle& handle, Tensor expert_out, Tensor y) {
-  const RoutingPlan& plan = handle.plan();
   const NodeDedupState& state = state_as<NodeDedupState>(handle, kName);
   const int64_t c = expert_out.cols();
-  check_rows(kName, "combine input", expert_out, handle.rows().rows(), c);
-  check_rows(kName, "combine output", y, plan.num_tokens, c);
+  check_combine(kName, handle, expert_out, y);
   float* returned = state.returned->data();  // (P_land, C) fan order
   inside_node(state, expert_out.data, returned, c, /*back=*/true);
   // P_{t,m} = sum of w Expert_e(x_t) over the pairs of each landed row, in choice order
@@ -267,9 +265,7 @@ void NodeDedupDispatcher::combine_backward(const DispatchHandle& handle, Tensor 
   const RoutingPlan& plan = handle.plan();
   const NodeDedupState& state = state_as<NodeDedupState>(handle, kName);
   const int64_t c = dy.cols();
-  check_rows(kName, "combine_backward dy", dy, plan.num_tokens, c);
-  check_rows(kName, "combine_backward expert_out", expert_out, handle.rows().rows(), c);
-  check_rows(kName, "combine_backward d_expert_out", d_expert_out, handle.rows().rows(), c);
+  check_combine_backward(kName, handle, expert_out, dy, d_expert_out);
   const auto sent_rows = static_cast<int64_t>(state.token_of_row.size());
   const int64_t landed_rows = sum_of(state.landed_rows);
   const auto fanned_rows = static_cast<int64_t>(state.row_of_fan.size());
@@ -299,11 +295,9 @@ void NodeDedupDispatcher::combine_backward(const DispatchHandle& handle, Tensor 
 
 void NodeDedupDispatcher::dispatch_backward(const DispatchHandle& handle, Tensor d_rows,
                                             Tensor dx) {
-  const RoutingPlan& plan = handle.plan();
   const NodeDedupState& state = state_as<NodeDedupState>(handle, kName);
   const int64_t c = dx.cols();
-  check_rows(kName, "dispatch_backward d_rows", d_rows, handle.rows().rows(), c);
-  check_rows(kName, "dispatch_backward dx", dx, plan.num_tokens, c);
+  check_dispatch_backward(kName, handle, d_rows, dx);
   const auto fanned_rows = static_cast<int64_t>(state.row_of_fan.size());
   const int64_t landed_rows = sum_of(state.landed_rows);
   Tensor fanned = scratch_c_.view({fanned_rows, c});  // (P_land, C) fan order
