@@ -98,38 +98,38 @@ CheckpointOrigin read_origin(const H5File& file) {
 }
 
 namespace {
+
+// The /trainer attributes, each bound to its TrainerState field, in file order.
+constexpr std::pair<const char*, int64_t TrainerState::*> kTrainerInts[] = {
+    {"step", &TrainerState::step},
+    {"tokens_seen", &TrainerState::tokens_seen},
+    {"rng_counter", &TrainerState::rng_counter},
+    {"data_position", &TrainerState::data_position},
+    {"lr_total_steps", &TrainerState::lr_total_steps},
+    {"lr_warmup_steps", &TrainerState::lr_warmup_steps}};
+constexpr std::pair<const char*, double TrainerState::*> kTrainerFloats[] = {
+    {"lr_peak", &TrainerState::lr_peak},
+    {"lr_min", &TrainerState::lr_min},
+    {"lr_decay_fraction", &TrainerState::lr_decay_fraction},
+    {"lr_last", &TrainerState::lr_last}};
+
 void write_trainer(H5File& file, const TrainerState& t) {
   const std::string g = "/trainer";
-  file.set_int_attr(g, "step", t.step);
-  file.set_int_attr(g, "tokens_seen", t.tokens_seen);
+  for (const auto& [name, field] : kTrainerInts) file.set_int_attr(g, name, t.*field);
   file.set_uint_attr(g, "rng_seed", t.rng_seed);
-  file.set_int_attr(g, "rng_counter", t.rng_counter);
-  file.set_int_attr(g, "data_position", t.data_position);
   file.set_string_attr(g, "lr_schedule", t.lr_schedule);
-  file.set_int_attr(g, "lr_total_steps", t.lr_total_steps);
-  file.set_int_attr(g, "lr_warmup_steps", t.lr_warmup_steps);
-  file.set_float_attr(g, "lr_peak", t.lr_peak);
-  file.set_float_attr(g, "lr_min", t.lr_min);
-  file.set_float_attr(g, "lr_decay_fraction", t.lr_decay_fraction);
-  file.set_float_attr(g, "lr_last", t.lr_last);
+  for (const auto& [name, field] : kTrainerFloats) file.set_float_attr(g, name, t.*field);
 }
+
 }  // namespace
 
 TrainerState read_trainer_state(const H5File& file) {
   const std::string g = "/trainer";
   TrainerState t;
-  t.step = file.int_attr(g, "step");
-  t.tokens_seen = file.int_attr(g, "tokens_seen");
+  for (const auto& [name, field] : kTrainerInts) t.*field = file.int_attr(g, name);
   t.rng_seed = file.uint_attr(g, "rng_seed");
-  t.rng_counter = file.int_attr(g, "rng_counter");
-  t.data_position = file.int_attr(g, "data_position");
   t.lr_schedule = file.string_attr(g, "lr_schedule");
-  t.lr_total_steps = file.int_attr(g, "lr_total_steps");
-  t.lr_warmup_steps = file.int_attr(g, "lr_warmup_steps");
-  t.lr_peak = file.float_attr(g, "lr_peak");
-  t.lr_min = file.float_attr(g, "lr_min");
-  t.lr_decay_fraction = file.float_attr(g, "lr_decay_fraction");
-  t.lr_last = file.float_attr(g, "lr_last");
+  for (const auto& [name, field] : kTrainerFloats) t.*field = file.float_attr(g, name);
   MOE_USER_CHECK(t.step >= 0 && t.data_position == t.step && t.rng_counter == t.step,
                  file.path(), ": /trainer is inconsistent (step ", t.step, ", data_position ",
                  t.data_position, ", rng_counter ", t.rng_counter, ")");
