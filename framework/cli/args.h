@@ -15,6 +15,7 @@
 
 #include "framework/core/error.h"
 #include "framework/core/printable.h"
+#include "framework/parallel/mpi_env.h"
 
 namespace moe::cli {
 
@@ -72,17 +73,23 @@ T parse_number(const std::string& flag, const std::string& text,
   return value;
 }
 
+// Whether the arguments ask for the usage (--help or -h).
+inline bool help_requested(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i)
+    if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) return true;
+  return false;
+}
+
 // The main() of a single-process tool: prints `usage` for --help or -h, else runs
 // `body` and turns what it throws into one line "<tool>: <message>" on stderr and the
 // exit status of the error contract: 2 for bad input (out of memory included, with
 // `memory_hint` saying what to change), 1 for anything else.
 inline int run_tool(const char* tool, const char* usage, int argc, char** argv,
                     const std::function<int()>& body, const char* memory_hint) {
-  for (int i = 1; i < argc; ++i)
-    if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
-      std::cout << usage;
-      return 0;
-    }
+  if (help_requested(argc, argv)) {
+    std::cout << usage;
+    return 0;
+  }
   try {
     return body();
   } catch (const Error& e) {
@@ -94,6 +101,33 @@ inline int run_tool(const char* tool, const char* usage, int argc, char** argv,
   } catch (const std::exception& e) {
     std::cerr << tool << ": " << printable(e.what()) << "\n";
     return 1;
+  }
+}
+
+// The main() of a tool run under mpirun: --help prints `usage`; every rank parses the
+// same arguments with parse(argc, argv, ranks) -> options, so bad input fails on all
+// ranks alike (rank 0 says it in one line, exit 2, no collective started); then
+// run(mpi, options), whose failure on any rank ends the whole job (exit 1).
+template <class Parse, class Run>
+int run_mpi_tool(const char* tool, const char* usage, int argc, char** argv, Parse parse,
+                 Run run) {
+  if (help_requested(argc, argv)) {
+    std::cout << usage;
+    return 0;
+  }
+  MpiEnv mpi(&argc, &argv);
+  decltype(parse(argc, argv, mpi.size())) options;
+  try {
+    options = parse(argc, argv, mpi.size());
+  } catch (const Error& e) {
+    if (mpi.rank() == 0) std::cerr << tool << ": " << printable(e.what()) << "\n";
+    return 2;
+  }
+  try {
+    return run(mpi, options);
+  } catch (const std::exception& e) {
+    std::cerr << "[rank " << mpi.rank() << "] " << tool << ": " << printable(e.what()) << "\n";
+    mpi.abort(1);
   }
 }
 

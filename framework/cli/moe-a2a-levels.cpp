@@ -35,6 +35,7 @@
 #include <string>
 #include <vector>
 
+#include "framework/cli/args.h"
 #include "framework/core/timer.h"
 #include "framework/parallel/cost_model.h"
 #include "framework/parallel/mpi_communicator.h"
@@ -255,24 +256,10 @@ int run(const MpiEnv& env, const Options& o) {
 }  // namespace moe
 
 int main(int argc, char** argv) {
-  for (int i = 1; i < argc; ++i)
-    if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
-      std::cout << "usage: moe-a2a-levels [--sizes=B,...] [--reps=R] [--warmup=W] "
-                   "[--ranks-per-node=G] [--threads=T] [--project] [--json=FILE]\n";
-      return 0;
-    }
-  moe::MpiEnv mpi(&argc, &argv);
-  moe::Options options;
-  try {
-    options = moe::parse(argc, argv);
-  } catch (const moe::Error& e) {
-    if (mpi.rank() == 0) std::cerr << "moe-a2a-levels: " << e.what() << "\n";
-    return 2;
-  }
-  try {
-    return moe::run(mpi, options);
-  } catch (const std::exception& e) {
-    std::cerr << "[rank " << mpi.rank() << "] moe-a2a-levels: " << e.what() << "\n";
-    mpi.abort(1);
-  }
+  return moe::cli::run_mpi_tool(
+      "moe-a2a-levels",
+      "usage: moe-a2a-levels [--sizes=B,...] [--reps=R] [--warmup=W] [--ranks-per-node=G] "
+      "[--threads=T] [--project] [--json=FILE]\n",
+      argc, argv, [](int n, char** args, int) { return moe::parse(n, args); },
+      [](const moe::MpiEnv& mpi, const moe::Options& o) { return moe::run(mpi, o); });
 }

@@ -55,6 +55,7 @@
 #include <string>
 #include <vector>
 
+#include "framework/cli/args.h"
 #include "framework/core/timer.h"
 #include "framework/kernels/ops.h"
 #include "framework/moe/all_to_all_dispatcher.h"
@@ -553,27 +554,13 @@ int run_a2a(const MpiEnv& env, const A2aOptions& opt) {
 }  // namespace moe
 
 int main(int argc, char** argv) {
-  for (int i = 1; i < argc; ++i)
-    if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
-      std::cout << moe::kUsage;
-      return 0;
-    }
-  moe::MpiEnv mpi(&argc, &argv);
-  moe::A2aOptions options;
-  try {
-    MOE_USER_CHECK(argc >= 2, "no subcommand (expected: a2a)");
-    MOE_USER_CHECK(std::strcmp(argv[1], "a2a") == 0, "unknown subcommand '", argv[1],
-                   "' (expected: a2a)");
-    options = moe::parse_a2a_options(argc - 1, argv + 1, mpi.size());
-  } catch (const moe::Error& e) {
-    // Every rank parsed the same argv and failed alike: one line, a clean exit 2.
-    if (mpi.rank() == 0) std::cerr << "moe-bench: " << e.what() << "\n";
-    return 2;
-  }
-  try {
-    return moe::run_a2a(mpi, options);
-  } catch (const std::exception& e) {
-    std::cerr << "[rank " << mpi.rank() << "] moe-bench: " << e.what() << "\n";
-    mpi.abort(1);
-  }
+  return moe::cli::run_mpi_tool(
+      "moe-bench", moe::kUsage, argc, argv,
+      [](int n, char** args, int ranks) {
+        MOE_USER_CHECK(n >= 2, "no subcommand (expected: a2a)");
+        MOE_USER_CHECK(std::strcmp(args[1], "a2a") == 0, "unknown subcommand '", args[1],
+                       "' (expected: a2a)");
+        return moe::parse_a2a_options(n - 1, args + 1, ranks);
+      },
+      [](const moe::MpiEnv& mpi, const moe::A2aOptions& o) { return moe::run_a2a(mpi, o); });
 }
