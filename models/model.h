@@ -110,6 +110,20 @@ class ImageGenerator {
   virtual std::string sampler_name() const = 0;  // e.g. "ddim"
 };
 
+// A network run incrementally over KV caches (text generation): each call takes N new
+// tokens, row i token ids[i] of sequence seq[i] at position pos[i] (the positions before
+// it in that sequence already cached, a sequence's rows in increasing positions), and
+// returns their logits (N, V).
+class TokenDecoder {
+ public:
+  virtual ~TokenDecoder() = default;
+  virtual void reset(int64_t sequences) = 0;  // empty caches for `sequences` sequences
+  virtual Tensor forward(std::span<const int32_t> ids, std::span<const int32_t> seq,
+                         std::span<const int32_t> pos) = 0;
+  virtual int64_t vocab_size() const = 0;
+  virtual ParamStore& store() = 0;  // its weights and state buffers, to load them
+};
+
 // A picture of what the model does now, for TensorBoard at evaluations.
 struct PreviewImage {
   std::string tag;              // e.g. "samples"

@@ -28,10 +28,10 @@ const ModelFamily& model_family(const std::string& name) {
   return registry().at(name);
 }
 
-std::string families_that(bool ModelFamily::*capability) {
+std::string families_that(const std::function<bool(const ModelFamily&)>& has) {
   std::string names;
   for (const auto& [name, family] : registry())
-    if (family.*capability) names += (names.empty() ? "" : ", ") + name;
+    if (has(family)) names += (names.empty() ? "" : ", ") + name;
   return names.empty() ? "none" : names;
 }
 

@@ -16,6 +16,8 @@
 #include <memory>
 #include <string>
 
+#include "framework/checkpoint/export.h"
+#include "framework/checkpoint/inspect.h"
 #include "framework/config/family.h"
 #include "models/model.h"
 
@@ -34,6 +36,14 @@ struct ModelFamily {
   // What its networks can do besides training (dynamic_cast of make_network's result).
   bool classifies_images = false;  // ImageClassifier
   bool generates_images = false;   // ImageGenerator
+  // A decoder over KV caches for text generation (moe-generate) of the model of a
+  // config, weights not loaded; empty: the family does not generate text.
+  std::function<std::unique_ptr<TokenDecoder>(const Config&)> make_decoder = {};
+  // Writes a checkpoint or weights file of the family (summary: its summary) as a
+  // Hugging Face model directory out_dir (moe-ckpt export --format hf); empty: the
+  // family has no Hugging Face architecture.
+  std::function<ExportResult(const H5File&, const CheckpointSummary&, const std::string&)>
+      export_hugging_face = {};
 };
 
 // Registers a family at static initialisation.
@@ -44,7 +54,7 @@ class FamilyRegistration {
 
 // The family of model.family = name (a user error naming the known ones otherwise).
 const ModelFamily& model_family(const std::string& name);
-// The names of the families with a capability, for messages ("dit_moe").
-std::string families_that(bool ModelFamily::*capability);
+// The names of the families that have a capability, for messages ("dit_moe").
+std::string families_that(const std::function<bool(const ModelFamily&)>& has);
 
 }  // namespace moe

@@ -4,7 +4,6 @@
 #include <map>
 
 #include "framework/checkpoint/checksum.h"
-#include "framework/checkpoint/hf_export.h"
 #include "framework/checkpoint/inspect.h"
 #include "framework/checkpoint/safetensors.h"
 
@@ -107,12 +106,17 @@ ExportFormat export_format(const std::string& name, const std::string& out) {
   MOE_USER_FAIL("--out: '", out, "' ends neither in .safetensors nor in .h5; give --format");
 }
 
-ExportResult export_weights(const H5File& source, const std::string& out, ExportFormat format) {
+void require_new_output(const std::string& out) {
   std::error_code ec;
   MOE_USER_CHECK(!std::filesystem::exists(out, ec), "--out: '", out,
                  "' exists; not overwriting it");
+}
+
+ExportResult export_weights(const H5File& source, const std::string& out, ExportFormat format) {
+  MOE_CHECK(format != ExportFormat::kHuggingFace,
+            "export_weights: a Hugging Face export is the model family's (models/registry.h)");
+  require_new_output(out);
   const CheckpointSummary s = summarize_checkpoint(source);
-  if (format == ExportFormat::kHuggingFace) return export_hugging_face(source, s, out);
   return format == ExportFormat::kSafetensors ? to_safetensors(source, s, out)
                                               : to_hdf5(source, s, out);
 }

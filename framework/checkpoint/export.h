@@ -9,7 +9,9 @@
 //                model_family, config (the resolved INI) and step (checkpoints)
 //   hdf5         a weights file (format moe-weights, docs/checkpoint-format.md), which
 //                run.init_from and moe-sample read
-//   hf           a Hugging Face model directory (moe_gpt only): hf_export.h
+//   hf           a Hugging Face model directory: the model family's own export
+//                (ModelFamily::export_hugging_face, models/registry.h; moe_gpt:
+//                models/moe_gpt/hf_export.h)
 //
 // docs/checkpoint-format.md maps the names onto PyTorch modules. Every tensor's
 // checksum is checked on the way; nothing is overwritten.
@@ -40,6 +42,11 @@ struct ExportResult {
   std::vector<std::string> notes;  // what the user should know about the export
 };
 
+// safetensors or h5 (not hf, which the family writes).
 ExportResult export_weights(const H5File& source, const std::string& out, ExportFormat format);
+
+// An output path that does not exist yet (a user error naming --out otherwise): no
+// export overwrites anything.
+void require_new_output(const std::string& out);
 
 }  // namespace moe

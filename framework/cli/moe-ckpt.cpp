@@ -9,7 +9,7 @@
 //                                      format follows the extension unless given
 //   moe-ckpt export PATH --format hf --out DIR
 //                                      a moe_gpt model as a Hugging Face model
-//                                      directory (Qwen2-MoE; checkpoint/hf_export.h)
+//                                      directory (Qwen2-MoE for moe_gpt; models/moe_gpt/hf_export.h)
 //   moe-ckpt verify PATH               every field, every checksum, and the tensors
 //                                      against the model its config describes
 //
@@ -33,6 +33,7 @@
 #include "framework/cli/args.h"
 #include "framework/config/config.h"
 #include "framework/core/printable.h"
+#include "models/registry.h"
 #include "models/verify_checkpoint.h"
 
 namespace {
@@ -105,6 +106,22 @@ void print_info(const moe::CheckpointSummary& s) {
   std::cout << "\n[config]\n" << s.origin.config_ini;
 }
 
+// A Hugging Face export is the model family's; the other formats are the same for all.
+moe::ExportResult export_model(const moe::H5File& file, const std::string& out,
+                               moe::ExportFormat format) {
+  if (format != moe::ExportFormat::kHuggingFace) return moe::export_weights(file, out, format);
+  moe::require_new_output(out);
+  const moe::CheckpointSummary s = moe::summarize_checkpoint(file);
+  const moe::ModelFamily& family = moe::model_family(s.origin.family);
+  MOE_USER_CHECK(family.export_hugging_face, "--format hf: ", file.path(), " holds a ",
+                 s.origin.family, " model; only ",
+                 moe::families_that([](const moe::ModelFamily& f) {
+                   return static_cast<bool>(f.export_hugging_face);
+                 }),
+                 " has a Hugging Face architecture here");
+  return family.export_hugging_face(file, s, out);
+}
+
 int run(const Args& a) {
   const moe::H5File file = moe::H5File::open(a.path);
   if (a.command == "info") {
@@ -112,8 +129,7 @@ int run(const Args& a) {
     if (a.json) std::cout << moe::summary_json(s).dump(2) << "\n";
     else print_info(s);
   } else if (a.command == "export") {
-    const moe::ExportResult r =
-        moe::export_weights(file, a.out, moe::export_format(a.format, a.out));
+    const moe::ExportResult r = export_model(file, a.out, moe::export_format(a.format, a.out));
     for (const std::string& note : r.notes) std::cerr << "moe-ckpt: note: " << note << "\n";
     std::cout << a.out << ": " << r.tensors << " tensors, " << r.bytes << " bytes\n";
   } else {

@@ -1,8 +1,9 @@
 // moe-generate --checkpoint PATH (--prompt TEXT | --prompts FILE) [options]
 //
-// Continues text prompts with a trained moe_gpt model (a checkpoint or the model.h5
-// that moe-train saves), with a KV cache: the prompt runs once, then each new token
-// costs one token's forward pass (models/moe_gpt/generate.h, docs/generation.md).
+// Continues text prompts with a trained model of a family that generates text (moe_gpt:
+// a checkpoint or the model.h5 that moe-train saves), with a KV cache: the prompt runs
+// once, then each new token costs one token's forward pass (models/generation.h,
+// docs/generation.md).
 // Tokens are bytes (the byte-level vocabulary of the token shards).
 //
 //   --prompt TEXT          one prompt
@@ -36,7 +37,7 @@
 #include "framework/core/timer.h"
 #include "framework/cli/args.h"
 #include "framework/kernels/ops.h"
-#include "models/moe_gpt/generate.h"
+#include "models/generation.h"
 
 namespace {
 
@@ -156,9 +157,9 @@ class TextStream {
 int run(const Args& a) {
   const std::vector<std::string> texts = read_prompts(a);
   moe::Stopwatch load_clock;
-  const std::unique_ptr<moe::MoeGptDecoder> decoder = moe::MoeGptDecoder::load(a.checkpoint);
+  const std::unique_ptr<moe::TokenDecoder> decoder = moe::load_decoder(a.checkpoint);
   const double load_s = load_clock.seconds();
-  const int64_t vocab = decoder->config().model.vocab_size;
+  const int64_t vocab = decoder->vocab_size();
   std::vector<std::vector<int32_t>> prompts;
   for (size_t i = 0; i < texts.size(); ++i) prompts.push_back(to_tokens(texts[i], vocab, i));
 

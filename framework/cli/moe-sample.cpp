@@ -144,7 +144,7 @@ std::unique_ptr<Classifier> load_classifier(const std::string& path, int64_t ima
   const moe::ModelFamily& family = moe::model_family(m.config.model.family);
   MOE_USER_CHECK(family.classifies_images, "--classifier: '", path, "' holds a ",
                  m.config.model.family, " model, which does not classify images (families "
-                 "that do: ", moe::families_that(&moe::ModelFamily::classifies_images), ")");
+                 "that do: ", moe::families_that([](const moe::ModelFamily& f) { return f.classifies_images; }), ")");
   MOE_USER_CHECK(int64_t{m.config.model.image_channels} * m.config.model.image_size *
                          m.config.model.image_size == image_floats &&
                      m.config.model.num_classes == num_classes,
@@ -223,7 +223,7 @@ int run(const Args& a) {
   const moe::ModelFamily& family = moe::model_family(c.model.family);
   MOE_USER_CHECK(family.generates_images, "--checkpoint: '", a.checkpoint, "' holds a ",
                  c.model.family, " model; moe-sample needs a family that generates images (",
-                 moe::families_that(&moe::ModelFamily::generates_images), ")");
+                 moe::families_that([](const moe::ModelFamily& f) { return f.generates_images; }), ")");
   const std::unique_ptr<moe::Network> net = family.make_network(
       c, m.store, moe::MoeRuntime::local(m.dispatcher, c.moe.num_experts));
   auto& generator = dynamic_cast<moe::ImageGenerator&>(*net);

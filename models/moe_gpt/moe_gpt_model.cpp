@@ -5,6 +5,8 @@
 
 #include "framework/data/sampler.h"
 #include "framework/data/token_shard.h"
+#include "models/moe_gpt/generate.h"
+#include "models/moe_gpt/hf_export.h"
 #include "models/moe_gpt/moe_gpt.h"
 #include "models/registry.h"
 
@@ -107,6 +109,10 @@ const FamilyRegistration kRegistration({
     },
     .make_model = [](const Config& c, ParamStore& store, const MoeRuntime& runtime)
         -> std::unique_ptr<Model> { return std::make_unique<MoeGptModel>(c, store, runtime); },
+    .make_decoder = [](const Config& c) -> std::unique_ptr<TokenDecoder> {
+      return std::make_unique<MoeGptDecoder>(c);
+    },
+    .export_hugging_face = export_hugging_face,
 });
 
 }  // namespace

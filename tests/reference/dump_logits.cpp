@@ -1,5 +1,5 @@
 // dump_logits MODEL.h5 TOKENS.txt OUT.f32: the logits of a batch under our inference
-// model (MoeGptDecoder, models/moe_gpt/generate.h), for the Hugging Face export test.
+// model (models/generation.h), for the Hugging Face export test.
 // TOKENS.txt holds one sequence per line as space-separated token ids (equal lengths);
 // OUT.f32 receives the (B, T, V) logits as little-endian float32.
 
@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "models/moe_gpt/generate.h"
+#include "models/generation.h"
 
 int main(int argc, char** argv) {
   if (argc != 4) {
@@ -17,7 +17,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    auto decoder = moe::MoeGptDecoder::load(argv[1]);
+    auto decoder = moe::load_decoder(argv[1]);
     std::ifstream in(argv[2]);
     std::vector<int32_t> ids, seq, pos;
     std::string line;

@@ -12,6 +12,7 @@
 
 #include "framework/core/rng.h"
 #include "framework/nn/attention.h"
+#include "models/generation.h"
 #include "models/moe_gpt/generate.h"
 #include "models/moe_gpt/moe_gpt.h"
 

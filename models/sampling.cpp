@@ -1,4 +1,4 @@
-#include "models/moe_gpt/sampling.h"
+#include "models/sampling.h"
 
 #include <algorithm>
 #include <cmath>

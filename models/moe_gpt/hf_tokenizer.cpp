@@ -1,4 +1,4 @@
-#include "framework/checkpoint/hf_tokenizer.h"
+#include "models/moe_gpt/hf_tokenizer.h"
 
 #include <string>
 
