@@ -14,6 +14,7 @@
 #include <boost/program_options.hpp>
 
 #include "framework/config/config.h"
+#include "framework/config/family.h"
 #include "framework/config/options.h"
 #include "framework/core/error.h"
 
@@ -251,6 +252,9 @@ std::string config_help() {
        << (def.key + "=<" + def.type + ">") << std::setw(static_cast<int>(default_width + 2))
        << value << def.help << "\n";
   }
+  os << "\nModel families (model.family):\n";
+  for (const std::string& name : family_names())
+    os << "  " << std::left << std::setw(12) << name << family_traits(name).summary << "\n";
   return os.str();
 }
 

@@ -169,7 +169,7 @@ std::vector<OptionDef> model_options() {
   using C = Config;
   return {
     option(&C::model, &ModelConfig::family, "model.family",
-           "model family: moe_gpt | vit_moe | dit_moe"),
+           "model family: one of the registered families (listed at the end)"),
     option(&C::model, &ModelConfig::vocab_size, "model.vocab_size",
            "vocabulary size V (1 to 2^24; every token of the data must be < V)"),
     option(&C::model, &ModelConfig::seq_len, "model.seq_len",

@@ -1,7 +1,7 @@
 #pragma once
 // DiT-MoE (model.family = dit_moe): a class-conditional diffusion transformer with
 // adaLN-Zero blocks whose FFNs are MoE layers; docs/image-models.md is the spec and
-// tests/reference/dit_moe_ref.py an independent PyTorch implementation.
+// tests/reference/image_ref.py an independent PyTorch implementation.
 //
 //   h_0  = PatchEmbed(x_t) + pos_sincos                (B*P, C)
 //   c    = TimestepEmbedder(t) + y_embed[y]            (B, C), y = classes: the null class

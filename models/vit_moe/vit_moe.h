@@ -1,6 +1,6 @@
 #pragma once
 // ViT-MoE (model.family = vit_moe), V-MoE / ViMoE style; docs/image-models.md is the
-// spec and tests/reference/vit_moe_ref.py an independent PyTorch implementation.
+// spec and tests/reference/image_ref.py an independent PyTorch implementation.
 //
 //   tokens = PatchEmbed(x)                          (B*P, C), P = (H/p)^2
 //   h_0    = [cls | tokens] + pos                   (B*T, C), T = P + 1 (pool = cls)
