@@ -300,6 +300,38 @@ TEST(ExpertFfn, BackwardMatchesFiniteDifferences) {
   }
 }
 
+// ---------------------------------------------------------------- decoding
+
+TEST(DecodeKernels, RopeAtPositionsAndCachedAttentionFastEqualRef) {
+  const int64_t rows = 5, heads = 2, d = 8, width = heads * d, stride = 3 * width;
+  const std::vector<int32_t> pos = {0, 3, 7, 1, 12};
+  Vec ref = random_vector(rows * stride, 40), fast = ref;
+  cpu::ref::rope_apply_at(ref.data() + width, pos.data(), rows, heads, d, stride, 10000.0f);
+  cpu::rope_apply_at(fast.data() + width, pos.data(), rows, heads, d, stride, 10000.0f);
+  EXPECT_TRUE(all_close(fast, ref, 1e-6, 1e-5));
+  // position 0 is the identity
+  const Vec x = random_vector(stride, 41);
+  Vec y = x;
+  const int32_t zero = 0;
+  cpu::rope_apply_at(y.data(), &zero, 1, heads, d, stride, 10000.0f);
+  EXPECT_EQ(y, x);
+
+  // two sequences' caches of 4 and 9 positions; each query attends over its own
+  const std::vector<int64_t> len = {4, 9, 1, 9, 4};
+  const Vec k0 = random_vector(9 * width, 42), v0 = random_vector(9 * width, 43);
+  const Vec k1 = random_vector(9 * width, 44), v1 = random_vector(9 * width, 45);
+  const std::vector<const float*> keys = {k0.data(), k1.data(), k0.data(), k1.data(), k1.data()};
+  const std::vector<const float*> values = {v0.data(), v1.data(), v0.data(), v1.data(), v1.data()};
+  Vec out_ref(rows * width), out_fast(rows * width);
+  cpu::ref::attention_decode(ref.data(), stride, keys.data(), values.data(), len.data(),
+                             out_ref.data(), rows, heads, d);
+  cpu::attention_decode(ref.data(), stride, keys.data(), values.data(), len.data(),
+                        out_fast.data(), rows, heads, d);
+  EXPECT_TRUE(all_close(out_fast, out_ref, 1e-5, 1e-4));
+  // one cached position: the output is that position's value
+  for (int64_t j = 0; j < width; ++j) EXPECT_NEAR(out_fast[2 * width + j], v0[j], 1e-6);
+}
+
 // ---------------------------------------------------------------- the op API
 
 TEST(OpApi, DispatchesToTheCpuKernels) {
