@@ -6,18 +6,28 @@
 #include "framework/core/error.h"
 
 namespace moe {
+namespace {
 
-void write_png_gray(const std::string& path, int64_t width, int64_t height,
-                    const std::vector<uint8_t>& pixels) {
+// The description of a grey width x height image for libpng's simplified API (no
+// setjmp/longjmp in our code); `pixels` must hold its rows.
+png_image gray_image(const char* caller, int64_t width, int64_t height,
+                     const std::vector<uint8_t>& pixels) {
   MOE_CHECK(width > 0 && height > 0 &&
                 static_cast<int64_t>(pixels.size()) == width * height,
-            "write_png_gray: ", pixels.size(), " pixels for ", width, "x", height);
-  // libpng's simplified API: no setjmp/longjmp in our code.
+            caller, ": ", pixels.size(), " pixels for ", width, "x", height);
   png_image image{};
   image.version = PNG_IMAGE_VERSION;
   image.width = static_cast<png_uint_32>(width);
   image.height = static_cast<png_uint_32>(height);
   image.format = PNG_FORMAT_GRAY;
+  return image;
+}
+
+}  // namespace
+
+void write_png_gray(const std::string& path, int64_t width, int64_t height,
+                    const std::vector<uint8_t>& pixels) {
+  png_image image = gray_image("write_png_gray", width, height, pixels);
   const int ok = png_image_write_to_file(&image, path.c_str(), /*convert_to_8bit=*/0,
                                          pixels.data(), static_cast<png_int_32>(width),
                                          nullptr);
@@ -28,14 +38,7 @@ void write_png_gray(const std::string& path, int64_t width, int64_t height,
 
 std::vector<uint8_t> encode_png_gray(int64_t width, int64_t height,
                                      const std::vector<uint8_t>& pixels) {
-  MOE_CHECK(width > 0 && height > 0 &&
-                static_cast<int64_t>(pixels.size()) == width * height,
-            "encode_png_gray: ", pixels.size(), " pixels for ", width, "x", height);
-  png_image image{};
-  image.version = PNG_IMAGE_VERSION;
-  image.width = static_cast<png_uint_32>(width);
-  image.height = static_cast<png_uint_32>(height);
-  image.format = PNG_FORMAT_GRAY;
+  png_image image = gray_image("encode_png_gray", width, height, pixels);
   // The first call (no buffer) reports the size, the second writes.
   png_alloc_size_t size = 0;
   int ok = png_image_write_to_memory(&image, nullptr, &size, /*convert_to_8bit=*/0,
