@@ -139,6 +139,21 @@ Id dataspace_for(const Shape& shape, const std::string& path) {
   return Id(H5_CHECK(H5Screate_simple(shape.rank, dims, nullptr), path), H5Sclose);
 }
 
+// Selects `block` at `offset` in the file dataspace `space` and returns the matching
+// memory dataspace; with `any` false both select nothing (a rank that takes part in a
+// collective transfer without data).
+Id select_transfer(hid_t space, const Shape& block, const H5Offset& offset, bool any,
+                   const std::string& path) {
+  Id mem_space = dataspace_for(any ? block : Shape{1}, path);
+  if (any) {
+    select_block(space, block, offset, path);
+  } else {
+    H5_CHECK(H5Sselect_none(space), path);
+    H5_CHECK(H5Sselect_none(mem_space.get()), path);
+  }
+  return mem_space;
+}
+
 herr_t collect_name(hid_t /*group*/, const char* name, const H5L_info_t* /*info*/,
                     void* client) {
   static_cast<std::vector<std::string>*>(client)->emplace_back(name);
@@ -386,13 +401,7 @@ void H5File::write_block(const std::string& dataset, const float* data, const Sh
               H5Dclose);
   const Id space(H5_FILE_CHECK(H5Dget_space(ds.get())), H5Sclose);
   const bool any = participate && block.numel() > 0;
-  const Id mem_space = dataspace_for(any ? block : Shape{1}, path_);
-  if (any) {
-    select_block(space.get(), block, offset, path_);
-  } else {
-    H5_FILE_CHECK(H5Sselect_none(space.get()));
-    H5_FILE_CHECK(H5Sselect_none(mem_space.get()));
-  }
+  const Id mem_space = select_transfer(space.get(), block, offset, any, path_);
   const float none = 0.0f;  // HDF5 wants a buffer even for an empty selection
   const Id dxpl = transfer_plist(parallel(), collective_, path_);
   H5_USER_CHECK(H5Dwrite(ds.get(), H5T_NATIVE_FLOAT, mem_space.get(), space.get(), dxpl.get(),
@@ -456,13 +465,7 @@ void H5File::read_block(const std::string& dataset, float* out, const Shape& blo
                   ", which does not hold the block ", block.str(), " at the expected offset");
   const Id space(H5_FILE_CHECK(H5Dget_space(ds.get())), H5Sclose);
   const bool any = block.numel() > 0;
-  const Id mem_space = dataspace_for(any ? block : Shape{1}, path_);
-  if (any) {
-    select_block(space.get(), block, offset, path_);
-  } else {
-    H5_FILE_CHECK(H5Sselect_none(space.get()));
-    H5_FILE_CHECK(H5Sselect_none(mem_space.get()));
-  }
+  const Id mem_space = select_transfer(space.get(), block, offset, any, path_);
   float none = 0.0f;
   const Id dxpl = transfer_plist(parallel(), collective_, path_);
   H5_USER_CHECK(H5Dread(ds.get(), H5T_NATIVE_FLOAT, mem_space.get(), space.get(), dxpl.get(),

@@ -17,39 +17,37 @@ namespace {
 
 constexpr int64_t kColBlock = 64;  // columns per task in the dw pass
 
-// dw[c] += sum_r dy[r,c] * xhat[r,c], xhat = (x - shift[r]) * rstd[r]
-// (shift null: RMSNorm). Parallel over blocks of columns.
-void accumulate_dw(const float* x, const float* shift, const float* rstd,
-                   const float* dy, float* dw, int64_t rows, int64_t cols) {
+// out[c] += sum_r term(r, c), parallel over blocks of columns; term(r, c) for one row
+// at a time keeps every column's sum in row order (the same for any thread count).
+template <class Term>
+void accumulate_columns(float* out, int64_t rows, int64_t cols, Term term) {
   const int64_t blocks = (cols + kColBlock - 1) / kColBlock;
 #pragma omp parallel for if (rows * cols > kMinParallelWork)
   for (int64_t blk = 0; blk < blocks; ++blk) {
     const int64_t c0 = blk * kColBlock, c1 = std::min(cols, c0 + kColBlock);
     float acc[kColBlock] = {};
     for (int64_t r = 0; r < rows; ++r) {
-      const float* xr = x + r * cols;
-      const float* dyr = dy + r * cols;
-      const float mu = shift ? shift[r] : 0.0f, rs = rstd[r];
 #pragma omp simd
-      for (int64_t c = c0; c < c1; ++c) acc[c - c0] += dyr[c] * (xr[c] - mu) * rs;
+      for (int64_t c = c0; c < c1; ++c) acc[c - c0] += term(r, c);
     }
-    for (int64_t c = c0; c < c1; ++c) dw[c] += acc[c - c0];
+    for (int64_t c = c0; c < c1; ++c) out[c] += acc[c - c0];
   }
+}
+
+// dw[c] += sum_r dy[r,c] * xhat[r,c], xhat = (x - shift[r]) * rstd[r]
+// (shift null: RMSNorm).
+void accumulate_dw(const float* x, const float* shift, const float* rstd,
+                   const float* dy, float* dw, int64_t rows, int64_t cols) {
+  accumulate_columns(dw, rows, cols, [=](int64_t r, int64_t c) {
+    const float mu = shift ? shift[r] : 0.0f;
+    return dy[r * cols + c] * (x[r * cols + c] - mu) * rstd[r];
+  });
 }
 
 // db[c] += sum_r dy[r,c]
 void accumulate_db(const float* dy, float* db, int64_t rows, int64_t cols) {
-  const int64_t blocks = (cols + kColBlock - 1) / kColBlock;
-#pragma omp parallel for if (rows * cols > kMinParallelWork)
-  for (int64_t blk = 0; blk < blocks; ++blk) {
-    const int64_t c0 = blk * kColBlock, c1 = std::min(cols, c0 + kColBlock);
-    float acc[kColBlock] = {};
-    for (int64_t r = 0; r < rows; ++r) {
-#pragma omp simd
-      for (int64_t c = c0; c < c1; ++c) acc[c - c0] += dy[r * cols + c];
-    }
-    for (int64_t c = c0; c < c1; ++c) db[c] += acc[c - c0];
-  }
+  accumulate_columns(db, rows, cols,
+                     [=](int64_t r, int64_t c) { return dy[r * cols + c]; });
 }
 
 }  // namespace
