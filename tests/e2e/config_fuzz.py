@@ -12,6 +12,7 @@ Prints the counts as one JSON line; exit status 1 when any run failed.
 
 import concurrent.futures
 import json
+import os
 import random
 import re
 import resource
@@ -45,9 +46,10 @@ def base_args(family, shards, run_dir):
     common = ["--train.steps=1", "--train.threads=1", "--train.peak_gflops=1",
               f"--run.dir={run_dir}", "--train.eval_batches=1", "--run.save_model=false"]
     if family == "moe_gpt":
-        return ["--config", "configs/moe_gpt_tiny.ini", f"--data.train_path={shards}/fortunes_train.tok",
+        return ["--config", os.path.abspath("configs/moe_gpt_tiny.ini"),
+                f"--data.train_path={shards}/fortunes_train.tok",
                 f"--data.val_path={shards}/fortunes_val.tok", *common]
-    return ["--config", f"configs/{family}_tiny.ini", *common]
+    return ["--config", os.path.abspath(f"configs/{family}_tiny.ini"), *common]
 
 
 def mutate(rng, table):
@@ -71,17 +73,19 @@ def limit_memory():
 def run_one(build, shards, table, seed, index):
     rng = random.Random(seed * 100003 + index)
     family = rng.choices(["moe_gpt", "vit_moe", "dit_moe"], weights=[6, 2, 2])[0]
-    run_dir = tempfile.mkdtemp(prefix="config_fuzz_")
-    shutil.rmtree(run_dir)
+    # The run starts in a temporary directory of its own, so that a mutated relative
+    # path (checkpoint.dir=bilevel) lands there and goes with it, not in the source tree.
+    work = tempfile.mkdtemp(prefix="config_fuzz_")
+    run_dir = os.path.join(work, "run")
     args = [f"{build}/moe-train", *base_args(family, shards, run_dir), *mutate(rng, table)]
     start = time.monotonic()
     try:
         p = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                           timeout=TIMEOUT_S, preexec_fn=limit_memory)
+                           timeout=TIMEOUT_S, preexec_fn=limit_memory, cwd=work)
         rc, err = p.returncode, p.stderr.decode(errors="replace")
     except subprocess.TimeoutExpired:
         rc, err = "timeout", ""
-    shutil.rmtree(run_dir, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)
     lines = [l for l in err.splitlines() if l.startswith("moe-train: ") and not l.startswith("moe-train: step")]
     return {"args": args[1:], "rc": rc, "seconds": time.monotonic() - start,
             "last": err.strip().splitlines()[-1][:300] if err.strip() else "",
@@ -89,7 +93,8 @@ def run_one(build, shards, table, seed, index):
 
 
 def main():
-    build, shards, runs, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    build, shards = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
+    runs, seed = int(sys.argv[3]), int(sys.argv[4])
     table = option_table(build)
     assert len(table) > 90, f"only {len(table)} options parsed from moe-train --help"
     start = time.monotonic()
