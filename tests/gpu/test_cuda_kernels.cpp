@@ -9,11 +9,13 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <cmath>
 #include <numeric>
 #include <vector>
 
 #include "framework/kernels/cpu/cpu_ops.h"
+#include "framework/kernels/cuda/cuda_ops.h"
 #include "framework/kernels/ops.h"
 #include "tests/unit/gradcheck.h"
 
@@ -385,6 +387,51 @@ TEST(CudaKernels, AdamW) {
   EXPECT_TRUE(close(dp.host(), p, 1e-6, 1e-7));
   EXPECT_TRUE(close(dm.host(), m, 1e-6, 1e-7));
   EXPECT_TRUE(close(dv.host(), v, 1e-6, 1e-7));
+}
+
+// bf16 of an fp32 (finite) by round to nearest, ties to even: the CPU's definition.
+uint16_t bf16_bits(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  return static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+float bf16_value(uint16_t bits) {
+  const uint32_t u = uint32_t{bits} << 16;
+  float x;
+  std::memcpy(&x, &u, 4);
+  return x;
+}
+
+// The mixed-precision pieces the bf16 mode builds on: conversion (bits, ties included)
+// and bf16 x bf16 products with fp32 sums, against the CPU product of the rounded values.
+TEST(CudaKernels, Bf16ConversionAndProducts) {
+  const int64_t m = 37, n = 29, k = 515;
+  Vec a = random_vector(m * k, 40), b = random_vector(k * n, 41);
+  a[0] = 1.00390625f;  // halfway between two bf16 values: ties to even (down)
+  a[1] = 1.01171875f;  // halfway, rounds up to even
+  DeviceTensor da(a, {m, k}), db(b, {k, n});
+  Buffer a16(Device::kCuda, DType::kBF16), b16(Device::kCuda, DType::kBF16);
+  const Tensor ta = a16.view({m, k}), tb = b16.view({k, n});
+  cuda::convert_to_bf16(da.t.data, ta.ptr<bf16>(), m * k);
+  cuda::convert_to_bf16(db.t.data, tb.ptr<bf16>(), k * n);
+  std::vector<bf16> got(static_cast<size_t>(m * k));
+  ops::copy(ta, Tensor(got.data(), {m, k}, DType::kBF16));
+  Vec ra(a.size()), rb(b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    ASSERT_EQ(got[i].bits, bf16_bits(a[i])) << "element " << i << " = " << a[i];
+    ra[i] = bf16_value(bf16_bits(a[i]));
+  }
+  for (size_t i = 0; i < b.size(); ++i) rb[i] = bf16_value(bf16_bits(b[i]));
+  DeviceTensor back(Vec(a.size()), {m, k});
+  cuda::convert_from_bf16(ta.ptr<bf16>(), back.t.data, m * k);
+  EXPECT_EQ(back.host(), ra);  // exact
+
+  Vec c = random_vector(m * n, 42), expected = c;
+  DeviceTensor dc(c, {m, n});
+  cuda::matmul_bf16(ta.ptr<bf16>(), tb.ptr<bf16>(), dc.t.data, m, n, k, false, false, true);
+  cpu::ref::matmul(ra.data(), rb.data(), expected.data(), m, n, k, false, false, 1.0f, 1.0f);
+  EXPECT_TRUE(close(dc.host(), expected, 1e-4, 1e-4));
 }
 
 }  // namespace
