@@ -11,7 +11,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=$(cd "${1:-$root/build}" && pwd)
 out=$(realpath -m "${2:-$build/moe-gpu-bundle.tar.gz}")
-command -v patchelf >/dev/null || { echo "gpu-bundle: needs patchelf (apt-get install patchelf)"; exit 2; }
+command -v patchelf >/dev/null ||
+  { echo "gpu-bundle: needs patchelf (apt-get install patchelf)"; exit 2; }
 [[ -x $build/tests/gpu_test_cuda_kernels ]] ||
   { echo "gpu-bundle: $build has no gpu tests: build it with -DMOE_WITH_CUDA=ON first"; exit 2; }
 
@@ -38,7 +39,8 @@ cp "$root/tests/gpu/run.sh" "$b/tests/gpu/"
 # and libraries (the node has its own CUDA 13).
 is_system() {
   case $(basename "$1") in
-    ld-linux*|libc.so*|libm.so*|libdl.so*|libpthread.so*|librt.so*|libresolv.so*|libutil.so*) return 0 ;;
+    ld-linux*|libc.so*|libm.so*|libdl.so*|libpthread.so*|librt.so*|libresolv.so*) return 0 ;;
+    libutil.so*) return 0 ;;
     libcuda.so*|libcudart*|libcublas*|libcudnn*|libnccl*|libnvidia*|libnvrtc*) return 0 ;;
   esac
   return 1
@@ -54,7 +56,8 @@ for f in "${elves[@]}"; do
     is_system "$lib" || [[ -e $b/lib/$(basename "$lib") ]] || cp -L "$lib" "$b/lib/"
   done < <(ldd "$f" | awk '$3 ~ /^\// {print $3}')
 done
-[[ ${#dropped[@]} -eq 0 ]] || echo "gpu-bundle: left out ${#dropped[@]} Open MPI plugins whose libraries are not installed here"
+[[ ${#dropped[@]} -eq 0 ]] ||
+  echo "gpu-bundle: left out ${#dropped[@]} Open MPI plugins whose libraries are missing here"
 
 # RUNPATHs: tools -> ../lib (then the usual CUDA places), libraries -> themselves,
 # plugins -> the bundle's lib/.

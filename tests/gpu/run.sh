@@ -13,8 +13,8 @@ start=$(date +%s)
 jobs=$(nproc)
 
 echo "== GPU"
-nvidia-smi --query-gpu=name,compute_cap,memory.total,driver_version --format=csv,noheader 2>/dev/null ||
-  echo "nvidia-smi: not available"
+nvidia-smi --query-gpu=name,compute_cap,memory.total,driver_version \
+  --format=csv,noheader 2>/dev/null || echo "nvidia-smi: not available"
 
 if [[ -x $root/bin/gpu_test_cuda_kernels ]]; then
   echo "== bundle $root: prepared binaries"
