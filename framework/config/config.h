@@ -13,6 +13,8 @@
 #include <utility>
 #include <vector>
 
+#include "framework/core/dtype.h"
+
 namespace moe {
 
 // ---- the values of the string-valued options ----
@@ -99,6 +101,12 @@ struct EnumSpelling<NonfiniteAction> {
   static constexpr const char* kNoun = "non-finite action";
   static constexpr std::array<std::pair<NonfiniteAction, const char*>, 2> kValues{
       {{NonfiniteAction::kStop, "stop"}, {NonfiniteAction::kSkip, "skip"}}};
+};
+template <>
+struct EnumSpelling<Device> {  // run.device
+  static constexpr const char* kNoun = "device";
+  static constexpr std::array<std::pair<Device, const char*>, 2> kValues{
+      {{Device::kCpu, "cpu"}, {Device::kCuda, "cuda"}}};
 };
 template <>
 struct EnumSpelling<SaveErrorAction> {
@@ -229,6 +237,9 @@ struct RunConfig {
   bool overwrite = false;          // allow a run.dir that already holds a run
   bool save_model = true;          // final weights to <run.dir>/model.h5
   bool tensorboard = true;         // live TensorBoard events in <run.dir>/tb
+  // cpu | cuda: with cuda each rank computes on one GPU (framework/kernels/device.h)
+  Device device = Device::kCpu;
+  bool share_gpus = false;         // cuda: allow more ranks on a node than visible GPUs
 };
 
 struct CheckpointConfig {

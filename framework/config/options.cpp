@@ -361,6 +361,12 @@ std::vector<OptionDef> run_options() {
            "write the final weights to <run.dir>/model.h5"),
     option(&C::run, &RunConfig::tensorboard, "run.tensorboard",
            "write TensorBoard events (scalars, histograms, images) to <run.dir>/tb"),
+    option(&C::run, &RunConfig::device, "run.device",
+           "compute device of every rank: cpu | cuda (one GPU per rank: local rank modulo "
+           "the visible GPUs; needs a build with the CUDA backend)"),
+    option(&C::run, &RunConfig::share_gpus, "run.share_gpus",
+           "cuda: allow more ranks on a node than it has visible GPUs (ranks then share "
+           "GPUs); without it such a job is refused"),
   };
 }
 

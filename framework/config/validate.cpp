@@ -7,6 +7,7 @@
 #include "framework/config/family.h"
 #include "framework/config/options.h"
 #include "framework/core/error.h"
+#include "framework/kernels/device.h"
 
 namespace moe::config_detail {
 namespace {
@@ -220,6 +221,11 @@ void validate_run(const Config& c) {
                    "run.tensorboard: '", tb.string(),
                    "' exists and is not a directory; remove it or set run.tensorboard=false");
   }
+  MOE_USER_CHECK(c.run.device != Device::kCuda || cuda_backend_built(), "run.device: cuda, "
+                 "but this build has no CUDA backend (build where nvcc is installed, or "
+                 "with -DMOE_WITH_CUDA=ON)");
+  MOE_USER_CHECK(!c.run.share_gpus || c.run.device == Device::kCuda,
+                 "run.share_gpus: true needs run.device = cuda");
   require_non_negative("checkpoint.interval", c.checkpoint.interval);
   require_positive("checkpoint.keep", c.checkpoint.keep);
 }

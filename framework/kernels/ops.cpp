@@ -2,9 +2,19 @@
 
 #include "framework/kernels/ops.h"
 
+#include <cstring>
 #include <initializer_list>
 
 #include "framework/kernels/cpu/cpu_ops.h"
+#include "framework/kernels/device.h"
+
+#ifdef MOE_WITH_CUDA
+#include "framework/kernels/cuda/cuda_ops.h"
+// The kernel `op` of `device`: the CUDA twin or the CPU one (same signature).
+#define MOE_KERNEL(device, op) ((device) == Device::kCuda ? cuda::op : cpu::op)
+#else
+#define MOE_KERNEL(device, op) ((void)(device), cpu::op)
+#endif
 
 namespace moe::ops {
 namespace {
@@ -12,8 +22,24 @@ namespace {
 // An optional operand is passed as an empty Tensor (no shape).
 bool present(const Tensor& t) { return t.rank() > 0; }
 
-// The tensors of one op share a device and a dtype that has a kernel: today fp32 on the
-// CPU. Anything else is an error naming the op.
+// The tensors of one op share a device and a dtype that has a kernel: fp32 on the CPU,
+// and on the GPU with the CUDA backend. Anything else is an error naming the op.
+Device kernel_device(const char* op, std::initializer_list<Tensor> tensors) {
+  Device device = Device::kCpu;
+  bool first = true;
+  for (const Tensor& t : tensors) {
+    if (!present(t)) continue;
+    MOE_CHECK(t.dtype == DType::kF32 && (t.device == Device::kCpu || cuda_backend_built()), op,
+              ": no kernel for ", dtype_name(t.dtype), " on ", device_name(t.device));
+    MOE_CHECK(first || t.device == device, op, ": operands on ", device_name(device), " and ",
+              device_name(t.device));
+    device = t.device;
+    first = false;
+  }
+  return device;
+}
+
+// The ops without a device kernel (the KV-cached decoder's).
 void require_cpu_f32(const char* op, std::initializer_list<Tensor> tensors) {
   for (const Tensor& t : tensors) {
     if (!present(t)) continue;
@@ -46,14 +72,14 @@ std::string cpu_gemm_name() { return std::string("OpenBLAS ") + cpu::blas_core_n
 int num_threads() { return cpu::num_threads(); }
 
 void matmul(Tensor a, Tensor b, Tensor c, bool trans_a, bool trans_b, float alpha, float beta) {
-  require_cpu_f32("matmul", {a, b, c});
+  const Device device = kernel_device("matmul", {a, b, c});
   const int64_t m = trans_a ? a.cols() : a.rows(), k = trans_a ? a.rows() : a.cols();
   const int64_t n = trans_b ? b.rows() : b.cols();
   MOE_CHECK((trans_b ? b.cols() : b.rows()) == k, "matmul: op(a) ", a.shape.str(),
             trans_a ? "^T" : "", " and op(b) ", b.shape.str(), trans_b ? "^T" : "",
             " do not chain");
   check_matrix("matmul", "c", c, m, n);
-  cpu::matmul(a.data, b.data, c.data, m, n, k, trans_a, trans_b, alpha, beta);
+  MOE_KERNEL(device, matmul)(a.data, b.data, c.data, m, n, k, trans_a, trans_b, alpha, beta);
 }
 
 namespace {
@@ -75,7 +101,8 @@ void check_experts(const char* op, Tensor x, std::span<const int64_t> offsets,
 
 void expert_ffn_forward(Tensor x, std::span<const int64_t> offsets, const ExpertWeights& w,
                         const ExpertActivations& acts, Tensor y) {
-  require_cpu_f32("expert_ffn_forward", {x, w.gate, w.up, w.down, acts.gate, acts.up, acts.h, y});
+  const Device device =
+      kernel_device("expert_ffn_forward", {x, w.gate, w.up, w.down, acts.gate, acts.up, acts.h, y});
   check_experts("expert_ffn_forward", x, offsets, w);
   const int64_t s = x.rows(), hidden = w.up.dim(1), width = x.cols();
   const bool gated = present(w.gate);
@@ -83,17 +110,18 @@ void expert_ffn_forward(Tensor x, std::span<const int64_t> offsets, const Expert
     check_matrix("expert_ffn_forward", "activation", t, s, hidden);
   if (gated) check_matrix("expert_ffn_forward", "gate activation", acts.gate, s, hidden);
   check_matrix("expert_ffn_forward", "y", y, s, width);
-  cpu::expert_ffn_forward(x.data, offsets.data(), w.up.dim(0), gated ? w.gate.data : nullptr,
-                          w.up.data, w.down.data, gated ? acts.gate.data : nullptr, acts.up.data,
-                          acts.h.data, y.data, width, hidden);
+  MOE_KERNEL(device, expert_ffn_forward)(x.data, offsets.data(), w.up.dim(0),
+                                         gated ? w.gate.data : nullptr, w.up.data, w.down.data,
+                                         gated ? acts.gate.data : nullptr, acts.up.data,
+                                         acts.h.data, y.data, width, hidden);
 }
 
 void expert_ffn_backward(Tensor x, std::span<const int64_t> offsets, const ExpertWeights& w,
                          const ExpertActivations& acts, Tensor dy, const ExpertWeights& dw,
                          const ExpertActivations& d_acts, Tensor dx) {
-  require_cpu_f32("expert_ffn_backward", {x, w.gate, w.up, w.down, acts.gate, acts.up, acts.h, dy,
-                                          dw.gate, dw.up, dw.down, d_acts.gate, d_acts.up,
-                                          d_acts.h, dx});
+  const Device device = kernel_device(
+      "expert_ffn_backward", {x, w.gate, w.up, w.down, acts.gate, acts.up, acts.h, dy, dw.gate,
+                              dw.up, dw.down, d_acts.gate, d_acts.up, d_acts.h, dx});
   check_experts("expert_ffn_backward", x, offsets, w);
   const int64_t s = x.rows(), hidden = w.up.dim(1), width = x.cols();
   const bool gated = present(w.gate);
@@ -108,36 +136,38 @@ void expert_ffn_backward(Tensor x, std::span<const int64_t> offsets, const Exper
   }
   check_matrix("expert_ffn_backward", "dy", dy, s, width);
   check_matrix("expert_ffn_backward", "dx", dx, s, width);
-  cpu::expert_ffn_backward(x.data, offsets.data(), w.up.dim(0), gated ? w.gate.data : nullptr,
-                           w.up.data, w.down.data, gated ? acts.gate.data : nullptr, acts.up.data,
-                           acts.h.data, dy.data, gated ? dw.gate.data : nullptr, dw.up.data,
-                           dw.down.data, d_acts.h.data, gated ? d_acts.gate.data : nullptr,
-                           d_acts.up.data, dx.data, width, hidden);
+  MOE_KERNEL(device, expert_ffn_backward)(x.data, offsets.data(), w.up.dim(0),
+                                          gated ? w.gate.data : nullptr, w.up.data, w.down.data,
+                                          gated ? acts.gate.data : nullptr, acts.up.data,
+                                          acts.h.data, dy.data, gated ? dw.gate.data : nullptr,
+                                          dw.up.data, dw.down.data, d_acts.h.data,
+                                          gated ? d_acts.gate.data : nullptr, d_acts.up.data,
+                                          dx.data, width, hidden);
 }
 
 // ---- element-wise ----
 
 void add(Tensor a, Tensor b, Tensor out) {
-  require_cpu_f32("add", {a, b, out});
+  const Device device = kernel_device("add", {a, b, out});
   check_numel("add", "b", b, a.numel());
   check_numel("add", "out", out, a.numel());
-  cpu::add(a.data, b.data, out.data, a.numel());
+  MOE_KERNEL(device, add)(a.data, b.data, out.data, a.numel());
 }
 
 void axpy(float alpha, Tensor x, Tensor y) {
-  require_cpu_f32("axpy", {x, y});
+  const Device device = kernel_device("axpy", {x, y});
   check_numel("axpy", "y", y, x.numel());
-  cpu::axpy(alpha, x.data, y.data, x.numel());
+  MOE_KERNEL(device, axpy)(alpha, x.data, y.data, x.numel());
 }
 
 void scale(Tensor x, float alpha) {
-  require_cpu_f32("scale", {x});
-  cpu::scale(x.data, alpha, x.numel());
+  const Device device = kernel_device("scale", {x});
+  MOE_KERNEL(device, scale)(x.data, alpha, x.numel());
 }
 
 double sum_squares(Tensor x) {
-  require_cpu_f32("sum_squares", {x});
-  return cpu::sum_squares(x.data, x.numel());
+  const Device device = kernel_device("sum_squares", {x});
+  return MOE_KERNEL(device, sum_squares)(x.data, x.numel());
 }
 
 namespace {
@@ -145,60 +175,67 @@ namespace {
 using UnaryKernel = void (*)(const float* x, float* y, int64_t n);
 using UnaryBackwardKernel = void (*)(const float* x, const float* dy, float* dx, int64_t n);
 
-void unary(const char* op, UnaryKernel kernel, Tensor x, Tensor y) {
-  require_cpu_f32(op, {x, y});
+// cuda_kernel is that of the CUDA backend (null without it).
+void unary(const char* op, UnaryKernel cpu_kernel, UnaryKernel cuda_kernel, Tensor x, Tensor y) {
+  const Device device = kernel_device(op, {x, y});
   check_numel(op, "y", y, x.numel());
-  kernel(x.data, y.data, x.numel());
+  (device == Device::kCuda ? cuda_kernel : cpu_kernel)(x.data, y.data, x.numel());
 }
 
-void unary_backward(const char* op, UnaryBackwardKernel kernel, Tensor x, Tensor dy,
-                    Tensor dx) {
-  require_cpu_f32(op, {x, dy, dx});
+void unary_backward(const char* op, UnaryBackwardKernel cpu_kernel, UnaryBackwardKernel cuda_kernel,
+                    Tensor x, Tensor dy, Tensor dx) {
+  const Device device = kernel_device(op, {x, dy, dx});
   check_numel(op, "dy", dy, x.numel());
   check_numel(op, "dx", dx, x.numel());
-  kernel(x.data, dy.data, dx.data, x.numel());
+  (device == Device::kCuda ? cuda_kernel : cpu_kernel)(x.data, dy.data, dx.data, x.numel());
 }
+
+#ifdef MOE_WITH_CUDA
+#define MOE_KERNELS(op) cpu::op, cuda::op
+#else
+#define MOE_KERNELS(op) cpu::op, nullptr
+#endif
 
 }  // namespace
 
-void silu_forward(Tensor x, Tensor y) { unary("silu_forward", cpu::silu_forward, x, y); }
+void silu_forward(Tensor x, Tensor y) { unary("silu_forward", MOE_KERNELS(silu_forward), x, y); }
 void silu_backward(Tensor x, Tensor dy, Tensor dx) {
-  unary_backward("silu_backward", cpu::silu_backward, x, dy, dx);
+  unary_backward("silu_backward", MOE_KERNELS(silu_backward), x, dy, dx);
 }
-void gelu_forward(Tensor x, Tensor y) { unary("gelu_forward", cpu::gelu_forward, x, y); }
+void gelu_forward(Tensor x, Tensor y) { unary("gelu_forward", MOE_KERNELS(gelu_forward), x, y); }
 void gelu_backward(Tensor x, Tensor dy, Tensor dx) {
-  unary_backward("gelu_backward", cpu::gelu_backward, x, dy, dx);
+  unary_backward("gelu_backward", MOE_KERNELS(gelu_backward), x, dy, dx);
 }
 
 void swiglu_forward(Tensor g, Tensor u, Tensor h) {
-  require_cpu_f32("swiglu_forward", {g, u, h});
+  const Device device = kernel_device("swiglu_forward", {g, u, h});
   check_numel("swiglu_forward", "u", u, g.numel());
   check_numel("swiglu_forward", "h", h, g.numel());
-  cpu::swiglu_forward(g.data, u.data, h.data, g.numel());
+  MOE_KERNEL(device, swiglu_forward)(g.data, u.data, h.data, g.numel());
 }
 
 void swiglu_backward(Tensor g, Tensor u, Tensor dh, Tensor dg, Tensor du) {
-  require_cpu_f32("swiglu_backward", {g, u, dh, dg, du});
+  const Device device = kernel_device("swiglu_backward", {g, u, dh, dg, du});
   for (const Tensor& t : {u, dh, dg, du}) check_numel("swiglu_backward", "operand", t, g.numel());
-  cpu::swiglu_backward(g.data, u.data, dh.data, dg.data, du.data, g.numel());
+  MOE_KERNEL(device, swiglu_backward)(g.data, u.data, dh.data, dg.data, du.data, g.numel());
 }
 
 void add_rows(Tensor x, Tensor table, Tensor y) {
-  require_cpu_f32("add_rows", {x, table, y});
+  const Device device = kernel_device("add_rows", {x, table, y});
   const int64_t cols = x.cols();
   MOE_CHECK(table.numel() % cols == 0 && table.numel() > 0, "add_rows: table ",
             table.shape.str(), " for rows of ", cols);
   const int64_t period = table.numel() / cols;
   check_matrix("add_rows", "y", y, x.rows(), cols);
-  cpu::add_rows(x.data, table.data, y.data, x.rows(), cols, period);
+  MOE_KERNEL(device, add_rows)(x.data, table.data, y.data, x.rows(), cols, period);
 }
 
 void sum_rows(Tensor dy, Tensor dtable) {
-  require_cpu_f32("sum_rows", {dy, dtable});
+  const Device device = kernel_device("sum_rows", {dy, dtable});
   const int64_t cols = dy.cols();
   MOE_CHECK(dtable.numel() % cols == 0 && dtable.numel() > 0, "sum_rows: table ",
             dtable.shape.str(), " for rows of ", cols);
-  cpu::sum_rows(dy.data, dtable.data, dy.rows(), cols, dtable.numel() / cols);
+  MOE_KERNEL(device, sum_rows)(dy.data, dtable.data, dy.rows(), cols, dtable.numel() / cols);
 }
 
 namespace {
@@ -220,143 +257,150 @@ Modulation modulation(const char* op, Tensor x, Tensor mod, std::initializer_lis
 }  // namespace
 
 void modulate_forward(Tensor x, Tensor mod, int shift_chunk, int scale_chunk, Tensor y) {
-  require_cpu_f32("modulate_forward", {x, mod, y});
+  const Device device = kernel_device("modulate_forward", {x, mod, y});
   const Modulation m = modulation("modulate_forward", x, mod, {shift_chunk, scale_chunk});
   check_matrix("modulate_forward", "y", y, x.rows(), m.width);
-  cpu::modulate_forward(x.data, mod.data + shift_chunk * m.width, mod.data + scale_chunk * m.width,
-                        m.stride, y.data, m.batch, m.tokens, m.width);
+  MOE_KERNEL(device, modulate_forward)(x.data, mod.data + shift_chunk * m.width,
+                                       mod.data + scale_chunk * m.width, m.stride, y.data, m.batch,
+                                       m.tokens, m.width);
 }
 
 void modulate_backward(Tensor x, Tensor mod, int shift_chunk, int scale_chunk, Tensor dy,
                        Tensor dx, Tensor dmod) {
-  require_cpu_f32("modulate_backward", {x, mod, dy, dx, dmod});
+  const Device device = kernel_device("modulate_backward", {x, mod, dy, dx, dmod});
   const Modulation m = modulation("modulate_backward", x, mod, {shift_chunk, scale_chunk});
   check_matrix("modulate_backward", "dy", dy, x.rows(), m.width);
   check_matrix("modulate_backward", "dx", dx, x.rows(), m.width);
   check_matrix("modulate_backward", "dmod", dmod, m.batch, m.stride);
-  cpu::modulate_backward(x.data, mod.data + scale_chunk * m.width, m.stride, dy.data, dx.data,
-                         dmod.data + shift_chunk * m.width, dmod.data + scale_chunk * m.width,
-                         m.batch, m.tokens, m.width);
+  MOE_KERNEL(device, modulate_backward)(x.data, mod.data + scale_chunk * m.width, m.stride, dy.data,
+                                        dx.data, dmod.data + shift_chunk * m.width,
+                                        dmod.data + scale_chunk * m.width, m.batch, m.tokens,
+                                        m.width);
 }
 
 void gated_add_forward(Tensor h, Tensor mod, int gate_chunk, Tensor f, Tensor out) {
-  require_cpu_f32("gated_add_forward", {h, mod, f, out});
+  const Device device = kernel_device("gated_add_forward", {h, mod, f, out});
   const Modulation m = modulation("gated_add_forward", h, mod, {gate_chunk});
   check_matrix("gated_add_forward", "f", f, h.rows(), m.width);
   check_matrix("gated_add_forward", "out", out, h.rows(), m.width);
-  cpu::gated_add_forward(h.data, mod.data + gate_chunk * m.width, m.stride, f.data, out.data,
-                         m.batch, m.tokens, m.width);
+  MOE_KERNEL(device, gated_add_forward)(h.data, mod.data + gate_chunk * m.width, m.stride, f.data,
+                                        out.data, m.batch, m.tokens, m.width);
 }
 
 void gated_add_backward(Tensor mod, int gate_chunk, Tensor f, Tensor dout, Tensor df,
                         Tensor dmod) {
-  require_cpu_f32("gated_add_backward", {mod, f, dout, df, dmod});
+  const Device device = kernel_device("gated_add_backward", {mod, f, dout, df, dmod});
   const Modulation m = modulation("gated_add_backward", f, mod, {gate_chunk});
   check_matrix("gated_add_backward", "dout", dout, f.rows(), m.width);
   check_matrix("gated_add_backward", "df", df, f.rows(), m.width);
   check_matrix("gated_add_backward", "dmod", dmod, m.batch, m.stride);
-  cpu::gated_add_backward(mod.data + gate_chunk * m.width, m.stride, f.data, dout.data, df.data,
-                          dmod.data + gate_chunk * m.width, m.batch, m.tokens, m.width);
+  MOE_KERNEL(device, gated_add_backward)(mod.data + gate_chunk * m.width, m.stride, f.data,
+                                         dout.data, df.data, dmod.data + gate_chunk * m.width,
+                                         m.batch, m.tokens, m.width);
 }
 
 // ---- normalisation, softmax, attention ----
 
 void softmax_forward(Tensor x, Tensor y) {
-  require_cpu_f32("softmax_forward", {x, y});
+  const Device device = kernel_device("softmax_forward", {x, y});
   check_matrix("softmax_forward", "y", y, x.rows(), x.cols());
-  cpu::softmax_forward(x.data, y.data, x.rows(), x.cols());
+  MOE_KERNEL(device, softmax_forward)(x.data, y.data, x.rows(), x.cols());
 }
 
 void softmax_backward(Tensor y, Tensor dy, Tensor dx) {
-  require_cpu_f32("softmax_backward", {y, dy, dx});
+  const Device device = kernel_device("softmax_backward", {y, dy, dx});
   check_matrix("softmax_backward", "dy", dy, y.rows(), y.cols());
   check_matrix("softmax_backward", "dx", dx, y.rows(), y.cols());
-  cpu::softmax_backward(y.data, dy.data, dx.data, y.rows(), y.cols());
+  MOE_KERNEL(device, softmax_backward)(y.data, dy.data, dx.data, y.rows(), y.cols());
 }
 
 void rmsnorm_forward(Tensor x, Tensor w, Tensor y, Tensor rstd, float eps) {
-  require_cpu_f32("rmsnorm_forward", {x, w, y, rstd});
+  const Device device = kernel_device("rmsnorm_forward", {x, w, y, rstd});
   check_numel("rmsnorm_forward", "w", w, x.cols());
   check_matrix("rmsnorm_forward", "y", y, x.rows(), x.cols());
   check_numel("rmsnorm_forward", "rstd", rstd, x.rows());
-  cpu::rmsnorm_forward(x.data, w.data, y.data, rstd.data, x.rows(), x.cols(), eps);
+  MOE_KERNEL(device, rmsnorm_forward)(x.data, w.data, y.data, rstd.data, x.rows(), x.cols(), eps);
 }
 
 void rmsnorm_backward(Tensor x, Tensor w, Tensor rstd, Tensor dy, Tensor dx, Tensor dw) {
-  require_cpu_f32("rmsnorm_backward", {x, w, rstd, dy, dx, dw});
+  const Device device = kernel_device("rmsnorm_backward", {x, w, rstd, dy, dx, dw});
   check_numel("rmsnorm_backward", "w", w, x.cols());
   check_numel("rmsnorm_backward", "dw", dw, x.cols());
   check_numel("rmsnorm_backward", "rstd", rstd, x.rows());
   check_matrix("rmsnorm_backward", "dy", dy, x.rows(), x.cols());
   check_matrix("rmsnorm_backward", "dx", dx, x.rows(), x.cols());
-  cpu::rmsnorm_backward(x.data, w.data, rstd.data, dy.data, dx.data, dw.data, x.rows(),
-                        x.cols());
+  MOE_KERNEL(device, rmsnorm_backward)(x.data, w.data, rstd.data, dy.data, dx.data, dw.data,
+                                       x.rows(), x.cols());
 }
 
 void layernorm_forward(Tensor x, Tensor w, Tensor b, Tensor y, Tensor mean, Tensor rstd,
                        float eps) {
-  require_cpu_f32("layernorm_forward", {x, w, b, y, mean, rstd});
+  const Device device = kernel_device("layernorm_forward", {x, w, b, y, mean, rstd});
   if (present(w)) check_numel("layernorm_forward", "w", w, x.cols());
   if (present(b)) check_numel("layernorm_forward", "b", b, x.cols());
   check_matrix("layernorm_forward", "y", y, x.rows(), x.cols());
   check_numel("layernorm_forward", "mean", mean, x.rows());
   check_numel("layernorm_forward", "rstd", rstd, x.rows());
-  cpu::layernorm_forward(x.data, present(w) ? w.data : nullptr, present(b) ? b.data : nullptr,
-                         y.data, mean.data, rstd.data, x.rows(), x.cols(), eps);
+  MOE_KERNEL(device, layernorm_forward)(x.data, present(w) ? w.data : nullptr,
+                                        present(b) ? b.data : nullptr, y.data, mean.data, rstd.data,
+                                        x.rows(), x.cols(), eps);
 }
 
 void layernorm_backward(Tensor x, Tensor w, Tensor mean, Tensor rstd, Tensor dy, Tensor dx,
                         Tensor dw, Tensor db) {
-  require_cpu_f32("layernorm_backward", {x, w, mean, rstd, dy, dx, dw, db});
+  const Device device = kernel_device("layernorm_backward", {x, w, mean, rstd, dy, dx, dw, db});
   check_matrix("layernorm_backward", "dy", dy, x.rows(), x.cols());
   check_matrix("layernorm_backward", "dx", dx, x.rows(), x.cols());
-  cpu::layernorm_backward(x.data, present(w) ? w.data : nullptr, mean.data, rstd.data, dy.data,
-                          dx.data, present(dw) ? dw.data : nullptr,
-                          present(db) ? db.data : nullptr, x.rows(), x.cols());
+  MOE_KERNEL(device, layernorm_backward)(x.data, present(w) ? w.data : nullptr, mean.data,
+                                         rstd.data, dy.data, dx.data,
+                                         present(dw) ? dw.data : nullptr,
+                                         present(db) ? db.data : nullptr, x.rows(), x.cols());
 }
 
 void rope_apply(Tensor x, int64_t batch, int64_t heads, int64_t head_dim, int64_t column,
                 float theta, bool inverse) {
-  require_cpu_f32("rope_apply", {x});
+  const Device device = kernel_device("rope_apply", {x});
   MOE_CHECK(batch > 0 && x.rows() % batch == 0, "rope_apply: ", x.rows(), " rows for ", batch,
             " sequences");
   MOE_CHECK(column >= 0 && column + heads * head_dim <= x.cols(), "rope_apply: columns [",
             column, ", ", column + heads * head_dim, ") outside rows of ", x.cols());
-  cpu::rope_apply(x.data + column, batch, x.rows() / batch, heads, head_dim, x.cols(), theta,
-                  inverse);
+  MOE_KERNEL(device, rope_apply)(x.data + column, batch, x.rows() / batch, heads, head_dim,
+                                 x.cols(), theta, inverse);
 }
 
 void attention_forward(Tensor qkv, Tensor att, Tensor out, int64_t batch, int64_t heads,
                        bool causal) {
-  require_cpu_f32("attention_forward", {qkv, att, out});
+  const Device device = kernel_device("attention_forward", {qkv, att, out});
   const int64_t seq = qkv.rows() / batch, head_dim = out.cols() / heads;
   check_matrix("attention_forward", "qkv", qkv, batch * seq, 3 * heads * head_dim);
   check_matrix("attention_forward", "out", out, batch * seq, heads * head_dim);
   check_numel("attention_forward", "att", att, batch * heads * seq * seq);
-  cpu::attention_forward(qkv.data, att.data, out.data, batch, seq, heads, head_dim, causal);
+  MOE_KERNEL(device, attention_forward)(qkv.data, att.data, out.data, batch, seq, heads, head_dim,
+                                        causal);
 }
 
 void attention_backward(Tensor qkv, Tensor att, Tensor dout, Tensor dqkv, Tensor scratch,
                         int64_t batch, int64_t heads, bool causal) {
-  require_cpu_f32("attention_backward", {qkv, att, dout, dqkv, scratch});
+  const Device device = kernel_device("attention_backward", {qkv, att, dout, dqkv, scratch});
   const int64_t seq = qkv.rows() / batch, head_dim = dout.cols() / heads;
   check_matrix("attention_backward", "qkv", qkv, batch * seq, 3 * heads * head_dim);
   check_matrix("attention_backward", "dqkv", dqkv, batch * seq, 3 * heads * head_dim);
   check_matrix("attention_backward", "dout", dout, batch * seq, heads * head_dim);
   check_numel("attention_backward", "att", att, batch * heads * seq * seq);
   check_numel("attention_backward", "scratch", scratch, batch * heads * seq * seq);
-  cpu::attention_backward(qkv.data, att.data, dout.data, dqkv.data, scratch.data, batch, seq,
-                          heads, head_dim, causal);
+  MOE_KERNEL(device, attention_backward)(qkv.data, att.data, dout.data, dqkv.data, scratch.data,
+                                         batch, seq, heads, head_dim, causal);
 }
 
 void rope_apply_at(Tensor x, std::span<const int32_t> pos, int64_t heads, int64_t head_dim,
                    int64_t column, float theta) {
-  require_cpu_f32("rope_apply_at", {x});
+  const Device device = kernel_device("rope_apply_at", {x});
   MOE_CHECK(static_cast<int64_t>(pos.size()) == x.rows(), "rope_apply_at: ", pos.size(),
             " positions for ", x.rows(), " rows");
   MOE_CHECK(column >= 0 && column + heads * head_dim <= x.cols(), "rope_apply_at: columns [",
             column, ", ", column + heads * head_dim, ") outside rows of ", x.cols());
-  cpu::rope_apply_at(x.data + column, pos.data(), x.rows(), heads, head_dim, x.cols(), theta);
+  MOE_KERNEL(device, rope_apply_at)(x.data + column, pos.data(), x.rows(), heads, head_dim,
+                                    x.cols(), theta);
 }
 
 void attention_decode(Tensor qkv, std::span<const float* const> keys,
@@ -376,30 +420,31 @@ void attention_decode(Tensor qkv, std::span<const float* const> keys,
 
 void cross_entropy(Tensor logits, std::span<const int32_t> targets, Tensor losses,
                    Tensor dlogits, float scale) {
-  require_cpu_f32("cross_entropy", {logits, losses, dlogits});
+  const Device device = kernel_device("cross_entropy", {logits, losses, dlogits});
   const int64_t rows = logits.rows();
   MOE_CHECK(static_cast<int64_t>(targets.size()) == rows, "cross_entropy: ", targets.size(),
             " targets for ", rows, " rows");
   check_numel("cross_entropy", "losses", losses, rows);
   if (present(dlogits)) check_matrix("cross_entropy", "dlogits", dlogits, rows, logits.cols());
-  cpu::cross_entropy(logits.data, targets.data(), losses.data,
-                     present(dlogits) ? dlogits.data : nullptr, scale, rows, logits.cols());
+  MOE_KERNEL(device, cross_entropy)(logits.data, targets.data(), losses.data,
+                                    present(dlogits) ? dlogits.data : nullptr, scale, rows,
+                                    logits.cols());
 }
 
 // ---- routing, dispatch, combine ----
 
 void topk(Tensor x, Tensor values, std::span<int32_t> indices) {
-  require_cpu_f32("topk", {x, values});
+  const Device device = kernel_device("topk", {x, values});
   const int64_t k = values.cols();
   check_matrix("topk", "values", values, x.rows(), k);
   MOE_CHECK(static_cast<int64_t>(indices.size()) == x.rows() * k, "topk: ", indices.size(),
             " indices for ", x.rows(), " rows of top-", k);
-  cpu::topk(x.data, values.data, indices.data(), x.rows(), x.cols(), k);
+  MOE_KERNEL(device, topk)(x.data, values.data, indices.data(), x.rows(), x.cols(), k);
 }
 
 void limit_to_nodes(Tensor scores, std::span<const int32_t> expert_node, int64_t nodes,
                     int64_t keep, int64_t per_node, int64_t token_node, float own_node_bonus) {
-  require_cpu_f32("limit_to_nodes", {scores});
+  const Device device = kernel_device("limit_to_nodes", {scores});
   MOE_CHECK(static_cast<int64_t>(expert_node.size()) == scores.cols(), "limit_to_nodes: node of ",
             expert_node.size(), " experts for ", scores.cols(), " columns");
   MOE_CHECK(token_node >= 0 && token_node < nodes && keep >= 1 && per_node >= 1,
@@ -408,23 +453,23 @@ void limit_to_nodes(Tensor scores, std::span<const int32_t> expert_node, int64_t
   for (int32_t node : expert_node)
     MOE_CHECK(node >= 0 && node < nodes, "limit_to_nodes: an expert on node ", node, " of ",
               nodes);
-  cpu::limit_to_nodes(scores.data, scores.rows(), scores.cols(), expert_node.data(), nodes, keep,
-                      per_node, token_node, own_node_bonus);
+  MOE_KERNEL(device, limit_to_nodes)(scores.data, scores.rows(), scores.cols(), expert_node.data(),
+                                     nodes, keep, per_node, token_node, own_node_bonus);
 }
 
 void permute_rows(Tensor src, std::span<const int32_t> index, std::span<const float> scale,
                   Tensor dst) {
-  require_cpu_f32("permute_rows", {src, dst});
+  const Device device = kernel_device("permute_rows", {src, dst});
   const int64_t n = static_cast<int64_t>(index.size());
   check_matrix("permute_rows", "dst", dst, n, src.cols());
   MOE_CHECK(scale.empty() || static_cast<int64_t>(scale.size()) == n, "permute_rows: ",
             scale.size(), " scales for ", n, " rows");
-  cpu::permute_rows(src.data, index.data(), or_null(scale), dst.data, n, src.cols());
+  MOE_KERNEL(device, permute_rows)(src.data, index.data(), or_null(scale), dst.data, n, src.cols());
 }
 
 void combine_rows(Tensor src, std::span<const int32_t> slot, std::span<const float> weight,
                   Tensor out) {
-  require_cpu_f32("combine_rows", {src, out});
+  const Device device = kernel_device("combine_rows", {src, out});
   const int64_t n = out.rows();
   MOE_CHECK(out.cols() == src.cols(), "combine_rows: rows of ", src.cols(), " into ",
             out.cols());
@@ -433,68 +478,86 @@ void combine_rows(Tensor src, std::span<const int32_t> slot, std::span<const flo
   const int64_t k = n == 0 ? 0 : static_cast<int64_t>(slot.size()) / n;
   MOE_CHECK(weight.empty() || weight.size() == slot.size(), "combine_rows: ", weight.size(),
             " weights for ", slot.size(), " slots");
-  cpu::combine_rows(src.data, slot.data(), or_null(weight), out.data, n, k, src.cols());
+  MOE_KERNEL(device, combine_rows)(src.data, slot.data(), or_null(weight), out.data, n, k,
+                                   src.cols());
 }
 
 void gather_dot(Tensor a, std::span<const int32_t> a_row, Tensor b,
                 std::span<const int32_t> b_row, std::span<float> out) {
-  require_cpu_f32("gather_dot", {a, b});
+  const Device device = kernel_device("gather_dot", {a, b});
   const int64_t n = static_cast<int64_t>(out.size());
   MOE_CHECK(a.cols() == b.cols(), "gather_dot: rows of ", a.cols(), " and ", b.cols());
   MOE_CHECK((a_row.empty() || static_cast<int64_t>(a_row.size()) == n) &&
                 (b_row.empty() || static_cast<int64_t>(b_row.size()) == n),
             "gather_dot: index arrays of ", a_row.size(), " and ", b_row.size(), " for ", n,
             " outputs");
-  cpu::gather_dot(a.data, or_null(a_row), b.data, or_null(b_row), out.data(), n, a.cols());
+  MOE_KERNEL(device, gather_dot)(a.data, or_null(a_row), b.data, or_null(b_row), out.data(), n,
+                                 a.cols());
 }
 
 void transpose_blocks(Device device, const void* src, void* dst,
                       std::span<const int64_t> counts, int64_t a_count, int64_t b_count,
                       size_t element_bytes, bool inverse) {
-  MOE_CHECK(device == Device::kCpu, "transpose_blocks: no kernel on ", device_name(device));
+  MOE_CHECK(device == Device::kCpu || cuda_backend_built(), "transpose_blocks: no kernel on ",
+            device_name(device));
   MOE_CHECK(static_cast<int64_t>(counts.size()) == a_count * b_count, "transpose_blocks: ",
             counts.size(), " counts for a ", a_count, " x ", b_count, " grid");
-  cpu::transpose_blocks(src, dst, counts.data(), a_count, b_count,
-                        static_cast<int64_t>(element_bytes), inverse);
+  MOE_KERNEL(device, transpose_blocks)(src, dst, counts.data(), a_count, b_count,
+                                       static_cast<int64_t>(element_bytes), inverse);
+}
+
+void copy(Tensor src, Tensor dst) {
+  MOE_CHECK(src.dtype == dst.dtype && src.numel() == dst.numel(), "copy: ", dtype_name(src.dtype),
+            " ", src.shape.str(), " into ", dtype_name(dst.dtype), " ", dst.shape.str());
+  if (src.device == Device::kCpu && dst.device == Device::kCpu) {
+    if (src.bytes() > 0) std::memcpy(dst.raw(), src.raw(), src.bytes());
+    return;
+  }
+#ifdef MOE_WITH_CUDA
+  cuda::copy_bytes(src.raw(), src.device, dst.raw(), dst.device, src.bytes());
+#else
+  MOE_FAIL("copy: no kernel on cuda: this build has no CUDA backend");
+#endif
 }
 
 // ---- embeddings and images ----
 
 void embedding_forward(Tensor table, std::span<const int32_t> ids, Tensor out) {
-  require_cpu_f32("embedding_forward", {table, out});
+  const Device device = kernel_device("embedding_forward", {table, out});
   const int64_t n = static_cast<int64_t>(ids.size());
   check_matrix("embedding_forward", "out", out, n, table.cols());
-  cpu::embedding_forward(table.data, ids.data(), out.data, n, table.cols());
+  MOE_KERNEL(device, embedding_forward)(table.data, ids.data(), out.data, n, table.cols());
 }
 
 void embedding_backward(Tensor dout, std::span<const int32_t> ids, Tensor dtable) {
-  require_cpu_f32("embedding_backward", {dout, dtable});
+  const Device device = kernel_device("embedding_backward", {dout, dtable});
   const int64_t n = static_cast<int64_t>(ids.size());
   check_matrix("embedding_backward", "dout", dout, n, dtable.cols());
-  cpu::embedding_backward(dout.data, ids.data(), dtable.data, n, dtable.cols());
+  MOE_KERNEL(device, embedding_backward)(dout.data, ids.data(), dtable.data, n, dtable.cols());
 }
 
 void patchify(Tensor x, Tensor patches, int64_t patch) {
-  require_cpu_f32("patchify", {x, patches});
+  const Device device = kernel_device("patchify", {x, patches});
   MOE_CHECK(x.rank() == 4, "patchify: image batch of shape ", x.shape.str());
   check_numel("patchify", "patches", patches, x.numel());
-  cpu::patchify(x.data, patches.data, x.dim(0), x.dim(1), x.dim(2), x.dim(3), patch);
+  MOE_KERNEL(device, patchify)(x.data, patches.data, x.dim(0), x.dim(1), x.dim(2), x.dim(3), patch);
 }
 
 void unpatchify(Tensor patches, Tensor x, int64_t patch) {
-  require_cpu_f32("unpatchify", {patches, x});
+  const Device device = kernel_device("unpatchify", {patches, x});
   MOE_CHECK(x.rank() == 4, "unpatchify: image batch of shape ", x.shape.str());
   check_numel("unpatchify", "patches", patches, x.numel());
-  cpu::unpatchify(patches.data, x.data, x.dim(0), x.dim(1), x.dim(2), x.dim(3), patch);
+  MOE_KERNEL(device, unpatchify)(patches.data, x.data, x.dim(0), x.dim(1), x.dim(2), x.dim(3),
+                                 patch);
 }
 
 // ---- optimizer ----
 
 void adamw(Tensor p, Tensor g, Tensor m, Tensor v, const AdamWStep& s) {
-  require_cpu_f32("adamw", {p, g, m, v});
+  const Device device = kernel_device("adamw", {p, g, m, v});
   for (const Tensor& t : {g, m, v}) check_numel("adamw", "state", t, p.numel());
-  cpu::adamw(p.data, g.data, m.data, v.data, p.numel(), s.lr, s.beta1, s.beta2, s.eps,
-             s.weight_decay, s.step);
+  MOE_KERNEL(device, adamw)(p.data, g.data, m.data, v.data, p.numel(), s.lr, s.beta1, s.beta2,
+                            s.eps, s.weight_decay, s.step);
 }
 
 }  // namespace moe::ops

@@ -4,7 +4,9 @@
 // checks that the shapes fit together, and calls the kernel of that device and dtype:
 //
 //   ops::<op>  ->  moe::cpu::<op>        fp32 on the CPU (framework/kernels/cpu/)
-//                  moe::cuda::<op>       with the CUDA backend (framework/kernels/cuda/)
+//                  moe::cuda::<op>       fp32 on the GPU, with the CUDA backend
+//                                        (framework/kernels/cuda/: the same kernel list;
+//                                        the rank's GPU is framework/kernels/device.h)
 //
 // An op asked for a (device, dtype) it has no kernel for fails with a moe::Error naming
 // the op, the device and the dtype. Every CPU kernel has a reference twin
@@ -15,7 +17,7 @@
 // docs/architecture.md (B batch, T sequence, C width, H heads, D head dim, E experts,
 // K top-k, F expert width, V vocabulary, N rows/tokens, S slots). "accumulate" means +=,
 // otherwise outputs are overwritten. Index arrays (token ids, slots, expert choices) are
-// host spans of int32. Backward ops never allocate.
+// host spans of int32 (a CUDA kernel uploads them). Backward ops never allocate.
 
 #include <cstddef>
 #include <cstdint>
@@ -164,6 +166,10 @@ void gather_dot(Tensor a, std::span<const int32_t> a_row, Tensor b,
 void transpose_blocks(Device device, const void* src, void* dst,
                       std::span<const int64_t> counts, int64_t a_count, int64_t b_count,
                       size_t element_bytes, bool inverse);
+
+// dst = src: same dtype and element count, between any two devices (the host waits
+// for a copy it reads, or whose source it may reuse).
+void copy(Tensor src, Tensor dst);
 
 // ---- embeddings and images ----
 

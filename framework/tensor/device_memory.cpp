@@ -8,6 +8,8 @@
 
 #ifdef MOE_WITH_CUDA
 #include <cuda_runtime.h>
+
+#include "framework/kernels/cuda/context.h"
 #endif
 
 namespace moe {
@@ -34,7 +36,7 @@ void* device_allocate(Device device, size_t bytes) {
 #ifdef MOE_WITH_CUDA
   void* p = nullptr;
   cuda_check(cudaMalloc(&p, bytes), "cudaMalloc");
-  cuda_check(cudaMemset(p, 0, bytes), "cudaMemset");
+  cuda::zero_async(p, bytes);
   return p;
 #else
   MOE_FAIL("device memory on ", device_name(device), ": this build has no CUDA backend");
@@ -59,7 +61,7 @@ void device_zero(Device device, void* ptr, size_t bytes) {
     return;
   }
 #ifdef MOE_WITH_CUDA
-  cuda_check(cudaMemset(ptr, 0, bytes), "cudaMemset");
+  cuda::zero_async(ptr, bytes);
 #else
   MOE_FAIL("device memory on ", device_name(device), ": this build has no CUDA backend");
 #endif

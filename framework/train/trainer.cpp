@@ -13,6 +13,7 @@
 #include "framework/checkpoint/checkpointer.h"
 #include "framework/core/exit_status.h"
 #include "framework/core/timer.h"
+#include "framework/kernels/device.h"
 #include "framework/kernels/ops.h"
 #include "framework/optim/adamw.h"
 #include "framework/optim/clip.h"
@@ -36,6 +37,7 @@ namespace moe {
 namespace fs = std::filesystem;
 
 struct Trainer::State {
+  std::unique_ptr<ComputeDevice> device;  // run.device; outlives everything computed on it
   std::unique_ptr<Watchdog> watchdog;  // parallel.timeout_s; outlives every communicator
   ProcessGroups groups;
   int dp_rank = 0, dp_size = 1;
@@ -116,6 +118,12 @@ Trainer::Trainer(const Config& config, const MpiEnv& mpi)
   // make_model opens and validates the family's data. Rank 0 writes only after the
   // collectives below, which a rank that failed never reaches (its error ends the job).
   s_ = std::make_unique<State>(config);
+  s_->device = std::make_unique<ComputeDevice>(config.run.device, mpi.local_rank(),
+                                               mpi.local_size(), config.run.share_gpus);
+  // The CUDA kernels and the NCCL communicator exist (docs/gpu.md), but the layers still
+  // keep their tensors in host memory: refuse rather than train on the CPU unasked.
+  MOE_USER_CHECK(config.run.device == Device::kCpu, "run.device: cuda: the trainer does not "
+                 "yet keep the model on the GPU (docs/gpu.md); use run.device = cpu");
   s_->watchdog = std::make_unique<Watchdog>(config.parallel.timeout_s, mpi.rank());
   s_->groups = make_process_groups(mpi, config.parallel);
   const ProcessGroups& g = s_->groups;

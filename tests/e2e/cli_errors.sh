@@ -41,6 +41,11 @@ expect_error missing_config "nope.ini" --config "$tmp/nope.ini"
 expect_error missing_data "data.train_path" "${base[@]}" --data.train_path="$tmp/none.tok"
 printf 'not a token shard at all, just text that is long enough.......' >"$tmp/foreign.tok"
 expect_error foreign_data "foreign.tok" "${base[@]}" --data.train_path="$tmp/foreign.tok"
+# run.device: a bad name; cuda without the backend, without a visible GPU, or (for now)
+# with one, is refused by name before anything is written.
+expect_error bad_device "run.device" "${base[@]}" --run.device=gpu
+expect_error cuda_device "run.device: cuda" "${base[@]}" --run.device=cuda
+expect_error share_gpus_on_cpu "run.share_gpus" "${base[@]}" --run.share_gpus=true
 
 # An existing run is never overwritten without run.overwrite=true.
 mkdir -p "$tmp/taken"; echo '{"step": 1}' >"$tmp/taken/metrics.jsonl"

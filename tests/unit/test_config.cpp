@@ -11,6 +11,7 @@
 
 #include "framework/config/config.h"
 #include "framework/core/error.h"
+#include "framework/kernels/device.h"
 
 namespace moe {
 namespace {
@@ -277,6 +278,40 @@ TEST(ConfigErrors, InconsistentCombinations) {
             "moe.expert_ffn: 30 must be divisible by parallel.etp = 4");
   EXPECT_NO_THROW(load_config_text("", {"parallel.dp=4", "parallel.ep=2", "parallel.etp=2",
                                         "moe.num_experts=4", "moe.expert_ffn=32"}));
+}
+
+TEST(ConfigErrors, Device) {
+  EXPECT_EQ(error_for_overrides({"run.device=gpu"}),
+            "run.device: 'gpu' is not a device (known: cpu, cuda) (command line)");
+  EXPECT_EQ(error_for_overrides({"run.share_gpus=true"}),
+            "run.share_gpus: true needs run.device = cuda");
+  EXPECT_EQ(load_config_text("", {}).run.device, Device::kCpu);
+  if (cuda_backend_built()) {
+    EXPECT_EQ(load_config_text("", {"run.device=cuda"}).run.device, Device::kCuda);
+  } else {
+    EXPECT_EQ(error_for_overrides({"run.device=cuda"}),
+              "run.device: cuda, but this build has no CUDA backend (build where nvcc is "
+              "installed, or with -DMOE_WITH_CUDA=ON)");
+  }
+}
+
+// One GPU per rank: local rank mod visible GPUs, refused without enough GPUs.
+TEST(ConfigErrors, GpuChoice) {
+  EXPECT_EQ(choose_gpu(0, 1, 1, false), 0);
+  EXPECT_EQ(choose_gpu(3, 4, 8, false), 3);
+  EXPECT_EQ(choose_gpu(5, 8, 4, true), 1);
+  EXPECT_EQ(user_error_of([] { choose_gpu(0, 1, 0, false); }),
+            "run.device: cuda, but no CUDA device is visible to this process (check the "
+            "driver and CUDA_VISIBLE_DEVICES)");
+  EXPECT_EQ(user_error_of([] { choose_gpu(2, 4, 2, false); }),
+            "run.device: cuda with 4 ranks on this node but 2 visible GPUs; start at most 2 "
+            "ranks per node or set run.share_gpus = true");
+  // Without a GPU (or without the backend) a cuda device is refused before anything runs.
+  if (visible_cuda_devices() == 0)
+    EXPECT_NE(user_error_of([] { ComputeDevice d(Device::kCuda, 0, 1, false); })
+                  .find("run.device: cuda"),
+              std::string::npos);
+  EXPECT_EQ(ComputeDevice(Device::kCpu, 0, 1, false).description(), "cpu");
 }
 
 TEST(ConfigErrors, TensorParallelSizes) {
