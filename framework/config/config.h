@@ -253,6 +253,9 @@ struct ParallelConfig {
   float inter_latency_us = 0.0f, inter_bandwidth_gbs = 0.0f;
   float grad_bucket_mb = 25.0f;    // gradient all-reduce bucket, MiB
   int timeout_s = 600;             // a collective waiting longer aborts the job; 0 = never
+  // ZeRO-1/2 for the replicated parameters: gradients reduce-scattered, each rank keeps
+  // the AdamW state of and updates a 1/n slice, updated weights all-gathered
+  bool shard_optimizer = false;
 };
 
 struct Config {

@@ -17,6 +17,7 @@
 #include "framework/optim/adamw.h"
 #include "framework/optim/clip.h"
 #include "framework/optim/lr_schedule.h"
+#include "framework/train/memory_record.h"
 #include "framework/train/metrics.h"
 #include "framework/moe/moe_factory.h"
 #include "framework/parallel/grad_sync.h"
@@ -148,7 +149,7 @@ Trainer::Trainer(const Config& config, const MpiEnv& mpi)
   s_->grad_sync = std::make_unique<GradSync>(
       s_->store, *s_->groups.dp, *s_->groups.edp, s_->dp_size,
       static_cast<int64_t>(static_cast<double>(config.parallel.grad_bucket_mb) * (1 << 20)),
-      s_->groups.world.get());
+      s_->groups.world.get(), config.parallel.shard_optimizer);
   check_same_on_all_ranks(*s_->groups.world, config.resolved_ini, "the resolved config");
   // The directories become this run's (run_lock.h); then every rank checks it can write.
   if (mpi.rank() == 0) s_->run_lock = RunLock::acquire(config);
@@ -193,6 +194,9 @@ void Trainer::restore_checkpoint() {
                                                     *s_->optimizer, model_buffers(), log_);
   if (const std::optional<TrainerState> state = s_->checkpointer->restore())
     s_->start_step = state->step;
+  // parallel.shard_optimizer: the state was read whole (checkpoints are logical); this
+  // rank keeps its slices
+  s_->grad_sync->slice_state(*s_->optimizer);
 }
 
 bool Trainer::save_checkpoint(int64_t completed, float last_lr, IntervalTimes& times) {
@@ -203,10 +207,14 @@ bool Trainer::save_checkpoint(int64_t completed, float last_lr, IntervalTimes& t
                                       last_checkpoint_note());
   const int64_t tokens_per_step = config_.data.batch_size * s_->tokens_per_sample;
   try {
+    // parallel.shard_optimizer: the logical file needs whole moments, for this write only
+    s_->grad_sync->gather_state(*s_->optimizer);
     s_->checkpointer->save(make_trainer_state(config_, completed, tokens_per_step, last_lr));
+    s_->grad_sync->slice_state(*s_->optimizer);
     return true;
   } catch (const WriteError& e) {
     // Every rank is here together (write_checkpoint agreed on the failure).
+    s_->grad_sync->slice_state(*s_->optimizer);
     if (config_.checkpoint.on_error == SaveErrorAction::kWarn && completed < config_.train.steps) {
       log_.info("warning: checkpoint of step ", completed, " not written: ", e.what(),
                 "; training on, the next checkpoint tries again (checkpoint.on_error = warn)");
@@ -312,7 +320,8 @@ Trainer::StepResult Trainer::train_step(int64_t step, IntervalTimes& times) {
   }
   {
     ScopedTimer timer(times.grad_sync);
-    s_->grad_sync->all_reduce();
+    if (s_->grad_sync->shards_state()) s_->grad_sync->reduce_scatter();
+    else s_->grad_sync->all_reduce();
   }
   // The reported loss is the global batch's: the mean of the ranks' equal slices
   // (aux and z are global already).
@@ -323,7 +332,7 @@ Trainer::StepResult Trainer::train_step(int64_t step, IntervalTimes& times) {
   result.lr = s_->schedule.lr(step);
   ScopedTimer timer(times.optimizer);
   result.grad_norm =
-      global_grad_norm(s_->store, *s_->groups.tp, *s_->groups.ep, *s_->groups.etp);
+      s_->grad_sync->global_grad_norm(*s_->groups.tp, *s_->groups.ep, *s_->groups.etp);
   result.verdict = s_->guard->judge(step + 1, local_loss, result.grad_norm);
   if (result.verdict.action == StepVerdict::kStop)
     throw RunStop(kExitNonFinite, result.verdict.reason + "; stopped (train.on_nonfinite = " +
@@ -336,6 +345,7 @@ Trainer::StepResult Trainer::train_step(int64_t step, IntervalTimes& times) {
   }
   scale_grads(s_->store, clip_coefficient(result.grad_norm, c.optim.grad_clip));
   s_->optimizer->step(result.lr);
+  s_->grad_sync->all_gather_params();  // sharded optimizer: every rank's updated slices
   if (c.moe.bias_balance)
     for (MoELayer* layer : model.network().moe_layers())
       layer->update_bias(layer->load_stats().assigned.data());
@@ -504,6 +514,7 @@ nlohmann::json Trainer::run() {
                        {"peak_gflops", s_->peak_flops * 1e-9},
                        {"dispatcher", enum_name(s_->moe->dispatcher_kind())},
                        {"skipped_steps", s_->guard->skipped()},
+                       {"memory", memory_record(s_->store, *s_->optimizer, *s_->groups.world)},
                        {"seconds", run_clock.seconds()}});
   if (const std::optional<DispatcherChoice>& a = s_->moe->auto_choice())
     final_record["dispatcher_choice"] = {{"dispatcher", enum_name(a->chosen)},
