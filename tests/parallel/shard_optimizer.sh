@@ -2,9 +2,9 @@
 # mpi-ranks: 2 4
 # The sharded optimizer (parallel.shard_optimizer, docs/parallelism.md) changes where
 # the AdamW state lives, not the training: the tiny MoE-LM (8 experts, aux-loss-free
-# bias balancing) trained 20 steps under (dp, ep) = (2, 1), (4, 1) and (4, 2) with it
-# logs the one-process losses at every step (relative 1e-5) and ends with the same
-# weights (1e-5 absolute: summation order only, as in train_equivalence.sh);
+# bias balancing) trained 20 steps with it under (dp, ep) = (2, 1), (4, 1), (4, 2) and
+# (4, 1) with etp 2 logs the one-process losses at every step (relative 1e-5) and ends
+# with the same weights (1e-5 absolute: summation order only, as in train_equivalence.sh);
 #   - each rank's AdamW state, as allocated, is exactly its analytic slices: for a
 #     tensor of m elements replicated over n ranks, rank q keeps
 #     floor((q+1) m / n) - floor(q m / n) elements of each moment (1/n of the total);
@@ -59,6 +59,9 @@ for layout in "2 1" "4 1" "4 2"; do
   train "$dp" "$ep" "$tmp/so$dp$ep" --parallel.shard_optimizer=true
   compare "$tmp/one" "$tmp/so$dp$ep" "shard_optimizer at ($dp, $ep)" --rtol 1e-5 --weights
 done
+# expert blocks split over etp 2 inside dp 4: their moments sharded over edp all the same
+train 4 1 "$tmp/so_etp" --parallel.shard_optimizer=true --parallel.etp=2
+compare "$tmp/one" "$tmp/so_etp" "shard_optimizer at (4, 1), etp 2" --rtol 1e-5 --weights
 state_bytes "$tmp/so21" 2 || fail "optimizer state bytes at dp 2"
 state_bytes "$tmp/so41" 4 || fail "optimizer state bytes at dp 4"
 
