@@ -1,5 +1,6 @@
 #include "framework/train/memory_record.h"
 
+#include <algorithm>
 #include <array>
 #include <vector>
 
@@ -23,6 +24,25 @@ nlohmann::json memory_record(const ParamStore& store, const AdamW& optimizer,
     record[names[k]] = per_rank;
   }
   return record;
+}
+
+std::vector<RankBalance> rank_balance(const std::vector<MoELayer*>& layers,
+                                      Communicator& world) {
+  std::vector<int64_t> mine;
+  for (const MoELayer* layer : layers) mine.push_back(layer->rows_computed());
+  std::vector<int64_t> all(mine.size() * static_cast<size_t>(world.size()));
+  world.all_gather<int64_t>(mine, all);
+  std::vector<RankBalance> out(layers.size());
+  for (size_t l = 0; l < layers.size(); ++l) {
+    int64_t total = 0;
+    for (int r = 0; r < world.size(); ++r) {
+      const int64_t rows = all[r * mine.size() + l];
+      out[l].max = std::max(out[l].max, rows);
+      total += rows;
+    }
+    out[l].mean = static_cast<double>(total) / world.size();
+  }
+  return out;
 }
 
 }  // namespace moe

@@ -288,9 +288,12 @@ void Trainer::save_model() {
 nlohmann::json Trainer::expert_load_record() {
   nlohmann::json layers = nlohmann::json::array();
   const std::vector<int> blocks = s_->model->network().moe_layer_blocks();
+  const std::vector<MoELayer*> moe_layers = s_->model->network().moe_layers();
+  const std::vector<RankBalance> balance = rank_balance(moe_layers, *s_->groups.world);
   int index = 0;
-  for (MoELayer* layer : s_->model->network().moe_layers()) {
+  for (MoELayer* layer : moe_layers) {
     const ExpertLoadStats& st = layer->load_stats();
+    const RankBalance& b = balance[index];
     layers.push_back({{"layer", blocks[index++]},
                       {"tokens", st.assigned},
                       {"max_over_mean", st.max_over_mean},
@@ -298,7 +301,10 @@ nlohmann::json Trainer::expert_load_record() {
                       {"node_local", st.node_local_fraction},
                       {"nodes_per_token", st.nodes_per_token},
                       {"remote_nodes_per_token", st.remote_nodes_per_token},
-                      {"locality_loss", st.locality_loss}});
+                      {"locality_loss", st.locality_loss},
+                      {"rank_rows_max", b.max},
+                      {"rank_rows_mean", b.mean},
+                      {"rank_rows_max_over_mean", b.max_over_mean()}});
   }
   return layers;
 }

@@ -8,6 +8,7 @@
 #   - each rank's AdamW state, as allocated, is exactly its analytic slices: for a
 #     tensor of m elements replicated over n ranks, rank q keeps
 #     floor((q+1) m / n) - floor(q m / n) elements of each moment (1/n of the total);
+#   - the experts records' per-rank rows add up to the global batch's assignments;
 #   - checkpoints stay logical: the (2, 1) run resumed from its step-10 checkpoint logs
 #     steps 11..20 bit-identical to the uninterrupted run with identical weights; the
 #     (4, 1) checkpoint resumed on one process without sharding, and the one-process
@@ -63,6 +64,18 @@ done
 train 4 1 "$tmp/so_etp" --parallel.shard_optimizer=true --parallel.etp=2
 compare "$tmp/one" "$tmp/so_etp" "shard_optimizer at (4, 1), etp 2" --rtol 1e-5 --weights
 state_bytes "$tmp/so21" 2 || fail "optimizer state bytes at dp 2"
+# the per-rank rows of the expert records (docs/metrics.md) add up to the global batch's
+# assignments (dropless, etp 1) at every logged step
+/usr/bin/python3 - "$tmp/so42/metrics.jsonl" 4 <<'PY' || fail "rank rows at (4, 2)"
+import json, sys
+ranks = int(sys.argv[2])
+for r in (x for x in map(json.loads, open(sys.argv[1])) if "loss" in x):
+    for e in r["experts"]:
+        assert e["rank_rows_mean"] * ranks == sum(e["tokens"]), (r["step"], e)
+        assert e["rank_rows_max"] >= e["rank_rows_mean"] > 0, (r["step"], e)
+print("(4, 2): rank rows add up to the assignments; last max/mean",
+      [round(e["rank_rows_max_over_mean"], 3) for e in r["experts"]])
+PY
 state_bytes "$tmp/so41" 4 || fail "optimizer state bytes at dp 4"
 
 train 2 1 "$tmp/resume" --parallel.shard_optimizer=true \
