@@ -1,8 +1,8 @@
 #pragma once
 // The two collectives of fully sharded sparse experts (Hecate's SparseAllGather and
-// SparseReduceScatter, arXiv 2502.02581), and the move of owned items that a re-shard
-// of ownership needs. Building blocks: training does not shard experts this way yet
-// (docs/parallelism.md).
+// SparseReduceScatter, arXiv 2502.02581; parallel.expert_sharding = fssdp,
+// framework/moe/experts.h), and the move of owned items that a re-shard of ownership
+// needs (not used by training yet: ownership stays fixed; docs/parallelism.md).
 //
 // Items are the unit of ownership (one expert's weights, `item` floats each). Every item
 // has one owner and a set of holders, the ranks that compute it this step (its owner

@@ -118,7 +118,10 @@ Trainer::Trainer(const Config& config, const MpiEnv& mpi)
   // collectives below, which a rank that failed never reaches (its error ends the job).
   s_ = std::make_unique<State>(config);
   s_->watchdog = std::make_unique<Watchdog>(config.parallel.timeout_s, mpi.rank());
-  s_->groups = make_process_groups(mpi, config.parallel);
+  // parallel.expert_sharding = fssdp shards the experts over the dp ranks: their group
+  ParallelConfig layout = config.parallel;
+  if (layout.expert_sharding == ExpertSharding::kFssdp) layout.ep = layout.dp;
+  s_->groups = make_process_groups(mpi, layout);
   const ProcessGroups& g = s_->groups;
   for (const auto& [comm, name] : {std::pair{g.world.get(), "world"}, {g.dp.get(), "dp"},
                                    {g.tp.get(), "tp"}, {g.ep.get(), "ep"},
