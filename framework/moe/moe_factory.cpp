@@ -34,6 +34,7 @@ MoeStack::MoeStack(const Config& c, const ProcessGroups& g, double rows_per_exch
     case DispatcherKind::kAuto:  // fssdp: the experts' owners form the ep group
       dispatcher_ = std::make_unique<FssdpDispatcher>(*g.ep, placement,
                                                       c.parallel.materialize_slots);
+      sparse_ = g.ep->split(0, g.ep->rank());
       break;
     case DispatcherKind::kLocal:
       dispatcher_ = std::make_unique<LocalDispatcher>();
@@ -67,7 +68,7 @@ MoeStack::MoeStack(const Config& c, const ProcessGroups& g, double rows_per_exch
       .tp = g.tp.get(),
       .etp = ExpertTensorSplit{g.etp->size(), g.etp->rank()},
       .sequence_parallel = sp,
-      .fssdp = fssdp ? g.ep.get() : nullptr});
+      .fssdp = sparse_.get()});
   if (c.moe.routing == RoutingKind::kBilevel) note_bilevel_groups(c, ep_nodes);
 }
 

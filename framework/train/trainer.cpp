@@ -135,6 +135,7 @@ Trainer::Trainer(const Config& config, const MpiEnv& mpi)
     s_->watchdog->watch(*exchange[1], "ep.intra");
     s_->watchdog->watch(*exchange[2], "ep.inter");
   }
+  if (Communicator* sparse = s_->moe->sparse_group()) s_->watchdog->watch(*sparse, "sparse");
   for (const Param& p : s_->store.params()) s_->total_params += p.spec.shape.numel();
 
   // Pre-flight (preflight.h): before the optimizer state and the activations exist.
@@ -228,12 +229,16 @@ bool Trainer::save_checkpoint(int64_t completed, float last_lr, IntervalTimes& t
 }
 
 std::vector<std::pair<std::string, std::vector<Communicator*>>> Trainer::telemetry_groups() {
-  // ep: the token all-to-all, with the two-level exchange's node and cross-node parts
+  // ep: the token all-to-all, with the two-level exchange's node and cross-node parts;
+  // sparse: fssdp's replica weights and gradients (no communicator otherwise)
+  std::vector<Communicator*> sparse;
+  if (Communicator* group = s_->moe->sparse_group()) sparse.push_back(group);
   return {{"ep", s_->moe->exchange_groups()},
           {"dp", {s_->groups.dp.get()}},
           {"edp", {s_->groups.edp.get()}},
           {"tp", {s_->groups.tp.get()}},
-          {"etp", {s_->groups.etp.get()}}};
+          {"etp", {s_->groups.etp.get()}},
+          {"sparse", sparse}};
 }
 
 void Trainer::prepare_run_dir() {
