@@ -29,13 +29,12 @@ MoeStack::MoeStack(const Config& c, const ProcessGroups& g, double rows_per_exch
     // ep split into the node's ranks and the ranks of the same local index
     two_level_ = std::make_unique<TwoLevelAllToAll>(*g.ep, ep_nodes);
   }
-  const bool fssdp = c.parallel.expert_sharding == ExpertSharding::kFssdp;
-  switch (fssdp ? DispatcherKind::kAuto : kind_) {
-    case DispatcherKind::kAuto:  // fssdp: the experts' owners form the ep group
-      dispatcher_ = std::make_unique<FssdpDispatcher>(*g.ep, placement,
-                                                      c.parallel.materialize_slots);
-      sparse_ = g.ep->split(0, g.ep->rank());
-      break;
+  if (c.parallel.expert_sharding == ExpertSharding::kFssdp) {
+    // the experts' owners form the ep group; the sparse collectives use a copy of it
+    dispatcher_ = std::make_unique<FssdpDispatcher>(*g.ep, placement,
+                                                    c.parallel.materialize_slots);
+    sparse_ = g.ep->split(0, g.ep->rank());
+  } else switch (kind_) {
     case DispatcherKind::kLocal:
       dispatcher_ = std::make_unique<LocalDispatcher>();
       break;
