@@ -31,6 +31,7 @@ enum class DiffusionObjective : uint8_t { kDdpm, kRectifiedFlow };
 enum class SamplerKind : uint8_t { kAuto, kDdim, kEuler };       // diffusion.sampler
 enum class NonfiniteAction : uint8_t { kStop, kSkip };           // train.on_nonfinite
 enum class SaveErrorAction : uint8_t { kStop, kWarn };           // checkpoint.on_error
+enum class ExpertSharding : uint8_t { kNone, kFssdp };           // parallel.expert_sharding
 
 // The spellings of an enum's values and the noun its errors use ("dispatcher").
 template <class E>
@@ -113,6 +114,13 @@ struct EnumSpelling<SaveErrorAction> {
   static constexpr const char* kNoun = "save-error action";
   static constexpr std::array<std::pair<SaveErrorAction, const char*>, 2> kValues{
       {{SaveErrorAction::kStop, "stop"}, {SaveErrorAction::kWarn, "warn"}}};
+};
+
+template <>
+struct EnumSpelling<ExpertSharding> {
+  static constexpr const char* kNoun = "expert sharding";
+  static constexpr std::array<std::pair<ExpertSharding, const char*>, 2> kValues{
+      {{ExpertSharding::kNone, "none"}, {ExpertSharding::kFssdp, "fssdp"}}};
 };
 
 template <class E>
@@ -264,6 +272,14 @@ struct ParallelConfig {
   float inter_latency_us = 0.0f, inter_bandwidth_gbs = 0.0f;
   float grad_bucket_mb = 25.0f;    // gradient all-reduce bucket, MiB
   int timeout_s = 600;             // a collective waiting longer aborts the job; 0 = never
+  // ZeRO-1/2 for the replicated parameters: gradients reduce-scattered, each rank keeps
+  // the AdamW state of and updates a 1/n slice, updated weights all-gathered
+  bool shard_optimizer = false;
+  // Sharded sparse experts (Hecate's FSSDP): every expert owned by one rank of the dp
+  // group, replicas of the busy ones materialised each step, at most materialize_slots
+  // per rank and MoE layer
+  ExpertSharding expert_sharding = ExpertSharding::kNone;
+  int materialize_slots = 2;
 };
 
 struct Config {

@@ -418,6 +418,14 @@ std::vector<OptionDef> parallel_options() {
     option(&C::parallel, &ParallelConfig::timeout_s, "parallel.timeout_s",
            "a rank waiting longer than this in one collective aborts the job (exit 4) "
            "naming the collective and the ranks it waits for (>= 0; 0 = never)"),
+    option(&C::parallel, &ParallelConfig::shard_optimizer, "parallel.shard_optimizer",
+           "ZeRO-1/2: each rank of a group replicating a parameter keeps the AdamW state of, "
+           "and updates, a 1/n slice of it (gradients reduce-scattered, weights all-gathered)"),
+    option(&C::parallel, &ParallelConfig::expert_sharding, "parallel.expert_sharding",
+           "none | fssdp: every expert of a MoE layer owned by one rank (weights and AdamW "
+           "state), replicas of busy experts materialised where tokens are (parallel.ep = 1)"),
+    option(&C::parallel, &ParallelConfig::materialize_slots, "parallel.materialize_slots",
+           "fssdp: expert replicas a rank may materialise per MoE layer and step (0 to 1024)"),
   };
 }
 

@@ -163,6 +163,30 @@ void validate_sequence_split(const Config& c) {
                  " (parallel.sequence_parallel)");
 }
 
+// Sharded sparse experts (docs/parallelism.md) own the experts over the dp group and
+// move rows with their own exchange; what this build combines them with is listed here.
+void validate_expert_sharding(const Config& c) {
+  const ParallelConfig& p = c.parallel;
+  require_non_negative("parallel.materialize_slots", p.materialize_slots);
+  require_at_most("parallel.materialize_slots", p.materialize_slots, 1024);
+  if (p.expert_sharding != ExpertSharding::kFssdp) return;
+  const char* with = " with parallel.expert_sharding = fssdp";
+  MOE_USER_CHECK(p.ep == 1, "parallel.ep: ", p.ep, with, ", which shards the experts over "
+                 "the dp ranks itself; leave parallel.ep at 1");
+  MOE_USER_CHECK(p.tp == 1 && p.etp == 1, "parallel.tp, parallel.etp: ", p.tp, ", ", p.etp,
+                 with, " (not combined with tensor parallelism yet); use 1");
+  MOE_USER_CHECK(c.moe.num_experts >= p.dp, "moe.num_experts: ", c.moe.num_experts, with,
+                 " over parallel.dp = ", p.dp, " ranks: every rank owns at least one expert, "
+                 "so at least ", p.dp, " are needed");
+  const DispatcherKind d = c.moe.dispatcher;
+  MOE_USER_CHECK(d == DispatcherKind::kAuto || d == DispatcherKind::kFlat, "moe.dispatcher: ",
+                 d, with, ", which sends rows to owners and replicas with its own exchange; "
+                 "use auto");
+  MOE_USER_CHECK(c.moe.max_nodes_per_token == 0 && c.moe.locality_loss == 0.0f,
+                 "moe.max_nodes_per_token, moe.locality_loss: not available", with,
+                 " (replicas serve every node)");
+}
+
 void validate_parallel(const Config& c) {
   const ParallelConfig& p = c.parallel;
   require_size("parallel.dp", p.dp, 1 << 16);
@@ -198,6 +222,7 @@ void validate_parallel(const Config& c) {
   MOE_USER_CHECK(c.data.batch_size % p.dp == 0, "data.batch_size: ", c.data.batch_size,
                  " must be divisible by parallel.dp = ", p.dp);
   if (p.sequence_parallel && p.tp > 1) validate_sequence_split(c);
+  validate_expert_sharding(c);
 }
 
 void validate_run(const Config& c) {

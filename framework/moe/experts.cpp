@@ -1,5 +1,7 @@
 #include "framework/moe/experts.h"
 
+#include <algorithm>
+
 #include "framework/kernels/ops.h"
 
 namespace moe {
@@ -51,10 +53,10 @@ Tensor GroupedExperts::forward(Tensor x, std::span<const int64_t> offsets) {
   const int64_t s = x.rows();
   MOE_CHECK(x.cols() == width_, "experts ", w_up_.spec.name, ": input width ", x.cols(),
             " != ", width_);
-  MOE_CHECK(static_cast<int64_t>(offsets.size()) == num_local_ + 1 && offsets.front() == 0 &&
-                offsets.back() == s,
+  MOE_CHECK(static_cast<int64_t>(offsets.size()) == num_computed() + 1 &&
+                offsets.front() == 0 && offsets.back() == s,
             "experts ", w_up_.spec.name, ": offsets do not split ", s, " rows over ",
-            num_local_, " local experts");
+            num_computed(), " local experts");
   x_ = x;
   offsets_.assign(offsets.begin(), offsets.end());
   Tensor y = y_.view({s, width_});
@@ -63,11 +65,71 @@ Tensor GroupedExperts::forward(Tensor x, std::span<const int64_t> offsets) {
 }
 
 ops::ExpertWeights GroupedExperts::weights() {
-  return {w_gate_ ? w_gate_->data() : Tensor(), w_up_.data(), w_down_.data()};
+  if (group_ == nullptr)
+    return {w_gate_ ? w_gate_->data() : Tensor(), w_up_.data(), w_down_.data()};
+  auto copy = [&](const Param* p, size_t k) {
+    const Shape& b = p->local_shape;  // (E_local, ., .)
+    return copies_[k].view_of(Shape{num_computed(), b[1], b[2]});
+  };
+  const size_t up = w_gate_ ? 1 : 0;
+  return {w_gate_ ? copy(w_gate_, 0) : Tensor(), copy(&w_up_, up), copy(&w_down_, up + 1)};
 }
 
 ops::ExpertWeights GroupedExperts::weight_grads() {
-  return {w_gate_ ? w_gate_->dgrad() : Tensor(), w_up_.dgrad(), w_down_.dgrad()};
+  if (group_ == nullptr)
+    return {w_gate_ ? w_gate_->dgrad() : Tensor(), w_up_.dgrad(), w_down_.dgrad()};
+  auto grad = [&](const Param* p, size_t k) {
+    const Shape& b = p->local_shape;
+    return copy_grads_[k].view_of(Shape{num_computed(), b[1], b[2]});
+  };
+  const size_t up = w_gate_ ? 1 : 0;
+  return {w_gate_ ? grad(w_gate_, 0) : Tensor(), grad(&w_up_, up), grad(&w_down_, up + 1)};
+}
+
+std::vector<Param*> GroupedExperts::params() {
+  std::vector<Param*> out;
+  if (w_gate_) out.push_back(w_gate_);
+  out.push_back(&w_up_);
+  out.push_back(&w_down_);
+  return out;
+}
+
+void GroupedExperts::materialize(SparseItems items, Communicator& group) {
+  const std::vector<Param*> ps = params();
+  const int64_t item = ps[0]->local_shape[1] * ps[0]->local_shape[2];  // F x C floats
+  items.item = item;
+  items_ = std::move(items);
+  group_ = &group;
+  num_replicas_ = static_cast<int64_t>(items_.replicas(group.rank()).size());
+  copies_.resize(ps.size());
+  copy_grads_.resize(ps.size());
+  const int64_t owned = num_local_ * item;
+  for (size_t k = 0; k < ps.size(); ++k) {
+    float* copy = copies_[k].view({num_computed() * item}).data;
+    copy_grads_[k].view({num_computed() * item});
+    copy_grads_[k].zero();
+    std::copy(ps[k]->value.data(), ps[k]->value.data() + owned, copy);
+    sparse_all_gather(group, items_, {ps[k]->value.data(), static_cast<size_t>(owned)},
+                      {copy + owned, static_cast<size_t>(num_replicas_ * item)});
+  }
+}
+
+void GroupedExperts::return_gradients() {
+  MOE_CHECK(group_ != nullptr, "experts ", w_up_.spec.name, ": gradients without materialize");
+  const std::vector<Param*> ps = params();
+  const int64_t owned = num_local_ * items_.item;
+  for (size_t k = 0; k < ps.size(); ++k) {
+    float* g = ps[k]->grad.data();
+    const float* copy = copy_grads_[k].data();
+    for (int64_t i = 0; i < owned; ++i) g[i] += copy[i];
+    sparse_reduce_scatter(*group_, items_,
+                          {copy + owned, static_cast<size_t>(num_replicas_ * items_.item)},
+                          {g, static_cast<size_t>(owned)});
+  }
+  // nobody keeps a replica between steps: the copies live from forward to here
+  copies_.clear();
+  copy_grads_.clear();
+  group_ = nullptr;
 }
 
 ops::ExpertActivations GroupedExperts::activations(int64_t rows) {

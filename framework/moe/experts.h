@@ -20,6 +20,14 @@
 // experts cost nothing. This rank holds experts [first_expert, first_expert +
 // num_local_experts) as the placement says: the local block of each (E, ., .) tensor.
 // Layer conventions as in framework/nn/linear.h.
+//
+// Sharded sparse experts (parallel.expert_sharding = fssdp, fssdp_dispatcher.h): the
+// block is the experts this rank owns, and each step materialize() adds the step's
+// replicas: compute copies of the owned block followed by the replicas, their values
+// fetched from the owners (sparse_all_gather), and zeroed gradients that backward fills;
+// return_gradients() then adds the owned part to the parameters' gradients and sums the
+// replicas' into their owners' (sparse_reduce_scatter, ascending rank order) and frees
+// the copies, so no rank keeps another's expert between steps.
 
 #include <span>
 #include <string>
@@ -28,6 +36,7 @@
 #include "framework/config/config.h"
 #include "framework/kernels/ops.h"
 #include "framework/moe/placement.h"
+#include "framework/parallel/sparse_collectives.h"
 #include "framework/tensor/param_store.h"
 
 namespace moe {
@@ -52,6 +61,13 @@ class GroupedExperts {
   // the experts that had rows.
   Tensor backward(Tensor dy);
 
+  // fssdp only: this step's holders (items.item is set here); group: the ranks the
+  // experts are sharded over. Collective. Then forward takes offsets over the owned
+  // experts and the replicas.
+  void materialize(SparseItems items, Communicator& group);
+  // fssdp only, after backward: the compute copies' gradients into the owners'. Collective.
+  void return_gradients();
+
   Param* w_gate() { return w_gate_; }  // null for GELU experts
   Param& w_up() { return w_up_; }      // w_fc1 for GELU experts
   Param& w_down() { return w_down_; }  // w_fc2 for GELU experts
@@ -63,6 +79,8 @@ class GroupedExperts {
   ops::ExpertWeights weights();       // views of this rank's expert weights
   ops::ExpertWeights weight_grads();  // and of their gradients
   ops::ExpertActivations activations(int64_t rows);  // (S, F/etp) views kept for backward
+  std::vector<Param*> params();       // gate (when SwiGLU), up, down
+  int64_t num_computed() const { return num_local_ + num_replicas_; }
 
   Param* w_gate_;  // (E_local, F/etp, C), null for GELU
   Param& w_up_;    // (E_local, F/etp, C)
@@ -74,6 +92,12 @@ class GroupedExperts {
   Buffer gate_, up_, h_, y_;           // (S, F/etp) x3 pre-activations and hidden; (S, C)
                                        // (GELU: up_ is the pre-activation, gate_ unused)
   Buffer dh_, dgate_, dup_, dx_;       // (S, F/etp) x3; (S, C)
+  // fssdp: the step's holders and group; compute copies and their gradients, one per
+  // weight of params(), (E_local + replicas, ., .) each
+  SparseItems items_;
+  Communicator* group_ = nullptr;
+  int64_t num_replicas_ = 0;
+  std::vector<Buffer> copies_, copy_grads_;
 };
 
 }  // namespace moe

@@ -4,6 +4,7 @@
 
 #include "framework/core/error.h"
 #include "framework/moe/all_to_all_dispatcher.h"
+#include "framework/moe/fssdp_dispatcher.h"
 #include "framework/moe/node_dedup_dispatcher.h"
 #include "framework/parallel/cost_model.h"
 
@@ -28,7 +29,12 @@ MoeStack::MoeStack(const Config& c, const ProcessGroups& g, double rows_per_exch
     // ep split into the node's ranks and the ranks of the same local index
     two_level_ = std::make_unique<TwoLevelAllToAll>(*g.ep, ep_nodes);
   }
-  switch (kind_) {
+  if (c.parallel.expert_sharding == ExpertSharding::kFssdp) {
+    // the experts' owners form the ep group; the sparse collectives use a copy of it
+    dispatcher_ = std::make_unique<FssdpDispatcher>(*g.ep, placement,
+                                                    c.parallel.materialize_slots);
+    sparse_ = g.ep->split(0, g.ep->rank());
+  } else switch (kind_) {
     case DispatcherKind::kLocal:
       dispatcher_ = std::make_unique<LocalDispatcher>();
       break;
@@ -60,13 +66,15 @@ MoeStack::MoeStack(const Config& c, const ProcessGroups& g, double rows_per_exch
       .tokens = sp ? g.world.get() : g.dp.get(),
       .tp = g.tp.get(),
       .etp = ExpertTensorSplit{g.etp->size(), g.etp->rank()},
-      .sequence_parallel = sp});
+      .sequence_parallel = sp,
+      .fssdp = sparse_.get()});
   if (c.moe.routing == RoutingKind::kBilevel) note_bilevel_groups(c, ep_nodes);
 }
 
 DispatcherKind MoeStack::resolve_dispatcher(const Config& c, const ProcessGroups& g,
                                             const NodeMap& ep_nodes, double rows_per_exchange) {
   if (c.moe.dispatcher != DispatcherKind::kAuto) return c.moe.dispatcher;
+  if (c.parallel.expert_sharding == ExpertSharding::kFssdp) return DispatcherKind::kFlat;
   if (g.ep->size() == 1) return DispatcherKind::kLocal;
   // Calibration is collective over the world: decided from what every rank knows alike.
   if (g.topology.world.num_nodes == 1) return DispatcherKind::kFlat;

@@ -56,6 +56,9 @@ class MoeStack {
   // The communicators the token exchange uses: ep, and with a two-level split its node
   // and cross-node groups (for the telemetry of "ep").
   std::vector<Communicator*> exchange_groups() const;
+  // fssdp: the copy of the ep group the sparse collectives use, so that telemetry
+  // tells their bytes from the rows' (null otherwise).
+  Communicator* sparse_group() const { return sparse_.get(); }
 
  private:
   DispatcherKind resolve_dispatcher(const Config& config, const ProcessGroups& groups,
@@ -68,6 +71,7 @@ class MoeStack {
   std::vector<std::string> notes_;
   Communicator* ep_ = nullptr;
   std::unique_ptr<TwoLevelAllToAll> two_level_;  // two_level, node_dedup
+  std::unique_ptr<Communicator> sparse_;          // fssdp
   std::unique_ptr<Dispatcher> dispatcher_;
   std::unique_ptr<EtpDispatcher> etp_dispatcher_;
   std::unique_ptr<MoeRuntime> runtime_;

@@ -6,6 +6,7 @@
 
 #include "framework/kernels/ops.h"
 #include "framework/moe/aux_loss.h"
+#include "framework/moe/fssdp_dispatcher.h"
 #include "framework/parallel/watchdog.h"
 
 namespace moe {
@@ -93,6 +94,8 @@ Tensor MoELayer::forward(Tensor u) {
   // dispatch -> experts -> combine
   Dispatcher& dispatcher = runtime_.dispatcher();
   handle_.emplace(dispatcher.dispatch(u, std::move(plan)));
+  if (Communicator* sharded = runtime_.fssdp())  // this step's replicas, from their owners
+    experts_.materialize(state_as<FssdpState>(*handle_, "fssdp").items, *sharded);
   expert_out_ = experts_.forward(handle_->rows(), handle_->expert_offsets());
   Tensor y = y_.view({n, width_});
   dispatcher.combine(*handle_, expert_out_, y);
@@ -118,6 +121,7 @@ Tensor MoELayer::backward(Tensor dy, float aux_scale) {
   Dispatcher& dispatcher = runtime_.dispatcher();
   dispatcher.combine_backward(*handle_, expert_out_, dy, d_expert_out, dweights_.data());
   const Tensor d_rows = experts_.backward(d_expert_out);
+  if (runtime_.fssdp()) experts_.return_gradients();  // the replicas' to their owners
   Tensor du = du_.view({n, width_});
   dispatcher.dispatch_backward(*handle_, d_rows, du);
 

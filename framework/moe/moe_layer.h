@@ -83,6 +83,8 @@ class MoELayer {
   const ExpertLoadStats& load_stats() const { return stats_; }
   // Routing plan of the last forward (null before the first).
   const RoutingPlan* last_plan() const { return handle_ ? &handle_->plan() : nullptr; }
+  // Rows this rank's experts computed in the last forward (0 before the first).
+  int64_t rows_computed() const { return handle_ ? handle_->rows().rows() : 0; }
 
   // Aux-loss-free balancing (DeepSeek-V3), after an optimizer step:
   //   b_e += gamma * sign(mean_e load_e - load_e)

@@ -43,6 +43,9 @@ struct MoeRuntimeSpec {
   // normalised by this rank's N/tp rows, but the router's gradient is summed over tp,
   // ParamSpec::sequence_parallel, before the mean over dp).
   bool sequence_parallel = false;
+  // Sharded sparse experts (parallel.expert_sharding = fssdp): the ranks the experts are
+  // owned over, whose replicas each layer materialises per step (experts.h). Null: none.
+  Communicator* fssdp = nullptr;
 };
 
 class MoeRuntime {
@@ -60,6 +63,7 @@ class MoeRuntime {
   Communicator* tp() const { return spec_.tp; }
   const ExpertTensorSplit& etp() const { return spec_.etp; }
   bool sequence_parallel() const { return spec_.sequence_parallel; }
+  Communicator* fssdp() const { return spec_.fssdp; }
   int64_t num_experts() const { return spec_.placement.num_experts; }
 
  private:

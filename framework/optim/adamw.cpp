@@ -11,6 +11,7 @@ AdamW::AdamW(ParamStore& store, const OptimConfig& config)
       eps_(config.eps),
       weight_decay_(config.weight_decay) {
   for (const Param& p : store_.params()) {
+    ranges_.push_back({0, p.numel()});
     exp_avg_.emplace_back(p.numel());
     exp_avg_sq_.emplace_back(p.numel());
   }
@@ -24,20 +25,45 @@ void AdamW::step(float lr) {
   size_t i = 0;
   for (Param& p : store_.params()) {
     const float wd = p.spec.weight_decay ? weight_decay_ : 0.0f;
-    ops::adamw(p.data(), p.dgrad(), exp_avg(i), exp_avg_sq(i),
-               {lr, beta1_, beta2_, eps_, wd, step_});
+    const StateRange& r = ranges_[i];
+    const Shape range{r.size()};
+    if (r.size() > 0)
+      ops::adamw(Tensor(p.value.data() + r.begin, range), Tensor(p.grad.data() + r.begin, range),
+                 Tensor(exp_avg_[i].data(), range), Tensor(exp_avg_sq_[i].data(), range),
+                 {lr, beta1_, beta2_, eps_, wd, step_});
     ++i;
   }
 }
 
-Tensor AdamW::exp_avg(size_t i) {
-  MOE_CHECK(i < exp_avg_.size(), "AdamW state index ", i);
-  return Tensor(exp_avg_[i].data(), store_.params()[i].local_shape);
+Tensor AdamW::state_view(const Buffer& b, size_t i) const {
+  MOE_CHECK(i < ranges_.size(), "AdamW state index ", i);
+  const Param& p = store_.params()[i];
+  const StateRange& r = ranges_[i];
+  if (r.begin == 0 && r.end == p.numel()) return Tensor(b.data(), p.local_shape);
+  return Tensor(b.data(), Shape{r.size()});
 }
 
-Tensor AdamW::exp_avg_sq(size_t i) {
-  MOE_CHECK(i < exp_avg_sq_.size(), "AdamW state index ", i);
-  return Tensor(exp_avg_sq_[i].data(), store_.params()[i].local_shape);
+Tensor AdamW::exp_avg(size_t i) { return state_view(exp_avg_.at(i), i); }
+Tensor AdamW::exp_avg_sq(size_t i) { return state_view(exp_avg_sq_.at(i), i); }
+
+void AdamW::set_state(size_t i, StateRange range, Buffer exp_avg, Buffer exp_avg_sq) {
+  MOE_CHECK(i < ranges_.size(), "AdamW state index ", i);
+  const Param& p = store_.params()[i];
+  MOE_CHECK(0 <= range.begin && range.begin <= range.end && range.end <= p.numel() &&
+                exp_avg.size() == range.size() && exp_avg_sq.size() == range.size(),
+            "AdamW: state of ", exp_avg.size(), " and ", exp_avg_sq.size(),
+            " elements over [", range.begin, ", ", range.end, ") of ", p.spec.name, " (",
+            p.numel(), " elements)");
+  ranges_[i] = range;
+  exp_avg_[i] = std::move(exp_avg);
+  exp_avg_sq_[i] = std::move(exp_avg_sq);
+}
+
+int64_t AdamW::state_bytes() const {
+  int64_t bytes = 0;
+  for (size_t i = 0; i < exp_avg_.size(); ++i)
+    bytes += (exp_avg_[i].size() + exp_avg_sq_[i].size()) * int64_t{sizeof(float)};
+  return bytes;
 }
 
 }  // namespace moe

@@ -18,6 +18,7 @@
 #include "framework/optim/adamw.h"
 #include "framework/optim/clip.h"
 #include "framework/optim/lr_schedule.h"
+#include "framework/train/memory_record.h"
 #include "framework/train/metrics.h"
 #include "framework/moe/moe_factory.h"
 #include "framework/parallel/grad_sync.h"
@@ -125,7 +126,10 @@ Trainer::Trainer(const Config& config, const MpiEnv& mpi)
   MOE_USER_CHECK(config.run.device == Device::kCpu, "run.device: cuda: the trainer does not "
                  "yet keep the model on the GPU (docs/gpu.md); use run.device = cpu");
   s_->watchdog = std::make_unique<Watchdog>(config.parallel.timeout_s, mpi.rank());
-  s_->groups = make_process_groups(mpi, config.parallel);
+  // parallel.expert_sharding = fssdp shards the experts over the dp ranks: their group
+  ParallelConfig layout = config.parallel;
+  if (layout.expert_sharding == ExpertSharding::kFssdp) layout.ep = layout.dp;
+  s_->groups = make_process_groups(mpi, layout);
   const ProcessGroups& g = s_->groups;
   for (const auto& [comm, name] : {std::pair{g.world.get(), "world"}, {g.dp.get(), "dp"},
                                    {g.tp.get(), "tp"}, {g.ep.get(), "ep"},
@@ -139,6 +143,7 @@ Trainer::Trainer(const Config& config, const MpiEnv& mpi)
     s_->watchdog->watch(*exchange[1], "ep.intra");
     s_->watchdog->watch(*exchange[2], "ep.inter");
   }
+  if (Communicator* sparse = s_->moe->sparse_group()) s_->watchdog->watch(*sparse, "sparse");
   for (const Param& p : s_->store.params()) s_->total_params += p.spec.shape.numel();
 
   // Pre-flight (preflight.h): before the optimizer state and the activations exist.
@@ -156,7 +161,7 @@ Trainer::Trainer(const Config& config, const MpiEnv& mpi)
   s_->grad_sync = std::make_unique<GradSync>(
       s_->store, *s_->groups.dp, *s_->groups.edp, s_->dp_size,
       static_cast<int64_t>(static_cast<double>(config.parallel.grad_bucket_mb) * (1 << 20)),
-      s_->groups.world.get());
+      s_->groups.world.get(), config.parallel.shard_optimizer);
   check_same_on_all_ranks(*s_->groups.world, config.resolved_ini, "the resolved config");
   // The directories become this run's (run_lock.h); then every rank checks it can write.
   if (mpi.rank() == 0) s_->run_lock = RunLock::acquire(config);
@@ -201,6 +206,9 @@ void Trainer::restore_checkpoint() {
                                                     *s_->optimizer, model_buffers(), log_);
   if (const std::optional<TrainerState> state = s_->checkpointer->restore())
     s_->start_step = state->step;
+  // parallel.shard_optimizer: the state was read whole (checkpoints are logical); this
+  // rank keeps its slices
+  s_->grad_sync->slice_state(*s_->optimizer);
 }
 
 bool Trainer::save_checkpoint(int64_t completed, float last_lr, IntervalTimes& times) {
@@ -211,10 +219,14 @@ bool Trainer::save_checkpoint(int64_t completed, float last_lr, IntervalTimes& t
                                       last_checkpoint_note());
   const int64_t tokens_per_step = config_.data.batch_size * s_->tokens_per_sample;
   try {
+    // parallel.shard_optimizer: the logical file needs whole moments, for this write only
+    s_->grad_sync->gather_state(*s_->optimizer);
     s_->checkpointer->save(make_trainer_state(config_, completed, tokens_per_step, last_lr));
+    s_->grad_sync->slice_state(*s_->optimizer);
     return true;
   } catch (const WriteError& e) {
     // Every rank is here together (write_checkpoint agreed on the failure).
+    s_->grad_sync->slice_state(*s_->optimizer);
     if (config_.checkpoint.on_error == SaveErrorAction::kWarn && completed < config_.train.steps) {
       log_.info("warning: checkpoint of step ", completed, " not written: ", e.what(),
                 "; training on, the next checkpoint tries again (checkpoint.on_error = warn)");
@@ -225,12 +237,16 @@ bool Trainer::save_checkpoint(int64_t completed, float last_lr, IntervalTimes& t
 }
 
 std::vector<std::pair<std::string, std::vector<Communicator*>>> Trainer::telemetry_groups() {
-  // ep: the token all-to-all, with the two-level exchange's node and cross-node parts
+  // ep: the token all-to-all, with the two-level exchange's node and cross-node parts;
+  // sparse: fssdp's replica weights and gradients (no communicator otherwise)
+  std::vector<Communicator*> sparse;
+  if (Communicator* group = s_->moe->sparse_group()) sparse.push_back(group);
   return {{"ep", s_->moe->exchange_groups()},
           {"dp", {s_->groups.dp.get()}},
           {"edp", {s_->groups.edp.get()}},
           {"tp", {s_->groups.tp.get()}},
-          {"etp", {s_->groups.etp.get()}}};
+          {"etp", {s_->groups.etp.get()}},
+          {"sparse", sparse}};
 }
 
 void Trainer::prepare_run_dir() {
@@ -288,9 +304,12 @@ void Trainer::save_model() {
 nlohmann::json Trainer::expert_load_record() {
   nlohmann::json layers = nlohmann::json::array();
   const std::vector<int> blocks = s_->model->network().moe_layer_blocks();
+  const std::vector<MoELayer*> moe_layers = s_->model->network().moe_layers();
+  const std::vector<RankBalance> balance = rank_balance(moe_layers, *s_->groups.world);
   int index = 0;
-  for (MoELayer* layer : s_->model->network().moe_layers()) {
+  for (MoELayer* layer : moe_layers) {
     const ExpertLoadStats& st = layer->load_stats();
+    const RankBalance& b = balance[index];
     layers.push_back({{"layer", blocks[index++]},
                       {"tokens", st.assigned},
                       {"max_over_mean", st.max_over_mean},
@@ -298,7 +317,10 @@ nlohmann::json Trainer::expert_load_record() {
                       {"node_local", st.node_local_fraction},
                       {"nodes_per_token", st.nodes_per_token},
                       {"remote_nodes_per_token", st.remote_nodes_per_token},
-                      {"locality_loss", st.locality_loss}});
+                      {"locality_loss", st.locality_loss},
+                      {"rank_rows_max", b.max},
+                      {"rank_rows_mean", b.mean},
+                      {"rank_rows_max_over_mean", b.max_over_mean()}});
   }
   return layers;
 }
@@ -320,7 +342,8 @@ Trainer::StepResult Trainer::train_step(int64_t step, IntervalTimes& times) {
   }
   {
     ScopedTimer timer(times.grad_sync);
-    s_->grad_sync->all_reduce();
+    if (s_->grad_sync->shards_state()) s_->grad_sync->reduce_scatter();
+    else s_->grad_sync->all_reduce();
   }
   // The reported loss is the global batch's: the mean of the ranks' equal slices
   // (aux and z are global already).
@@ -331,7 +354,7 @@ Trainer::StepResult Trainer::train_step(int64_t step, IntervalTimes& times) {
   result.lr = s_->schedule.lr(step);
   ScopedTimer timer(times.optimizer);
   result.grad_norm =
-      global_grad_norm(s_->store, *s_->groups.tp, *s_->groups.ep, *s_->groups.etp);
+      s_->grad_sync->global_grad_norm(*s_->groups.tp, *s_->groups.ep, *s_->groups.etp);
   result.verdict = s_->guard->judge(step + 1, local_loss, result.grad_norm);
   if (result.verdict.action == StepVerdict::kStop)
     throw RunStop(kExitNonFinite, result.verdict.reason + "; stopped (train.on_nonfinite = " +
@@ -344,6 +367,7 @@ Trainer::StepResult Trainer::train_step(int64_t step, IntervalTimes& times) {
   }
   scale_grads(s_->store, clip_coefficient(result.grad_norm, c.optim.grad_clip));
   s_->optimizer->step(result.lr);
+  s_->grad_sync->all_gather_params();  // sharded optimizer: every rank's updated slices
   if (c.moe.bias_balance)
     for (MoELayer* layer : model.network().moe_layers())
       layer->update_bias(layer->load_stats().assigned.data());
@@ -512,6 +536,7 @@ nlohmann::json Trainer::run() {
                        {"peak_gflops", s_->peak_flops * 1e-9},
                        {"dispatcher", enum_name(s_->moe->dispatcher_kind())},
                        {"skipped_steps", s_->guard->skipped()},
+                       {"memory", memory_record(s_->store, *s_->optimizer, *s_->groups.world)},
                        {"seconds", run_clock.seconds()}});
   if (const std::optional<DispatcherChoice>& a = s_->moe->auto_choice())
     final_record["dispatcher_choice"] = {{"dispatcher", enum_name(a->chosen)},

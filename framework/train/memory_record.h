@@ -1,0 +1,37 @@
+#pragma once
+// Per-rank figures of the training state, gathered over the world for the records.
+//
+// Bytes each rank holds of the training state, from the buffers as allocated (not an
+// estimate): parameters (fp32 values), their gradients and the AdamW moments. With
+// parallel.shard_optimizer a rank's optimizer state is its 1/n slices
+// (framework/parallel/grad_sync.h).
+//
+//   {"parameter_bytes": [rank 0, rank 1, ...], "gradient_bytes": [...],
+//    "optimizer_state_bytes": [...]}
+
+#include <vector>
+
+#include "framework/moe/moe_layer.h"
+#include "framework/optim/adamw.h"
+#include "framework/parallel/communicator.h"
+#include "framework/tensor/param_store.h"
+#include <nlohmann/json.hpp>
+
+namespace moe {
+
+// Collective over `world`: every rank's figures, in world-rank order.
+nlohmann::json memory_record(const ParamStore& store, const AdamW& optimizer,
+                             Communicator& world);
+
+// Rows the ranks' experts computed in a MoE layer's last forward: the busiest rank sets
+// the pace of expert parallelism, so max / mean is the imbalance that matters for time.
+struct RankBalance {
+  int64_t max = 0;
+  double mean = 0.0;
+  double max_over_mean() const { return mean > 0.0 ? static_cast<double>(max) / mean : 1.0; }
+};
+// Collective over `world`: one entry per layer.
+std::vector<RankBalance> rank_balance(const std::vector<MoELayer*>& layers,
+                                      Communicator& world);
+
+}  // namespace moe
