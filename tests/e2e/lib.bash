@@ -58,3 +58,21 @@ train_per_dispatcher() {
       || { cat "$tmp/err"; fail "$name: mpirun -np $np with $d"; }
   done
 }
+
+# compare REFERENCE_DIR RUN_DIR LABEL [OPTIONS...]: tests/e2e/compare_runs.py, failing
+# with LABEL.
+compare() { /usr/bin/python3 "$SOURCE_DIR/tests/e2e/compare_runs.py" "$@" || fail "$3"; }
+
+# train_dp_ep DP EP RUN_DIR ARGS...: trains the array `common` plus ARGS on one process
+# when DP is 1, else under mpirun -np DP at (dp, ep) = (DP, EP). The final record (stdout)
+# goes to RUN_DIR.final; stderr to $tmp/err, shown when the run fails.
+train_dp_ep() {
+  local dp=$1 ep=$2 dir=$3; shift 3
+  if [[ $dp == 1 ]]; then
+    "$BUILD_DIR/moe-train" "${common[@]}" --run.dir="$dir" "$@" >"$dir.final" 2>"$tmp/err"
+  else
+    "$SOURCE_DIR/launch/mpirun.sh" -np "$dp" "$BUILD_DIR/moe-train" "${common[@]}" \
+      --parallel.dp="$dp" --parallel.ep="$ep" --run.dir="$dir" "$@" </dev/null \
+      >"$dir.final" 2>"$tmp/err"
+  fi || { cat "$tmp/err"; fail "dp $dp ep $ep: moe-train $*"; }
+}

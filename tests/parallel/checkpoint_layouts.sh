@@ -36,31 +36,20 @@ common=(--config configs/moe_gpt_tiny.ini --data.train_path="$SHARDS/fortunes_tr
         --moe.bias_balance=true --train.steps=20 --train.log_interval=1
         --train.eval_interval=10 --train.eval_batches=2 --train.threads=1
         --train.peak_gflops=1)
-compare() { /usr/bin/python3 tests/e2e/compare_runs.py "$@" || fail "$3"; }
-# train DP EP RUN_DIR ARGS...: one process when DP is 1, else mpirun -np DP
-train() {
-  local dp=$1 ep=$2 dir=$3; shift 3
-  if [[ $dp == 1 ]]; then
-    "$BUILD_DIR/moe-train" "${common[@]}" --run.dir="$dir" "$@" >/dev/null 2>"$tmp/err"
-  else
-    "$SOURCE_DIR/launch/mpirun.sh" -np "$dp" "$BUILD_DIR/moe-train" "${common[@]}" \
-      --parallel.dp="$dp" --parallel.ep="$ep" --run.dir="$dir" "$@" </dev/null >/dev/null 2>"$tmp/err"
-  fi || { cat "$tmp/err"; fail "dp $dp ep $ep: moe-train $*"; }
-}
 
-train 1 1 "$tmp/one" --checkpoint.interval=10
-train 4 4 "$tmp/p44" --checkpoint.interval=5 --checkpoint.keep=4
-train 4 2 "$tmp/p42" --checkpoint.interval=10
+train_dp_ep 1 1 "$tmp/one" --checkpoint.interval=10
+train_dp_ep 4 4 "$tmp/p44" --checkpoint.interval=5 --checkpoint.keep=4
+train_dp_ep 4 2 "$tmp/p42" --checkpoint.interval=10
 for layout in "4 4" "4 2"; do
   read -r dp ep <<<"$layout"
-  train "$dp" "$ep" "$tmp/resume$dp$ep" --run.resume="$tmp/p$dp$ep/checkpoints/step_00000010.h5"
+  train_dp_ep "$dp" "$ep" "$tmp/resume$dp$ep" --run.resume="$tmp/p$dp$ep/checkpoints/step_00000010.h5"
   compare "$tmp/p$dp$ep" "$tmp/resume$dp$ep" "resume at step 10, dp $dp ep $ep" --from 10 --weights
 done
 
 ck44=$tmp/p44/checkpoints/step_00000010.h5
 for layout in "2 1" "8 8" "1 1"; do
   read -r dp ep <<<"$layout"
-  train "$dp" "$ep" "$tmp/reshard$dp$ep" --run.resume="$ck44"
+  train_dp_ep "$dp" "$ep" "$tmp/reshard$dp$ep" --run.resume="$ck44"
   grep -q "written by dp 4 tp 1 ep 4 on 4 ranks" "$tmp/err" || fail "reshard: no resume line"
   compare "$tmp/one" "$tmp/reshard$dp$ep" "saved at (4, 4), resumed at ($dp, $ep)" \
     --from 10 --rtol 1e-5 --weights
@@ -87,6 +76,6 @@ ck=$tmp/crash/checkpoints
   || fail "after the kill: latest '$(cat "$ck/latest")', $(ls "$ck" | tr '\n' ' ')"
 "$BUILD_DIR/moe-ckpt" verify "$ck/step_00000005.h5" >/dev/null || fail "step 5 is damaged"
 echo "killed $ranks ranks and mpirun mid-write: latest -> step_00000005.h5, which verifies"
-train 4 4 "$tmp/crash" --checkpoint.interval=5 --run.resume=auto
+train_dp_ep 4 4 "$tmp/crash" --checkpoint.interval=5 --run.resume=auto
 compare "$tmp/p44" "$tmp/crash" "(4, 4) resumed after SIGKILL" --weights
 echo PASS

@@ -23,18 +23,6 @@ common=(--config configs/moe_gpt_tiny.ini --data.train_path="$SHARDS/fortunes_tr
         --train.eval_interval=10 --train.eval_batches=2 --train.threads=1
         --train.peak_gflops=1 --checkpoint.interval=10)
 fssdp=(--parallel.expert_sharding=fssdp --parallel.materialize_slots=2)
-compare() { /usr/bin/python3 tests/e2e/compare_runs.py "$@" || fail "$3"; }
-# train DP EP RUN_DIR ARGS...: one process when DP is 1, else mpirun -np DP
-train() {
-  local dp=$1 ep=$2 dir=$3; shift 3
-  if [[ $dp == 1 ]]; then
-    "$BUILD_DIR/moe-train" "${common[@]}" --run.dir="$dir" "$@" >/dev/null 2>"$tmp/err"
-  else
-    "$SOURCE_DIR/launch/mpirun.sh" -np "$dp" "$BUILD_DIR/moe-train" "${common[@]}" \
-      --parallel.dp="$dp" --parallel.ep="$ep" --run.dir="$dir" "$@" </dev/null \
-      >/dev/null 2>"$tmp/err"
-  fi || { cat "$tmp/err"; fail "dp $dp ep $ep: moe-train $*"; }
-}
 # expect_error MESSAGE -- ARGS...: mpirun -np 4 stops at start-up, exit 2, naming it
 expect_error() {
   local want=$1; shift 2
@@ -46,15 +34,15 @@ expect_error() {
   [[ ! -e $tmp/bad ]] || fail "run.dir written despite the error ($want)"
 }
 
-train 1 1 "$tmp/one"
+train_dp_ep 1 1 "$tmp/one"
 for dp in 2 4 8; do
-  train "$dp" 1 "$tmp/f$dp" "${fssdp[@]}"
+  train_dp_ep "$dp" 1 "$tmp/f$dp" "${fssdp[@]}"
   compare "$tmp/one" "$tmp/f$dp" "fssdp at dp $dp" --rtol 1e-5 --weights
 done
-train 4 1 "$tmp/f4so" "${fssdp[@]}" --parallel.shard_optimizer=true
+train_dp_ep 4 1 "$tmp/f4so" "${fssdp[@]}" --parallel.shard_optimizer=true
 compare "$tmp/one" "$tmp/f4so" "fssdp + shard_optimizer at dp 4" --rtol 1e-5 --weights
 
-train 4 4 "$tmp/ep4"
+train_dp_ep 4 4 "$tmp/ep4"
 /usr/bin/python3 - "$tmp/ep4/metrics.jsonl" "$tmp/f4/metrics.jsonl" <<'PY' || fail "replicas"
 import json, sys
 def ratios(path):
@@ -67,9 +55,9 @@ print(f"busiest rank's rows / mean at dp 4: plain ep {mean(ep):.3f} (max {max(ep
 assert mean(fs) < mean(ep), "fssdp did not lower the busiest rank's load"
 PY
 
-train 4 1 "$tmp/resume" "${fssdp[@]}" --run.resume="$tmp/f4/checkpoints/step_00000010.h5"
+train_dp_ep 4 1 "$tmp/resume" "${fssdp[@]}" --run.resume="$tmp/f4/checkpoints/step_00000010.h5"
 compare "$tmp/f4" "$tmp/resume" "fssdp dp 4 resumed at step 10" --from 10 --weights
-train 1 1 "$tmp/to_one" --run.resume="$tmp/f4/checkpoints/step_00000010.h5"
+train_dp_ep 1 1 "$tmp/to_one" --run.resume="$tmp/f4/checkpoints/step_00000010.h5"
 compare "$tmp/one" "$tmp/to_one" "fssdp dp 4 checkpoint on one process" --from 10 \
   --rtol 1e-5 --weights
 

@@ -24,19 +24,6 @@ common=(--config configs/moe_gpt_tiny.ini --data.train_path="$SHARDS/fortunes_tr
         --moe.bias_balance=true --train.steps=20 --train.log_interval=1
         --train.eval_interval=10 --train.eval_batches=2 --train.threads=1
         --train.peak_gflops=1 --checkpoint.interval=10)
-compare() { /usr/bin/python3 tests/e2e/compare_runs.py "$@" || fail "$3"; }
-# train DP EP RUN_DIR ARGS...: one process when DP is 1, else mpirun -np DP; the final
-# record goes to RUN_DIR.final
-train() {
-  local dp=$1 ep=$2 dir=$3; shift 3
-  if [[ $dp == 1 ]]; then
-    "$BUILD_DIR/moe-train" "${common[@]}" --run.dir="$dir" "$@" >"$dir.final" 2>"$tmp/err"
-  else
-    "$SOURCE_DIR/launch/mpirun.sh" -np "$dp" "$BUILD_DIR/moe-train" "${common[@]}" \
-      --parallel.dp="$dp" --parallel.ep="$ep" --run.dir="$dir" "$@" </dev/null \
-      >"$dir.final" 2>"$tmp/err"
-  fi || { cat "$tmp/err"; fail "dp $dp ep $ep: moe-train $*"; }
-}
 # state_bytes RUN_DIR RANKS: every rank's AdamW bytes equal its analytic slices
 state_bytes() {
   /usr/bin/python3 - "$1" "$2" <<'PY'
@@ -54,14 +41,14 @@ print(f"dp {n}: AdamW state per rank {got} bytes = {max(got) / total:.4f} of {to
 PY
 }
 
-train 1 1 "$tmp/one"
+train_dp_ep 1 1 "$tmp/one"
 for layout in "2 1" "4 1" "4 2"; do
   read -r dp ep <<<"$layout"
-  train "$dp" "$ep" "$tmp/so$dp$ep" --parallel.shard_optimizer=true
+  train_dp_ep "$dp" "$ep" "$tmp/so$dp$ep" --parallel.shard_optimizer=true
   compare "$tmp/one" "$tmp/so$dp$ep" "shard_optimizer at ($dp, $ep)" --rtol 1e-5 --weights
 done
 # expert blocks split over etp 2 inside dp 4: their moments sharded over edp all the same
-train 4 1 "$tmp/so_etp" --parallel.shard_optimizer=true --parallel.etp=2
+train_dp_ep 4 1 "$tmp/so_etp" --parallel.shard_optimizer=true --parallel.etp=2
 compare "$tmp/one" "$tmp/so_etp" "shard_optimizer at (4, 1), etp 2" --rtol 1e-5 --weights
 state_bytes "$tmp/so21" 2 || fail "optimizer state bytes at dp 2"
 # the per-rank rows of the expert records (docs/metrics.md) add up to the global batch's
@@ -78,13 +65,13 @@ print("(4, 2): rank rows add up to the assignments; last max/mean",
 PY
 state_bytes "$tmp/so41" 4 || fail "optimizer state bytes at dp 4"
 
-train 2 1 "$tmp/resume" --parallel.shard_optimizer=true \
+train_dp_ep 2 1 "$tmp/resume" --parallel.shard_optimizer=true \
   --run.resume="$tmp/so21/checkpoints/step_00000010.h5"
 compare "$tmp/so21" "$tmp/resume" "sharded (2, 1) resumed at step 10" --from 10 --weights
-train 1 1 "$tmp/to_one" --run.resume="$tmp/so41/checkpoints/step_00000010.h5"
+train_dp_ep 1 1 "$tmp/to_one" --run.resume="$tmp/so41/checkpoints/step_00000010.h5"
 compare "$tmp/one" "$tmp/to_one" "sharded (4, 1) resumed on one process" --from 10 \
   --rtol 1e-5 --weights
-train 2 1 "$tmp/from_one" --parallel.shard_optimizer=true \
+train_dp_ep 2 1 "$tmp/from_one" --parallel.shard_optimizer=true \
   --run.resume="$tmp/one/checkpoints/step_00000010.h5"
 compare "$tmp/one" "$tmp/from_one" "one process resumed sharded at (2, 1)" --from 10 \
   --rtol 1e-5 --weights
