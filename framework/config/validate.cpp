@@ -199,6 +199,12 @@ void validate_parallel(const Config& c) {
   if (p.sequence_parallel && p.tp > 1) validate_sequence_split(c);
 }
 
+void validate_precision(const Config& c) {
+  MOE_USER_CHECK(c.moe.a2a_dtype == Precision::kFp32 || c.train.precision == Precision::kBf16,
+                 "moe.a2a_dtype: bf16 needs train.precision = bf16 (mixed precision rounds "
+                 "the experts' rows to bf16 anyway), not ", c.train.precision);
+}
+
 void validate_run(const Config& c) {
   require_positive("train.steps", c.train.steps);
   require_positive("train.log_interval", c.train.log_interval);
@@ -233,6 +239,7 @@ void validate_config(const Config& config) {
   validate_data(config.data);
   validate_diffusion(config.diffusion);
   validate_run(config);
+  validate_precision(config);
   validate_parallel(config);
   family_traits(config.model.family).validate(config);  // the family's own options
 }

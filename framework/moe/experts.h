@@ -20,6 +20,11 @@
 // experts cost nothing. This rank holds experts [first_expert, first_expert +
 // num_local_experts) as the placement says: the local block of each (E, ., .) tensor.
 // Layer conventions as in framework/nn/linear.h.
+//
+// Mixed precision (the weights' Param::matmul_dtype is bf16): forward rounds the input
+// rows and the weights to bf16 copies (kept for backward with the bf16 hidden h; the
+// pre-activations gate, up stay fp32), backward rounds dy; every product sums in fp32
+// (ops::expert_ffn_forward/backward). Weight gradients stay fp32.
 
 #include <span>
 #include <string>
@@ -60,20 +65,30 @@ class GroupedExperts {
   int64_t local_hidden() const { return hidden_; }  // F / etp
 
  private:
-  ops::ExpertWeights weights();       // views of this rank's expert weights
+  bool mixed() const { return w_up_.matmul_dtype == DType::kBF16; }
+  ops::ExpertWeights weights();       // views of this rank's expert weights (bf16 copies
+                                      // under mixed precision)
   ops::ExpertWeights weight_grads();  // and of their gradients
   ops::ExpertActivations activations(int64_t rows);  // (S, F/etp) views kept for backward
+  void round_weights();               // mixed precision: the bf16 copies of this step
 
   Param* w_gate_;  // (E_local, F/etp, C), null for GELU
   Param& w_up_;    // (E_local, F/etp, C)
   Param& w_down_;  // (E_local, C, F/etp)
   int64_t width_, hidden_;             // C, F/etp (this rank's hidden units)
   int64_t first_expert_, num_local_;   // global index of local expert 0; E_local
-  Tensor x_;                           // (S, C) saved input
+  Tensor x_;                           // (S, C) saved input (mixed precision: bf16 copy)
   std::vector<int64_t> offsets_;       // [E_local + 1] saved row ranges
   Buffer gate_, up_, h_, y_;           // (S, F/etp) x3 pre-activations and hidden; (S, C)
                                        // (GELU: up_ is the pre-activation, gate_ unused)
   Buffer dh_, dgate_, dup_, dx_;       // (S, F/etp) x3; (S, C)
+  // Mixed precision: bf16 copies of the weights, the input x (S, C), h (S, F/etp), dy
+  // (S, C), and the backward's GEMM operands dgate, dup (S, F/etp); h_, dgate_, dup_
+  // then stay unused.
+  Buffer w_gate16_{Device::kCpu, DType::kBF16}, w_up16_{Device::kCpu, DType::kBF16};
+  Buffer w_down16_{Device::kCpu, DType::kBF16}, x16_{Device::kCpu, DType::kBF16};
+  Buffer h16_{Device::kCpu, DType::kBF16}, dy16_{Device::kCpu, DType::kBF16};
+  Buffer dgate16_{Device::kCpu, DType::kBF16}, dup16_{Device::kCpu, DType::kBF16};
 };
 
 }  // namespace moe
