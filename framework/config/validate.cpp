@@ -203,6 +203,11 @@ void validate_precision(const Config& c) {
   MOE_USER_CHECK(c.moe.a2a_dtype == Precision::kFp32 || c.train.precision == Precision::kBf16,
                  "moe.a2a_dtype: bf16 needs train.precision = bf16 (mixed precision rounds "
                  "the experts' rows to bf16 anyway), not ", c.train.precision);
+  // With etp > 1 the experts' outputs are partial sums over the etp group: rounding them
+  // before the sum would round at other points than one process does.
+  MOE_USER_CHECK(c.moe.a2a_dtype == Precision::kFp32 || c.parallel.etp == 1,
+                 "moe.a2a_dtype: bf16 needs parallel.etp = 1 (the experts' outputs are "
+                 "partial sums over etp = ", c.parallel.etp, ")");
 }
 
 void validate_run(const Config& c) {
