@@ -387,25 +387,40 @@ void rope_apply(Tensor x, int64_t batch, int64_t heads, int64_t head_dim, int64_
 
 void attention_forward(Tensor qkv, Tensor att, Tensor out, int64_t batch, int64_t heads,
                        bool causal) {
-  require_cpu_f32("attention_forward", {qkv, att, out});
+  // bf16 qkv: mixed precision, bf16 products (ops.h)
+  const bool mixed = qkv.dtype == DType::kBF16;
+  require_cpu(mixed ? "attention_forward (bf16)" : "attention_forward",
+              mixed ? DType::kBF16 : DType::kF32, {qkv});
+  require_cpu_f32("attention_forward", {att, out});
   const int64_t seq = qkv.rows() / batch, head_dim = out.cols() / heads;
   check_matrix("attention_forward", "qkv", qkv, batch * seq, 3 * heads * head_dim);
   check_matrix("attention_forward", "out", out, batch * seq, heads * head_dim);
   check_numel("attention_forward", "att", att, batch * heads * seq * seq);
-  cpu::attention_forward(qkv.data, att.data, out.data, batch, seq, heads, head_dim, causal);
+  if (mixed)
+    cpu::attention_forward_bf16(qkv.ptr<bf16>(), att.data, out.data, batch, seq, heads,
+                                head_dim, causal);
+  else
+    cpu::attention_forward(qkv.data, att.data, out.data, batch, seq, heads, head_dim, causal);
 }
 
 void attention_backward(Tensor qkv, Tensor att, Tensor dout, Tensor dqkv, Tensor scratch,
                         int64_t batch, int64_t heads, bool causal) {
-  require_cpu_f32("attention_backward", {qkv, att, dout, dqkv, scratch});
+  const bool mixed = qkv.dtype == DType::kBF16;
+  require_cpu(mixed ? "attention_backward (bf16)" : "attention_backward",
+              mixed ? DType::kBF16 : DType::kF32, {qkv});
+  require_cpu_f32("attention_backward", {att, dout, dqkv, scratch});
   const int64_t seq = qkv.rows() / batch, head_dim = dout.cols() / heads;
   check_matrix("attention_backward", "qkv", qkv, batch * seq, 3 * heads * head_dim);
   check_matrix("attention_backward", "dqkv", dqkv, batch * seq, 3 * heads * head_dim);
   check_matrix("attention_backward", "dout", dout, batch * seq, heads * head_dim);
   check_numel("attention_backward", "att", att, batch * heads * seq * seq);
   check_numel("attention_backward", "scratch", scratch, batch * heads * seq * seq);
-  cpu::attention_backward(qkv.data, att.data, dout.data, dqkv.data, scratch.data, batch, seq,
-                          heads, head_dim, causal);
+  if (mixed)
+    cpu::attention_backward_bf16(qkv.ptr<bf16>(), att.data, dout.data, dqkv.data, scratch.data,
+                                 batch, seq, heads, head_dim, causal);
+  else
+    cpu::attention_backward(qkv.data, att.data, dout.data, dqkv.data, scratch.data, batch, seq,
+                            heads, head_dim, causal);
 }
 
 void rope_apply_at(Tensor x, std::span<const int32_t> pos, int64_t heads, int64_t head_dim,

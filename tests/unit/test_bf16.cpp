@@ -15,6 +15,10 @@
 //    max |err| <= 1e-4 max |ref| per output.
 //  - expert_ffn bf16 vs fp32 on the unrounded inputs: relative error of the whole
 //    output (Frobenius) <= 1e-2 (three chained products of bf16 operands).
+//  - attention bf16, fast vs reference: fp32 sums and one-ulp flips of the probabilities
+//    and score gradients rounded to bf16: max |err| <= 1e-4 max |ref| per output (att:
+//    1e-5 absolute); vs fp32 attention on the unrounded qkv: relative error (Frobenius)
+//    <= 1e-2 for out and dqkv.
 
 #include <gtest/gtest.h>
 
@@ -22,6 +26,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <limits>
+#include <ostream>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -352,6 +357,94 @@ TEST(Bf16Experts, OpRequiresBf16Operands) {
     EXPECT_NE(std::string(e.what()).find("expert_ffn_forward"), std::string::npos) << e.what();
   }
   ops::expert_ffn_forward(x, d.offsets, {Tensor(), wu, wd}, acts, Tensor(y.data(), {s, c}));
+}
+
+// ---------------------------------------------------------------- attention
+
+struct AttentionCase {
+  int64_t B, T, H, D;
+  bool causal;
+};
+void PrintTo(const AttentionCase& c, std::ostream* os) {
+  *os << "B" << c.B << " T" << c.T << " H" << c.H << " D" << c.D << (c.causal ? " causal" : " full");
+}
+
+struct AttentionOutputs {
+  Vec att, out, dqkv, dscore;
+};
+
+// Forward and backward of the bf16 attention (fast or reference) on qkv rounded to bf16.
+template <bool kFast>
+AttentionOutputs run_bf16_attention(const AttentionCase& c, const Vec& qkv, const Vec& dout) {
+  const Vec16 q16 = rounded(qkv);
+  AttentionOutputs o{Vec(c.B * c.H * c.T * c.T), Vec(dout.size()), Vec(qkv.size()),
+                     Vec(c.B * c.H * c.T * c.T)};
+  auto fwd = kFast ? cpu::attention_forward_bf16 : cpu::ref::attention_forward_bf16;
+  auto bwd = kFast ? cpu::attention_backward_bf16 : cpu::ref::attention_backward_bf16;
+  fwd(q16.data(), o.att.data(), o.out.data(), c.B, c.T, c.H, c.D, c.causal);
+  bwd(q16.data(), o.att.data(), dout.data(), o.dqkv.data(), o.dscore.data(), c.B, c.T, c.H, c.D,
+      c.causal);
+  return o;
+}
+
+class Bf16Attention : public ::testing::TestWithParam<AttentionCase> {};
+
+TEST_P(Bf16Attention, FastEqualsReference) {
+  const AttentionCase c = GetParam();
+  const Vec qkv = random_vector(c.B * c.T * 3 * c.H * c.D, 40);
+  const Vec dout = random_vector(c.B * c.T * c.H * c.D, 41);
+  const AttentionOutputs fast = run_bf16_attention<true>(c, qkv, dout);
+  const AttentionOutputs ref = run_bf16_attention<false>(c, qkv, dout);
+  for (size_t i = 0; i < ref.att.size(); ++i) ASSERT_NEAR(fast.att[i], ref.att[i], 1e-5) << i;
+  for (const auto& [got, want, what] :
+       {std::tuple{&fast.out, &ref.out, "out"}, std::tuple{&fast.dqkv, &ref.dqkv, "dqkv"},
+        std::tuple{&fast.dscore, &ref.dscore, "dscore"}}) {
+    const double tol = 1e-4 * max_abs(*want);
+    for (size_t i = 0; i < want->size(); ++i)
+      ASSERT_NEAR((*got)[i], (*want)[i], tol) << what << " element " << i;
+  }
+}
+
+TEST_P(Bf16Attention, WithinBf16ToleranceOfFp32) {
+  const AttentionCase c = GetParam();
+  const Vec qkv = random_vector(c.B * c.T * 3 * c.H * c.D, 42);
+  const Vec dout = random_vector(c.B * c.T * c.H * c.D, 43);
+  const AttentionOutputs b = run_bf16_attention<true>(c, qkv, dout);
+  Vec att(b.att.size()), out(b.out.size()), dqkv(b.dqkv.size()), scratch(b.dscore.size());
+  cpu::ref::attention_forward(qkv.data(), att.data(), out.data(), c.B, c.T, c.H, c.D, c.causal);
+  cpu::ref::attention_backward(qkv.data(), att.data(), dout.data(), dqkv.data(), scratch.data(),
+                               c.B, c.T, c.H, c.D, c.causal);
+  EXPECT_LE(relative_error(b.out, out), 1e-2);
+  EXPECT_LE(relative_error(b.dqkv, dqkv), 1e-2);
+  EXPECT_GT(relative_error(b.dqkv, dqkv), 1e-5) << "bf16 made no difference";
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, Bf16Attention,
+    ::testing::Values(AttentionCase{2, 37, 3, 8, true}, AttentionCase{1, 70, 2, 32, true},
+                      AttentionCase{1, 19, 2, 128, true}, AttentionCase{2, 33, 2, 6, false},
+                      AttentionCase{1, 1, 1, 2, true}),
+    [](const auto& info) {
+      const AttentionCase& c = info.param;
+      return "B" + std::to_string(c.B) + "T" + std::to_string(c.T) + "H" + std::to_string(c.H) +
+             "D" + std::to_string(c.D) + (c.causal ? "causal" : "full");
+    });
+
+TEST(Bf16Attention, OpTakesBf16QkvAndFp32Rest) {
+  const AttentionCase c{1, 8, 2, 4, true};
+  const int64_t n = c.T, width = c.H * c.D;
+  Buffer qkv16(Device::kCpu, DType::kBF16);
+  Vec qkv = random_vector(n * 3 * width, 44), att(c.H * c.T * c.T), out(n * width);
+  ops::convert(Tensor(qkv.data(), {n, 3 * width}), qkv16.view({n, 3 * width}));
+  ops::attention_forward(qkv16.view({n, 3 * width}), Tensor(att.data(), {c.H * c.T * c.T}),
+                         Tensor(out.data(), {n, width}), 1, c.H, true);
+  Vec expected(out.size()), expected_att(att.size());
+  cpu::ref::attention_forward_bf16(qkv16.view({n, 3 * width}).ptr<bf16>(), expected_att.data(),
+                                   expected.data(), 1, c.T, c.H, c.D, true);
+  for (size_t i = 0; i < out.size(); ++i) EXPECT_NEAR(out[i], expected[i], 1e-5);
+  EXPECT_THROW(ops::attention_forward(qkv16.view({n, 3 * width}), qkv16.view({c.H * c.T * c.T}),
+                                      Tensor(out.data(), {n, width}), 1, c.H, true),
+               Error);
 }
 
 }  // namespace
