@@ -136,20 +136,29 @@ void softmax_scaled(float* row, int64_t n, int64_t T, float scale) {
   std::fill(row + n, row + T, 0.0f);
 }
 
-// bf16 rows of fp32 rows: dst[r][s] = bf16(src[r][s]) for s < T, zero padding to ld.
-void round_rows(const float* src, int64_t src_ld, int64_t rows, int64_t T, uint16_t* dst,
+// bf16 rows of fp32 rows: dst[r][s] = bf16(src[r][s]) for s < n (the columns the
+// products read; the caller's src is zero from n on), zero from n to ld.
+void round_rows(const float* src, int64_t src_ld, int64_t rows, int64_t n, uint16_t* dst,
                 int64_t ld) {
   for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t s = 0; s < T; ++s) dst[r * ld + s] = bf16_bits(src[r * src_ld + s]);
-    std::fill(dst + r * ld + T, dst + (r + 1) * ld, uint16_t{0});
+    const float* in = src + r * src_ld;
+    uint16_t* out = dst + r * ld;
+#pragma omp simd
+    for (int64_t s = 0; s < n; ++s) out[s] = bf16_bits(in[s]);
+    std::fill(out + n, out + ld, uint16_t{0});
   }
 }
 
-// dst[s][t] = bf16(src[t][s]) (T, T) with leading dimensions src_ld, ld.
-void round_transposed(const float* src, int64_t src_ld, int64_t T, uint16_t* dst, int64_t ld) {
+// dst[s][t] = bf16(src[t][s]) (T, T) with leading dimensions src_ld, ld, zero padding to
+// ld. causal: src[t][s] = 0 for t < s, so those entries are zeros written directly.
+void round_transposed(const float* src, int64_t src_ld, int64_t T, uint16_t* dst, int64_t ld,
+                      bool causal) {
   for (int64_t s = 0; s < T; ++s) {
-    for (int64_t t = 0; t < T; ++t) dst[s * ld + t] = bf16_bits(src[t * src_ld + s]);
-    std::fill(dst + s * ld + T, dst + (s + 1) * ld, uint16_t{0});
+    const int64_t first = causal ? s : 0;
+    uint16_t* out = dst + s * ld;
+    std::fill(out, out + first, uint16_t{0});
+    for (int64_t t = first; t < T; ++t) out[t] = bf16_bits(src[t * src_ld + s]);
+    std::fill(out + T, out + ld, uint16_t{0});
   }
 }
 
@@ -199,7 +208,7 @@ void head_forward(const uint16_t* q, const uint16_t* k, const uint16_t* v, int64
     for (int64_t r = 0; r < rows; ++r)
       softmax_scaled(att + (t0 + r) * T, causal ? t0 + r + 1 : T, T, scale);
     // out (rows, D) = bf16(P) v over the visible keys
-    round_rows(att + t0 * T, T, rows, T, w.rows_a.data(), w.ld_seq);
+    round_rows(att + t0 * T, T, rows, n, w.rows_a.data(), w.ld_seq);
     pair_rows(words(w.rows_a.data()), w.ld_seq / 2, rows, w.seq_a.data(), D, (n + 1) / 2,
               out + t0 * out_row, out_row, D);
   }
@@ -232,13 +241,13 @@ void head_backward(const uint16_t* q, const uint16_t* k, const uint16_t* v, int6
       std::fill(ds + nt, ds + T, 0.0f);
     }
     // dq (rows, D) = bf16(dS) k
-    round_rows(dscore + t0 * T, T, rows, T, w.rows_a.data(), w.ld_seq);
+    round_rows(dscore + t0 * T, T, rows, n, w.rows_a.data(), w.ld_seq);
     pair_rows(words(w.rows_a.data()), w.ld_seq / 2, rows, w.seq_a.data(), D, (n + 1) / 2,
               dq + t0 * row, row, D);
   }
   // dk = bf16(dS)^T q, dv = bf16(P)^T bf16(dO): rows of keys, paired along the queries
-  round_transposed(dscore, T, T, w.rows_a.data(), w.ld_seq);
-  round_transposed(att, T, T, w.rows_b.data(), w.ld_seq);
+  round_transposed(dscore, T, T, w.rows_a.data(), w.ld_seq, causal);
+  round_transposed(att, T, T, w.rows_b.data(), w.ld_seq, causal);
   pairs_along_rows(q, row, T, D, w.seq_a.data());
   pairs_along_rows(w.dout16.data(), D, T, D, w.seq_b.data());
   for (int64_t s0 = 0; s0 < T; s0 += kRows) {
