@@ -10,6 +10,7 @@ packages=(
   libhdf5-openmpi-dev hdf5-tools            # parallel HDF5 checkpoints, h5dump
   libboost-program-options-dev              # config files and --section.key=value
   libopenblas-openmp-dev                    # CPU GEMM (OpenMP build: one thread pool)
+  libdnnl-dev                               # bf16 GEMMs of mixed precision (oneDNN)
   libfmt-dev nlohmann-json3-dev             # formatting, metrics JSON
   libprotobuf-dev protobuf-compiler         # TensorBoard event records (Boost.CRC: CRC-32C)
   zlib1g-dev libpng-dev                     # image data and PNG sample grids

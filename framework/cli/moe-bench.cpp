@@ -12,19 +12,22 @@
 // What `a2a` measures, per iteration i (all ranks; a barrier before each timed region;
 // per quantity the maximum over ranks, then the median over iterations; "ms" fields):
 //
-//   fwd          dispatcher forward: dispatch (counts exchange, permute, row exchange,
-//                regroup) + combine (regroup, row exchange, weighted sum)
+//   fwd          dispatcher forward: dispatch (counts exchange, permute, row exchange
+//                into the expert-major rows) + combine (row exchange back into slot
+//                order, weighted sum); with --a2a-dtype=bf16 also the conversions to and
+//                from bf16 on each side of each exchange
 //   bwd          dispatcher backward: combine_backward + dispatch_backward, the same two
 //                row exchanges in reverse order with their copies
 //   raw_pair     MPI_Alltoallv of dispatch's rows, then MPI_Alltoallv of combine's rows
-//                (the same per-peer counts, reverse direction), nothing else
+//                (the same per-peer counts and element size, reverse direction), nothing
+//                else
 //   raw_counts   MPI_Alltoallv of the counts dispatch exchanges, alone
 //   *_counts, *_rows   the dispatcher's time inside its counts / row exchanges, timed
 //                from the outside (TimedCommunicator); *_local the rest of the region
-//                (permute, regroup, weighted sums, bookkeeping, and time descheduled)
+//                (permute, conversions, weighted sums, bookkeeping, and time descheduled)
 //   *_cpu        CPU time instead of wall time (cpu_seconds): *_local_cpu is the local
-//                work's cost even where ranks share cores; permute_cpu, regroup_cpu,
-//                weighted_sum_cpu time the forward's copy steps alone (time_copies)
+//                work's cost even where ranks share cores; permute_cpu, convert_cpu,
+//                weighted_sum_cpu time the forward's local steps alone (time_copies)
 //
 // fwd and raw_pair both move the rows twice (two exchanges), so ratio_forward =
 // fwd / raw_pair is the dispatcher's cost per exchange relative to the bare
@@ -36,8 +39,10 @@
 //
 // Bytes: bytes_per_exchange_* count what a rank sends to other ranks in one row
 // exchange (its own block stays), mean and max over ranks and both directions;
-// bytes_uniform_expected = N*K*(R-1)/R*C*4. Experts are the identity (expert_out = the
-// dispatched rows): the benchmark is about moving rows. The routing is dropless.
+// bytes_uniform_expected = N*K*(R-1)/R*C*b with b = 4 (fp32 rows) or 2 (bf16 rows).
+// Experts are the identity (expert_out = the dispatched rows): the benchmark is about
+// moving rows. The routing is dropless. With bf16 rows the tokens are bf16 values, as
+// under mixed precision, so the round trip is exact.
 
 #include <omp.h>
 #include <time.h>
@@ -70,7 +75,7 @@ namespace {
 constexpr const char* kUsage =
     "usage: moe-bench a2a [--tokens=N] [--width=C] [--experts=E] [--top-k=K] [--skew=S]\n"
     "                     [--iters=I] [--warmup=W] [--seed=X] [--threads=T]\n"
-    "                     [--counts=plan|exchange]\n"
+    "                     [--counts=plan|exchange] [--a2a-dtype=fp32|bf16]\n"
     "Run under mpirun: launch/mpirun.sh -np R build/moe-bench a2a ...\n";
 
 struct A2aOptions {
@@ -87,6 +92,8 @@ struct A2aOptions {
   // kept counts, as the MoE layer fills it from its routing all-gather in training)
   // or "exchange" (the dispatcher's own counts all-to-all).
   std::string counts = "plan";
+  std::string a2a_dtype = "fp32";  // the dispatcher's rows on the wire: fp32 or bf16
+  DType wire() const { return a2a_dtype == "bf16" ? DType::kBF16 : DType::kF32; }
 };
 
 // Every rank parses the same argv, so a bad option fails on all ranks alike (user
@@ -105,7 +112,8 @@ A2aOptions parse_a2a_options(int argc, char** argv, int ranks) {
       ("warmup", po::value(&o.warmup)->default_value(o.warmup), "untimed iterations")
       ("seed", po::value(&o.seed)->default_value(o.seed), "routing seed")
       ("threads", po::value(&o.threads)->default_value(o.threads), "threads per rank")
-      ("counts", po::value(&o.counts)->default_value(o.counts), "plan or exchange");
+      ("counts", po::value(&o.counts)->default_value(o.counts), "plan or exchange")
+      ("a2a-dtype", po::value(&o.a2a_dtype)->default_value(o.a2a_dtype), "fp32 or bf16");
   try {
     po::variables_map vm;
     po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
@@ -126,6 +134,8 @@ A2aOptions parse_a2a_options(int argc, char** argv, int ranks) {
   MOE_USER_CHECK(o.threads >= 0, "a2a: --threads must be >= 0, got ", o.threads);
   MOE_USER_CHECK(o.counts == "plan" || o.counts == "exchange",
                  "a2a: --counts must be plan or exchange, got '", o.counts, "'");
+  MOE_USER_CHECK(o.a2a_dtype == "fp32" || o.a2a_dtype == "bf16",
+                 "a2a: --a2a-dtype must be fp32 or bf16, got '", o.a2a_dtype, "'");
   return o;
 }
 
@@ -180,9 +190,10 @@ std::shared_ptr<const RoutingPlan> make_routing(const A2aOptions& o, int rank) {
       build_routing_plan(chosen, weights, n, k, e, /*capacity=*/-1));
 }
 
-// Forwards all_to_all_v and barrier to `inner` and adds the wall seconds of each
-// all_to_all_v to `counts_s` (int64 payload: the dispatcher's counts exchange) or
-// `rows_s` (float payload: its row exchanges), and its CPU seconds to `comm_cpu_s`.
+// Forwards all_to_all_v, all_to_all_blocks and barrier to `inner` and adds the wall
+// seconds of each all_to_all_v to `counts_s` (int64 payload: the dispatcher's counts
+// exchange) and of each all_to_all_blocks to `rows_s` (its row exchanges), and their CPU
+// seconds to `comm_cpu_s`.
 // The benchmark's way of splitting the dispatcher's time without touching the
 // dispatcher; it adds a virtual call and four clock reads per exchange (well under a
 // microsecond). The dispatcher calls no other collective.
@@ -206,15 +217,28 @@ class TimedCommunicator final : public Communicator {
     const size_t send_total = static_cast<size_t>(std::accumulate(sc.begin(), sc.end(), 0L));
     const size_t recv_total = static_cast<size_t>(std::accumulate(rc.begin(), rc.end(), 0L));
     const double cpu_start = cpu_seconds();
-    if (type == CommType::kInt64) {
+    MOE_CHECK(type == CommType::kInt64, "TimedCommunicator: unexpected all_to_all_v type");
+    {
       ScopedTimer timer(counts_s);
       inner_.all_to_all_v<int64_t>({static_cast<const int64_t*>(send), send_total}, sc,
                                    {static_cast<int64_t*>(recv), recv_total}, rc);
-    } else {
-      MOE_CHECK(type == CommType::kFloat32, "TimedCommunicator: unexpected all_to_all_v type");
+    }
+    comm_cpu_s += cpu_seconds() - cpu_start;
+  }
+  void all_to_all_blocks_raw(const void* send, const std::vector<CommBlock>* send_blocks,
+                             void* recv, const std::vector<CommBlock>* recv_blocks,
+                             CommType type) override {
+    const size_t n = static_cast<size_t>(size());
+    const std::span<const std::vector<CommBlock>> sb(send_blocks, n), rb(recv_blocks, n);
+    const double cpu_start = cpu_seconds();
+    {
       ScopedTimer timer(rows_s);
-      inner_.all_to_all_v<float>({static_cast<const float*>(send), send_total}, sc,
-                                 {static_cast<float*>(recv), recv_total}, rc);
+      if (type == CommType::kBFloat16)
+        inner_.all_to_all_blocks<bf16>(span_of<const bf16>(send, sb), sb,
+                                       span_of<bf16>(recv, rb), rb);
+      else
+        inner_.all_to_all_blocks<float>(span_of<const float>(send, sb), sb,
+                                        span_of<float>(recv, rb), rb);
     }
     comm_cpu_s += cpu_seconds() - cpu_start;
   }
@@ -238,6 +262,14 @@ class TimedCommunicator final : public Communicator {
   [[noreturn]] static void unused(const char* call) {
     MOE_FAIL("TimedCommunicator: ", call, " is not forwarded (the dispatcher never calls it)");
   }
+  // The buffer of a block exchange, as long as its furthest block reaches.
+  template <class T, class P>
+  static std::span<T> span_of(P* data, std::span<const std::vector<CommBlock>> blocks) {
+    int64_t end = 0;
+    for (const auto& list : blocks)
+      for (const CommBlock& b : list) end = std::max(end, b.offset + b.count);
+    return {static_cast<T*>(data), static_cast<size_t>(end)};
+  }
   Communicator& inner_;
 };
 
@@ -249,7 +281,7 @@ struct Series {
       "fwd_rows",      "fwd_local",         "fwd_local_cpu",     "bwd",
       "combine_backward", "dispatch_backward", "bwd_rows",       "bwd_local",
       "bwd_local_cpu", "raw_pair",          "raw_dispatch_rows", "raw_combine_rows",
-      "raw_counts",    "permute_cpu",       "regroup_cpu",       "weighted_sum_cpu"};
+      "raw_counts",    "permute_cpu",       "convert_cpu",       "weighted_sum_cpu"};
   static constexpr size_t kCount = std::size(kNames);
 
   explicit Series(int iters) : ms(kCount, std::vector<double>(static_cast<size_t>(iters))) {}
@@ -284,6 +316,7 @@ struct A2aBench {
   std::shared_ptr<const RoutingPlan> plan;
   Buffer x, y, dy, dx, d_expert_out, dweights;  // (N, C) x4, (S_recv, C), [N*K]
   Buffer raw_send, raw_recv;                    // (S, C), (S_recv, C)
+  Buffer convert_scratch{Device::kCpu, DType::kBF16};  // (S_recv, C) for time_copies
   std::vector<int64_t> send_rows, recv_rows;    // [R] rows to / from each rank
   std::vector<int64_t> counts_send, counts_recv;  // [E], [R * E_local] counts baseline
   std::vector<int> counts_sc, counts_sd, counts_rc, counts_rd;
@@ -292,7 +325,8 @@ struct A2aBench {
       : opt(o),
         world(w),
         ep(w),
-        dispatcher(ep, ExpertPlacement{o.experts, w.size(), w.rank()}, token_ranks(o, w)),
+        dispatcher(ep, ExpertPlacement{o.experts, w.size(), w.rank()}, token_ranks(o, w),
+                   nullptr, o.wire()),
         plan(make_routing(o, w.rank())) {
     if (o.counts == "plan") plan = with_group_counts(*plan, w);
   }
@@ -328,6 +362,11 @@ void prepare(A2aBench& b) {
   const int64_t n = b.opt.tokens, c = b.opt.width, k = b.opt.top_k;
   fill_random(b.x, n * c, b.opt.seed + 17 * (b.world.rank() + 1));
   fill_random(b.dy, n * c, b.opt.seed + 31 * (b.world.rank() + 1));
+  if (b.opt.wire() == DType::kBF16) {  // bf16 values, as mixed precision's expert inputs
+    Buffer rounded(Device::kCpu, DType::kBF16);
+    ops::convert(b.x.view({n * c}), rounded.view({n * c}));
+    ops::convert(rounded.view({n * c}), b.x.view({n * c}));
+  }
   b.y.resize(n * c);
   b.dx.resize(n * c);
   b.dweights.resize(n * k);
@@ -367,7 +406,7 @@ void check_round_trip(A2aBench& b) {
 
 // (a) the dispatcher: forward (dispatch + combine) and backward (combine_backward +
 // dispatch_backward), each after a barrier. *_local = the region less its
-// all_to_all_v calls: permute, regroup, weighted sums, bookkeeping, and on a shared
+// exchanges: permute, conversions, weighted sums, bookkeeping, and on a shared
 // machine also time descheduled; *_local_cpu the same in CPU time.
 void time_dispatcher(A2aBench& b, Series& s, int iter) {
   const int64_t n = b.opt.tokens, c = b.opt.width;
@@ -403,11 +442,12 @@ void time_dispatcher(A2aBench& b, Series& s, int iter) {
   s.at("bwd_local", iter) = s.at("bwd", iter) - b.ep.rows_s * 1e3;
 }
 
-// (c) The forward's local copies on their own, in CPU time, to say which copy costs
-// what: the permute into slot order (S rows), one regroup (S_recv rows, the block
-// memcpys of the dispatcher's regroup, here as one memcpy of the same bytes; dispatch
-// and combine each do one) and combine's weighted sum (N*K rows in, N out). The
-// kernels are the ones the dispatcher calls (ops::permute_rows, ops::combine_rows).
+// (c) The forward's local steps on their own, in CPU time, to say which costs what: the
+// permute into slot order (S rows), one conversion of the received rows from bf16 to
+// fp32 (S_recv rows; with a bf16 wire each side of each exchange converts once, with
+// fp32 nothing is staged or converted) and combine's weighted sum (N*K rows in, N out).
+// The kernels are the ones the dispatcher calls (ops::permute_rows, ops::convert,
+// ops::combine_rows).
 void time_copies(A2aBench& b, Series& s, int iter) {
   const RoutingPlan& plan = *b.plan;
   const int64_t c = b.opt.width;
@@ -415,10 +455,11 @@ void time_copies(A2aBench& b, Series& s, int iter) {
   ops::permute_rows(b.x.view({plan.num_tokens, c}), plan.token_of_slot, {},
                     b.raw_send.view({plan.num_slots(), c}));
   s.at("permute_cpu", iter) = (cpu_seconds() - start) * 1e3;
+  const Shape received{b.raw_recv.size()};
+  Tensor received16 = b.convert_scratch.view(received);
   start = cpu_seconds();
-  std::memcpy(b.d_expert_out.data(), b.raw_recv.data(),
-              static_cast<size_t>(b.raw_recv.size()) * sizeof(float));
-  s.at("regroup_cpu", iter) = (cpu_seconds() - start) * 1e3;
+  ops::convert(received16, b.d_expert_out.view(received));
+  s.at("convert_cpu", iter) = (cpu_seconds() - start) * 1e3;
   start = cpu_seconds();
   ops::combine_rows(b.raw_send.view({plan.num_slots(), c}), plan.slot, plan.weight,
                     b.y.view({plan.num_tokens, c}));
@@ -427,20 +468,22 @@ void time_copies(A2aBench& b, Series& s, int iter) {
 
 // (b) the baseline: MPI_Alltoallv called directly (not through the Communicator) so it
 // is the bare collective, with the per-peer counts of the dispatcher's two row
-// exchanges (dispatch: send_rows out, recv_rows in; combine: the reverse), back to
-// back after one barrier; then, after another barrier, the counts exchange alone.
+// exchanges (dispatch: send_rows out, recv_rows in; combine: the reverse) in elements of
+// the wire's size (bf16: 2-byte elements, half the bytes), back to back after one
+// barrier; then, after another barrier, the counts exchange alone.
 void time_raw(A2aBench& b, Series& s, int iter) {
   const RawSide rows_out(b.send_rows, b.opt.width), rows_in(b.recv_rows, b.opt.width);
   const MPI_Comm comm = b.world.mpi_comm();
+  const MPI_Datatype element = b.opt.wire() == DType::kBF16 ? MPI_UINT16_T : MPI_FLOAT;
   b.world.barrier();
   Stopwatch watch;
   MPI_CHECK(MPI_Alltoallv(b.raw_send.data(), rows_out.counts.data(), rows_out.displs.data(),
-                          MPI_FLOAT, b.raw_recv.data(), rows_in.counts.data(),
-                          rows_in.displs.data(), MPI_FLOAT, comm));
+                          element, b.raw_recv.data(), rows_in.counts.data(),
+                          rows_in.displs.data(), element, comm));
   const double first_ms = ms_since(watch);
   MPI_CHECK(MPI_Alltoallv(b.raw_recv.data(), rows_in.counts.data(), rows_in.displs.data(),
-                          MPI_FLOAT, b.raw_send.data(), rows_out.counts.data(),
-                          rows_out.displs.data(), MPI_FLOAT, comm));
+                          element, b.raw_send.data(), rows_out.counts.data(),
+                          rows_out.displs.data(), element, comm));
   s.at("raw_pair", iter) = ms_since(watch);
   s.at("raw_dispatch_rows", iter) = first_ms;
   s.at("raw_combine_rows", iter) = s.at("raw_pair", iter) - first_ms;
@@ -469,7 +512,7 @@ double round_to(double x, int decimals) {
 // global expert load (max / mean assignments per expert).
 nlohmann::json volume_record(A2aBench& b) {
   const int rank = b.world.rank(), ranks = b.world.size();
-  const double row_bytes = static_cast<double>(b.opt.width) * sizeof(float);
+  const double row_bytes = static_cast<double>(b.opt.width) * dtype_size(b.opt.wire());
   double out = 0.0, in = 0.0;
   for (int d = 0; d < ranks; ++d)
     if (d != rank) {
@@ -543,7 +586,8 @@ int run_a2a(const MpiEnv& env, const A2aOptions& opt) {
                            {"tokens", opt.tokens},    {"width", opt.width},
                            {"experts", opt.experts},  {"top_k", opt.top_k},
                            {"skew", opt.skew},        {"iters", opt.iters},
-                           {"threads", threads},      {"counts", opt.counts}};
+                           {"threads", threads},      {"counts", opt.counts},
+                           {"a2a_dtype", opt.a2a_dtype}};
   record.update(volume_record(bench));
   record.update(summary_record(bench, series));
   if (world.rank() == 0) std::cout << record.dump() << std::endl;

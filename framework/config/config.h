@@ -32,6 +32,7 @@ enum class SamplerKind : uint8_t { kAuto, kDdim, kEuler };       // diffusion.sa
 enum class NonfiniteAction : uint8_t { kStop, kSkip };           // train.on_nonfinite
 enum class SaveErrorAction : uint8_t { kStop, kWarn };           // checkpoint.on_error
 enum class ExpertSharding : uint8_t { kNone, kFssdp };           // parallel.expert_sharding
+enum class Precision : uint8_t { kFp32, kBf16 };  // train.precision, moe.a2a_dtype
 
 // The spellings of an enum's values and the noun its errors use ("dispatcher").
 template <class E>
@@ -87,6 +88,13 @@ struct EnumSpelling<SamplerKind> {
   static constexpr const char* kNoun = "sampler";
   static constexpr std::array<std::pair<SamplerKind, const char*>, 3> kValues{
       {{SamplerKind::kAuto, "auto"}, {SamplerKind::kDdim, "ddim"}, {SamplerKind::kEuler, "euler"}}};
+};
+
+template <>
+struct EnumSpelling<Precision> {
+  static constexpr const char* kNoun = "precision";
+  static constexpr std::array<std::pair<Precision, const char*>, 2> kValues{
+      {{Precision::kFp32, "fp32"}, {Precision::kBf16, "bf16"}}};
 };
 
 // The value spelled `name`, if there is one.
@@ -187,6 +195,9 @@ struct MoeConfig {
   int max_nodes_per_token = 0;       // node-limited top-K: M; 0 = unlimited
   float own_node_bonus = 0.0f;       // node-limited: added to the token's own node's score
   float locality_loss = 0.0f;        // LocMoE locality loss coefficient mu
+  // The rows the dispatchers exchange: fp32 | bf16 (half the bytes; needs
+  // train.precision = bf16, docs/precision.md)
+  Precision a2a_dtype = Precision::kFp32;
 };
 
 struct OptimConfig {
@@ -236,6 +247,9 @@ struct TrainConfig {
   // a NaN/Inf loss or gradient norm: stop | skip
   NonfiniteAction on_nonfinite = NonfiniteAction::kStop;
   int max_skipped_steps = 10;      // skip: stop after this many skipped steps in a row
+  // Matrix products: fp32 | bf16 (mixed precision: bf16 operands, fp32 sums, fp32 master
+  // weights and optimizer state; docs/precision.md)
+  Precision precision = Precision::kFp32;
 };
 
 struct RunConfig {

@@ -251,6 +251,10 @@ std::vector<OptionDef> moe_options() {
            "M best nodes are kept (>= 0; 0 = none)"),
     option(&C::moe, &MoeConfig::locality_loss, "moe.locality_loss",
            "LocMoE locality loss coefficient mu (>= 0)"),
+    option(&C::moe, &MoeConfig::a2a_dtype, "moe.a2a_dtype",
+           "rows of the dispatch/combine exchanges: fp32 | bf16 (half the bytes; expert "
+           "outputs and input gradients are rounded to bf16 on every layout; needs "
+           "train.precision = bf16)"),
   };
 }
 
@@ -343,6 +347,9 @@ std::vector<OptionDef> train_options() {
            "(the update is skipped and counted)"),
     option(&C::train, &TrainConfig::max_skipped_steps, "train.max_skipped_steps",
            "skip: stop (exit 3) after this many skipped steps in a row (> 0)"),
+    option(&C::train, &TrainConfig::precision, "train.precision",
+           "matrix products: fp32 | bf16 (mixed precision: bf16 operands summed in fp32; "
+           "master weights, optimizer state, norms, softmax, router and losses stay fp32)"),
   };
 }
 

@@ -185,6 +185,8 @@ void validate_expert_sharding(const Config& c) {
   MOE_USER_CHECK(c.moe.max_nodes_per_token == 0 && c.moe.locality_loss == 0.0f,
                  "moe.max_nodes_per_token, moe.locality_loss: not available", with,
                  " (replicas serve every node)");
+  MOE_USER_CHECK(c.train.precision == Precision::kFp32, "train.precision: ", c.train.precision,
+                 with, " (the replicas' bf16 copies are not built yet); use fp32");
 }
 
 void validate_parallel(const Config& c) {
@@ -223,6 +225,17 @@ void validate_parallel(const Config& c) {
                  " must be divisible by parallel.dp = ", p.dp);
   if (p.sequence_parallel && p.tp > 1) validate_sequence_split(c);
   validate_expert_sharding(c);
+}
+
+void validate_precision(const Config& c) {
+  MOE_USER_CHECK(c.moe.a2a_dtype == Precision::kFp32 || c.train.precision == Precision::kBf16,
+                 "moe.a2a_dtype: bf16 needs train.precision = bf16 (mixed precision rounds "
+                 "the experts' rows to bf16 anyway), not ", c.train.precision);
+  // With etp > 1 the experts' outputs are partial sums over the etp group: rounding them
+  // before the sum would round at other points than one process does.
+  MOE_USER_CHECK(c.moe.a2a_dtype == Precision::kFp32 || c.parallel.etp == 1,
+                 "moe.a2a_dtype: bf16 needs parallel.etp = 1 (the experts' outputs are "
+                 "partial sums over etp = ", c.parallel.etp, ")");
 }
 
 void validate_run(const Config& c) {
@@ -264,6 +277,7 @@ void validate_config(const Config& config) {
   validate_data(config.data);
   validate_diffusion(config.diffusion);
   validate_run(config);
+  validate_precision(config);
   validate_parallel(config);
   family_traits(config.model.family).validate(config);  // the family's own options
 }

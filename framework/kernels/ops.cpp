@@ -48,6 +48,16 @@ void require_cpu_f32(const char* op, std::initializer_list<Tensor> tensors) {
   }
 }
 
+// The tensors present are CPU tensors of `dtype` (the bf16 operands of mixed precision).
+void require_cpu(const char* op, DType dtype, std::initializer_list<Tensor> tensors) {
+  for (const Tensor& t : tensors) {
+    if (!present(t)) continue;
+    MOE_CHECK(t.device == Device::kCpu && t.dtype == dtype, op, ": no kernel for ",
+              dtype_name(t.dtype), " on ", device_name(t.device), " here (", dtype_name(dtype),
+              " expected)");
+  }
+}
+
 void check_matrix(const char* op, const char* name, const Tensor& t, int64_t rows,
                   int64_t cols) {
   MOE_CHECK(t.rank() > 0 && t.rows() == rows && t.cols() == cols, op, ": ", name, " of shape ",
@@ -71,15 +81,47 @@ std::string cpu_gemm_name() { return std::string("OpenBLAS ") + cpu::blas_core_n
 
 int num_threads() { return cpu::num_threads(); }
 
+std::string cpu_bf16_gemm_name() { return cpu::bf16_gemm_name(); }
+
+bool cpu_bf16_gemm_native() { return cpu::bf16_gemm_native(); }
+
 void matmul(Tensor a, Tensor b, Tensor c, bool trans_a, bool trans_b, float alpha, float beta) {
-  const Device device = kernel_device("matmul", {a, b, c});
+  // bf16 a, b: mixed precision (CPU only), fp32 sums into c (ops.h)
+  const bool mixed = a.dtype == DType::kBF16;
+  Device device = Device::kCpu;
+  if (mixed) {
+    require_cpu("matmul", DType::kBF16, {a, b});
+    require_cpu_f32("matmul", {c});
+    MOE_CHECK(alpha == 1.0f && (beta == 0.0f || beta == 1.0f),
+              "matmul: bf16 operands take alpha 1 and beta 0 or 1, not alpha ", alpha,
+              ", beta ", beta);
+  } else {
+    device = kernel_device("matmul", {a, b, c});
+  }
   const int64_t m = trans_a ? a.cols() : a.rows(), k = trans_a ? a.rows() : a.cols();
   const int64_t n = trans_b ? b.rows() : b.cols();
   MOE_CHECK((trans_b ? b.cols() : b.rows()) == k, "matmul: op(a) ", a.shape.str(),
             trans_a ? "^T" : "", " and op(b) ", b.shape.str(), trans_b ? "^T" : "",
             " do not chain");
   check_matrix("matmul", "c", c, m, n);
-  MOE_KERNEL(device, matmul)(a.data, b.data, c.data, m, n, k, trans_a, trans_b, alpha, beta);
+  if (mixed)
+    cpu::matmul_bf16(a.ptr<bf16>(), b.ptr<bf16>(), c.data, m, n, k, trans_a, trans_b,
+                     beta == 1.0f);
+  else
+    MOE_KERNEL(device, matmul)(a.data, b.data, c.data, m, n, k, trans_a, trans_b, alpha, beta);
+}
+
+void convert(Tensor src, Tensor dst) {
+  MOE_CHECK(src.device == Device::kCpu && dst.device == Device::kCpu, "convert: no kernel on ",
+            device_name(src.device), " -> ", device_name(dst.device));
+  check_numel("convert", "dst", dst, src.numel());
+  if (src.dtype == DType::kF32 && dst.dtype == DType::kBF16)
+    cpu::convert_to_bf16(src.data, dst.ptr<bf16>(), src.numel());
+  else if (src.dtype == DType::kBF16 && dst.dtype == DType::kF32)
+    cpu::convert_from_bf16(src.ptr<bf16>(), dst.data, src.numel());
+  else
+    MOE_CHECK(false, "convert: no kernel from ", dtype_name(src.dtype), " to ",
+              dtype_name(dst.dtype));
 }
 
 namespace {
@@ -101,8 +143,16 @@ void check_experts(const char* op, Tensor x, std::span<const int64_t> offsets,
 
 void expert_ffn_forward(Tensor x, std::span<const int64_t> offsets, const ExpertWeights& w,
                         const ExpertActivations& acts, Tensor y) {
-  const Device device =
-      kernel_device("expert_ffn_forward", {x, w.gate, w.up, w.down, acts.gate, acts.up, acts.h, y});
+  // Mixed precision (CPU only): the GEMM operands bf16, the rest fp32 (ops.h).
+  const bool mixed = x.dtype == DType::kBF16;
+  Device device = Device::kCpu;
+  if (mixed) {
+    require_cpu("expert_ffn_forward (bf16)", DType::kBF16, {x, w.gate, w.up, w.down, acts.h});
+    require_cpu_f32("expert_ffn_forward", {acts.gate, acts.up, y});
+  } else {
+    device = kernel_device("expert_ffn_forward",
+                           {x, w.gate, w.up, w.down, acts.gate, acts.up, acts.h, y});
+  }
   check_experts("expert_ffn_forward", x, offsets, w);
   const int64_t s = x.rows(), hidden = w.up.dim(1), width = x.cols();
   const bool gated = present(w.gate);
@@ -110,6 +160,13 @@ void expert_ffn_forward(Tensor x, std::span<const int64_t> offsets, const Expert
     check_matrix("expert_ffn_forward", "activation", t, s, hidden);
   if (gated) check_matrix("expert_ffn_forward", "gate activation", acts.gate, s, hidden);
   check_matrix("expert_ffn_forward", "y", y, s, width);
+  if (mixed) {
+    cpu::expert_ffn_forward_bf16(x.ptr<bf16>(), offsets.data(), w.up.dim(0),
+                                 gated ? w.gate.ptr<bf16>() : nullptr, w.up.ptr<bf16>(),
+                                 w.down.ptr<bf16>(), gated ? acts.gate.data : nullptr,
+                                 acts.up.data, acts.h.ptr<bf16>(), y.data, width, hidden);
+    return;
+  }
   MOE_KERNEL(device, expert_ffn_forward)(x.data, offsets.data(), w.up.dim(0),
                                          gated ? w.gate.data : nullptr, w.up.data, w.down.data,
                                          gated ? acts.gate.data : nullptr, acts.up.data,
@@ -119,9 +176,18 @@ void expert_ffn_forward(Tensor x, std::span<const int64_t> offsets, const Expert
 void expert_ffn_backward(Tensor x, std::span<const int64_t> offsets, const ExpertWeights& w,
                          const ExpertActivations& acts, Tensor dy, const ExpertWeights& dw,
                          const ExpertActivations& d_acts, Tensor dx) {
-  const Device device = kernel_device(
-      "expert_ffn_backward", {x, w.gate, w.up, w.down, acts.gate, acts.up, acts.h, dy, dw.gate,
-                              dw.up, dw.down, d_acts.gate, d_acts.up, d_acts.h, dx});
+  const bool mixed = x.dtype == DType::kBF16;
+  Device device = Device::kCpu;
+  if (mixed) {
+    require_cpu("expert_ffn_backward (bf16)", DType::kBF16,
+                {x, w.gate, w.up, w.down, acts.h, dy, d_acts.gate, d_acts.up});
+    require_cpu_f32("expert_ffn_backward",
+                    {acts.gate, acts.up, dw.gate, dw.up, dw.down, d_acts.h, dx});
+  } else {
+    device = kernel_device(
+        "expert_ffn_backward", {x, w.gate, w.up, w.down, acts.gate, acts.up, acts.h, dy, dw.gate,
+                                dw.up, dw.down, d_acts.gate, d_acts.up, d_acts.h, dx});
+  }
   check_experts("expert_ffn_backward", x, offsets, w);
   const int64_t s = x.rows(), hidden = w.up.dim(1), width = x.cols();
   const bool gated = present(w.gate);
@@ -136,6 +202,15 @@ void expert_ffn_backward(Tensor x, std::span<const int64_t> offsets, const Exper
   }
   check_matrix("expert_ffn_backward", "dy", dy, s, width);
   check_matrix("expert_ffn_backward", "dx", dx, s, width);
+  if (mixed) {
+    cpu::expert_ffn_backward_bf16(
+        x.ptr<bf16>(), offsets.data(), w.up.dim(0), gated ? w.gate.ptr<bf16>() : nullptr,
+        w.up.ptr<bf16>(), w.down.ptr<bf16>(), gated ? acts.gate.data : nullptr, acts.up.data,
+        acts.h.ptr<bf16>(), dy.ptr<bf16>(), gated ? dw.gate.data : nullptr, dw.up.data,
+        dw.down.data, d_acts.h.data, gated ? d_acts.gate.ptr<bf16>() : nullptr,
+        d_acts.up.ptr<bf16>(), dx.data, width, hidden);
+    return;
+  }
   MOE_KERNEL(device, expert_ffn_backward)(x.data, offsets.data(), w.up.dim(0),
                                           gated ? w.gate.data : nullptr, w.up.data, w.down.data,
                                           gated ? acts.gate.data : nullptr, acts.up.data,
@@ -370,26 +445,49 @@ void rope_apply(Tensor x, int64_t batch, int64_t heads, int64_t head_dim, int64_
 
 void attention_forward(Tensor qkv, Tensor att, Tensor out, int64_t batch, int64_t heads,
                        bool causal) {
-  const Device device = kernel_device("attention_forward", {qkv, att, out});
+  // bf16 qkv: mixed precision (CPU only), bf16 products (ops.h)
+  const bool mixed = qkv.dtype == DType::kBF16;
+  Device device = Device::kCpu;
+  if (mixed) {
+    require_cpu("attention_forward (bf16)", DType::kBF16, {qkv});
+    require_cpu_f32("attention_forward", {att, out});
+  } else {
+    device = kernel_device("attention_forward", {qkv, att, out});
+  }
   const int64_t seq = qkv.rows() / batch, head_dim = out.cols() / heads;
   check_matrix("attention_forward", "qkv", qkv, batch * seq, 3 * heads * head_dim);
   check_matrix("attention_forward", "out", out, batch * seq, heads * head_dim);
   check_numel("attention_forward", "att", att, batch * heads * seq * seq);
-  MOE_KERNEL(device, attention_forward)(qkv.data, att.data, out.data, batch, seq, heads, head_dim,
-                                        causal);
+  if (mixed)
+    cpu::attention_forward_bf16(qkv.ptr<bf16>(), att.data, out.data, batch, seq, heads,
+                                head_dim, causal);
+  else
+    MOE_KERNEL(device, attention_forward)(qkv.data, att.data, out.data, batch, seq, heads,
+                                          head_dim, causal);
 }
 
 void attention_backward(Tensor qkv, Tensor att, Tensor dout, Tensor dqkv, Tensor scratch,
                         int64_t batch, int64_t heads, bool causal) {
-  const Device device = kernel_device("attention_backward", {qkv, att, dout, dqkv, scratch});
+  const bool mixed = qkv.dtype == DType::kBF16;
+  Device device = Device::kCpu;
+  if (mixed) {
+    require_cpu("attention_backward (bf16)", DType::kBF16, {qkv});
+    require_cpu_f32("attention_backward", {att, dout, dqkv, scratch});
+  } else {
+    device = kernel_device("attention_backward", {qkv, att, dout, dqkv, scratch});
+  }
   const int64_t seq = qkv.rows() / batch, head_dim = dout.cols() / heads;
   check_matrix("attention_backward", "qkv", qkv, batch * seq, 3 * heads * head_dim);
   check_matrix("attention_backward", "dqkv", dqkv, batch * seq, 3 * heads * head_dim);
   check_matrix("attention_backward", "dout", dout, batch * seq, heads * head_dim);
   check_numel("attention_backward", "att", att, batch * heads * seq * seq);
   check_numel("attention_backward", "scratch", scratch, batch * heads * seq * seq);
-  MOE_KERNEL(device, attention_backward)(qkv.data, att.data, dout.data, dqkv.data, scratch.data,
-                                         batch, seq, heads, head_dim, causal);
+  if (mixed)
+    cpu::attention_backward_bf16(qkv.ptr<bf16>(), att.data, dout.data, dqkv.data, scratch.data,
+                                 batch, seq, heads, head_dim, causal);
+  else
+    MOE_KERNEL(device, attention_backward)(qkv.data, att.data, dout.data, dqkv.data,
+                                           scratch.data, batch, seq, heads, head_dim, causal);
 }
 
 void rope_apply_at(Tensor x, std::span<const int32_t> pos, int64_t heads, int64_t head_dim,

@@ -38,14 +38,25 @@ void select_cpu_kernels(char** argv);
 std::string cpu_gemm_name();
 // Threads a CPU kernel may use on this rank.
 int num_threads();
+// The bf16 GEMM (train.precision = bf16), e.g. "oneDNN 2.6.3 gemm:jit, ISA
+// avx512_core_bf16", and whether it runs on bf16 instructions: without them the bf16
+// products run as fp32 GEMMs on widened operands (same results, about half the speed).
+std::string cpu_bf16_gemm_name();
+bool cpu_bf16_gemm_native();
 
 // ---- matrix products ----
 
 // c = alpha op(a) op(b) + beta c. op(a) is (m, k): a is (m, k), or (k, m) when trans_a;
 // op(b) is (k, n): b is (k, n), or (n, k) when trans_b; c is (m, n). Each operand is
-// read as a matrix (Tensor::rows(), Tensor::cols()).
+// read as a matrix (Tensor::rows(), Tensor::cols()). a and b are both fp32 or both bf16
+// (mixed precision: exact products summed in fp32); c is fp32. With bf16 operands
+// alpha is 1 and beta 0 (overwrite) or 1 (accumulate).
 void matmul(Tensor a, Tensor b, Tensor c, bool trans_a, bool trans_b, float alpha = 1.0f,
             float beta = 0.0f);
+
+// dst = src in dst's dtype, same element count: fp32 -> bf16 rounds to nearest even
+// (framework/core/bf16.h), bf16 -> fp32 is exact.
+void convert(Tensor src, Tensor dst);
 
 // The routed experts' weights (or their gradients): gate and up (E_local, F, C), down
 // (E_local, C, F); gate empty for GELU experts (up is then fc1 and down fc2).
@@ -61,6 +72,8 @@ struct ExpertActivations {
 // offsets[i+1]) go through local expert i (offsets has E_local + 1 entries, the last S).
 //   SwiGLU: y = (silu(x W_gate^T) * (x W_up^T)) W_down^T;  GELU: y = gelu(x W_fc1^T) W_fc2^T
 // acts are kept for backward; y (S, C) overwritten.
+// Mixed precision: x, the weights (and backward dy) bf16; then acts.h and the backward's
+// d_acts.gate, d_acts.up are bf16 (GEMM operands), the rest fp32.
 void expert_ffn_forward(Tensor x, std::span<const int64_t> offsets, const ExpertWeights& w,
                         const ExpertActivations& acts, Tensor y);
 // dy (S, C) -> dx (S, C); dw accumulates; scratch (S, F) each: d_acts.h, .gate, .up.
@@ -119,7 +132,9 @@ void rope_apply(Tensor x, int64_t batch, int64_t heads, int64_t head_dim, int64_
                 float theta, bool inverse);
 // Attention over qkv (B*T, 3*H*D) holding [q | k | v] per row (rope applied): att
 // (B, H, T, T) probabilities kept, out (B*T, H*D). Backward: dqkv (B*T, 3*H*D)
-// overwritten; scratch (B, H, T, T).
+// overwritten; scratch (B, H, T, T). Mixed precision: qkv bf16 (D even), and the
+// products take bf16 operands (the probabilities, dout and the score gradients rounded
+// where they are operands); att, softmax, out and the gradients stay fp32.
 void attention_forward(Tensor qkv, Tensor att, Tensor out, int64_t batch, int64_t heads,
                        bool causal);
 void attention_backward(Tensor qkv, Tensor att, Tensor dout, Tensor dqkv, Tensor scratch,

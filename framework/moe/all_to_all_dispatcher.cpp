@@ -17,6 +17,20 @@ TwoLevelPlan scaled(TwoLevelPlan plan, int64_t cols) {
   return plan;
 }
 
+// Blocks of rows as blocks of elements, rows of `cols` elements.
+std::vector<std::vector<CommBlock>> in_elements(const std::vector<std::vector<CommBlock>>& rows,
+                                                int64_t cols) {
+  std::vector<std::vector<CommBlock>> out(rows.size());
+  for (size_t r = 0; r < rows.size(); ++r)
+    for (const CommBlock& b : rows[r]) out[r].push_back({b.offset * cols, b.count * cols});
+  return out;
+}
+
+template <class T>
+std::span<T> elements(Tensor t) {
+  return {t.ptr<T>(), static_cast<size_t>(t.numel())};
+}
+
 // The two-level plan was made for the rows of dispatch; every later exchange has the
 // same width.
 void check_plan_width(const AllToAllState& state, int64_t cols) {
@@ -29,11 +43,14 @@ void check_plan_width(const AllToAllState& state, int64_t cols) {
 
 AllToAllDispatcher::AllToAllDispatcher(Communicator& ep, ExpertPlacement placement,
                                        std::vector<int> token_ranks,
-                                       TwoLevelAllToAll* two_level)
+                                       TwoLevelAllToAll* two_level, DType wire)
     : ep_(ep),
       placement_(placement),
       token_ranks_(std::move(token_ranks)),
-      two_level_(two_level) {
+      two_level_(two_level),
+      wire_(wire) {
+  MOE_CHECK(wire == DType::kF32 || wire == DType::kBF16, "all-to-all dispatcher: rows in ",
+            dtype_name(wire));
   MOE_CHECK(token_ranks_.empty() || static_cast<int>(token_ranks_.size()) == ep.size(),
             "all-to-all dispatcher: ", token_ranks_.size(), " token ranks for ", ep.size(),
             " ep ranks");
@@ -72,13 +89,15 @@ DispatchHandle AllToAllDispatcher::dispatch(Tensor x, std::shared_ptr<const Rout
     }
   for (int64_t i = 0; i < num_local; ++i) expert_offsets[i + 1] += expert_offsets[i];
 
-  // permute into slot order, exchange, regroup by local expert
+  if (two_level_ == nullptr) make_blocks(*plan, expert_offsets, *state);
+
+  // permute into slot order, exchange into the expert-major rows
   const int64_t s_local = plan->num_slots();
   Tensor slot_rows = scratch_a_.view({s_local, c});
   ops::permute_rows(x, plan->token_of_slot, {}, slot_rows);
   std::shared_ptr<Buffer> storage = storage_.acquire();
   Tensor rows = storage->view({expert_offsets.back(), c});  // (S_recv, C)
-  to_experts(*state, slot_rows.data, rows.data, c);
+  to_experts(*state, slot_rows, rows);
   state->returned = returned_.acquire();
   state->returned->resize(s_local * c);
   return DispatchHandle(std::move(plan), std::move(storage), rows, std::move(expert_offsets),
@@ -125,40 +144,86 @@ std::vector<int64_t> AllToAllDispatcher::receive_counts(const RoutingPlan& plan,
   return recv;
 }
 
-void AllToAllDispatcher::to_experts(const AllToAllState& state, const float* slot_rows,
-                                    float* expert_rows, int64_t cols) {
+void AllToAllDispatcher::make_blocks(const RoutingPlan& plan,
+                                     std::span<const int64_t> expert_offsets,
+                                     AllToAllState& state) const {
   const int ranks = ep_.size();
-  const int64_t recv_total = sum_of(state.recv_rows);
-  Tensor staged = scratch_b_.view({recv_total, cols});  // (S_recv, C) source-major
-  const std::span<const float> send{slot_rows, static_cast<size_t>(sum_of(state.send_rows) * cols)};
-  const std::span<float> recv{staged.data, static_cast<size_t>(recv_total * cols)};
-  if (two_level_ != nullptr) {
-    check_plan_width(state, cols);
-    two_level_->all_to_all_v<float>(state.row_plan, send, recv);
-  } else {
-    ep_.all_to_all_v<float>(send, scaled(state.send_rows, cols), recv,
-                            scaled(state.recv_rows, cols));
-  }
-  regroup_rows(staged, Tensor(expert_rows, staged.shape), state.recv_counts, ranks,
-               placement_.num_local(), /*to_expert_major=*/true);
+  const int64_t num_local = placement_.num_local();
+  state.slot_blocks.assign(static_cast<size_t>(ranks), {});
+  for (int d = 0; d < ranks; ++d)
+    for (int64_t e = placement_.first(d); e < placement_.first(d + 1); ++e)
+      state.slot_blocks[d].push_back({plan.expert_offsets[e], plan.counts_after[e]});
+  // Local expert i's rows: source 0's first, then source 1's, ...
+  std::vector<int64_t> next(expert_offsets.begin(), expert_offsets.end() - 1);  // [E_local]
+  state.expert_blocks.assign(static_cast<size_t>(ranks), {});
+  for (int s = 0; s < ranks; ++s)
+    for (int64_t i = 0; i < num_local; ++i) {
+      const int64_t count = state.recv_counts[s * num_local + i];
+      state.expert_blocks[s].push_back({next[i], count});
+      next[i] += count;
+    }
 }
 
-void AllToAllDispatcher::to_sources(const AllToAllState& state, const float* expert_rows,
-                                    float* slot_rows, int64_t cols) {
-  const int ranks = ep_.size();
-  const int64_t recv_total = sum_of(state.recv_rows);
-  Tensor staged = scratch_b_.view({recv_total, cols});  // (S_recv, C) source-major
-  regroup_rows(Tensor(const_cast<float*>(expert_rows), staged.shape), staged,
-               state.recv_counts, ranks, placement_.num_local(), /*to_expert_major=*/false);
-  const std::span<const float> send{staged.data, static_cast<size_t>(recv_total * cols)};
-  const std::span<float> recv{slot_rows, static_cast<size_t>(sum_of(state.send_rows) * cols)};
-  if (two_level_ != nullptr) {
-    check_plan_width(state, cols);
-    two_level_->all_to_all_v_reverse<float>(state.row_plan, send, recv);
-  } else {
-    ep_.all_to_all_v<float>(send, scaled(state.recv_rows, cols), recv,
-                            scaled(state.send_rows, cols));
+void AllToAllDispatcher::exchange_blocks(Tensor src,
+                                         const std::vector<std::vector<CommBlock>>& from,
+                                         Tensor dst,
+                                         const std::vector<std::vector<CommBlock>>& to) {
+  const int64_t cols = src.cols();
+  const auto send_blocks = in_elements(from, cols), recv_blocks = in_elements(to, cols);
+  if (wire_ == DType::kF32) {
+    ep_.all_to_all_blocks<float>(elements<float>(src), send_blocks, elements<float>(dst),
+                                 recv_blocks);
+    return;
   }
+  // bf16 on the wire: every row of dst is some block's, so it converts back whole.
+  Tensor src16 = wire_send_.view(src.shape), dst16 = wire_recv_.view(dst.shape);
+  ops::convert(src, src16);
+  ep_.all_to_all_blocks<bf16>(elements<bf16>(src16), send_blocks, elements<bf16>(dst16),
+                              recv_blocks);
+  ops::convert(dst16, dst);
+}
+
+void AllToAllDispatcher::exchange_two_level(const AllToAllState& state, Tensor src, Tensor dst,
+                                            bool reverse) {
+  check_plan_width(state, src.cols());
+  auto exchange = [&](auto send, auto recv) {
+    if (reverse)
+      two_level_->all_to_all_v_reverse(state.row_plan, send, recv);
+    else
+      two_level_->all_to_all_v(state.row_plan, send, recv);
+  };
+  if (wire_ == DType::kF32) {
+    exchange(std::span<const float>(elements<float>(src)), elements<float>(dst));
+    return;
+  }
+  Tensor src16 = wire_send_.view(src.shape), dst16 = wire_recv_.view(dst.shape);
+  ops::convert(src, src16);
+  exchange(std::span<const bf16>(elements<bf16>(src16)), elements<bf16>(dst16));
+  ops::convert(dst16, dst);
+}
+
+void AllToAllDispatcher::to_experts(const AllToAllState& state, Tensor slot_rows,
+                                    Tensor expert_rows) {
+  if (two_level_ == nullptr) {
+    exchange_blocks(slot_rows, state.slot_blocks, expert_rows, state.expert_blocks);
+    return;
+  }
+  Tensor staged = scratch_b_.view(expert_rows.shape);  // (S_recv, C) source-major
+  exchange_two_level(state, slot_rows, staged, /*reverse=*/false);
+  regroup_rows(staged, expert_rows, state.recv_counts, ep_.size(), placement_.num_local(),
+               /*to_expert_major=*/true);
+}
+
+void AllToAllDispatcher::to_sources(const AllToAllState& state, Tensor expert_rows,
+                                    Tensor slot_rows) {
+  if (two_level_ == nullptr) {
+    exchange_blocks(expert_rows, state.expert_blocks, slot_rows, state.slot_blocks);
+    return;
+  }
+  Tensor staged = scratch_b_.view(expert_rows.shape);  // (S_recv, C) source-major
+  regroup_rows(expert_rows, staged, state.recv_counts, ep_.size(), placement_.num_local(),
+               /*to_expert_major=*/false);
+  exchange_two_level(state, staged, slot_rows, /*reverse=*/true);
 }
 
 void AllToAllDispatcher::combine(const DispatchHandle& handle, Tensor expert_out, Tensor y) {
@@ -166,10 +231,10 @@ void AllToAllDispatcher::combine(const DispatchHandle& handle, Tensor expert_out
   const AllToAllState& state = state_as<AllToAllState>(handle, kName);
   const int64_t c = expert_out.cols();
   check_combine(kName, handle, expert_out, y);
-  float* returned = state.returned->data();  // (S, C) slot order
-  to_sources(state, expert_out.data, returned, c);
+  const Tensor returned(state.returned->data(), {plan.num_slots(), c});  // (S, C) slot order
+  to_sources(state, expert_out, returned);
   // y_t = sum_k w_{t,k} returned[slot(t,k)], dropped slots skipped
-  ops::combine_rows(Tensor(returned, {plan.num_slots(), c}), plan.slot, plan.weight, y);
+  ops::combine_rows(returned, plan.slot, plan.weight, y);
 }
 
 void AllToAllDispatcher::combine_backward(const DispatchHandle& handle, Tensor expert_out,
@@ -181,7 +246,7 @@ void AllToAllDispatcher::combine_backward(const DispatchHandle& handle, Tensor e
   Tensor d_slots = scratch_a_.view({plan.num_slots(), c});
   combine_backward_slots(plan, Tensor(state.returned->data(), d_slots.shape), dy, d_slots,
                          dweights);
-  to_experts(state, d_slots.data, d_expert_out.data, c);
+  to_experts(state, d_slots, d_expert_out);
 }
 
 void AllToAllDispatcher::dispatch_backward(const DispatchHandle& handle, Tensor d_rows,
@@ -191,7 +256,7 @@ void AllToAllDispatcher::dispatch_backward(const DispatchHandle& handle, Tensor 
   const int64_t c = dx.cols();
   check_dispatch_backward(kName, handle, d_rows, dx);
   Tensor d_slots = scratch_a_.view({plan.num_slots(), c});
-  to_sources(state, d_rows.data, d_slots.data, c);
+  to_sources(state, d_rows, d_slots);
   // dx_t = sum_k d_slots[slot(t,k)]
   ops::combine_rows(d_slots, plan.slot, {}, dx);
 }

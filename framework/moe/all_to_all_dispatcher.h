@@ -15,16 +15,29 @@
 //                  (two-level: over the same two steps as the rows, so every rank also
 //                  learns the rows it forwards; with the group counts every rank knows
 //                  them already: TwoLevelPlan)
-//   3. exchange    all_to_all_v of the rows                    (S_recv, C), source-major
-//   4. regroup     source-major -> expert-major: local expert i gets the rows of
-//                  source 0, then source 1, ... (the global token order, so expert
-//                  rows match the single-process layout row for row)
+//   3. exchange    flat: one message per (rank, expert) block (all_to_all_blocks), each
+//                  received straight into its place in the expert-major rows (S_recv, C):
+//                  local expert i gets the rows of source 0, then source 1, ... (the
+//                  global token order, so expert rows match the single-process layout
+//                  row for row). Two-level: all_to_all_v of the rows into source-major
+//                  order, then a regroup into the expert-major rows.
 //
-// combine runs 4-3 backwards (expert-major -> source-major, exchange back) into the
-// handle's `returned` rows (this rank's slots, in slot order) and then the local
-// weighted sum; the backward passes mirror these. Dropped assignments never travel:
-// capacity mode exchanges only kept rows, so capacity and dropless differ only in the
-// counts. Every exchange counts its bytes in the communicator's stats.
+// combine runs 3 backwards (flat: each (expert, source) block of the expert outputs
+// sent from where it lies, received into the handle's `returned` rows in slot order)
+// and then the local weighted sum; the backward passes mirror these. So the flat
+// dispatcher's local copies are the permute (the gather a single process does too) on
+// the sending side of dispatch and the weighted sum on the receiving side of combine;
+// nothing is staged. Dropped assignments never travel: capacity mode exchanges only
+// kept rows, so capacity and dropless differ only in the counts. Every exchange counts
+// its bytes in the communicator's stats.
+//
+// Wire dtype (moe.a2a_dtype): with bf16 every row exchange carries bf16 (half the
+// bytes): the sender converts its rows (one pass), the receiver converts them back to
+// fp32 (one pass; this replaces the placement-free receive of fp32). The rows a combine
+// and a dispatch_backward send (expert outputs, expert input gradients) must already be
+// bf16 values, so that the wire changes nothing: the MoE layer rounds them on every
+// layout (framework/moe/moe_layer.h); the rows dispatch sends are rounded by the wire
+// where the experts round them anyway (mixed precision).
 //
 // Only the four Dispatcher functions communicate. State between them travels in the
 // handle (AllToAllState); the dispatcher's scratch buffers are consumed within a call.
@@ -45,7 +58,11 @@ struct AllToAllState final : DispatchState {
   std::vector<int64_t> recv_rows;   // [ep] rows this rank received from each ep rank
   std::vector<int64_t> recv_counts; // [ep * E_local] rows of local expert i from source
                                     // s at s * E_local + i
-  TwoLevelPlan row_plan;            // two-level only: the row exchange, in floats
+  // Flat only, in rows: slot_blocks[d] the slot-ordered rows of this rank's tokens for
+  // ep rank d, one block per expert of d; expert_blocks[s] where the rows of source s
+  // lie in the expert-major rows, one block per local expert.
+  std::vector<std::vector<CommBlock>> slot_blocks, expert_blocks;
+  TwoLevelPlan row_plan;            // two-level only: the row exchange, in elements
   // (S, C) the experts' outputs for this rank's slots, in slot order: written by
   // combine, read by combine_backward (dweights need them where the tokens live).
   std::shared_ptr<Buffer> returned;
@@ -57,9 +74,11 @@ class AllToAllDispatcher final : public Dispatcher {
   // placement.ep_rank == ep.rank(). token_ranks [ep]: the rank in the plans' token
   // group of each ep rank, when the ep group lies inside one token group (empty: always
   // exchange the counts). two_level (null: flat) routes every exchange over the nodes of
-  // ep (its group() must be ep). All must outlive the dispatcher.
+  // ep (its group() must be ep). wire: the dtype the rows travel in (fp32 or bf16). All
+  // must outlive the dispatcher.
   AllToAllDispatcher(Communicator& ep, ExpertPlacement placement,
-                     std::vector<int> token_ranks = {}, TwoLevelAllToAll* two_level = nullptr);
+                     std::vector<int> token_ranks = {}, TwoLevelAllToAll* two_level = nullptr,
+                     DType wire = DType::kF32);
 
   DispatchHandle dispatch(Tensor x, std::shared_ptr<const RoutingPlan> plan) override;
   void combine(const DispatchHandle& handle, Tensor expert_out, Tensor y) override;
@@ -69,25 +88,34 @@ class AllToAllDispatcher final : public Dispatcher {
 
  private:
   // slot-ordered rows (S, C) of this rank -> expert-major rows (S_recv, C) at the owners
-  void to_experts(const AllToAllState& state, const float* slot_rows, float* expert_rows,
-                  int64_t cols);
+  void to_experts(const AllToAllState& state, Tensor slot_rows, Tensor expert_rows);
   // expert-major rows (S_recv, C) -> slot-ordered rows (S, C) back at the token's rank
-  void to_sources(const AllToAllState& state, const float* expert_rows, float* slot_rows,
-                  int64_t cols);
+  void to_sources(const AllToAllState& state, Tensor expert_rows, Tensor slot_rows);
+  // flat: the rows of src in blocks `from` into the blocks `to` of dst, in the wire dtype
+  void exchange_blocks(Tensor src, const std::vector<std::vector<CommBlock>>& from, Tensor dst,
+                       const std::vector<std::vector<CommBlock>>& to);
+  // two-level: the row exchange of the plan (reverse: back), in the wire dtype
+  void exchange_two_level(const AllToAllState& state, Tensor src, Tensor dst, bool reverse);
 
   // recv_counts [ep * E_local] from the plan's group counts, or by an exchange; with
-  // two-level also state.row_plan (rows of `cols` floats)
+  // two-level also state.row_plan (rows of `cols` elements)
   std::vector<int64_t> receive_counts(const RoutingPlan& plan,
                                       const std::vector<int64_t>& send_counts,
                                       AllToAllState& state, int64_t cols);
+  // state.slot_blocks and state.expert_blocks of the flat exchange
+  void make_blocks(const RoutingPlan& plan, std::span<const int64_t> expert_offsets,
+                   AllToAllState& state) const;
 
   Communicator& ep_;
   ExpertPlacement placement_;
   std::vector<int> token_ranks_;  // [ep] token-group rank of each ep rank
   TwoLevelAllToAll* two_level_;   // null: flat
+  DType wire_;
   RowStoragePool storage_;   // handle rows
   RowStoragePool returned_;  // AllToAllState::returned
   Buffer scratch_a_, scratch_b_;  // per-call staging, (max(S, S_recv), C)
+  // bf16 wire: the rows as sent and as received, per call
+  Buffer wire_send_{Device::kCpu, DType::kBF16}, wire_recv_{Device::kCpu, DType::kBF16};
 };
 
 }  // namespace moe

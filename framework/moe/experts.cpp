@@ -58,21 +58,36 @@ Tensor GroupedExperts::forward(Tensor x, std::span<const int64_t> offsets) {
             "experts ", w_up_.spec.name, ": offsets do not split ", s, " rows over ",
             num_computed(), " local experts");
   x_ = x;
+  if (mixed()) {
+    round_weights();
+    x_ = x16_.view({s, width_});
+    ops::convert(x, x_);
+  }
   offsets_.assign(offsets.begin(), offsets.end());
   Tensor y = y_.view({s, width_});
-  ops::expert_ffn_forward(x, offsets_, weights(), activations(s), y);
+  ops::expert_ffn_forward(x_, offsets_, weights(), activations(s), y);
   return y;
 }
 
+void GroupedExperts::round_weights() {
+  if (w_gate_) ops::convert(w_gate_->data(), w_gate16_.view(w_gate_->local_shape));
+  ops::convert(w_up_.data(), w_up16_.view(w_up_.local_shape));
+  ops::convert(w_down_.data(), w_down16_.view(w_down_.local_shape));
+}
+
 ops::ExpertWeights GroupedExperts::weights() {
-  if (group_ == nullptr)
-    return {w_gate_ ? w_gate_->data() : Tensor(), w_up_.data(), w_down_.data()};
-  auto copy = [&](const Param* p, size_t k) {
-    const Shape& b = p->local_shape;  // (E_local, ., .)
-    return copies_[k].view_of(Shape{num_computed(), b[1], b[2]});
-  };
-  const size_t up = w_gate_ ? 1 : 0;
-  return {w_gate_ ? copy(w_gate_, 0) : Tensor(), copy(&w_up_, up), copy(&w_down_, up + 1)};
+  if (group_ != nullptr) {  // fssdp (fp32 only: validate.cpp refuses it with bf16)
+    auto copy = [&](const Param* p, size_t k) {
+      const Shape& b = p->local_shape;  // (E_local, ., .)
+      return copies_[k].view_of(Shape{num_computed(), b[1], b[2]});
+    };
+    const size_t up = w_gate_ ? 1 : 0;
+    return {w_gate_ ? copy(w_gate_, 0) : Tensor(), copy(&w_up_, up), copy(&w_down_, up + 1)};
+  }
+  if (mixed())
+    return {w_gate_ ? w_gate16_.view_of(w_gate_->local_shape) : Tensor(),
+            w_up16_.view_of(w_up_.local_shape), w_down16_.view_of(w_down_.local_shape)};
+  return {w_gate_ ? w_gate_->data() : Tensor(), w_up_.data(), w_down_.data()};
 }
 
 ops::ExpertWeights GroupedExperts::weight_grads() {
@@ -133,7 +148,8 @@ void GroupedExperts::return_gradients() {
 }
 
 ops::ExpertActivations GroupedExperts::activations(int64_t rows) {
-  return {gate_.view({rows, hidden_}), up_.view({rows, hidden_}), h_.view({rows, hidden_})};
+  Tensor h = mixed() ? h16_.view({rows, hidden_}) : h_.view({rows, hidden_});
+  return {gate_.view({rows, hidden_}), up_.view({rows, hidden_}), h};
 }
 
 Tensor GroupedExperts::backward(Tensor dy) {
@@ -141,8 +157,15 @@ Tensor GroupedExperts::backward(Tensor dy) {
   MOE_CHECK(dy.rows() == s && dy.cols() == width_, "experts ", w_up_.spec.name,
             ": gradient shape ", dy.shape.str());
   Tensor dx = dx_.view({s, width_});
-  const ops::ExpertActivations d_acts{dgate_.view({s, hidden_}), dup_.view({s, hidden_}),
+  Buffer& dgate = mixed() ? dgate16_ : dgate_;
+  Buffer& dup = mixed() ? dup16_ : dup_;
+  const ops::ExpertActivations d_acts{dgate.view({s, hidden_}), dup.view({s, hidden_}),
                                       dh_.view({s, hidden_})};
+  if (mixed()) {
+    Tensor dy16 = dy16_.view({s, width_});
+    ops::convert(dy, dy16);
+    dy = dy16;
+  }
   ops::expert_ffn_backward(x_, offsets_, weights(), activations(s), dy, weight_grads(), d_acts,
                            dx);
   return dx;

@@ -28,6 +28,11 @@
 // return_gradients() then adds the owned part to the parameters' gradients and sums the
 // replicas' into their owners' (sparse_reduce_scatter, ascending rank order) and frees
 // the copies, so no rank keeps another's expert between steps.
+//
+// Mixed precision (the weights' Param::matmul_dtype is bf16): forward rounds the input
+// rows and the weights to bf16 copies (kept for backward with the bf16 hidden h; the
+// pre-activations gate, up stay fp32), backward rounds dy; every product sums in fp32
+// (ops::expert_ffn_forward/backward). Weight gradients stay fp32.
 
 #include <span>
 #include <string>
@@ -76,18 +81,21 @@ class GroupedExperts {
   int64_t local_hidden() const { return hidden_; }  // F / etp
 
  private:
-  ops::ExpertWeights weights();       // views of this rank's expert weights
+  bool mixed() const { return w_up_.matmul_dtype == DType::kBF16; }
+  ops::ExpertWeights weights();       // views of this rank's expert weights (bf16 copies
+                                      // under mixed precision)
   ops::ExpertWeights weight_grads();  // and of their gradients
   ops::ExpertActivations activations(int64_t rows);  // (S, F/etp) views kept for backward
   std::vector<Param*> params();       // gate (when SwiGLU), up, down
   int64_t num_computed() const { return num_local_ + num_replicas_; }
+  void round_weights();               // mixed precision: the bf16 copies of this step
 
   Param* w_gate_;  // (E_local, F/etp, C), null for GELU
   Param& w_up_;    // (E_local, F/etp, C)
   Param& w_down_;  // (E_local, C, F/etp)
   int64_t width_, hidden_;             // C, F/etp (this rank's hidden units)
   int64_t first_expert_, num_local_;   // global index of local expert 0; E_local
-  Tensor x_;                           // (S, C) saved input
+  Tensor x_;                           // (S, C) saved input (mixed precision: bf16 copy)
   std::vector<int64_t> offsets_;       // [E_local + 1] saved row ranges
   Buffer gate_, up_, h_, y_;           // (S, F/etp) x3 pre-activations and hidden; (S, C)
                                        // (GELU: up_ is the pre-activation, gate_ unused)
@@ -98,6 +106,13 @@ class GroupedExperts {
   Communicator* group_ = nullptr;
   int64_t num_replicas_ = 0;
   std::vector<Buffer> copies_, copy_grads_;
+  // Mixed precision: bf16 copies of the weights, the input x (S, C), h (S, F/etp), dy
+  // (S, C), and the backward's GEMM operands dgate, dup (S, F/etp); h_, dgate_, dup_
+  // then stay unused.
+  Buffer w_gate16_{Device::kCpu, DType::kBF16}, w_up16_{Device::kCpu, DType::kBF16};
+  Buffer w_down16_{Device::kCpu, DType::kBF16}, x16_{Device::kCpu, DType::kBF16};
+  Buffer h16_{Device::kCpu, DType::kBF16}, dy16_{Device::kCpu, DType::kBF16};
+  Buffer dgate16_{Device::kCpu, DType::kBF16}, dup16_{Device::kCpu, DType::kBF16};
 };
 
 }  // namespace moe

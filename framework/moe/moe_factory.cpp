@@ -29,6 +29,9 @@ MoeStack::MoeStack(const Config& c, const ProcessGroups& g, double rows_per_exch
     // ep split into the node's ranks and the ranks of the same local index
     two_level_ = std::make_unique<TwoLevelAllToAll>(*g.ep, ep_nodes);
   }
+  // moe.a2a_dtype: the rows of the all-to-all dispatchers travel as bf16 (node_dedup's
+  // stay fp32; the MoE layer rounds the experts' rows on every layout either way).
+  const DType wire = c.moe.a2a_dtype == Precision::kBf16 ? DType::kBF16 : DType::kF32;
   if (c.parallel.expert_sharding == ExpertSharding::kFssdp) {
     // the experts' owners form the ep group; the sparse collectives use a copy of it
     dispatcher_ = std::make_unique<FssdpDispatcher>(*g.ep, placement,
@@ -39,15 +42,16 @@ MoeStack::MoeStack(const Config& c, const ProcessGroups& g, double rows_per_exch
       dispatcher_ = std::make_unique<LocalDispatcher>();
       break;
     case DispatcherKind::kTwoLevel:
-      dispatcher_ = std::make_unique<AllToAllDispatcher>(*g.ep, placement,
-                                                         ep_token_ranks(g, sp), two_level_.get());
+      dispatcher_ = std::make_unique<AllToAllDispatcher>(
+          *g.ep, placement, ep_token_ranks(g, sp), two_level_.get(), wire);
       break;
     case DispatcherKind::kNodeDedup:
       dispatcher_ = std::make_unique<NodeDedupDispatcher>(*g.ep, two_level_->intra(),
                                                           two_level_->inter(), placement);
       break;
     default:
-      dispatcher_ = std::make_unique<AllToAllDispatcher>(*g.ep, placement, ep_token_ranks(g, sp));
+      dispatcher_ = std::make_unique<AllToAllDispatcher>(*g.ep, placement, ep_token_ranks(g, sp),
+                                                         nullptr, wire);
   }
   Dispatcher* dispatcher = dispatcher_.get();
   if (g.etp->size() > 1 || (g.tp->size() > 1 && !sp)) {

@@ -14,6 +14,8 @@
 //   + EtpDispatcher  around any of them when etp > 1, or tp > 1 without sequence
 //                    parallelism (the tp ranks' identical tokens are sent once)
 //
+// moe.a2a_dtype = bf16: flat and two_level move their rows as bf16.
+//
 // Building is collective over the world when auto calibrates the link costs; bad
 // layouts (two_level or node_dedup over an ep group not placed node by node) are user
 // errors naming moe.dispatcher.

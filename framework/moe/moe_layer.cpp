@@ -97,6 +97,7 @@ Tensor MoELayer::forward(Tensor u) {
   if (Communicator* sharded = runtime_.fssdp())  // this step's replicas, from their owners
     experts_.materialize(state_as<FssdpState>(*handle_, "fssdp").items, *sharded);
   expert_out_ = experts_.forward(handle_->rows(), handle_->expert_offsets());
+  round_exchanged_rows(expert_out_);
   Tensor y = y_.view({n, width_});
   dispatcher.combine(*handle_, expert_out_, y);
   // shared experts see every token
@@ -122,6 +123,7 @@ Tensor MoELayer::backward(Tensor dy, float aux_scale) {
   dispatcher.combine_backward(*handle_, expert_out_, dy, d_expert_out, dweights_.data());
   const Tensor d_rows = experts_.backward(d_expert_out);
   if (runtime_.fssdp()) experts_.return_gradients();  // the replicas' to their owners
+  round_exchanged_rows(d_rows);
   Tensor du = du_.view({n, width_});
   dispatcher.dispatch_backward(*handle_, d_rows, du);
 
@@ -272,6 +274,13 @@ void MoELayer::update_bias(const int64_t* global_load) {
     if (gap > 0.0) bias[i] += config_.bias_update_rate;
     if (gap < 0.0) bias[i] -= config_.bias_update_rate;
   }
+}
+
+void MoELayer::round_exchanged_rows(Tensor rows) {
+  if (config_.a2a_dtype != Precision::kBf16) return;
+  Tensor rounded = rows16_.view(rows.shape);
+  ops::convert(rows, rounded);
+  ops::convert(rounded, rows);
 }
 
 void MoELayer::freeze_routing(bool frozen) {

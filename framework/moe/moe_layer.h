@@ -23,6 +23,10 @@
 // Only the forward communicates (two small collectives over runtime.tokens()); the
 // dispatcher moves the rows.
 //
+// moe.a2a_dtype = bf16: the rows the dispatchers send back, the experts' outputs and
+// their input gradients, are rounded to bf16 here, on every layout (one process too), so
+// that a bf16 wire moves them exactly and results do not depend on the layout.
+//
 // Parameters: <prefix>.router.weight (E, C), <prefix>.experts.{w_gate,w_up} (E, F, C),
 // <prefix>.experts.w_down (E, C, F), <prefix>.shared.* (SwiGLUMlp of width
 // num_shared * shared_ffn); with moe.expert_act = gelu the experts are
@@ -115,6 +119,8 @@ class MoELayer {
   void compute_losses(std::span<const int32_t> experts, int64_t n);
   void compute_stats(int64_t capacity);
   GlobalRouting global_routing() const;  // of the last forward's gather
+  // moe.a2a_dtype = bf16: rows (expert outputs or input gradients) rounded to bf16 in place
+  void round_exchanged_rows(Tensor rows);
 
   MoeConfig config_;
   int64_t width_;
@@ -135,6 +141,7 @@ class MoELayer {
   std::vector<int64_t> all_counts_;     // [R, K, E] choice counts of every rank
   ExpertLoadStats stats_;
   Buffer y_, du_, d_expert_out_;                     // (N,C) (N,C) (S,C)
+  Buffer rows16_{Device::kCpu, DType::kBF16};        // (S,C) round_exchanged_rows
   std::vector<float> dweights_;                      // [N*K]
 };
 

@@ -19,7 +19,8 @@ SelfAttention::SelfAttention(ParamStore& store, const std::string& prefix,
       rotary_(rotary),
       sequence_parallel_(sequence_parallel && tp_size(tp) > 1),
       split_(sequence_parallel_ ? tp_size(tp) : 1),
-      rope_theta_(rope_theta) {
+      rope_theta_(rope_theta),
+      mixed_(qkv_proj_.local().weight().matmul_dtype == DType::kBF16) {
   MOE_CHECK(heads > 0 && width % heads == 0, "SelfAttention ", prefix, ": width ", width,
             " not divisible by ", heads, " heads");
   MOE_CHECK(heads % tp_size(tp) == 0, "SelfAttention ", prefix, ": ", heads,
@@ -35,6 +36,13 @@ void SelfAttention::apply_rotary(Tensor qkv, bool inverse) const {
   ops::rope_apply(qkv, batch_, heads_, head_dim_, local_width_, rope_theta_, inverse);
 }
 
+Tensor SelfAttention::operands() {
+  if (!mixed_) return qkv_;
+  Tensor qkv16 = qkv16_.view(qkv_.shape);
+  ops::convert(qkv_, qkv16);
+  return qkv16;
+}
+
 Tensor SelfAttention::forward(Tensor x, int64_t batch, int64_t seq_len) {
   const int64_t split = split_;
   MOE_CHECK(x.rows() * split == batch * seq_len && x.cols() == width_,
@@ -48,7 +56,7 @@ Tensor SelfAttention::forward(Tensor x, int64_t batch, int64_t seq_len) {
   if (rotary_) apply_rotary(qkv_, /*inverse=*/false);
   Tensor att = att_.view({batch, heads_, seq_len, seq_len});
   Tensor o = o_.view({batch * seq_len, local_width_});
-  ops::attention_forward(qkv_, att, o, batch, heads_, causal_);
+  ops::attention_forward(operands(), att, o, batch, heads_, causal_);
   // (B*T, C), summed over the heads of all ranks; sequence parallel: this rank's rows
   return sequence_parallel_ ? out_proj_.forward_reduce_scatter(o)
                             : out_proj_.forward_all_reduce(o);
@@ -62,8 +70,8 @@ Tensor SelfAttention::backward(Tensor dy) {
                                   : out_proj_.backward(dy);  // (B*T, C)
   Tensor dqkv = dqkv_.view({batch_ * seq_len_, 3 * local_width_});
   const Shape scores{batch_, heads_, seq_len_, seq_len_};
-  ops::attention_backward(qkv_, att_.view(scores), d_o, dqkv, scratch_.view(scores), batch_,
-                          heads_, causal_);
+  ops::attention_backward(mixed_ ? qkv16_.view_of(qkv_.shape) : qkv_, att_.view(scores), d_o,
+                          dqkv, scratch_.view(scores), batch_, heads_, causal_);
   // The rotation is orthogonal, so its backward is the inverse rotation.
   if (rotary_) apply_rotary(dqkv, /*inverse=*/true);
   return sequence_parallel_ ? qkv_proj_.backward_reduce_scatter(dqkv)

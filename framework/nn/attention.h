@@ -14,6 +14,11 @@
 // all-reduces y over tp once, backward all-reduces dx once. With sequence_parallel x
 // and y are this rank's rows (B*T/tp, C) (framework/nn/sequence_parallel.h): forward
 // all-gathers x and reduce-scatters y, backward all-gathers dy and reduce-scatters dx.
+//
+// Mixed precision (the weights' Param::matmul_dtype is bf16): the projections multiply
+// by bf16 copies (framework/nn/linear.h), and after the rotation q, k and v are rounded
+// to bf16 once, kept so for backward, for the attention's own products
+// (ops::attention_forward); scores, softmax and the probabilities stay fp32.
 
 #include <span>
 #include <string>
@@ -51,6 +56,8 @@ class SelfAttention {
  private:
   // In place on the q and k blocks of rows of width 3C/tp (one (b, t) per row).
   void apply_rotary(Tensor qkv, bool inverse) const;  // (B*T, 3C/tp)
+  // The attention's operands: the rotated qkv_, or its bf16 copy (mixed precision).
+  Tensor operands();
 
   ColumnParallelLinear qkv_proj_;
   RowParallelLinear out_proj_;
@@ -62,7 +69,9 @@ class SelfAttention {
   float rope_theta_;
   int64_t batch_ = 0, seq_len_ = 0;  // B, T of the last forward
   // H, C below are this rank's H/tp heads and C/tp columns
+  bool mixed_;                       // bf16 products (mixed precision)
   Tensor qkv_;                       // (B, T, 3, H, D) rotated q, k and v for backward
+  Buffer qkv16_{Device::kCpu, DType::kBF16};  // mixed precision: bf16(qkv_), kept instead
   Buffer att_;                       // (B, H, T, T) softmax probabilities
   Buffer o_;                         // (B*T, C) attention output, heads concatenated
   Buffer dqkv_;                      // (B*T, 3C)

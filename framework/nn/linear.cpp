@@ -28,10 +28,18 @@ Linear::Linear(Param& weight, Param* bias)
 Tensor Linear::forward(Tensor x) {
   MOE_CHECK(x.cols() == in_, "Linear ", weight_.spec.name, ": input width ", x.cols(),
             " != ", in_);
-  x_ = x;
   const int64_t n = x.rows();
   Tensor y = y_.view({n, out_});
-  ops::matmul(x, weight_.data(), y, false, true);  // y (N, out) = x W^T
+  if (mixed()) {
+    Tensor w = weight16_.view(weight_.local_shape);
+    ops::convert(weight_.data(), w);
+    x_ = x16_.view({n, in_});
+    ops::convert(x, x_);
+    ops::matmul(x_, w, y, false, true);  // y (N, out) = bf16(x) bf16(W)^T
+  } else {
+    x_ = x;
+    ops::matmul(x, weight_.data(), y, false, true);  // y (N, out) = x W^T
+  }
   if (bias_) ops::add_rows(y, bias_->data(), y);
   return y;
 }
@@ -40,12 +48,19 @@ Tensor Linear::backward(Tensor dy) {
   const int64_t n = x_.rows();
   MOE_CHECK(dy.rows() == n && dy.cols() == out_, "Linear ", weight_.spec.name,
             ": gradient shape ", dy.shape.str());
+  if (bias_) ops::sum_rows(dy, bias_->dgrad());  // db (out) += column sums of dy
+  Tensor dx = dx_.view({n, in_});
+  Tensor w = weight_.data();
+  if (mixed()) {  // bf16(dy), and the bf16 copies forward made
+    w = weight16_.view_of(weight_.local_shape);
+    Tensor dy16 = dy16_.view({n, out_});
+    ops::convert(dy, dy16);
+    dy = dy16;
+  }
   // dW (out, in) += dy^T (out, N) x (N, in)
   ops::matmul(dy, x_, weight_.dgrad(), true, false, 1.0f, 1.0f);
-  if (bias_) ops::sum_rows(dy, bias_->dgrad());  // db (out) += column sums of dy
   // dx (N, in) = dy (N, out) W (out, in)
-  Tensor dx = dx_.view({n, in_});
-  ops::matmul(dy, weight_.data(), dx, false, false);
+  ops::matmul(dy, w, dx, false, false);
   return dx;
 }
 

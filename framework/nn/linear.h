@@ -10,6 +10,12 @@
 // - backward(dy) returns a view of a layer-owned dx buffer (overwritten) and
 //   accumulates parameter gradients (+=), so several micro-batches can add up;
 // - no communication, no globals; threads come from the kernels.
+//
+// Mixed precision (the weight's Param::matmul_dtype is bf16, train.precision = bf16):
+// both products take bf16 operands and sum in fp32. forward rounds the fp32 master
+// weight to a bf16 copy (once per forward; backward uses the same copy) and the input to
+// a bf16 copy, which is what the layer keeps for backward (half the bytes of the fp32
+// input); backward rounds dy. The bias, its gradient and dW stay fp32.
 
 #include <string>
 
@@ -36,11 +42,16 @@ class Linear {
   int64_t out_features() const { return out_; }
 
  private:
+  bool mixed() const { return weight_.matmul_dtype == DType::kBF16; }
+
   Param& weight_;            // (out, in)
   Param* bias_ = nullptr;    // (out)
   int64_t in_, out_;
-  Tensor x_;       // (N, in) saved input
+  Tensor x_;       // (N, in) saved input (mixed precision: the bf16 copy)
   Buffer y_, dx_;
+  // Mixed precision: bf16 copies of the weight (out, in), the input (N, in) and dy (N, out)
+  Buffer weight16_{Device::kCpu, DType::kBF16}, x16_{Device::kCpu, DType::kBF16};
+  Buffer dy16_{Device::kCpu, DType::kBF16};
 };
 
 }  // namespace moe

@@ -1,5 +1,8 @@
 #include "framework/parallel/communicator.h"
 
+#include <cstring>
+#include <tuple>
+
 #include "framework/core/error.h"
 
 namespace moe {
@@ -11,6 +14,7 @@ size_t comm_type_size(CommType type) {
     case CommType::kInt32: return sizeof(int32_t);
     case CommType::kInt64: return sizeof(int64_t);
     case CommType::kUint8: return sizeof(uint8_t);
+    case CommType::kBFloat16: return sizeof(bf16);
   }
   MOE_FAIL("unknown CommType ", static_cast<int>(type));
 }
@@ -87,6 +91,59 @@ void Communicator::check_all_to_all(size_t send_size, size_t recv_size) const {
             " elements, not a multiple of size() = ", size());
   MOE_CHECK(recv_size == send_size, "all_to_all: recv has ", recv_size,
             " elements, expected the same as send (", send_size, ")");
+}
+
+void Communicator::check_all_to_all_blocks(
+    size_t send_size, std::span<const std::vector<CommBlock>> send_blocks, size_t recv_size,
+    std::span<const std::vector<CommBlock>> recv_blocks) const {
+  const size_t n = static_cast<size_t>(size());
+  MOE_CHECK(send_blocks.size() == n && recv_blocks.size() == n, "all_to_all_blocks: ",
+            send_blocks.size(), " send and ", recv_blocks.size(), " receive lists for ", n,
+            " ranks");
+  for (const auto& [lists, total, side] : {std::tuple{send_blocks, send_size, "send"},
+                                           std::tuple{recv_blocks, recv_size, "recv"}})
+    for (size_t r = 0; r < n; ++r)
+      for (const CommBlock& b : lists[r])
+        MOE_CHECK(b.offset >= 0 && b.count >= 0 &&
+                      static_cast<size_t>(b.offset + b.count) <= total,
+                  "all_to_all_blocks: ", side, " block [", b.offset, ", +", b.count,
+                  ") of rank ", r, " outside a buffer of ", total, " elements");
+  const auto& out = send_blocks[static_cast<size_t>(rank())];
+  const auto& in = recv_blocks[static_cast<size_t>(rank())];
+  MOE_CHECK(out.size() == in.size(), "all_to_all_blocks: ", out.size(),
+            " blocks to this rank itself, ", in.size(), " expected");
+  for (size_t j = 0; j < out.size(); ++j)
+    MOE_CHECK(out[j].count == in[j].count, "all_to_all_blocks: own block ", j, " of ",
+              out[j].count, " elements into one of ", in[j].count);
+}
+
+void Communicator::all_to_all_blocks_raw(const void* send,
+                                         const std::vector<CommBlock>* send_blocks,
+                                         void* recv, const std::vector<CommBlock>* recv_blocks,
+                                         CommType type) {
+  const int n = size();
+  const size_t bytes = comm_type_size(type);
+  std::vector<int64_t> send_counts(static_cast<size_t>(n), 0), recv_counts(send_counts);
+  for (int r = 0; r < n; ++r) {
+    for (const CommBlock& b : send_blocks[r]) send_counts[r] += b.count;
+    for (const CommBlock& b : recv_blocks[r]) recv_counts[r] += b.count;
+  }
+  std::vector<char> packed, unpacked;
+  for (int r = 0; r < n; ++r)
+    for (const CommBlock& b : send_blocks[r]) {
+      const char* from = static_cast<const char*>(send) + b.offset * bytes;
+      packed.insert(packed.end(), from, from + b.count * bytes);
+    }
+  int64_t recv_total = 0;
+  for (int64_t c : recv_counts) recv_total += c;
+  unpacked.resize(static_cast<size_t>(recv_total) * bytes);
+  all_to_all_v_raw(packed.data(), send_counts.data(), unpacked.data(), recv_counts.data(), type);
+  const char* from = unpacked.data();
+  for (int r = 0; r < n; ++r)
+    for (const CommBlock& b : recv_blocks[r]) {
+      std::memcpy(static_cast<char*>(recv) + b.offset * bytes, from, b.count * bytes);
+      from += b.count * bytes;
+    }
 }
 
 void Communicator::check_variable_blocks(const char* call, std::span<const int64_t> counts,

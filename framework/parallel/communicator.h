@@ -22,6 +22,18 @@
 //                                        their sums; recv_counts[s] must equal rank s's
 //                                        send_counts[rank()] (not checked: it would cost
 //                                        a message)
+//   all_to_all_blocks(send, send_blocks, recv, recv_blocks)
+//                                        all_to_all_v with each peer's data in blocks
+//                                        anywhere in the buffers: send_blocks[d] lists
+//                                        the blocks (CommBlock: offset, count in
+//                                        elements) for rank d, recv_blocks[s] where the
+//                                        blocks from rank s go, block j of one side
+//                                        filling block j of the other (equal counts:
+//                                        not checked across ranks, a message). Both
+//                                        lists have size() entries. It lets a receiver
+//                                        place rows straight into their final layout
+//                                        (the expert-major rows of a dispatch), with no
+//                                        staging copy
 //   all_to_all(send, recv)               the equal-block case (block = send.size()/size())
 //   all_gather_v(send, recv, counts)     recv = concat over ranks r of send_r, where
 //                                        send_r holds counts[r] elements (counts has
@@ -49,6 +61,7 @@
 //   broadcast        (n-1)/n B       on every rank: the n-1 copies the job must move,
 //                                    shared evenly (a pipelined chain sends B per hop)
 //   all_to_all(_v)   exact: the blocks for ranks d != rank(); my own block stays
+//   all_to_all_blocks   the same; the MPI backend sends one message per non-empty block
 //   all_gather_v     exact: my block to each of the n-1 other ranks
 //   reduce_scatter_v exact: block d of send to each rank d != rank()
 //   send / recv      B on the sender, 0 on the receiver
@@ -78,11 +91,14 @@
 
 #include <mpi.h>
 
+#include "framework/core/dtype.h"
+
 namespace moe {
 
 enum class ReduceOp : uint8_t { kSum, kMax, kMin };
 
-enum class CommType : uint8_t { kFloat32, kFloat64, kInt32, kInt64, kUint8 };
+// kBFloat16: bf16 rows moved, never reduced (no backend sums bf16).
+enum class CommType : uint8_t { kFloat32, kFloat64, kInt32, kInt64, kUint8, kBFloat16 };
 
 template <typename T>
 constexpr CommType comm_type_of() {
@@ -92,12 +108,18 @@ constexpr CommType comm_type_of() {
   else if constexpr (std::is_same_v<T, int64_t>) return CommType::kInt64;
   else if constexpr (std::is_same_v<T, uint8_t> || std::is_same_v<T, char>)
     return CommType::kUint8;
+  else if constexpr (std::is_same_v<T, bf16>) return CommType::kBFloat16;
   else static_assert(sizeof(T) == 0, "unsupported element type for a collective");
 }
 
 size_t comm_type_size(CommType type);
 
 class Communicator;
+
+// One block of an all_to_all_blocks exchange: `count` elements from element `offset`.
+struct CommBlock {
+  int64_t offset = 0, count = 0;
+};
 
 // Sees every collective of the communicators it is set on (set_observer).
 class CollectiveObserver {
@@ -133,6 +155,7 @@ class Communicator {
 
   template <typename T>
   void all_reduce(std::span<T> data, ReduceOp op = ReduceOp::kSum) {
+    static_assert(!std::is_same_v<T, bf16>, "reductions run in fp32");
     const Observed call(*this, "all_reduce");
     all_reduce_raw(data.data(), static_cast<int64_t>(data.size()), comm_type_of<T>(), op);
   }
@@ -158,6 +181,15 @@ class Communicator {
     const Observed call(*this, "all_to_all_v");
     all_to_all_v_raw(send.data(), send_counts.data(), recv.data(), recv_counts.data(),
                      comm_type_of<T>());
+  }
+  template <typename T>
+  void all_to_all_blocks(std::span<const T> send,
+                         std::span<const std::vector<CommBlock>> send_blocks, std::span<T> recv,
+                         std::span<const std::vector<CommBlock>> recv_blocks) {
+    check_all_to_all_blocks(send.size(), send_blocks, recv.size(), recv_blocks);
+    const Observed call(*this, "all_to_all_blocks");
+    all_to_all_blocks_raw(send.data(), send_blocks.data(), recv.data(), recv_blocks.data(),
+                          comm_type_of<T>());
   }
   template <typename T>
   void all_to_all(std::span<const T> send, std::span<T> recv) {
@@ -226,6 +258,11 @@ class Communicator {
                                 const int64_t* recv_counts, CommType type) = 0;
   virtual void all_to_all_raw(const void* send, void* recv, int64_t block,
                               CommType type) = 0;
+  // Default: the blocks packed into one all_to_all_v_raw and unpacked after (two local
+  // copies); a backend that can send from and receive into the blocks overrides it.
+  virtual void all_to_all_blocks_raw(const void* send, const std::vector<CommBlock>* send_blocks,
+                                     void* recv, const std::vector<CommBlock>* recv_blocks,
+                                     CommType type);
   virtual void all_gather_v_raw(const void* send, void* recv, const int64_t* counts,
                                 CommType type) = 0;
   virtual void reduce_scatter_v_raw(const void* send, const int64_t* counts, void* recv,
@@ -269,6 +306,12 @@ class Communicator {
   void check_all_to_all_v(size_t send_size, std::span<const int64_t> send_counts,
                           size_t recv_size, std::span<const int64_t> recv_counts) const;
   void check_all_to_all(size_t send_size, size_t recv_size) const;
+  // size() lists on each side, every block inside its buffer, block j sent to this rank
+  // by itself the size of the block j it receives from itself.
+  void check_all_to_all_blocks(size_t send_size,
+                               std::span<const std::vector<CommBlock>> send_blocks,
+                               size_t recv_size,
+                               std::span<const std::vector<CommBlock>> recv_blocks) const;
   // counts has size() entries >= 0; `mine` holds counts[rank()] and `all` their sum.
   void check_variable_blocks(const char* call, std::span<const int64_t> counts, size_t mine,
                              size_t all) const;

@@ -18,6 +18,7 @@ MPI_Datatype mpi_type(CommType type) {
     case CommType::kInt32: return MPI_INT32_T;
     case CommType::kInt64: return MPI_INT64_T;
     case CommType::kUint8: return MPI_UINT8_T;
+    case CommType::kBFloat16: return MPI_UINT16_T;  // moved, never reduced
   }
   MOE_FAIL("unknown CommType ", static_cast<int>(type));
 }
@@ -76,6 +77,8 @@ void reduce_local(void* acc, const void* part, int64_t n, CommType type, ReduceO
       return reduce_typed(static_cast<int64_t*>(acc), static_cast<const int64_t*>(part), n, op);
     case CommType::kUint8:
       return reduce_typed(static_cast<uint8_t*>(acc), static_cast<const uint8_t*>(part), n, op);
+    case CommType::kBFloat16:
+      MOE_FAIL("no reduction of bf16 values: reductions run in fp32");
   }
 }
 
@@ -186,6 +189,61 @@ void MpiCommunicator::all_to_all_v_raw(const void* send, const int64_t* send_cou
   const int64_t element = static_cast<int64_t>(comm_type_size(type));
   for (int d = 0; d < size_; ++d)
     if (d != rank_ && send_counts[d] > 0) count_sent(d, send_counts[d] * element);
+}
+
+// One message per non-empty block, sent from and received into the blocks themselves:
+// between ranks of one machine each is one single copy (CMA), so placing rows needs no
+// staging buffer. Block j of a peer travels with tag j (MPI keeps the messages of one
+// (source, tag) in order, and every block of a call is consumed before it returns).
+// Receives are posted first; sends start at the next rank, so that ranks do not all
+// send to rank 0 first. This rank's own blocks are copied.
+void MpiCommunicator::all_to_all_blocks_raw(const void* send,
+                                            const std::vector<CommBlock>* send_blocks,
+                                            void* recv, const std::vector<CommBlock>* recv_blocks,
+                                            CommType type) {
+  ScopedTimer timer(stats_.seconds);
+  ++stats_.calls;
+  const MPI_Datatype t = mpi_type(type);
+  const int64_t element = static_cast<int64_t>(comm_type_size(type));
+  const auto* in = static_cast<const char*>(send);
+  auto* out = static_cast<char*>(recv);
+  auto tag = [](size_t j) {
+    MOE_CHECK(j < 32768, "all_to_all_blocks: more than 32768 blocks to one peer");
+    return static_cast<int>(j);
+  };
+  std::vector<MPI_Request> requests;
+  for (int i = 1; i < size_; ++i) {
+    const int s = (rank_ + size_ - i) % size_;
+    const std::vector<CommBlock>& blocks = recv_blocks[s];
+    for (size_t j = 0; j < blocks.size(); ++j) {
+      if (blocks[j].count == 0) continue;
+      MPI_Request& request = requests.emplace_back();
+      MPI_CHECK(MPI_Irecv(out + blocks[j].offset * element,
+                          int_count(blocks[j].count, "all_to_all_blocks", "recv block"), t, s,
+                          tag(j), comm_, &request));
+    }
+  }
+  for (int i = 1; i < size_; ++i) {
+    const int d = (rank_ + i) % size_;
+    const std::vector<CommBlock>& blocks = send_blocks[d];
+    int64_t bytes = 0, messages = 0;
+    for (size_t j = 0; j < blocks.size(); ++j) {
+      if (blocks[j].count == 0) continue;
+      MPI_Request& request = requests.emplace_back();
+      MPI_CHECK(MPI_Isend(in + blocks[j].offset * element,
+                          int_count(blocks[j].count, "all_to_all_blocks", "send block"), t, d,
+                          tag(j), comm_, &request));
+      bytes += blocks[j].count * element;
+      ++messages;
+    }
+    if (messages > 0) count_sent(d, bytes, messages);
+  }
+  const std::vector<CommBlock>& own_out = send_blocks[rank_];
+  const std::vector<CommBlock>& own_in = recv_blocks[rank_];
+  for (size_t j = 0; j < own_out.size(); ++j)
+    std::memcpy(out + own_in[j].offset * element, in + own_out[j].offset * element,
+                static_cast<size_t>(own_out[j].count * element));
+  MPI_CHECK(MPI_Waitall(static_cast<int>(requests.size()), requests.data(), MPI_STATUSES_IGNORE));
 }
 
 void MpiCommunicator::all_gather_v_raw(const void* send, void* recv, const int64_t* counts,

@@ -51,6 +51,9 @@ class MpiCommunicator final : public Communicator {
   void all_to_all_v_raw(const void* send, const int64_t* send_counts, void* recv,
                         const int64_t* recv_counts, CommType type) override;
   void all_to_all_raw(const void* send, void* recv, int64_t block, CommType type) override;
+  void all_to_all_blocks_raw(const void* send, const std::vector<CommBlock>* send_blocks,
+                             void* recv, const std::vector<CommBlock>* recv_blocks,
+                             CommType type) override;
   void all_gather_v_raw(const void* send, void* recv, const int64_t* counts,
                         CommType type) override;
   void reduce_scatter_v_raw(const void* send, const int64_t* counts, void* recv,

@@ -42,6 +42,7 @@ Param& ParamStore::add_shard(ParamSpec spec, Shape local_shape,
   p.spec = std::move(spec);
   p.local_shape = local_shape;
   p.offset = offset;
+  p.matmul_dtype = matmul_dtype_;
   p.value.resize(local_shape.numel());
   p.grad.resize(local_shape.numel());
   return p;

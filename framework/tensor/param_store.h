@@ -65,6 +65,10 @@ struct Param {
   std::array<int64_t, Shape::kMaxDims> offset{};  // start of the local block, per dim
   Buffer value;
   Buffer grad;
+  // The dtype the matrix products of its layer take: fp32, or bf16 under mixed
+  // precision (train.precision), when the layer multiplies by a bf16 copy of the value.
+  // value, grad and the optimizer state stay fp32 either way.
+  DType matmul_dtype = DType::kF32;
 
   // Views of the local block's values and gradients (local_shape).
   Tensor data() const { return value.view_of(local_shape); }
@@ -91,6 +95,11 @@ class ParamStore {
   Param& add_shard(ParamSpec spec, Shape local_shape,
                    std::array<int64_t, Shape::kMaxDims> offset);
 
+  // The Param::matmul_dtype of the parameters registered from now on (fp32 unless set):
+  // a model's builder sets it before the layers register theirs.
+  void set_matmul_dtype(DType dtype) { matmul_dtype_ = dtype; }
+  DType matmul_dtype() const { return matmul_dtype_; }
+
   // Registers a state buffer (zeros); returns a stable reference.
   StateBuffer& add_buffer(std::string name, Shape shape);
 
@@ -110,6 +119,7 @@ class ParamStore {
   std::deque<StateBuffer> buffers_;  // deque: references stay valid  // deque: references stay valid as parameters are added
   // name -> position in params_: registering L layers stays linear in L
   std::unordered_map<std::string, size_t> index_;
+  DType matmul_dtype_ = DType::kF32;
 };
 
 }  // namespace moe

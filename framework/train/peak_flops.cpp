@@ -8,6 +8,26 @@
 
 namespace moe {
 
+namespace {
+
+// The best rate of c = a b over the repetitions, after a warm-up. Best of many: on a
+// shared host a single slow repetition says nothing about the cores, and a peak
+// measured low would inflate every MFU figure of the run.
+double best_gflops(Tensor a, Tensor b, Tensor c, int min_repeats, double min_seconds) {
+  ops::matmul(a, b, c, false, false);  // warm-up
+  double best = 1e30;
+  Stopwatch total;
+  for (int r = 0; r < min_repeats || total.seconds() < min_seconds; ++r) {
+    Stopwatch watch;
+    ops::matmul(a, b, c, false, false);
+    best = std::min(best, watch.seconds());
+  }
+  const double n = static_cast<double>(c.rows());
+  return 2.0 * n * n * n / best * 1e-9;
+}
+
+}  // namespace
+
 double measure_sgemm_gflops(int n, int min_repeats, double min_seconds) {
   Buffer a(int64_t{n} * n), b(int64_t{n} * n), c(int64_t{n} * n);
   for (int64_t i = 0; i < int64_t{n} * n; ++i) {
@@ -15,17 +35,21 @@ double measure_sgemm_gflops(int n, int min_repeats, double min_seconds) {
     b.data()[i] = 1e-3f * static_cast<float>(i % 89);
   }
   const Shape square{n, n};
-  ops::matmul(a.view(square), b.view(square), c.view(square), false, false);  // warm-up
-  // Best of many: on a shared host a single slow repetition says nothing about the
-  // cores, and a peak measured low would inflate every MFU figure of the run.
-  double best = 1e30;
-  Stopwatch total;
-  for (int r = 0; r < min_repeats || total.seconds() < min_seconds; ++r) {
-    Stopwatch watch;
-    ops::matmul(a.view(square), b.view(square), c.view(square), false, false);
-    best = std::min(best, watch.seconds());
+  return best_gflops(a.view(square), b.view(square), c.view(square), min_repeats, min_seconds);
+}
+
+double measure_bf16_gemm_gflops(int n, int min_repeats, double min_seconds) {
+  Buffer a(int64_t{n} * n), b(int64_t{n} * n), c(int64_t{n} * n);
+  Buffer a16(Device::kCpu, DType::kBF16), b16(Device::kCpu, DType::kBF16);
+  for (int64_t i = 0; i < int64_t{n} * n; ++i) {
+    a.data()[i] = 1e-3f * static_cast<float>(i % 97);
+    b.data()[i] = 1e-3f * static_cast<float>(i % 89);
   }
-  return 2.0 * n * static_cast<double>(n) * n / best * 1e-9;
+  const Shape square{n, n};
+  ops::convert(a.view(square), a16.view(square));
+  ops::convert(b.view(square), b16.view(square));
+  return best_gflops(a16.view(square), b16.view(square), c.view(square), min_repeats,
+                     min_seconds);
 }
 
 }  // namespace moe

@@ -171,8 +171,10 @@ Trainer::Trainer(const Config& config, const MpiEnv& mpi)
 
   // The job's peak: every rank measures at once (ranks sharing cores see their share).
   s_->groups.world->barrier();
+  const bool bf16 = config.train.precision == Precision::kBf16;
   double peak = config.train.peak_gflops > 0 ? config.train.peak_gflops * 1e9 * s_->threads
-                                             : measure_sgemm_gflops() * 1e9;
+                : bf16                        ? measure_bf16_gemm_gflops() * 1e9
+                                              : measure_sgemm_gflops() * 1e9;
   s_->groups.world->all_reduce<double>({&peak, 1});
   s_->peak_flops = peak;
   if (mpi.rank() == 0) prepare_run_dir();
@@ -187,6 +189,8 @@ void Trainer::build_model() {
                       static_cast<double>(s_->tokens_per_sample) * c.moe.top_k;
   s_->moe = std::make_unique<MoeStack>(c, s_->groups, rows);
   s_->notes = s_->moe->notes();
+  // Mixed precision: every layer built from here on multiplies by bf16 copies.
+  s_->store.set_matmul_dtype(c.train.precision == Precision::kBf16 ? DType::kBF16 : DType::kF32);
   // The model opens and validates the data: a bad file is reported alone, before any
   // progress output.
   s_->model = family.make_model(c, s_->store, s_->moe->runtime());
@@ -463,10 +467,15 @@ void Trainer::stop_on_signal(int signal, int64_t completed, bool saved) {
 nlohmann::json Trainer::run() {
   const Config& c = config_;
   for (const std::string& note : s_->notes) log_.info(note);
+  const bool bf16 = c.train.precision == Precision::kBf16;
+  if (bf16 && !ops::cpu_bf16_gemm_native())
+    log_.info("warning: no bf16 instructions on this CPU: train.precision = bf16 runs its "
+              "products as fp32 GEMMs on bf16 values (same results, slower)");
   log_.info("moe-train: ", s_->total_params, " parameters (", s_->store.numel(),
             " on this rank), ", c.train.steps, " steps of ",
             c.data.batch_size * s_->tokens_per_sample, " tokens, ", s_->threads,
-            " threads, GEMM ", ops::cpu_gemm_name(), ", peak ", std::fixed,
+            " threads, ", bf16 ? "bf16 GEMM " : "GEMM ",
+            bf16 ? ops::cpu_bf16_gemm_name() : ops::cpu_gemm_name(), ", peak ", std::fixed,
             std::setprecision(1), s_->peak_flops * 1e-9, " GFLOP/s");
   Stopwatch run_clock;
   double train_s = 0.0;  // run time less evaluations
@@ -535,6 +544,7 @@ nlohmann::json Trainer::run() {
                         static_cast<double>(c.data.batch_size * steps_run) / train_s},
                        {"peak_gflops", s_->peak_flops * 1e-9},
                        {"dispatcher", enum_name(s_->moe->dispatcher_kind())},
+                       {"precision", enum_name(c.train.precision)},
                        {"skipped_steps", s_->guard->skipped()},
                        {"memory", memory_record(s_->store, *s_->optimizer, *s_->groups.world)},
                        {"seconds", run_clock.seconds()}});

@@ -92,7 +92,28 @@ void BM_attention_fwd_bwd(benchmark::State& state) {
 }
 
 BENCHMARK(BM_attention_fwd_bwd<true>)->ArgNames({"B", "T", "H", "D"})
-    ->Args({16, 256, 16, 16})->Args({4, 1024, 4, 64})->Unit(benchmark::kMillisecond)->UseRealTime();
+    ->Args({16, 256, 16, 16})->Args({16, 256, 8, 32})->Args({4, 1024, 4, 64})->Unit(benchmark::kMillisecond)->UseRealTime();
+// Mixed precision: the same on bf16 q, k, v with bf16 products (attention_bf16.cpp).
+void BM_attention_fwd_bwd_bf16(benchmark::State& state) {
+  const int64_t B = state.range(0), T = state.range(1), H = state.range(2), D = state.range(3);
+  const std::vector<float> qkv32 = random_vector(B * T * 3 * H * D, 3);
+  std::vector<moe::bf16> qkv(qkv32.size());
+  moe::cpu::convert_to_bf16(qkv32.data(), qkv.data(), static_cast<int64_t>(qkv.size()));
+  const std::vector<float> dout = random_vector(B * T * H * D, 4);
+  std::vector<float> att(B * H * T * T), scratch(B * H * T * T), out(B * T * H * D),
+      dqkv(qkv.size());
+  for (auto _ : state) {
+    moe::cpu::attention_forward_bf16(qkv.data(), att.data(), out.data(), B, T, H, D, true);
+    moe::cpu::attention_backward_bf16(qkv.data(), att.data(), dout.data(), dqkv.data(),
+                                      scratch.data(), B, T, H, D, true);
+    benchmark::DoNotOptimize(dqkv.data());
+  }
+  set_flop_rate(state, 12.0 * D * B * H * attention_pairs(T, true));
+}
+BENCHMARK(BM_attention_fwd_bwd_bf16)->ArgNames({"B", "T", "H", "D"})
+    ->Args({16, 256, 16, 16})->Args({16, 256, 8, 32})->Args({4, 1024, 4, 64})
+    ->Unit(benchmark::kMillisecond)->UseRealTime();
+
 // The reference takes seconds at B=16: one sequence gives the same per-FLOP rate.
 BENCHMARK(BM_attention_fwd_bwd<false>)->ArgNames({"B", "T", "H", "D"})
     ->Args({1, 256, 16, 16})->Unit(benchmark::kMillisecond)->UseRealTime();

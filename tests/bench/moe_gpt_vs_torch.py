@@ -2,13 +2,14 @@
 """Throughput of moe-train against PyTorch eager on the same model, in one run.
 
 Usage: tests/bench/moe_gpt_vs_torch.py [--build build] [--config configs/moe_gpt_small.ini]
-                                        [--rounds 2] [--steps 8] [--threads 2]
+                                        [--rounds 3] [--steps 8] [--threads 2]
 
-Alternates the two programs (ours, PyTorch, ours, PyTorch, ...) so that drift of
-a shared machine hits both alike, and reports the median tokens/s of each, their
-ratio, our MFU against the measured SGEMM peak, and where our step time goes.
-The PyTorch peer is tests/reference/bench_torch_moe_gpt.py: the reference model
-in float32 with a sort-by-expert MoE and torch.optim.AdamW.
+Four programs alternate in every round (ours fp32, ours bf16, PyTorch fp32, PyTorch with
+torch.autocast("cpu", dtype=torch.bfloat16)), so that drift of a shared machine hits
+all alike, and the report gives the median tokens/s of each, the ratios the goals are
+stated in, our MFU against the measured GEMM peak of each precision, and where our step
+time goes. The PyTorch peer is tests/reference/bench_torch_moe_gpt.py: the reference
+model with a sort-by-expert MoE and torch.optim.AdamW, on the same thread count.
 """
 import argparse
 import configparser
@@ -22,11 +23,12 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def run_ours(args, run_dir):
+def run_ours(args, run_dir, precision):
     steps = args.steps
     cmd = [os.path.join(args.build, "moe-train"), "--config", args.config,
            f"--train.steps={steps}", "--train.log_interval=2", "--train.eval_batches=1",
-           f"--train.threads={args.threads}", f"--run.dir={run_dir}", "--run.overwrite=true"]
+           f"--train.threads={args.threads}", f"--train.precision={precision}",
+           f"--run.dir={run_dir}", "--run.overwrite=true"]
     subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     records = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
     steps = [r for r in records if "loss" in r]  # not the step-0 validation record
@@ -43,7 +45,7 @@ def run_ours(args, run_dir):
     }
 
 
-def run_torch(args, ini):
+def run_torch(args, ini, autocast):
     m, e = ini["model"], ini["moe"]
     cmd = ["/usr/bin/python3", os.path.join(ROOT, "tests/reference/bench_torch_moe_gpt.py"),
            "--layers", m["num_layers"], "--d-model", m["d_model"], "--heads", m["num_heads"],
@@ -54,41 +56,60 @@ def run_torch(args, ini):
            "--batch", ini["data"]["batch_size"], "--vocab", m["vocab_size"],
            "--capacity-factor", e.get("capacity_factor", "0"),
            "--steps", str(max(2, args.steps // 2)), "--warmup", "1",
-           "--threads", str(args.threads)]
+           "--threads", str(args.threads)] + (["--autocast"] if autocast else [])
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+VARIANTS = (("ours_fp32", lambda a, ini, d: run_ours(a, d, "fp32")),
+            ("ours_bf16", lambda a, ini, d: run_ours(a, d, "bf16")),
+            ("pytorch_fp32", lambda a, ini, d: run_torch(a, ini, False)),
+            ("pytorch_bf16_autocast", lambda a, ini, d: run_torch(a, ini, True)))
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--build", default=os.path.join(ROOT, "build"))
     p.add_argument("--config", default="configs/moe_gpt_small.ini")
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     ini = configparser.ConfigParser(inline_comment_prefixes=("#",))
     ini.read(os.path.join(ROOT, args.config))
-    ours, theirs = [], []
+    runs = {name: [] for name, _ in VARIANTS}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
-            ours.append(run_ours(args, os.path.join(tmp, f"run{r}")))
-            theirs.append(run_torch(args, ini))
-            print(f"round {r}: ours {ours[-1]['tokens_per_s']:.0f} tok/s, "
-                  f"pytorch {theirs[-1]['tokens_per_s']:.0f} tok/s", file=sys.stderr)
-    ours_tps = statistics.median(o["tokens_per_s"] for o in ours)
-    torch_tps = statistics.median(t["tokens_per_s"] for t in theirs)
-    best = max(ours, key=lambda o: o["tokens_per_s"])
+            for name, run in VARIANTS:
+                runs[name].append(run(args, ini, os.path.join(tmp, f"{name}{r}")))
+            print(f"round {r}: " + ", ".join(f"{name} {runs[name][-1]['tokens_per_s']:.0f}"
+                                             for name, _ in VARIANTS) + " tok/s",
+                  file=sys.stderr)
+    tps = {name: statistics.median(x["tokens_per_s"] for x in runs[name]) for name in runs}
+    ratio = lambda a, b: round(tps[a] / tps[b], 2)
+    best = {name: max(runs[name], key=lambda o: o["tokens_per_s"])
+            for name in ("ours_fp32", "ours_bf16")}
     print(json.dumps({
         "config": args.config, "threads": args.threads, "rounds": args.rounds,
-        "ours_tokens_per_s": round(ours_tps, 1),
-        "pytorch_tokens_per_s": round(torch_tps, 1),
-        "ratio": round(ours_tps / torch_tps, 2),
-        "ours_mfu": round(statistics.median(o["mfu"] for o in ours), 4),
-        "ours_step_ms": {k: round(v, 1) for k, v in best["time_ms"].items()},
-        "ours_component_ms": {k: round(v, 1) for k, v in best["component_ms"].items()},
-        "pytorch_step_s": {k: round(theirs[-1][k], 3)
-                           for k in ("forward_s", "backward_s", "optimizer_s")},
+        "tokens_per_s": {name: round(v, 1) for name, v in tps.items()},
+        "per_round": {name: [round(x["tokens_per_s"]) for x in runs[name]] for name in runs},
+        "ratios": {"ours_bf16/pytorch_fp32": ratio("ours_bf16", "pytorch_fp32"),
+                   "ours_bf16/pytorch_bf16_autocast": ratio("ours_bf16", "pytorch_bf16_autocast"),
+                   "ours_bf16/ours_fp32": ratio("ours_bf16", "ours_fp32"),
+                   "ours_fp32/pytorch_fp32": ratio("ours_fp32", "pytorch_fp32"),
+                   "pytorch_bf16_autocast/pytorch_fp32":
+                       ratio("pytorch_bf16_autocast", "pytorch_fp32")},
+        "ours_mfu": {name: round(statistics.median(x["mfu"] for x in runs[name]), 4)
+                     for name in best},
+        "ours_step_ms": {name: {k: round(v, 1) for k, v in b["time_ms"].items()}
+                         for name, b in best.items()},
+        "ours_component_ms": {name: {k: round(v, 1) for k, v in b["component_ms"].items()}
+                              for name, b in best.items()},
+        "pytorch_step_s": {name: {k: round(runs[name][-1][k], 3)
+                                  for k in ("forward_s", "backward_s", "optimizer_s")}
+                           for name in ("pytorch_fp32", "pytorch_bf16_autocast")},
+        "pytorch_cpu_busy": {name: round(statistics.median(x["cpu_busy"] for x in runs[name]), 2)
+                             for name in ("pytorch_fp32", "pytorch_bf16_autocast")},
     }))
 
 

@@ -24,7 +24,8 @@ require_fashion_mnist() {
 # space-separated list, may be empty), and requires the same run at each
 # (tests/e2e/compare_runs.py: loss to relative 1e-5 at every step, aux losses, grad
 # norms, expert loads, validation losses, weights to 1e-5). Uses $tmp, $BUILD_DIR,
-# $SOURCE_DIR and the array `common` of overrides every run gets.
+# $SOURCE_DIR and the array `common` of overrides every run gets; an array
+# `compare_options`, when set, adds options of compare_runs.py.
 compare_layouts() {
   local name=$1 layouts=$2 extra=$3; shift 4
   local -a more
@@ -41,7 +42,7 @@ compare_layouts() {
       "${more[@]}" --run.dir="$dir" </dev/null >/dev/null 2>"$tmp/err" \
       || { cat "$tmp/err"; fail "mpirun ($what)"; }
     /usr/bin/python3 "$SOURCE_DIR/tests/e2e/compare_runs.py" "$tmp/$name-1" "$dir" "$what" \
-      --rtol 1e-5 --weights || fail "$what"
+      --rtol 1e-5 --weights ${compare_options[@]+"${compare_options[@]}"} || fail "$what"
   done < <(tr ',' '\n' <<<"$layouts")
 }
 

@@ -69,4 +69,6 @@ expect_error "parallel.tp, parallel.etp: 1, 2 with" -- "${fssdp[@]}" --parallel.
   --parallel.etp=2
 expect_error "moe.dispatcher: two_level with parallel.expert_sharding" -- "${fssdp[@]}" \
   --parallel.dp=4 --moe.dispatcher=two_level
+expect_error "train.precision: bf16 with parallel.expert_sharding = fssdp" -- "${fssdp[@]}" \
+  --parallel.dp=4 --train.precision=bf16
 echo PASS

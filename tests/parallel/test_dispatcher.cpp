@@ -8,7 +8,8 @@
 //     with expert counts that ep divides and that it does not (7 experts);
 //   - each expert's rows arrive grouped by source rank in token order;
 //   - every exchange is counted in the communicator's stats;
-//   - with the plan's group counts no counts exchange takes place.
+//   - with the plan's group counts no counts exchange takes place;
+//   - a bf16 wire moves bf16 rows exactly, at half the bytes.
 //
 // Checks after a collective use EXPECT (not ASSERT): a rank leaving a test early would
 // leave the others waiting in the next collective.
@@ -19,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "framework/core/bf16.h"
 #include "framework/core/rng.h"
 #include "framework/moe/all_to_all_dispatcher.h"
 #include "framework/moe/dispatcher.h"
@@ -88,14 +90,23 @@ struct Outputs {
   std::vector<float> y, dx, dweights;
 };
 
+void round_all_to_bf16(std::vector<float>& v) {
+  for (float& x : v) x = round_to_bf16(x);
+}
+
 // forward (dispatch, experts, combine) and backward (combine_backward, d experts,
 // dispatch_backward) through `dispatcher`; the experts' backward is f_e'(u) = e + 1.
-Outputs run(Dispatcher& dispatcher, const Routing& r, const std::vector<float>& dy) {
+// round_rows: the expert outputs and their input gradients are rounded to bf16 before
+// they go back, as the MoE layer does with moe.a2a_dtype = bf16, and the experts round
+// the gradient they receive, as mixed-precision experts do before their products.
+Outputs run(Dispatcher& dispatcher, const Routing& r, const std::vector<float>& dy,
+            bool round_rows = false) {
   const RoutingPlan& plan = *r.plan;
   const int64_t n = plan.num_tokens;
   std::vector<float> x = r.x;
   const DispatchHandle h = dispatcher.dispatch(Tensor(x.data(), {n, kC}), r.plan);
   std::vector<float> out = apply_experts(h.rows(), h.expert_offsets(), h.first_expert());
+  if (round_rows) round_all_to_bf16(out);
   const int64_t s = h.rows().rows();
   Outputs o;
   o.y.resize(x.size());
@@ -106,10 +117,12 @@ Outputs run(Dispatcher& dispatcher, const Routing& r, const std::vector<float>& 
   std::vector<float> dy_copy = dy;
   dispatcher.combine_backward(h, Tensor(out.data(), {s, kC}), Tensor(dy_copy.data(), {n, kC}),
                               Tensor(dout.data(), {s, kC}), o.dweights.data());
+  if (round_rows) round_all_to_bf16(dout);
   for (size_t i = 0; i + 1 < h.expert_offsets().size(); ++i)
     for (int64_t row = h.expert_offsets()[i]; row < h.expert_offsets()[i + 1]; ++row)
       for (int64_t j = 0; j < kC; ++j)
         dout[row * kC + j] *= static_cast<float>(h.first_expert() + static_cast<int64_t>(i) + 1);
+  if (round_rows) round_all_to_bf16(dout);
   dispatcher.dispatch_backward(h, Tensor(dout.data(), {s, kC}), Tensor(o.dx.data(), {n, kC}));
   return o;
 }
@@ -178,6 +191,43 @@ TEST(AllToAllDispatcher, GroupCountsReplaceTheCountsExchange) {
         << "two steps per exchange, no counts exchange, G=" << g;
     expect_equal(hier, want, "two-level with group counts G=" + std::to_string(g));
   }
+}
+
+// moe.a2a_dtype = bf16: on bf16 inputs, with the rows that go back rounded to bf16 (the
+// MoE layer's part), the bf16 wire moves every row exactly: flat and two-level equal the
+// local dispatcher bit for bit, with drops and uneven experts; and the rows of a forward
+// cost half the bytes of the fp32 wire.
+TEST(AllToAllDispatcher, Bf16WireIsExactOnBf16RowsAndHalvesTheBytes) {
+  MpiCommunicator ep(test::mpi_env().world());
+  const int64_t n = 33, e = 7, k = 2;
+  Routing r = random_routing(ep.rank(), n, e, k, 8, /*unit_weights=*/false);
+  round_all_to_bf16(r.x);
+  std::vector<float> dy(r.x.size());
+  for (size_t i = 0; i < dy.size(); ++i) dy[i] = 0.01f * static_cast<float>(i % 17) - 0.08f;
+  const ExpertPlacement placement{e, ep.size(), ep.rank()};
+  LocalDispatcher local;
+  const Outputs want = run(local, r, dy, /*round_rows=*/true);
+  AllToAllDispatcher flat16(ep, placement, {}, nullptr, DType::kBF16);
+  expect_equal(run(flat16, r, dy, true), want, "flat, bf16 wire");
+  for (int g = 1; g <= ep.size(); ++g) {
+    if (ep.size() % g != 0) continue;
+    TwoLevelAllToAll two(ep, NodeMap::blocks(ep.size(), g));
+    AllToAllDispatcher two_level(ep, placement, {}, &two, DType::kBF16);
+    expect_equal(run(two_level, r, dy, true), want, "two-level, bf16 wire, G=" + std::to_string(g));
+  }
+  // bytes of dispatch + combine: rows at 2 bytes instead of 4 (the counts exchange alike)
+  AllToAllDispatcher flat32(ep, placement);
+  int64_t bytes[2];
+  for (int wire = 0; wire < 2; ++wire) {
+    AllToAllDispatcher& d = wire == 0 ? flat32 : flat16;
+    std::vector<float> x = r.x, y(x.size());
+    ep.stats() = CommStats{};
+    const DispatchHandle h = d.dispatch(Tensor(x.data(), {n, kC}), r.plan);
+    d.combine(h, h.rows(), Tensor(y.data(), {n, kC}));
+    bytes[wire] = ep.stats().bytes_sent;
+  }
+  const int64_t counts = (e - placement.num_local()) * int64_t{sizeof(int64_t)};
+  EXPECT_EQ(bytes[1] - counts, (bytes[0] - counts) / 2);
 }
 
 TEST(AllToAllDispatcher, SameAsLocalDropless) { expect_same_as_local(40, 8, 2, -1); }

@@ -4,8 +4,11 @@
 The model is the one of moe_gpt_ref.py (the reference the C++ trainer is checked
 against), run the way a PyTorch user would train it: float32, eager mode, tokens sorted
 by expert and each expert applied to its rows (index_select / index_add_), autograd,
-global-norm clipping and torch.optim.AdamW (weight decay on matrices only). Prints one
-JSON line. Run with Debian's python (CPU PyTorch 1.13):
+global-norm clipping and torch.optim.AdamW (weight decay on matrices only). With
+--autocast the forward runs under torch.autocast("cpu", dtype=torch.bfloat16), PyTorch's
+mixed precision (bf16 matrix products through oneDNN, float32 weights and optimizer;
+bf16 needs no loss scaling). Prints one JSON line. Run with Debian's python (CPU
+PyTorch 1.13):
 
   /usr/bin/python3 tests/reference/bench_torch_moe_gpt.py --layers 6 --d-model 256 \
       --heads 16 --experts 16 --top-k 2 --expert-ffn 256 --shared 1 --shared-ffn 256 \
@@ -58,6 +61,8 @@ def parse_args():
     p.add_argument("--renormalize", action="store_true")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--autocast", action="store_true",
+                   help="forward under torch.autocast('cpu', dtype=torch.bfloat16)")
     p.add_argument("--system-malloc", action="store_true",
                    help="leave glibc malloc's mmap/trim thresholds at their defaults")
     return p.parse_args()
@@ -114,7 +119,8 @@ def main():
         c0 = time.process_time()
         t0 = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        loss = ref.forward(cfg, params, inputs, targets).loss
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.autocast):
+            loss = ref.forward(cfg, params, inputs, targets).loss
         t1 = time.perf_counter()
         loss.backward()
         t2 = time.perf_counter()
@@ -131,7 +137,8 @@ def main():
     total = sum(times.values())
     tokens = args.steps * args.batch * args.seq_len
     result = {
-        "framework": f"pytorch-{torch.__version__}-eager-fp32",
+        "framework": f"pytorch-{torch.__version__}-eager-"
+                     + ("bf16-autocast" if args.autocast else "fp32"),
         "threads": args.threads,
         "malloc": malloc,
         "config": {k: v for k, v in vars(args).items() if k not in ("steps", "warmup", "threads")},

@@ -331,7 +331,9 @@ def moe_ffn(u, params, prefix, routing, cfg):
             continue
         rows = t_kept[start:start + count]
         out = swiglu(u.index_select(0, rows), w_gate[e], w_up[e], w_down[e])
-        y.index_add_(0, rows, out * w_kept[start:start + count, None])
+        # .to: under torch.autocast the expert output is bf16 and y float32 (a no-op
+        # otherwise)
+        y.index_add_(0, rows, (out * w_kept[start:start + count, None]).to(y.dtype))
         start += count
     if cfg.num_shared > 0:
         y = y + swiglu(u, params[prefix + "shared.w_gate"], params[prefix + "shared.w_up"],

@@ -14,6 +14,8 @@
 
 #include <cstdint>
 
+#include "framework/core/dtype.h"
+
 namespace moe::cpu {
 
 // Selects OpenBLAS's AVX-512 kernels when the CPU has them. OpenBLAS reads
@@ -25,6 +27,12 @@ void select_blas_kernels(char** argv);
 const char* blas_core_name();
 // Threads a kernel may use on this rank (OpenMP's max threads).
 int num_threads();
+// The bf16 GEMM (gemm_bf16.cpp): true when oneDNN runs it with bf16 instructions
+// (AVX512_BF16 or newer); otherwise matmul_bf16 converts its operands to fp32 and calls
+// the fp32 GEMM (same products and fp32 sums, about half the speed).
+bool bf16_gemm_native();
+// e.g. "oneDNN 2.6.3 gemm:jit, ISA avx512_core_bf16", for the start-up line.
+const char* bf16_gemm_name();
 
 namespace ref {
 #include "framework/kernels/cpu/ops_list.inc"

@@ -1,59 +1,15 @@
 // The routed experts of an MoE layer: one SwiGLU (or GELU) GEMM chain per expert on its
 // contiguous rows of the expert-ordered buffer.
 //
-// Run order: the experts with more rows than an even share of S over the threads first,
-// alone and with every thread inside BLAS (`wide`); the rest after, one expert per
-// thread at a time, largest first (`narrow`).
-//
-// Why: an expert's GEMMs are only (~S/E, C) x (C, F) (about 512 x 256 x 256 in the main
-// config), too small for OpenBLAS to split well over the threads, so running whole
-// experts side by side, each on single-threaded BLAS (OpenBLAS's OpenMP build runs one
-// thread inside a parallel region), keeps the cores busier. Routing is skewed, though:
-// an expert holding more than its share would leave the other threads idle at the end,
-// so those still run with threaded BLAS. Largest-first makes the dynamic schedule finish
-// evenly (LPT). The order depends only on the row counts and the thread count, so a run
-// is reproducible.
-
-#include <algorithm>
-#include <numeric>
-#include <vector>
+// See expert_schedule.h for the order the experts run in and why.
 
 #include "framework/kernels/cpu/cpu_ops.h"
+#include "framework/kernels/cpu/expert_schedule.h"
 
 namespace moe::cpu {
-namespace {
 
-struct ExpertOrder {
-  std::vector<int64_t> wide, narrow;
-};
-
-ExpertOrder expert_order(const int64_t* offsets, int64_t num, int threads) {
-  const int64_t share = offsets[num] / std::max(threads, 1);
-  auto rows = [&](int64_t i) { return offsets[i + 1] - offsets[i]; };
-  std::vector<int64_t> order(static_cast<size_t>(num));
-  std::iota(order.begin(), order.end(), int64_t{0});
-  // stable: equal sizes keep expert order
-  std::stable_sort(order.begin(), order.end(),
-                   [&](int64_t a, int64_t b) { return rows(a) > rows(b); });
-  ExpertOrder out;
-  for (int64_t i : order) {
-    if (rows(i) == 0) continue;
-    (threads > 1 && rows(i) <= share ? out.narrow : out.wide).push_back(i);
-  }
-  return out;
-}
-
-// Calls fn(i) for every expert of `order`; the narrow ones concurrently. Each expert
-// writes only its own rows and its own slice of the weight gradients: no races.
-template <typename Fn>
-void for_each_expert(const ExpertOrder& order, Fn fn) {
-  for (int64_t i : order.wide) fn(i);
-  const int64_t count = static_cast<int64_t>(order.narrow.size());
-#pragma omp parallel for schedule(dynamic, 1) if (count > 1)
-  for (int64_t j = 0; j < count; ++j) fn(order.narrow[j]);
-}
-
-}  // namespace
+using detail::expert_order;
+using detail::for_each_expert;
 
 void expert_ffn_forward(const float* x, const int64_t* offsets, int64_t num_experts,
                         const float* w_gate, const float* w_up, const float* w_down,

@@ -43,6 +43,15 @@ inline float exp_approx(float x) {
   return x < kMin ? 0.0f : result;
 }
 
+// The bits of bf16(x) (framework/core/bf16.h: nearest, ties to even; NaN stays NaN) in
+// branch-free integer arithmetic that vectorises.
+inline uint16_t bf16_bits(float x) {
+  const uint32_t bits = std::bit_cast<uint32_t>(x);
+  const uint32_t rounded = bits + 0x7fffu + ((bits >> 16) & 1u);
+  const bool nan = (bits & 0x7fffffffu) > 0x7f800000u;
+  return static_cast<uint16_t>(nan ? (bits >> 16) | 0x0040u : rounded >> 16);
+}
+
 // 1 / (1 + e^-x); saturates cleanly to 0 and 1.
 inline float sigmoid_approx(float x) { return 1.0f / (1.0f + exp_approx(-x)); }
 
