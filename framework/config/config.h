@@ -126,7 +126,7 @@ struct EnumSpelling<SaveErrorAction> {
 
 template <>
 struct EnumSpelling<ExpertSharding> {
-  static constexpr const char* kNoun = "expert sharding";
+  static constexpr const char* kNoun = "sharding scheme";
   static constexpr std::array<std::pair<ExpertSharding, const char*>, 2> kValues{
       {{ExpertSharding::kNone, "none"}, {ExpertSharding::kFssdp, "fssdp"}}};
 };
