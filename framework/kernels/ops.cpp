@@ -445,49 +445,51 @@ void rope_apply(Tensor x, int64_t batch, int64_t heads, int64_t head_dim, int64_
 
 void attention_forward(Tensor qkv, Tensor att, Tensor out, int64_t batch, int64_t heads,
                        bool causal) {
-  // bf16 qkv: mixed precision (CPU only), bf16 products (ops.h)
-  const bool mixed = qkv.dtype == DType::kBF16;
-  Device device = Device::kCpu;
-  if (mixed) {
-    require_cpu("attention_forward (bf16)", DType::kBF16, {qkv});
-    require_cpu_f32("attention_forward", {att, out});
-  } else {
-    device = kernel_device("attention_forward", {qkv, att, out});
-  }
+  const Device device = kernel_device("attention_forward", {qkv, att, out});
   const int64_t seq = qkv.rows() / batch, head_dim = out.cols() / heads;
   check_matrix("attention_forward", "qkv", qkv, batch * seq, 3 * heads * head_dim);
   check_matrix("attention_forward", "out", out, batch * seq, heads * head_dim);
   check_numel("attention_forward", "att", att, batch * heads * seq * seq);
-  if (mixed)
-    cpu::attention_forward_bf16(qkv.ptr<bf16>(), att.data, out.data, batch, seq, heads,
-                                head_dim, causal);
-  else
-    MOE_KERNEL(device, attention_forward)(qkv.data, att.data, out.data, batch, seq, heads,
-                                          head_dim, causal);
+  MOE_KERNEL(device, attention_forward)(qkv.data, att.data, out.data, batch, seq, heads,
+                                        head_dim, causal);
 }
 
 void attention_backward(Tensor qkv, Tensor att, Tensor dout, Tensor dqkv, Tensor scratch,
                         int64_t batch, int64_t heads, bool causal) {
-  const bool mixed = qkv.dtype == DType::kBF16;
-  Device device = Device::kCpu;
-  if (mixed) {
-    require_cpu("attention_backward (bf16)", DType::kBF16, {qkv});
-    require_cpu_f32("attention_backward", {att, dout, dqkv, scratch});
-  } else {
-    device = kernel_device("attention_backward", {qkv, att, dout, dqkv, scratch});
-  }
+  const Device device = kernel_device("attention_backward", {qkv, att, dout, dqkv, scratch});
   const int64_t seq = qkv.rows() / batch, head_dim = dout.cols() / heads;
   check_matrix("attention_backward", "qkv", qkv, batch * seq, 3 * heads * head_dim);
   check_matrix("attention_backward", "dqkv", dqkv, batch * seq, 3 * heads * head_dim);
   check_matrix("attention_backward", "dout", dout, batch * seq, heads * head_dim);
   check_numel("attention_backward", "att", att, batch * heads * seq * seq);
   check_numel("attention_backward", "scratch", scratch, batch * heads * seq * seq);
-  if (mixed)
-    cpu::attention_backward_bf16(qkv.ptr<bf16>(), att.data, dout.data, dqkv.data, scratch.data,
-                                 batch, seq, heads, head_dim, causal);
-  else
-    MOE_KERNEL(device, attention_backward)(qkv.data, att.data, dout.data, dqkv.data,
-                                           scratch.data, batch, seq, heads, head_dim, causal);
+  MOE_KERNEL(device, attention_backward)(qkv.data, att.data, dout.data, dqkv.data,
+                                         scratch.data, batch, seq, heads, head_dim, causal);
+}
+
+void attention_forward_mixed(Tensor qkv, Tensor stats, Tensor out, int64_t batch,
+                             int64_t heads, bool causal) {
+  require_cpu("attention_forward_mixed", DType::kBF16, {qkv});
+  require_cpu_f32("attention_forward_mixed", {stats, out});
+  const int64_t seq = qkv.rows() / batch, head_dim = out.cols() / heads;
+  check_matrix("attention_forward_mixed", "qkv", qkv, batch * seq, 3 * heads * head_dim);
+  check_matrix("attention_forward_mixed", "out", out, batch * seq, heads * head_dim);
+  check_numel("attention_forward_mixed", "stats", stats, batch * heads * seq * 2);
+  cpu::attention_forward_bf16(qkv.ptr<bf16>(), stats.data, out.data, batch, seq, heads,
+                              head_dim, causal);
+}
+
+void attention_backward_mixed(Tensor qkv, Tensor stats, Tensor dout, Tensor dqkv,
+                              int64_t batch, int64_t heads, bool causal) {
+  require_cpu("attention_backward_mixed", DType::kBF16, {qkv});
+  require_cpu_f32("attention_backward_mixed", {stats, dout, dqkv});
+  const int64_t seq = qkv.rows() / batch, head_dim = dout.cols() / heads;
+  check_matrix("attention_backward_mixed", "qkv", qkv, batch * seq, 3 * heads * head_dim);
+  check_matrix("attention_backward_mixed", "dqkv", dqkv, batch * seq, 3 * heads * head_dim);
+  check_matrix("attention_backward_mixed", "dout", dout, batch * seq, heads * head_dim);
+  check_numel("attention_backward_mixed", "stats", stats, batch * heads * seq * 2);
+  cpu::attention_backward_bf16(qkv.ptr<bf16>(), stats.data, dout.data, dqkv.data, batch, seq,
+                               heads, head_dim, causal);
 }
 
 void rope_apply_at(Tensor x, std::span<const int32_t> pos, int64_t heads, int64_t head_dim,

@@ -132,13 +132,20 @@ void rope_apply(Tensor x, int64_t batch, int64_t heads, int64_t head_dim, int64_
                 float theta, bool inverse);
 // Attention over qkv (B*T, 3*H*D) holding [q | k | v] per row (rope applied): att
 // (B, H, T, T) probabilities kept, out (B*T, H*D). Backward: dqkv (B*T, 3*H*D)
-// overwritten; scratch (B, H, T, T). Mixed precision: qkv bf16 (D even), and the
-// products take bf16 operands (the probabilities, dout and the score gradients rounded
-// where they are operands); att, softmax, out and the gradients stay fp32.
+// overwritten; scratch (B, H, T, T).
 void attention_forward(Tensor qkv, Tensor att, Tensor out, int64_t batch, int64_t heads,
                        bool causal);
 void attention_backward(Tensor qkv, Tensor att, Tensor dout, Tensor dqkv, Tensor scratch,
                         int64_t batch, int64_t heads, bool causal);
+// The same in mixed precision (CPU): qkv bf16 (D even); the products take bf16 operands
+// (the probabilities, dout and the score gradients rounded where they are operands);
+// softmax, out and the gradients stay fp32. Instead of the probabilities, stats (B, H,
+// T, 2) keeps each query row's softmax maximum and 1 / sum, and backward recomputes the
+// probabilities from them (no (T, T) matrix per head is kept or needs scratch).
+void attention_forward_mixed(Tensor qkv, Tensor stats, Tensor out, int64_t batch,
+                             int64_t heads, bool causal);
+void attention_backward_mixed(Tensor qkv, Tensor stats, Tensor dout, Tensor dqkv,
+                              int64_t batch, int64_t heads, bool causal);
 // Incremental (KV-cached) decoding. rope_apply_at: rope_apply's rotation of the columns
 // [column, column + H*D) of row r of x at position pos[r]. attention_decode: row i of qkv
 // holds a query in its first H*D columns (rope applied); it attends over the len[i]

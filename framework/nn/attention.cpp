@@ -54,9 +54,13 @@ Tensor SelfAttention::forward(Tensor x, int64_t batch, int64_t seq_len) {
   // live in that buffer: backward reads them from there.
   qkv_ = sequence_parallel_ ? qkv_proj_.forward_all_gather(x) : qkv_proj_.forward(x);  // (B*T, 3C)
   if (rotary_) apply_rotary(qkv_, /*inverse=*/false);
-  Tensor att = att_.view({batch, heads_, seq_len, seq_len});
   Tensor o = o_.view({batch * seq_len, local_width_});
-  ops::attention_forward(operands(), att, o, batch, heads_, causal_);
+  if (mixed_)
+    ops::attention_forward_mixed(operands(), att_.view({batch, heads_, seq_len, 2}), o, batch,
+                                 heads_, causal_);
+  else
+    ops::attention_forward(qkv_, att_.view({batch, heads_, seq_len, seq_len}), o, batch,
+                           heads_, causal_);
   // (B*T, C), summed over the heads of all ranks; sequence parallel: this rank's rows
   return sequence_parallel_ ? out_proj_.forward_reduce_scatter(o)
                             : out_proj_.forward_all_reduce(o);
@@ -69,9 +73,15 @@ Tensor SelfAttention::backward(Tensor dy) {
   Tensor d_o = sequence_parallel_ ? out_proj_.backward_all_gather(dy)
                                   : out_proj_.backward(dy);  // (B*T, C)
   Tensor dqkv = dqkv_.view({batch_ * seq_len_, 3 * local_width_});
-  const Shape scores{batch_, heads_, seq_len_, seq_len_};
-  ops::attention_backward(mixed_ ? qkv16_.view_of(qkv_.shape) : qkv_, att_.view(scores), d_o,
-                          dqkv, scratch_.view(scores), batch_, heads_, causal_);
+  if (mixed_) {
+    ops::attention_backward_mixed(qkv16_.view_of(qkv_.shape),
+                                  att_.view({batch_, heads_, seq_len_, 2}), d_o, dqkv, batch_,
+                                  heads_, causal_);
+  } else {
+    const Shape scores{batch_, heads_, seq_len_, seq_len_};
+    ops::attention_backward(qkv_, att_.view(scores), d_o, dqkv, scratch_.view(scores), batch_,
+                            heads_, causal_);
+  }
   // The rotation is orthogonal, so its backward is the inverse rotation.
   if (rotary_) apply_rotary(dqkv, /*inverse=*/true);
   return sequence_parallel_ ? qkv_proj_.backward_reduce_scatter(dqkv)

@@ -18,7 +18,8 @@
 // Mixed precision (the weights' Param::matmul_dtype is bf16): the projections multiply
 // by bf16 copies (framework/nn/linear.h), and after the rotation q, k and v are rounded
 // to bf16 once, kept so for backward, for the attention's own products
-// (ops::attention_forward); scores, softmax and the probabilities stay fp32.
+// (ops::attention_forward_mixed); scores and softmax stay fp32, and instead of the
+// (B, H, T, T) probabilities only each query row's softmax maximum and 1 / sum are kept.
 
 #include <span>
 #include <string>
@@ -72,10 +73,10 @@ class SelfAttention {
   bool mixed_;                       // bf16 products (mixed precision)
   Tensor qkv_;                       // (B, T, 3, H, D) rotated q, k and v for backward
   Buffer qkv16_{Device::kCpu, DType::kBF16};  // mixed precision: bf16(qkv_), kept instead
-  Buffer att_;                       // (B, H, T, T) softmax probabilities
+  Buffer att_;                       // (B, H, T, T) softmax probabilities; mixed: (B, H, T, 2)
   Buffer o_;                         // (B*T, C) attention output, heads concatenated
   Buffer dqkv_;                      // (B*T, 3C)
-  Buffer scratch_;                   // (B, H, T, T) for attention_backward
+  Buffer scratch_;                   // (B, H, T, T) for attention_backward (fp32 only)
 };
 
 }  // namespace moe

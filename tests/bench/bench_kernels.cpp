@@ -100,12 +100,11 @@ void BM_attention_fwd_bwd_bf16(benchmark::State& state) {
   std::vector<moe::bf16> qkv(qkv32.size());
   moe::cpu::convert_to_bf16(qkv32.data(), qkv.data(), static_cast<int64_t>(qkv.size()));
   const std::vector<float> dout = random_vector(B * T * H * D, 4);
-  std::vector<float> att(B * H * T * T), scratch(B * H * T * T), out(B * T * H * D),
-      dqkv(qkv.size());
+  std::vector<float> stats(B * H * T * 2), out(B * T * H * D), dqkv(qkv.size());
   for (auto _ : state) {
-    moe::cpu::attention_forward_bf16(qkv.data(), att.data(), out.data(), B, T, H, D, true);
-    moe::cpu::attention_backward_bf16(qkv.data(), att.data(), dout.data(), dqkv.data(),
-                                      scratch.data(), B, T, H, D, true);
+    moe::cpu::attention_forward_bf16(qkv.data(), stats.data(), out.data(), B, T, H, D, true);
+    moe::cpu::attention_backward_bf16(qkv.data(), stats.data(), dout.data(), dqkv.data(), B, T,
+                                      H, D, true);
     benchmark::DoNotOptimize(dqkv.data());
   }
   set_flop_rate(state, 12.0 * D * B * H * attention_pairs(T, true));

@@ -3,6 +3,7 @@
 
 Usage: tests/bench/moe_gpt_vs_torch.py [--build build] [--config configs/moe_gpt_small.ini]
                                         [--rounds 3] [--steps 8] [--threads 2]
+                                        [--torch2-python VENV/bin/python]
 
 Four programs alternate in every round (ours fp32, ours bf16, PyTorch fp32, PyTorch with
 torch.autocast("cpu", dtype=torch.bfloat16)), so that drift of a shared machine hits
@@ -10,6 +11,12 @@ all alike, and the report gives the median tokens/s of each, the ratios the goal
 stated in, our MFU against the measured GEMM peak of each precision, and where our step
 time goes. The PyTorch peer is tests/reference/bench_torch_moe_gpt.py: the reference
 model with a sort-by-expert MoE and torch.optim.AdamW, on the same thread count.
+
+Debian's PyTorch is 1.13. With --torch2-python (the python of a virtual environment
+holding PyTorch 2 from PyPI, docs/benchmarks.md) two more programs join every round:
+PyTorch 2 in fp32 and under bf16 autocast, both with scaled_dot_product_attention and
+the fused AdamW (bench_torch_moe_gpt.py --sdpa --fused-adamw), and the ratios against
+them are reported too.
 """
 import argparse
 import configparser
@@ -45,9 +52,10 @@ def run_ours(args, run_dir, precision):
     }
 
 
-def run_torch(args, ini, autocast):
+def run_torch(args, ini, autocast, torch2=False):
     m, e = ini["model"], ini["moe"]
-    cmd = ["/usr/bin/python3", os.path.join(ROOT, "tests/reference/bench_torch_moe_gpt.py"),
+    python = args.torch2_python if torch2 else "/usr/bin/python3"
+    cmd = [python, os.path.join(ROOT, "tests/reference/bench_torch_moe_gpt.py"),
            "--layers", m["num_layers"], "--d-model", m["d_model"], "--heads", m["num_heads"],
            "--experts", e["num_experts"], "--top-k", e["top_k"],
            "--expert-ffn", e["expert_ffn"], "--shared", e["num_shared"],
@@ -56,7 +64,8 @@ def run_torch(args, ini, autocast):
            "--batch", ini["data"]["batch_size"], "--vocab", m["vocab_size"],
            "--capacity-factor", e.get("capacity_factor", "0"),
            "--steps", str(max(2, args.steps // 2)), "--warmup", "1",
-           "--threads", str(args.threads)] + (["--autocast"] if autocast else [])
+           "--threads", str(args.threads)] + (["--autocast"] if autocast else []) \
+        + (["--sdpa", "--fused-adamw"] if torch2 else [])
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -65,6 +74,8 @@ VARIANTS = (("ours_fp32", lambda a, ini, d: run_ours(a, d, "fp32")),
             ("ours_bf16", lambda a, ini, d: run_ours(a, d, "bf16")),
             ("pytorch_fp32", lambda a, ini, d: run_torch(a, ini, False)),
             ("pytorch_bf16_autocast", lambda a, ini, d: run_torch(a, ini, True)))
+TORCH2 = (("pytorch2_fp32", lambda a, ini, d: run_torch(a, ini, False, torch2=True)),
+          ("pytorch2_bf16_autocast", lambda a, ini, d: run_torch(a, ini, True, torch2=True)))
 
 
 def main():
@@ -74,16 +85,18 @@ def main():
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--torch2-python", help="python of an environment with PyTorch 2")
     args = p.parse_args()
+    variants = VARIANTS + (TORCH2 if args.torch2_python else ())
     ini = configparser.ConfigParser(inline_comment_prefixes=("#",))
     ini.read(os.path.join(ROOT, args.config))
-    runs = {name: [] for name, _ in VARIANTS}
+    runs = {name: [] for name, _ in variants}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
-            for name, run in VARIANTS:
+            for name, run in variants:
                 runs[name].append(run(args, ini, os.path.join(tmp, f"{name}{r}")))
             print(f"round {r}: " + ", ".join(f"{name} {runs[name][-1]['tokens_per_s']:.0f}"
-                                             for name, _ in VARIANTS) + " tok/s",
+                                             for name, _ in variants) + " tok/s",
                   file=sys.stderr)
     tps = {name: statistics.median(x["tokens_per_s"] for x in runs[name]) for name in runs}
     ratio = lambda a, b: round(tps[a] / tps[b], 2)
@@ -98,7 +111,12 @@ def main():
                    "ours_bf16/ours_fp32": ratio("ours_bf16", "ours_fp32"),
                    "ours_fp32/pytorch_fp32": ratio("ours_fp32", "pytorch_fp32"),
                    "pytorch_bf16_autocast/pytorch_fp32":
-                       ratio("pytorch_bf16_autocast", "pytorch_fp32")},
+                       ratio("pytorch_bf16_autocast", "pytorch_fp32"),
+                   **({"ours_bf16/pytorch2_fp32": ratio("ours_bf16", "pytorch2_fp32"),
+                       "ours_bf16/pytorch2_bf16_autocast":
+                           ratio("ours_bf16", "pytorch2_bf16_autocast"),
+                       "ours_fp32/pytorch2_fp32": ratio("ours_fp32", "pytorch2_fp32")}
+                      if args.torch2_python else {})},
         "ours_mfu": {name: round(statistics.median(x["mfu"] for x in runs[name]), 4)
                      for name in best},
         "ours_step_ms": {name: {k: round(v, 1) for k, v in b["time_ms"].items()}
@@ -107,9 +125,11 @@ def main():
                               for name, b in best.items()},
         "pytorch_step_s": {name: {k: round(runs[name][-1][k], 3)
                                   for k in ("forward_s", "backward_s", "optimizer_s")}
-                           for name in ("pytorch_fp32", "pytorch_bf16_autocast")},
+                           for name in runs if name.startswith("pytorch")},
         "pytorch_cpu_busy": {name: round(statistics.median(x["cpu_busy"] for x in runs[name]), 2)
-                             for name in ("pytorch_fp32", "pytorch_bf16_autocast")},
+                             for name in runs if name.startswith("pytorch")},
+        "pytorch_framework": {name: runs[name][-1]["framework"]
+                              for name in runs if name.startswith("pytorch")},
     }))
 
 

@@ -370,20 +370,18 @@ void PrintTo(const AttentionCase& c, std::ostream* os) {
 }
 
 struct AttentionOutputs {
-  Vec att, out, dqkv, dscore;
+  Vec stats, out, dqkv;
 };
 
 // Forward and backward of the bf16 attention (fast or reference) on qkv rounded to bf16.
 template <bool kFast>
 AttentionOutputs run_bf16_attention(const AttentionCase& c, const Vec& qkv, const Vec& dout) {
   const Vec16 q16 = rounded(qkv);
-  AttentionOutputs o{Vec(c.B * c.H * c.T * c.T), Vec(dout.size()), Vec(qkv.size()),
-                     Vec(c.B * c.H * c.T * c.T)};
+  AttentionOutputs o{Vec(c.B * c.H * c.T * 2), Vec(dout.size()), Vec(qkv.size())};
   auto fwd = kFast ? cpu::attention_forward_bf16 : cpu::ref::attention_forward_bf16;
   auto bwd = kFast ? cpu::attention_backward_bf16 : cpu::ref::attention_backward_bf16;
-  fwd(q16.data(), o.att.data(), o.out.data(), c.B, c.T, c.H, c.D, c.causal);
-  bwd(q16.data(), o.att.data(), dout.data(), o.dqkv.data(), o.dscore.data(), c.B, c.T, c.H, c.D,
-      c.causal);
+  fwd(q16.data(), o.stats.data(), o.out.data(), c.B, c.T, c.H, c.D, c.causal);
+  bwd(q16.data(), o.stats.data(), dout.data(), o.dqkv.data(), c.B, c.T, c.H, c.D, c.causal);
   return o;
 }
 
@@ -395,13 +393,23 @@ TEST_P(Bf16Attention, FastEqualsReference) {
   const Vec dout = random_vector(c.B * c.T * c.H * c.D, 41);
   const AttentionOutputs fast = run_bf16_attention<true>(c, qkv, dout);
   const AttentionOutputs ref = run_bf16_attention<false>(c, qkv, dout);
-  for (size_t i = 0; i < ref.att.size(); ++i) ASSERT_NEAR(fast.att[i], ref.att[i], 1e-5) << i;
+  // stats: each row's softmax maximum and 1 / sum, to float rounding of the sums
+  for (size_t i = 0; i < ref.stats.size(); ++i)
+    ASSERT_NEAR(fast.stats[i], ref.stats[i], 1e-5 * std::abs(ref.stats[i]) + 1e-7) << i;
   for (const auto& [got, want, what] :
-       {std::tuple{&fast.out, &ref.out, "out"}, std::tuple{&fast.dqkv, &ref.dqkv, "dqkv"},
-        std::tuple{&fast.dscore, &ref.dscore, "dscore"}}) {
-    const double tol = 1e-4 * max_abs(*want);
-    for (size_t i = 0; i < want->size(); ++i)
-      ASSERT_NEAR((*got)[i], (*want)[i], tol) << what << " element " << i;
+       {std::tuple{&fast.out, &ref.out, "out"}, std::tuple{&fast.dqkv, &ref.dqkv, "dqkv"}}) {
+    // The fast kernel's fp32 probabilities and score gradients differ from the reference's
+    // double ones by float rounding, which now and then rounds an operand to the
+    // neighbouring bf16 (one bf16 ulp of that term, ~4e-3 relative): a few elements in a
+    // thousand may be off by such a term (1e-3 of the largest), all others agree to 1e-4.
+    const double tol = 1e-4 * max_abs(*want), flip_tol = 1e-3 * max_abs(*want);
+    size_t flips = 0;
+    for (size_t i = 0; i < want->size(); ++i) {
+      const double err = std::abs((*got)[i] - (*want)[i]);
+      ASSERT_LE(err, flip_tol) << what << " element " << i;
+      flips += err > tol;
+    }
+    EXPECT_LE(flips, want->size() / 500) << what << ": elements beyond 1e-4 of the largest";
   }
 }
 
@@ -410,7 +418,8 @@ TEST_P(Bf16Attention, WithinBf16ToleranceOfFp32) {
   const Vec qkv = random_vector(c.B * c.T * 3 * c.H * c.D, 42);
   const Vec dout = random_vector(c.B * c.T * c.H * c.D, 43);
   const AttentionOutputs b = run_bf16_attention<true>(c, qkv, dout);
-  Vec att(b.att.size()), out(b.out.size()), dqkv(b.dqkv.size()), scratch(b.dscore.size());
+  const int64_t scores = c.B * c.H * c.T * c.T;
+  Vec att(scores), out(b.out.size()), dqkv(b.dqkv.size()), scratch(scores);
   cpu::ref::attention_forward(qkv.data(), att.data(), out.data(), c.B, c.T, c.H, c.D, c.causal);
   cpu::ref::attention_backward(qkv.data(), att.data(), dout.data(), dqkv.data(), scratch.data(),
                                c.B, c.T, c.H, c.D, c.causal);
@@ -423,7 +432,8 @@ INSTANTIATE_TEST_SUITE_P(
     Shapes, Bf16Attention,
     ::testing::Values(AttentionCase{2, 37, 3, 8, true}, AttentionCase{1, 70, 2, 32, true},
                       AttentionCase{1, 19, 2, 128, true}, AttentionCase{2, 33, 2, 6, false},
-                      AttentionCase{1, 1, 1, 2, true}),
+                      AttentionCase{1, 1, 1, 2, true}, AttentionCase{1, 131, 2, 16, false},
+                      AttentionCase{1, 150, 1, 64, true}),
     [](const auto& info) {
       const AttentionCase& c = info.param;
       return "B" + std::to_string(c.B) + "T" + std::to_string(c.T) + "H" + std::to_string(c.H) +
@@ -434,15 +444,24 @@ TEST(Bf16Attention, OpTakesBf16QkvAndFp32Rest) {
   const AttentionCase c{1, 8, 2, 4, true};
   const int64_t n = c.T, width = c.H * c.D;
   Buffer qkv16(Device::kCpu, DType::kBF16);
-  Vec qkv = random_vector(n * 3 * width, 44), att(c.H * c.T * c.T), out(n * width);
+  Vec qkv = random_vector(n * 3 * width, 44), stats(c.H * c.T * 2), out(n * width);
   ops::convert(Tensor(qkv.data(), {n, 3 * width}), qkv16.view({n, 3 * width}));
-  ops::attention_forward(qkv16.view({n, 3 * width}), Tensor(att.data(), {c.H * c.T * c.T}),
-                         Tensor(out.data(), {n, width}), 1, c.H, true);
-  Vec expected(out.size()), expected_att(att.size());
-  cpu::ref::attention_forward_bf16(qkv16.view({n, 3 * width}).ptr<bf16>(), expected_att.data(),
-                                   expected.data(), 1, c.T, c.H, c.D, true);
+  const Tensor q16 = qkv16.view({n, 3 * width});
+  ops::attention_forward_mixed(q16, Tensor(stats.data(), {c.H * c.T * 2}),
+                               Tensor(out.data(), {n, width}), 1, c.H, true);
+  Vec expected(out.size()), expected_stats(stats.size());
+  cpu::ref::attention_forward_bf16(q16.ptr<bf16>(), expected_stats.data(), expected.data(), 1,
+                                   c.T, c.H, c.D, true);
   for (size_t i = 0; i < out.size(); ++i) EXPECT_NEAR(out[i], expected[i], 1e-5);
-  EXPECT_THROW(ops::attention_forward(qkv16.view({n, 3 * width}), qkv16.view({c.H * c.T * c.T}),
+  // stats must be fp32 (B, H, T, 2); the fp32 op refuses bf16 operands
+  EXPECT_THROW(ops::attention_forward_mixed(q16, qkv16.view({c.H * c.T * 2}),
+                                            Tensor(out.data(), {n, width}), 1, c.H, true),
+               Error);
+  EXPECT_THROW(ops::attention_forward_mixed(q16, Tensor(stats.data(), {c.H * c.T}),
+                                            Tensor(out.data(), {n, width}), 1, c.H, true),
+               Error);
+  Vec att(c.H * c.T * c.T);
+  EXPECT_THROW(ops::attention_forward(q16, Tensor(att.data(), {c.H * c.T * c.T}),
                                       Tensor(out.data(), {n, width}), 1, c.H, true),
                Error);
 }

@@ -109,38 +109,59 @@ void expert_ffn_backward_bf16(const bf16* x, const int64_t* offsets, int64_t num
   }
 }
 
-void attention_forward_bf16(const bf16* qkv, float* att, float* out, int64_t B, int64_t T,
-                            int64_t H, int64_t D, bool causal) {
+namespace {
+
+// The probabilities of query row t of head (b, h) over its n visible keys, in double from
+// the bf16 q, k: p[s] = exp(S[s] / sqrt(D) - max) / sum, with max and 1 / sum returned.
+struct SoftmaxRow {
+  double max, inv;
+};
+SoftmaxRow probabilities(const bf16* qkv, int64_t T, int64_t H, int64_t D, int64_t b,
+                         int64_t h, int64_t t, int64_t n, std::vector<double>& p) {
   const int64_t row = 3 * H * D;
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
-  auto at = [&](int64_t b, int64_t t, int64_t part, int64_t h, int64_t d) {
-    return static_cast<double>(to_float(qkv[(b * T + t) * row + part * H * D + h * D + d]));
-  };
+  const bf16* q = qkv + (b * T + t) * row + h * D;
+  double mx = -INFINITY, sum = 0.0;
+  for (int64_t s = 0; s < n; ++s) {
+    const bf16* k = qkv + (b * T + s) * row + H * D + h * D;
+    double dot = 0.0;
+    for (int64_t d = 0; d < D; ++d) dot += static_cast<double>(to_float(q[d])) * to_float(k[d]);
+    p[s] = dot * scale;
+    mx = std::max(mx, p[s]);
+  }
+  for (int64_t s = 0; s < n; ++s) sum += (p[s] = std::exp(p[s] - mx));
+  for (int64_t s = 0; s < n; ++s) p[s] /= sum;
+  return {mx, 1.0 / sum};
+}
+
+}  // namespace
+
+void attention_forward_bf16(const bf16* qkv, float* stats, float* out, int64_t B, int64_t T,
+                            int64_t H, int64_t D, bool causal) {
+  const int64_t row = 3 * H * D;
   std::vector<double> p(static_cast<size_t>(T));
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h)
       for (int64_t t = 0; t < T; ++t) {
         const int64_t n = causal ? t + 1 : T;
-        double mx = -INFINITY, sum = 0.0;
-        for (int64_t s = 0; s < n; ++s) {  // scores of bf16 q, k
-          double dot = 0.0;
-          for (int64_t d = 0; d < D; ++d) dot += at(b, t, 0, h, d) * at(b, s, 1, h, d);
-          p[s] = dot * scale;
-          mx = std::max(mx, p[s]);
-        }
-        float* a = att + ((b * H + h) * T + t) * T;
-        for (int64_t s = 0; s < n; ++s) sum += (p[s] = std::exp(p[s] - mx));
-        for (int64_t s = 0; s < T; ++s) a[s] = s < n ? static_cast<float>(p[s] / sum) : 0.0f;
+        const SoftmaxRow sm = probabilities(qkv, T, H, D, b, h, t, n, p);
+        float* st = stats + ((b * H + h) * T + t) * 2;
+        st[0] = static_cast<float>(sm.max);
+        st[1] = static_cast<float>(sm.inv);
         for (int64_t d = 0; d < D; ++d) {  // out = bf16(P) v
           double o = 0.0;
-          for (int64_t s = 0; s < n; ++s) o += round_to_bf16(a[s]) * at(b, s, 2, h, d);
+          for (int64_t s = 0; s < n; ++s)
+            o += round_to_bf16(static_cast<float>(p[s])) *
+                 static_cast<double>(to_float(qkv[(b * T + s) * row + 2 * H * D + h * D + d]));
           out[(b * T + t) * H * D + h * D + d] = static_cast<float>(o);
         }
       }
 }
 
-void attention_backward_bf16(const bf16* qkv, const float* att, const float* dout, float* dqkv,
-                             float* scratch, int64_t B, int64_t T, int64_t H, int64_t D,
+// The reference recomputes the probabilities from q and k (stats is the fast kernel's
+// interface; the reference's own softmax is exact).
+void attention_backward_bf16(const bf16* qkv, const float* /*stats*/, const float* dout,
+                             float* dqkv, int64_t B, int64_t T, int64_t H, int64_t D,
                              bool causal) {
   const int64_t row = 3 * H * D, width = H * D;
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
@@ -150,28 +171,32 @@ void attention_backward_bf16(const bf16* qkv, const float* att, const float* dou
   auto go = [&](int64_t b, int64_t t, int64_t h, int64_t d) {  // bf16(dout)
     return static_cast<double>(round_to_bf16(dout[(b * T + t) * width + h * D + d]));
   };
+  std::vector<double> p(static_cast<size_t>(T)), a(static_cast<size_t>(T * T)),
+      ds(static_cast<size_t>(T * T));
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h) {
-      const float* a = att + (b * H + h) * T * T;  // (T, T)
-      float* ds = scratch + (b * H + h) * T * T;   // (T, T) dS
-      for (int64_t t = 0; t < T; ++t) {
+      std::fill(a.begin(), a.end(), 0.0);
+      std::fill(ds.begin(), ds.end(), 0.0);
+      for (int64_t t = 0; t < T; ++t) {  // P and dS (T, T)
         const int64_t n = causal ? t + 1 : T;
+        probabilities(qkv, T, H, D, b, h, t, n, p);
         std::vector<double> dp(static_cast<size_t>(n));
         double row_dot = 0.0;
         for (int64_t s = 0; s < n; ++s) {  // dP = bf16(dout) v^T
+          a[t * T + s] = p[s];
           for (int64_t d = 0; d < D; ++d) dp[s] += go(b, t, h, d) * at(b, s, 2, h, d);
-          row_dot += a[t * T + s] * dp[s];
+          row_dot += p[s] * dp[s];
         }
-        for (int64_t s = 0; s < T; ++s)
-          ds[t * T + s] = s < n ? static_cast<float>(a[t * T + s] * (dp[s] - row_dot) * scale) : 0.0f;
+        for (int64_t s = 0; s < n; ++s) ds[t * T + s] = p[s] * (dp[s] - row_dot) * scale;
       }
+      auto r = [](double x) { return static_cast<double>(round_to_bf16(static_cast<float>(x))); };
       for (int64_t i = 0; i < T; ++i)
         for (int64_t d = 0; d < D; ++d) {
           double dq = 0.0, dk = 0.0, dv = 0.0;
           for (int64_t j = 0; j < T; ++j) {
-            dq += round_to_bf16(ds[i * T + j]) * at(b, j, 1, h, d);  // dq_i = dS_i k
-            dk += round_to_bf16(ds[j * T + i]) * at(b, j, 0, h, d);  // dk_i = dS^T_i q
-            dv += round_to_bf16(a[j * T + i]) * go(b, j, h, d);      // dv_i = P^T_i dout
+            dq += r(ds[i * T + j]) * at(b, j, 1, h, d);  // dq_i = dS_i k
+            dk += r(ds[j * T + i]) * at(b, j, 0, h, d);  // dk_i = dS^T_i q
+            dv += r(a[j * T + i]) * go(b, j, h, d);      // dv_i = P^T_i dout
           }
           float* base = dqkv + (b * T + i) * row + h * D + d;
           base[0] = static_cast<float>(dq);
