@@ -43,13 +43,18 @@ void AllToAllDispatcher::make_flat_layout(const RoutingPlan& plan,
   state.near_begin = plan.expert_offsets[first];
   state.near_end = plan.expert_offsets[first + num_local];
   const int64_t near = state.near_end - state.near_begin;
+  // far row of a slot outside [near_begin, near_end), and of the first slot of expert e
+  // of another rank (e's rows may be none, its offset then near_begin)
   auto far_of = [&](int64_t slot) { return slot < state.near_begin ? slot : slot - near; };
+  auto far_start = [&](int64_t e) {
+    return e < first ? plan.expert_offsets[e] : plan.expert_offsets[e] - near;
+  };
 
   state.far_blocks.assign(static_cast<size_t>(ranks), {});
   for (int d = 0; d < ranks; ++d) {
     if (d == me) continue;
     for (int64_t e = placement_.first(d); e < placement_.first(d + 1); ++e)
-      state.far_blocks[d].push_back({far_of(plan.expert_offsets[e]), plan.counts_after[e]});
+      state.far_blocks[d].push_back({far_start(e), plan.counts_after[e]});
   }
   // Local expert i's rows: source 0's first, then source 1's, ... (this rank's among them)
   std::vector<int64_t> next(expert_offsets.begin(), expert_offsets.end() - 1);  // [E_local]
