@@ -72,7 +72,7 @@ struct AllToAllState final : DispatchState {
   // rows for ep rank d, one block per expert of d; expert_blocks[s]: where the rows of
   // source s lie in the expert-major rows, one block per local expert (both empty for
   // this rank); near_rows[i]: where this rank's own rows of local expert i lie in the
-  // expert-major rows (they fill slots from near_slot[i] on).
+  // expert-major rows, the rows of its slots near_slot[i], near_slot[i] + 1, ...
   int64_t near_begin = 0, near_end = 0;
   std::vector<std::vector<CommBlock>> far_blocks, expert_blocks;
   std::vector<CommBlock> near_rows;

@@ -4,7 +4,6 @@
 // lie (ops::SplitRows). Each row is copied once on each side of an exchange, and this
 // rank's own rows never go through MPI.
 
-#include <algorithm>
 #include <climits>
 
 #include "framework/kernels/ops.h"
