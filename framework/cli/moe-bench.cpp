@@ -12,10 +12,13 @@
 // What `a2a` measures, per iteration i (all ranks; a barrier before each timed region;
 // per quantity the maximum over ranks, then the median over iterations; "ms" fields):
 //
-//   fwd          dispatcher forward: dispatch (counts exchange, permute, row exchange
-//                into the expert-major rows) + combine (row exchange back into slot
-//                order, weighted sum); with --a2a-dtype=bf16 also the conversions to and
-//                from bf16 on each side of each exchange
+//   fwd          dispatcher forward: dispatch (counts exchange, the gather of the rows
+//                from token order into the send buffer and, for this rank's own experts,
+//                into place; the row exchange into the expert-major rows) + combine (the
+//                row exchange back, the weighted sum over the rows where they lie); with
+//                --a2a-dtype=bf16 also the conversions (inside the gather and the sum
+//                where they can be, separate passes over the received dispatch rows and
+//                the sent combine rows)
 //   bwd          dispatcher backward: combine_backward + dispatch_backward, the same two
 //                row exchanges in reverse order with their copies
 //   raw_pair     MPI_Alltoallv of dispatch's rows, then MPI_Alltoallv of combine's rows
@@ -443,11 +446,12 @@ void time_dispatcher(A2aBench& b, Series& s, int iter) {
 }
 
 // (c) The forward's local steps on their own, in CPU time, to say which costs what: the
-// permute into slot order (S rows), one conversion of the received rows from bf16 to
-// fp32 (S_recv rows; with a bf16 wire each side of each exchange converts once, with
-// fp32 nothing is staged or converted) and combine's weighted sum (N*K rows in, N out).
-// The kernels are the ones the dispatcher calls (ops::permute_rows, ops::convert,
-// ops::combine_rows).
+// gather of all S rows from token order (the dispatcher's pack of the rows for other
+// ranks plus its copy of its own rows into place: the same rows, one pass), one
+// conversion of S_recv rows from bf16 to fp32 (a bf16 wire converts the received rows of
+// dispatch and the sent rows of combine in such passes; fp32 converts nothing) and
+// combine's weighted sum (N*K rows in, N out). ops::permute_rows, ops::convert and
+// ops::combine_rows on one buffer, the work of the dispatcher's calls.
 void time_copies(A2aBench& b, Series& s, int iter) {
   const RoutingPlan& plan = *b.plan;
   const int64_t c = b.opt.width;

@@ -557,8 +557,42 @@ void limit_to_nodes(Tensor scores, std::span<const int32_t> expert_node, int64_t
                                      nodes, keep, per_node, token_node, own_node_bonus);
 }
 
+namespace {
+
+// permute_rows into bf16 rows (CPU).
+void permute_rows_to_bf16(Tensor src, std::span<const int32_t> index,
+                          std::span<const float> scale, Tensor dst) {
+  require_cpu_f32("permute_rows", {src});
+  require_cpu("permute_rows", DType::kBF16, {dst});
+  const int64_t n = static_cast<int64_t>(index.size());
+  check_matrix("permute_rows", "dst", dst, n, src.cols());
+  MOE_CHECK(scale.empty() || static_cast<int64_t>(scale.size()) == n, "permute_rows: ",
+            scale.size(), " scales for ", n, " rows");
+  cpu::permute_rows_bf16(src.data, index.data(), or_null(scale), dst.ptr<bf16>(), n,
+                         src.cols());
+}
+
+// Split rows on the CPU (head fp32, tail fp32 or bf16, one width) and every row index
+// inside them; out (if present) fp32 on the CPU.
+void check_split_rows(const char* op, const SplitRows& rows, std::span<const int32_t> row,
+                      Tensor out) {
+  require_cpu_f32(op, {rows.head, out});
+  MOE_CHECK(rows.tail.device == Device::kCpu &&
+                (rows.tail.dtype == DType::kF32 || rows.tail.dtype == DType::kBF16),
+            op, ": no kernel for split rows of ", dtype_name(rows.tail.dtype), " on ",
+            device_name(rows.tail.device));
+  MOE_CHECK(rows.tail.cols() == rows.head.cols(), op, ": split rows of ", rows.head.cols(),
+            " and ", rows.tail.cols(), " columns");
+  const int64_t total = rows.head.rows() + rows.tail.rows();
+  for (const int32_t r : row)
+    MOE_CHECK(r < total, op, ": row ", r, " of ", total, " split rows");
+}
+
+}  // namespace
+
 void permute_rows(Tensor src, std::span<const int32_t> index, std::span<const float> scale,
                   Tensor dst) {
+  if (dst.dtype == DType::kBF16) return permute_rows_to_bf16(src, index, scale, dst);
   const Device device = kernel_device("permute_rows", {src, dst});
   const int64_t n = static_cast<int64_t>(index.size());
   check_matrix("permute_rows", "dst", dst, n, src.cols());
@@ -593,6 +627,39 @@ void gather_dot(Tensor a, std::span<const int32_t> a_row, Tensor b,
             " outputs");
   MOE_KERNEL(device, gather_dot)(a.data, or_null(a_row), b.data, or_null(b_row), out.data(), n,
                                  a.cols());
+}
+
+void combine_rows(SplitRows src, std::span<const int32_t> row, std::span<const float> weight,
+                  Tensor out) {
+  const int64_t n = out.rows(), cols = src.head.cols(), head_rows = src.head.rows();
+  check_split_rows("combine_rows", src, row, out);
+  MOE_CHECK(out.cols() == cols, "combine_rows: rows of ", cols, " into ", out.cols());
+  MOE_CHECK(n == 0 ? row.empty() : static_cast<int64_t>(row.size()) % n == 0,
+            "combine_rows: ", row.size(), " rows for ", n, " outputs");
+  const int64_t k = n == 0 ? 0 : static_cast<int64_t>(row.size()) / n;
+  MOE_CHECK(weight.empty() || weight.size() == row.size(), "combine_rows: ", weight.size(),
+            " weights for ", row.size(), " rows");
+  const bool bf16_tail = src.tail.dtype == DType::kBF16;
+  cpu::combine_rows_split(src.head.data, head_rows, bf16_tail ? nullptr : src.tail.data,
+                          bf16_tail ? src.tail.ptr<bf16>() : nullptr, row.data(),
+                          or_null(weight), out.data, n, k, cols);
+}
+
+void gather_dot(Tensor a, std::span<const int32_t> a_row, SplitRows b,
+                std::span<const int32_t> b_row, std::span<float> out) {
+  const int64_t n = static_cast<int64_t>(out.size());
+  require_cpu_f32("gather_dot", {a});
+  check_split_rows("gather_dot", b, b_row, Tensor());
+  MOE_CHECK(a.cols() == b.head.cols(), "gather_dot: rows of ", a.cols(), " and ",
+            b.head.cols());
+  MOE_CHECK((a_row.empty() || static_cast<int64_t>(a_row.size()) == n) &&
+                static_cast<int64_t>(b_row.size()) == n,
+            "gather_dot: index arrays of ", a_row.size(), " and ", b_row.size(), " for ", n,
+            " outputs");
+  const bool bf16_tail = b.tail.dtype == DType::kBF16;
+  cpu::gather_dot_split(a.data, or_null(a_row), b.head.data, b.head.rows(),
+                        bf16_tail ? nullptr : b.tail.data, bf16_tail ? b.tail.ptr<bf16>() : nullptr,
+                        b_row.data(), out.data(), n, a.cols());
 }
 
 void transpose_blocks(Device device, const void* src, void* dst,

@@ -172,7 +172,8 @@ void topk(Tensor x, Tensor values, std::span<int32_t> indices);
 void limit_to_nodes(Tensor scores, std::span<const int32_t> expert_node, int64_t nodes,
                     int64_t keep, int64_t per_node, int64_t token_node, float own_node_bonus);
 // dst[i] = (scale ? scale[i] : 1) src[index[i]] (index < 0: a zero row); dst (n, C) with
-// n = index.size(); scale empty or [n].
+// n = index.size(); scale empty or [n]. A bf16 dst (CPU) gets the rows rounded, in the
+// same pass.
 void permute_rows(Tensor src, std::span<const int32_t> index, std::span<const float> scale,
                   Tensor dst);
 // out[t] = sum_k (weight ? weight[t*K+k] : 1) src[slot[t*K+k]] over slot >= 0; out (N, C),
@@ -181,6 +182,18 @@ void combine_rows(Tensor src, std::span<const int32_t> slot, std::span<const flo
                   Tensor out);
 // out[i] = <a[a_row[i]], b[b_row[i]]> for i < out.size() (empty index: row i; negative: 0).
 void gather_dot(Tensor a, std::span<const int32_t> a_row, Tensor b,
+                std::span<const int32_t> b_row, std::span<float> out);
+// Rows that lie in two buffers, read as one: row r is head[r] for r < head.rows() and
+// tail[r - head.rows()] after (the flat dispatcher's own expert rows where the experts
+// wrote them, then the rows it received). head fp32, tail fp32 or bf16, both on the CPU.
+struct SplitRows {
+  Tensor head, tail;
+};
+// combine_rows and gather_dot over split rows: the same sums in the same order, so the
+// bits equal those of the joined rows.
+void combine_rows(SplitRows src, std::span<const int32_t> row, std::span<const float> weight,
+                  Tensor out);
+void gather_dot(Tensor a, std::span<const int32_t> a_row, SplitRows b,
                 std::span<const int32_t> b_row, std::span<float> out);
 // The a_count x b_count grid of variable-size blocks (counts[i*b_count + j] elements of
 // element_bytes bytes), packed [a][b] in src, written packed [b][a] to dst (inverse: back).

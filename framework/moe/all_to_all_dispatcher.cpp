@@ -17,15 +17,6 @@ TwoLevelPlan scaled(TwoLevelPlan plan, int64_t cols) {
   return plan;
 }
 
-// Blocks of rows as blocks of elements, rows of `cols` elements.
-std::vector<std::vector<CommBlock>> in_elements(const std::vector<std::vector<CommBlock>>& rows,
-                                                int64_t cols) {
-  std::vector<std::vector<CommBlock>> out(rows.size());
-  for (size_t r = 0; r < rows.size(); ++r)
-    for (const CommBlock& b : rows[r]) out[r].push_back({b.offset * cols, b.count * cols});
-  return out;
-}
-
 template <class T>
 std::span<T> elements(Tensor t) {
   return {t.ptr<T>(), static_cast<size_t>(t.numel())};
@@ -48,7 +39,8 @@ AllToAllDispatcher::AllToAllDispatcher(Communicator& ep, ExpertPlacement placeme
       placement_(placement),
       token_ranks_(std::move(token_ranks)),
       two_level_(two_level),
-      wire_(wire) {
+      wire_(wire),
+      returned_(two_level == nullptr ? wire : DType::kF32) {
   MOE_CHECK(wire == DType::kF32 || wire == DType::kBF16, "all-to-all dispatcher: rows in ",
             dtype_name(wire));
   MOE_CHECK(token_ranks_.empty() || static_cast<int>(token_ranks_.size()) == ep.size(),
@@ -89,17 +81,21 @@ DispatchHandle AllToAllDispatcher::dispatch(Tensor x, std::shared_ptr<const Rout
     }
   for (int64_t i = 0; i < num_local; ++i) expert_offsets[i + 1] += expert_offsets[i];
 
-  if (two_level_ == nullptr) make_blocks(*plan, expert_offsets, *state);
-
-  // permute into slot order, exchange into the expert-major rows
-  const int64_t s_local = plan->num_slots();
-  Tensor slot_rows = scratch_a_.view({s_local, c});
-  ops::permute_rows(x, plan->token_of_slot, {}, slot_rows);
   std::shared_ptr<Buffer> storage = storage_.acquire();
   Tensor rows = storage->view({expert_offsets.back(), c});  // (S_recv, C)
-  to_experts(*state, slot_rows, rows);
   state->returned = returned_.acquire();
-  state->returned->resize(s_local * c);
+  if (two_level_ == nullptr) {
+    make_flat_layout(*plan, expert_offsets, *state);
+    send_to_experts(*plan, *state, x, {}, rows);
+    state->returned->resize(static_cast<int64_t>(state->token_of_far.size()) * c);
+  } else {
+    // permute into slot order, exchange into the expert-major rows
+    const int64_t s_local = plan->num_slots();
+    Tensor slot_rows = scratch_a_.view({s_local, c});
+    ops::permute_rows(x, plan->token_of_slot, {}, slot_rows);
+    to_experts(*state, slot_rows, rows);
+    state->returned->resize(s_local * c);
+  }
   return DispatchHandle(std::move(plan), std::move(storage), rows, std::move(expert_offsets),
                         placement_.first_local(), std::move(state));
 }
@@ -144,45 +140,6 @@ std::vector<int64_t> AllToAllDispatcher::receive_counts(const RoutingPlan& plan,
   return recv;
 }
 
-void AllToAllDispatcher::make_blocks(const RoutingPlan& plan,
-                                     std::span<const int64_t> expert_offsets,
-                                     AllToAllState& state) const {
-  const int ranks = ep_.size();
-  const int64_t num_local = placement_.num_local();
-  state.slot_blocks.assign(static_cast<size_t>(ranks), {});
-  for (int d = 0; d < ranks; ++d)
-    for (int64_t e = placement_.first(d); e < placement_.first(d + 1); ++e)
-      state.slot_blocks[d].push_back({plan.expert_offsets[e], plan.counts_after[e]});
-  // Local expert i's rows: source 0's first, then source 1's, ...
-  std::vector<int64_t> next(expert_offsets.begin(), expert_offsets.end() - 1);  // [E_local]
-  state.expert_blocks.assign(static_cast<size_t>(ranks), {});
-  for (int s = 0; s < ranks; ++s)
-    for (int64_t i = 0; i < num_local; ++i) {
-      const int64_t count = state.recv_counts[s * num_local + i];
-      state.expert_blocks[s].push_back({next[i], count});
-      next[i] += count;
-    }
-}
-
-void AllToAllDispatcher::exchange_blocks(Tensor src,
-                                         const std::vector<std::vector<CommBlock>>& from,
-                                         Tensor dst,
-                                         const std::vector<std::vector<CommBlock>>& to) {
-  const int64_t cols = src.cols();
-  const auto send_blocks = in_elements(from, cols), recv_blocks = in_elements(to, cols);
-  if (wire_ == DType::kF32) {
-    ep_.all_to_all_blocks<float>(elements<float>(src), send_blocks, elements<float>(dst),
-                                 recv_blocks);
-    return;
-  }
-  // bf16 on the wire: every row of dst is some block's, so it converts back whole.
-  Tensor src16 = wire_send_.view(src.shape), dst16 = wire_recv_.view(dst.shape);
-  ops::convert(src, src16);
-  ep_.all_to_all_blocks<bf16>(elements<bf16>(src16), send_blocks, elements<bf16>(dst16),
-                              recv_blocks);
-  ops::convert(dst16, dst);
-}
-
 void AllToAllDispatcher::exchange_two_level(const AllToAllState& state, Tensor src, Tensor dst,
                                             bool reverse) {
   check_plan_width(state, src.cols());
@@ -204,10 +161,6 @@ void AllToAllDispatcher::exchange_two_level(const AllToAllState& state, Tensor s
 
 void AllToAllDispatcher::to_experts(const AllToAllState& state, Tensor slot_rows,
                                     Tensor expert_rows) {
-  if (two_level_ == nullptr) {
-    exchange_blocks(slot_rows, state.slot_blocks, expert_rows, state.expert_blocks);
-    return;
-  }
   Tensor staged = scratch_b_.view(expert_rows.shape);  // (S_recv, C) source-major
   exchange_two_level(state, slot_rows, staged, /*reverse=*/false);
   regroup_rows(staged, expert_rows, state.recv_counts, ep_.size(), placement_.num_local(),
@@ -216,10 +169,6 @@ void AllToAllDispatcher::to_experts(const AllToAllState& state, Tensor slot_rows
 
 void AllToAllDispatcher::to_sources(const AllToAllState& state, Tensor expert_rows,
                                     Tensor slot_rows) {
-  if (two_level_ == nullptr) {
-    exchange_blocks(expert_rows, state.expert_blocks, slot_rows, state.slot_blocks);
-    return;
-  }
   Tensor staged = scratch_b_.view(expert_rows.shape);  // (S_recv, C) source-major
   regroup_rows(expert_rows, staged, state.recv_counts, ep_.size(), placement_.num_local(),
                /*to_expert_major=*/false);
@@ -231,6 +180,13 @@ void AllToAllDispatcher::combine(const DispatchHandle& handle, Tensor expert_out
   const AllToAllState& state = state_as<AllToAllState>(handle, kName);
   const int64_t c = expert_out.cols();
   check_combine(kName, handle, expert_out, y);
+  if (two_level_ == nullptr) {
+    const Tensor far = state.returned->view_of({static_cast<int64_t>(state.token_of_far.size()), c});
+    return_far_rows(state, expert_out, far);
+    // y_t = sum_k w_{t,k} row(t,k): this rank's rows where the experts wrote them
+    ops::combine_rows(ops::SplitRows{expert_out, far}, state.row_of_assignment, plan.weight, y);
+    return;
+  }
   const Tensor returned(state.returned->data(), {plan.num_slots(), c});  // (S, C) slot order
   to_sources(state, expert_out, returned);
   // y_t = sum_k w_{t,k} returned[slot(t,k)], dropped slots skipped
@@ -243,6 +199,10 @@ void AllToAllDispatcher::combine_backward(const DispatchHandle& handle, Tensor e
   const AllToAllState& state = state_as<AllToAllState>(handle, kName);
   const int64_t c = dy.cols();
   check_combine_backward(kName, handle, expert_out, dy, d_expert_out);
+  if (two_level_ == nullptr) {
+    flat_combine_backward(plan, state, expert_out, dy, d_expert_out, dweights);
+    return;
+  }
   Tensor d_slots = scratch_a_.view({plan.num_slots(), c});
   combine_backward_slots(plan, Tensor(state.returned->data(), d_slots.shape), dy, d_slots,
                          dweights);
@@ -255,6 +215,14 @@ void AllToAllDispatcher::dispatch_backward(const DispatchHandle& handle, Tensor 
   const AllToAllState& state = state_as<AllToAllState>(handle, kName);
   const int64_t c = dx.cols();
   check_dispatch_backward(kName, handle, d_rows, dx);
+  if (two_level_ == nullptr) {
+    const int64_t far_rows = static_cast<int64_t>(state.token_of_far.size());
+    const Tensor far = (wire_ == DType::kF32 ? scratch_a_ : wire_recv_).view({far_rows, c});
+    return_far_rows(state, d_rows, far);
+    // dx_t = sum_k row(t,k)
+    ops::combine_rows(ops::SplitRows{d_rows, far}, state.row_of_assignment, {}, dx);
+    return;
+  }
   Tensor d_slots = scratch_a_.view({plan.num_slots(), c});
   to_sources(state, d_rows, d_slots);
   // dx_t = sum_k d_slots[slot(t,k)]

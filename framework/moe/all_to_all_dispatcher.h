@@ -6,38 +6,46 @@
 //
 // Each rank routes its own N tokens over all E experts (plan slots are expert-major,
 // so the rows for ep rank d, the owner of experts [first(d), first(d) + count(d)), are
-// one contiguous block of the slot-ordered buffer). dispatch:
+// one contiguous range of slots). dispatch:
 //
-//   1. permute     x (N, C) -> slot order (S, C)               rows for rank 0 | 1 | ...
-//   2. counts      how many rows of each local expert every source sends [ep, E_local]:
+//   1. counts      how many rows of each local expert every source sends [ep, E_local]:
 //                  read from plan.group_counts_after when the MoE layer filled it (it
 //                  all-gathers the routing counts anyway), else one small all_to_all_v
 //                  (two-level: over the same two steps as the rows, so every rank also
 //                  learns the rows it forwards; with the group counts every rank knows
 //                  them already: TwoLevelPlan)
-//   3. exchange    flat: one message per (rank, expert) block (all_to_all_blocks), each
-//                  received straight into its place in the expert-major rows (S_recv, C):
-//                  local expert i gets the rows of source 0, then source 1, ... (the
-//                  global token order, so expert rows match the single-process layout
-//                  row for row). Two-level: all_to_all_v of the rows into source-major
-//                  order, then a regroup into the expert-major rows.
+//   2. flat:       the rows for other ranks are gathered from token order straight into
+//                  one packed send buffer (slot order less this rank's own experts; with
+//                  a bf16 wire converted in the same pass), this rank's own rows straight
+//                  from token order into their place in the expert-major rows (S_recv, C),
+//                  and the exchange (all_to_all_blocks, one message per (rank, expert)
+//                  block) receives every other source's rows into their place too: local
+//                  expert i gets the rows of source 0, then source 1, ... (the global
+//                  token order, so expert rows match the single-process layout row for
+//                  row). Each row is copied once before it travels, and a rank's own rows
+//                  do not travel at all.
+//      two-level:  permute x (N, C) into slot order (S, C), all_to_all_v of the rows into
+//                  source-major order, then a regroup into the expert-major rows.
 //
-// combine runs 3 backwards (flat: each (expert, source) block of the expert outputs
-// sent from where it lies, received into the handle's `returned` rows in slot order)
-// and then the local weighted sum; the backward passes mirror these. So the flat
-// dispatcher's local copies are the permute (the gather a single process does too) on
-// the sending side of dispatch and the weighted sum on the receiving side of combine;
-// nothing is staged. Dropped assignments never travel: capacity mode exchanges only
-// kept rows, so capacity and dropless differ only in the counts. Every exchange counts
-// its bytes in the communicator's stats.
+// combine runs the exchange backwards and then the weighted sum. Flat: the expert output
+// rows of other sources are sent from where they lie into the handle's `returned` rows
+// (packed like the send buffer, in the wire dtype, kept for combine_backward), and the
+// weighted sum y_t = sum_k w_{t,k} row(t,k) reads this rank's own rows where the experts
+// wrote them and the others where they arrived (ops::SplitRows; bf16 rows are widened
+// inside the sum), so no row is copied on the receiving side either. The sums run in the
+// order of the single-process layer (k = 0, 1, ... per token), so results do not depend
+// on ep. The backward passes mirror these: combine_backward packs w dy like dispatch packs
+// x, dispatch_backward sums like combine. Dropped assignments never travel: capacity mode
+// exchanges only kept rows, so capacity and dropless differ only in the counts. Every
+// exchange counts its bytes in the communicator's stats.
 //
 // Wire dtype (moe.a2a_dtype): with bf16 every row exchange carries bf16 (half the
-// bytes): the sender converts its rows (one pass), the receiver converts them back to
-// fp32 (one pass; this replaces the placement-free receive of fp32). The rows a combine
-// and a dispatch_backward send (expert outputs, expert input gradients) must already be
-// bf16 values, so that the wire changes nothing: the MoE layer rounds them on every
-// layout (framework/moe/moe_layer.h); the rows dispatch sends are rounded by the wire
-// where the experts round them anyway (mixed precision).
+// bytes). The rows a combine and a dispatch_backward send (expert outputs, expert input
+// gradients) must already be bf16 values, so that the wire changes nothing: the MoE layer
+// rounds them on every layout (framework/moe/moe_layer.h); the rows dispatch and
+// combine_backward send are rounded by the wire, this rank's own rows included (so
+// results do not depend on where an expert lives), where the experts round them anyway
+// (mixed precision).
 //
 // Only the four Dispatcher functions communicate. State between them travels in the
 // handle (AllToAllState); the dispatcher's scratch buffers are consumed within a call.
@@ -58,13 +66,25 @@ struct AllToAllState final : DispatchState {
   std::vector<int64_t> recv_rows;   // [ep] rows this rank received from each ep rank
   std::vector<int64_t> recv_counts; // [ep * E_local] rows of local expert i from source
                                     // s at s * E_local + i
-  // Flat only, in rows: slot_blocks[d] the slot-ordered rows of this rank's tokens for
-  // ep rank d, one block per expert of d; expert_blocks[s] where the rows of source s
-  // lie in the expert-major rows, one block per local expert.
-  std::vector<std::vector<CommBlock>> slot_blocks, expert_blocks;
+  // Flat only, in rows. Slots [near_begin, near_end) are this rank's own experts' (they
+  // stay here); the other slots, in slot order without that range, are the far rows
+  // (the packed send buffer of dispatch, `returned` of combine). far_blocks[d]: the far
+  // rows for ep rank d, one block per expert of d; expert_blocks[s]: where the rows of
+  // source s lie in the expert-major rows, one block per local expert (both empty for
+  // this rank); near_rows[i]: where this rank's own rows of local expert i lie in the
+  // expert-major rows, the rows of its slots near_slot[i], near_slot[i] + 1, ...
+  int64_t near_begin = 0, near_end = 0;
+  std::vector<std::vector<CommBlock>> far_blocks, expert_blocks;
+  std::vector<CommBlock> near_rows;
+  std::vector<int64_t> near_slot;
+  // [N*K] the row of each assignment in ops::SplitRows{expert-major rows (S_recv),
+  // far rows}; -1 dropped
+  std::vector<int32_t> row_of_assignment;
+  std::vector<int32_t> token_of_far;  // [S_far] the token of each far row
   TwoLevelPlan row_plan;            // two-level only: the row exchange, in elements
-  // (S, C) the experts' outputs for this rank's slots, in slot order: written by
-  // combine, read by combine_backward (dweights need them where the tokens live).
+  // The experts' outputs for this rank's slots, written by combine, read by
+  // combine_backward (dweights need them where the tokens live): flat, the far rows
+  // (S_far, C) in the wire dtype; two-level, every slot (S, C) in slot order.
   std::shared_ptr<Buffer> returned;
 };
 
@@ -87,13 +107,23 @@ class AllToAllDispatcher final : public Dispatcher {
   void dispatch_backward(const DispatchHandle& handle, Tensor d_rows, Tensor dx) override;
 
  private:
-  // slot-ordered rows (S, C) of this rank -> expert-major rows (S_recv, C) at the owners
+  // two-level: slot-ordered rows (S, C) of this rank -> expert-major rows (S_recv, C) at
+  // the owners, and back
   void to_experts(const AllToAllState& state, Tensor slot_rows, Tensor expert_rows);
-  // expert-major rows (S_recv, C) -> slot-ordered rows (S, C) back at the token's rank
   void to_sources(const AllToAllState& state, Tensor expert_rows, Tensor slot_rows);
-  // flat: the rows of src in blocks `from` into the blocks `to` of dst, in the wire dtype
-  void exchange_blocks(Tensor src, const std::vector<std::vector<CommBlock>>& from, Tensor dst,
-                       const std::vector<std::vector<CommBlock>>& to);
+  // flat (all_to_all_flat.cpp): scale_s token_rows[token_of_slot[s]] (scale empty: 1) into
+  // the expert-major rows (S_recv, C) at the owners, each row copied once from token order
+  void send_to_experts(const RoutingPlan& plan, const AllToAllState& state, Tensor token_rows,
+                       std::span<const float> scale, Tensor expert_rows);
+  // flat: the rows of other sources among expert_rows (S_recv, C) into far (S_far, C, the
+  // wire dtype) at their sources; the rows of this rank stay where they are
+  void return_far_rows(const AllToAllState& state, Tensor expert_rows, Tensor far);
+  // flat: combine_backward (dweights from the rows where they lie, w dy sent like x)
+  void flat_combine_backward(const RoutingPlan& plan, const AllToAllState& state,
+                             Tensor expert_out, Tensor dy, Tensor d_expert_out, float* dweights);
+  // flat: the far row layout of the plan (AllToAllState's flat fields)
+  void make_flat_layout(const RoutingPlan& plan, std::span<const int64_t> expert_offsets,
+                        AllToAllState& state) const;
   // two-level: the row exchange of the plan (reverse: back), in the wire dtype
   void exchange_two_level(const AllToAllState& state, Tensor src, Tensor dst, bool reverse);
 
@@ -102,9 +132,6 @@ class AllToAllDispatcher final : public Dispatcher {
   std::vector<int64_t> receive_counts(const RoutingPlan& plan,
                                       const std::vector<int64_t>& send_counts,
                                       AllToAllState& state, int64_t cols);
-  // state.slot_blocks and state.expert_blocks of the flat exchange
-  void make_blocks(const RoutingPlan& plan, std::span<const int64_t> expert_offsets,
-                   AllToAllState& state) const;
 
   Communicator& ep_;
   ExpertPlacement placement_;
@@ -112,10 +139,11 @@ class AllToAllDispatcher final : public Dispatcher {
   TwoLevelAllToAll* two_level_;   // null: flat
   DType wire_;
   RowStoragePool storage_;   // handle rows
-  RowStoragePool returned_;  // AllToAllState::returned
+  RowStoragePool returned_;  // AllToAllState::returned (flat: in the wire dtype)
   Buffer scratch_a_, scratch_b_;  // per-call staging, (max(S, S_recv), C)
   // bf16 wire: the rows as sent and as received, per call
   Buffer wire_send_{Device::kCpu, DType::kBF16}, wire_recv_{Device::kCpu, DType::kBF16};
+  Buffer far_send_;  // flat, fp32 wire: the packed far rows of a send, (S_far, C)
 };
 
 }  // namespace moe

@@ -75,7 +75,7 @@ std::shared_ptr<Buffer> RowStoragePool::acquire() {
   // A buffer only the pool still owns has no live handle: its rows are free to reuse.
   for (const auto& storage : pool_)
     if (storage.use_count() == 1) return storage;
-  return pool_.emplace_back(std::make_shared<Buffer>());
+  return pool_.emplace_back(std::make_shared<Buffer>(Device::kCpu, dtype_));
 }
 
 void LocalDispatcher::combine(const DispatchHandle& handle, Tensor expert_out, Tensor y) {

@@ -97,10 +97,13 @@ class Dispatcher {
 // layer plus one.
 class RowStoragePool {
  public:
+  // Buffers of `dtype` (host memory).
+  explicit RowStoragePool(DType dtype = DType::kF32) : dtype_(dtype) {}
   // A buffer no live handle owns, else a new one.
   std::shared_ptr<Buffer> acquire();
 
  private:
+  DType dtype_;
   std::vector<std::shared_ptr<Buffer>> pool_;
 };
 

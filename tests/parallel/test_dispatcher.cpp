@@ -5,7 +5,8 @@
 //     and combine_backward -> dispatch_backward returns the gradient;
 //   - with per-expert functions, combine outputs, dx and dweights equal the local
 //     dispatcher's on the same plan exactly, dropless and with dropped assignments,
-//     with expert counts that ep divides and that it does not (7 experts);
+//     with expert counts that ep divides and that it does not (7 experts), and with
+//     experts that get no rows;
 //   - each expert's rows arrive grouped by source rank in token order;
 //   - every exchange is counted in the communicator's stats;
 //   - with the plan's group counts no counts exchange takes place;
@@ -234,6 +235,13 @@ TEST(AllToAllDispatcher, SameAsLocalDropless) { expect_same_as_local(40, 8, 2, -
 TEST(AllToAllDispatcher, SameAsLocalWithDrops) { expect_same_as_local(40, 8, 2, 6); }
 TEST(AllToAllDispatcher, SameAsLocalUnevenExperts) { expect_same_as_local(33, 7, 3, -1); }
 TEST(AllToAllDispatcher, SameAsLocalTop1) { expect_same_as_local(25, 5, 1, 4); }
+// Few tokens over many experts: most experts get no rows, among them ones just before
+// and just after each rank's own experts (their empty blocks sit at the edges of the
+// rows that stay on the rank).
+TEST(AllToAllDispatcher, SameAsLocalWithExpertsNobodyChose) {
+  expect_same_as_local(3, 8, 1, -1);
+  expect_same_as_local(2, 7, 2, -1);
+}
 
 TEST(AllToAllDispatcher, DispatchCombineReturnsInputAndGradient) {
   MpiCommunicator ep(test::mpi_env().world());
