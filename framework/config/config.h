@@ -294,6 +294,9 @@ struct ParallelConfig {
   // per rank and MoE layer
   ExpertSharding expert_sharding = ExpertSharding::kNone;
   int materialize_slots = 2;
+  // fssdp: every reshard_interval steps the owners of each MoE layer's experts are
+  // re-planned from the loads of those steps (0 = never: the even blocks stay)
+  int reshard_interval = 0;
 };
 
 struct Config {

@@ -433,6 +433,9 @@ std::vector<OptionDef> parallel_options() {
            "state), replicas of busy experts materialised where tokens are (parallel.ep = 1)"),
     option(&C::parallel, &ParallelConfig::materialize_slots, "parallel.materialize_slots",
            "fssdp: expert replicas a rank may materialise per MoE layer and step (0 to 1024)"),
+    option(&C::parallel, &ParallelConfig::reshard_interval, "parallel.reshard_interval",
+           "fssdp: every this many steps re-plan each MoE layer's expert owners from the "
+           "loads of those steps, moving weights and AdamW moments (>= 0; 0 = never)"),
   };
 }
 

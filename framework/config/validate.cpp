@@ -169,6 +169,10 @@ void validate_expert_sharding(const Config& c) {
   const ParallelConfig& p = c.parallel;
   require_non_negative("parallel.materialize_slots", p.materialize_slots);
   require_at_most("parallel.materialize_slots", p.materialize_slots, 1024);
+  require_non_negative("parallel.reshard_interval", p.reshard_interval);
+  MOE_USER_CHECK(p.reshard_interval == 0 || p.expert_sharding == ExpertSharding::kFssdp,
+                 "parallel.reshard_interval: ", p.reshard_interval, " needs "
+                 "parallel.expert_sharding = fssdp (it re-plans the owners of sharded experts)");
   if (p.expert_sharding != ExpertSharding::kFssdp) return;
   const char* with = " with parallel.expert_sharding = fssdp";
   MOE_USER_CHECK(p.ep == 1, "parallel.ep: ", p.ep, with, ", which shards the experts over "

@@ -31,14 +31,20 @@ DispatchHandle FssdpDispatcher::dispatch(Tensor x, std::shared_ptr<const Routing
   check_rows(kName, "dispatch input", x, plan->num_tokens, c);
   MOE_CHECK(plan->num_experts == experts, "fssdp dispatcher: plan over ", plan->num_experts,
             " experts, placement over ", experts);
+  MOE_CHECK(plan->owner_bounds.empty() ||
+                plan->owner_bounds.size() == static_cast<size_t>(ranks) + 1,
+            "fssdp dispatcher: owners of ", plan->owner_bounds.size(), " bounds over ", ranks,
+            " ranks");
   const std::vector<int64_t> counts = gathered_counts(*plan);  // [R * E]
+  ExpertPlacement owners = placement_;  // the layer's owners: as built, or re-planned
+  if (!plan->owner_bounds.empty()) owners.bounds = plan->owner_bounds;
   auto state = std::make_shared<FssdpState>();
-  Holders holders = plan_holders(counts, placement_, slots_);
+  Holders holders = plan_holders(counts, owners, slots_);
   // Send order: per destination d, its experts in its compute order, this rank's rows of
   // each (the chunk split_rows gives d, after the chunks of the holders before d).
   state->send_rows.assign(static_cast<size_t>(ranks), 0);
   for (int d = 0; d < ranks; ++d)
-    for (int64_t e : computed_experts(holders, placement_, d)) {
+    for (int64_t e : computed_experts(holders, owners, d)) {
       const int64_t n = counts[me * experts + e];
       int64_t start = plan->expert_offsets[e];
       for (int h : holders[e]) {
@@ -55,7 +61,7 @@ DispatchHandle FssdpDispatcher::dispatch(Tensor x, std::shared_ptr<const Routing
   for (size_t i = 0; i < state->send_slot.size(); ++i)
     state->slot_pos[state->send_slot[i]] = static_cast<int32_t>(i);
   // Receive side: every source's chunk of every expert this rank computes.
-  const std::vector<int64_t> mine = computed_experts(holders, placement_, me);
+  const std::vector<int64_t> mine = computed_experts(holders, owners, me);
   state->num_local = static_cast<int64_t>(mine.size());
   state->recv_counts.assign(static_cast<size_t>(ranks) * mine.size(), 0);
   state->recv_rows.assign(static_cast<size_t>(ranks), 0);
@@ -69,7 +75,7 @@ DispatchHandle FssdpDispatcher::dispatch(Tensor x, std::shared_ptr<const Routing
     }
   for (size_t i = 0; i < mine.size(); ++i) expert_offsets[i + 1] += expert_offsets[i];
   state->items.owner.resize(static_cast<size_t>(experts));
-  for (int64_t e = 0; e < experts; ++e) state->items.owner[e] = placement_.owner(e);
+  for (int64_t e = 0; e < experts; ++e) state->items.owner[e] = owners.owner(e);
   state->items.holders = std::move(holders);
 
   std::vector<int32_t> send_token(state->send_slot.size());
@@ -83,7 +89,7 @@ DispatchHandle FssdpDispatcher::dispatch(Tensor x, std::shared_ptr<const Routing
   state->returned = returned_.acquire();
   state->returned->resize(plan->num_slots() * c);
   return DispatchHandle(std::move(plan), std::move(storage), rows, std::move(expert_offsets),
-                        placement_.first_local(), std::move(state));
+                        owners.first_local(), std::move(state));
 }
 
 void FssdpDispatcher::to_experts(const FssdpState& state, Tensor send_order,

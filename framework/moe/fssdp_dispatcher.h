@@ -1,7 +1,8 @@
 #pragma once
 // FssdpDispatcher: the rows of sharded sparse experts (parallel.expert_sharding = fssdp;
 // docs/parallelism.md). The experts are owned in contiguous blocks over the group (the
-// dp ranks: `placement`), and each step every rank derives from the gathered row
+// dp ranks: `placement`, or the layer's re-planned blocks, RoutingPlan::owner_bounds,
+// with parallel.reshard_interval), and each step every rank derives from the gathered row
 // counts the same holders of every expert (fssdp_plan.h: owners plus replicas of the
 // busy experts) and the same split of every source's rows over them. One all_to_all_v
 // then moves each kept row to its holder, where the local experts are the owned block

@@ -18,6 +18,7 @@
 #include "framework/optim/adamw.h"
 #include "framework/optim/clip.h"
 #include "framework/optim/lr_schedule.h"
+#include "framework/train/expert_ownership.h"
 #include "framework/train/memory_record.h"
 #include "framework/train/metrics.h"
 #include "framework/moe/moe_factory.h"
@@ -48,6 +49,7 @@ struct Trainer::State {
   std::vector<std::string> notes;
   std::unique_ptr<MoeStack> moe;  // dispatchers and the runtime the MoE layers share
   std::unique_ptr<Model> model;  // the family of model.family, with its data
+  std::unique_ptr<ExpertOwnership> ownership;  // fssdp with parallel.reshard_interval
   int64_t tokens_per_sample = 0;  // sequence positions of one sample (the family's)
   std::unique_ptr<GradSync> grad_sync;
   std::unique_ptr<AdamW> optimizer;
@@ -194,6 +196,10 @@ void Trainer::build_model() {
   // The model opens and validates the data: a bad file is reported alone, before any
   // progress output.
   s_->model = family.make_model(c, s_->store, s_->moe->runtime());
+  if (c.parallel.reshard_interval > 0)  // its state buffers join the checkpoints
+    s_->ownership = std::make_unique<ExpertOwnership>(
+        s_->store, s_->model->network().moe_layers(), *s_->moe->sparse_group(),
+        c.parallel.reshard_interval);
 }
 
 Trainer::~Trainer() = default;
@@ -201,7 +207,8 @@ Trainer::~Trainer() = default;
 std::vector<NamedBuffer> Trainer::model_buffers() {
   // the layers' state buffers (router biases), equal on every rank: global loads
   std::vector<NamedBuffer> buffers;
-  for (StateBuffer& b : s_->store.buffers()) buffers.push_back({b.name, b.values()});
+  for (StateBuffer& b : s_->store.buffers())
+    buffers.push_back({b.name, b.values(), b.optional});
   return buffers;
 }
 
@@ -210,6 +217,10 @@ void Trainer::restore_checkpoint() {
                                                     *s_->optimizer, model_buffers(), log_);
   if (const std::optional<TrainerState> state = s_->checkpointer->restore())
     s_->start_step = state->step;
+  // fssdp re-sharding: the blocks were read as the even ones; the checkpoint's owners
+  if (s_->ownership) s_->ownership->restore(*s_->optimizer, *s_->grad_sync, *s_->checkpointer);
+  if (s_->ownership && s_->start_step > 0)
+    log_.info("expert owners of the checkpoint (experts per rank) ", s_->ownership->describe());
   // parallel.shard_optimizer: the state was read whole (checkpoints are logical); this
   // rank keeps its slices
   s_->grad_sync->slice_state(*s_->optimizer);
@@ -375,6 +386,11 @@ Trainer::StepResult Trainer::train_step(int64_t step, IntervalTimes& times) {
   if (c.moe.bias_balance)
     for (MoELayer* layer : model.network().moe_layers())
       layer->update_bias(layer->load_stats().assigned.data());
+  // every reshard_interval steps: the owners from the window's loads
+  if (s_->ownership &&
+      s_->ownership->after_step(step + 1, *s_->optimizer, *s_->grad_sync, *s_->checkpointer))
+    log_.info("step ", step + 1, ": expert owners moved (experts per rank) ",
+              s_->ownership->describe());
   return result;
 }
 
@@ -548,6 +564,9 @@ nlohmann::json Trainer::run() {
                        {"skipped_steps", s_->guard->skipped()},
                        {"memory", memory_record(s_->store, *s_->optimizer, *s_->groups.world)},
                        {"seconds", run_clock.seconds()}});
+  if (s_->ownership)
+    final_record["ownership"] = {{"replans", s_->ownership->replans()},
+                                 {"moves", s_->ownership->moves()}};
   if (const std::optional<DispatcherChoice>& a = s_->moe->auto_choice())
     final_record["dispatcher_choice"] = {{"dispatcher", enum_name(a->chosen)},
                                          {"predicted_flat_ms", a->flat_seconds * 1e3},

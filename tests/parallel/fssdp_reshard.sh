@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# mpi-ranks: 2 4
+# Re-planned owners of sharded sparse experts (parallel.reshard_interval,
+# docs/parallelism.md): every 4 steps each MoE layer's owners are planned again from the
+# loads of those steps, and the experts whose owner changes move with their weights and
+# AdamW moments. The tiny MoE-LM (8 experts) trained 20 steps with it at dp 2 and 4 logs
+# the one-process losses at every step (relative 1e-5), the steps right after a
+# re-shard (5, 9, 13, 17) included, and ends with the same weights;
+#   - owners moved (the final record's ownership.moves > 0);
+#   - checkpoints stay logical across a re-shard: the dp-4 run resumed from its step-10
+#     checkpoint (written after the re-shards of steps 4 and 8) is bit-identical, and the
+#     checkpoint continues on one process and on plain dp 2 x ep 2 like the one-process
+#     run; a checkpoint without ownership state (the one-process run's) starts the even
+#     blocks and continues at dp 4 with re-sharding;
+#   - reshard_interval without fssdp, or negative, is one line, exit 2.
+set -euo pipefail
+BUILD_DIR=$1 SOURCE_DIR=$2
+source "$SOURCE_DIR/tests/e2e/lib.bash"
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+ensure_shards "$tmp"
+cd "$SOURCE_DIR"
+common=(--config configs/moe_gpt_tiny.ini --data.train_path="$SHARDS/fortunes_train.tok"
+        --data.val_path="$SHARDS/fortunes_val.tok" --moe.num_experts=8 --optim.lr=0.001
+        --moe.bias_balance=true --train.steps=20 --train.log_interval=1
+        --train.eval_interval=10 --train.eval_batches=2 --train.threads=1
+        --train.peak_gflops=1 --checkpoint.interval=10)
+reshard=(--parallel.expert_sharding=fssdp --parallel.materialize_slots=2
+         --parallel.reshard_interval=4)
+# the ownership state buffers are the re-sharding runs' own (model.h5 keeps them)
+state=(--optional-buffer=.owner_load --optional-buffer=.window_load)
+# moves DIR: the final record's ownership.moves
+moves() {
+  /usr/bin/python3 -c 'import json, sys
+print(next(json.loads(l) for l in open(sys.argv[1]) if l.startswith("{"))["ownership"]["moves"])' "$1.final"
+}
+expect_error() {  # expect_error MESSAGE -- ARGS...: exit 2 at start-up, naming it
+  local want=$1; shift 2
+  local status=0
+  "$SOURCE_DIR/launch/mpirun.sh" -np 2 "$BUILD_DIR/moe-train" "${common[@]}" "$@" \
+    --parallel.dp=2 --run.dir="$tmp/bad" </dev/null >/dev/null 2>"$tmp/err" || status=$?
+  [[ $status == 2 ]] || { cat "$tmp/err"; fail "exit status $status, expected 2 ($want)"; }
+  grep -q -- "$want" "$tmp/err" || { cat "$tmp/err"; fail "no '$want' in the error"; }
+  [[ ! -e $tmp/bad ]] || fail "run.dir written despite the error ($want)"
+}
+
+train_dp_ep 1 1 "$tmp/one"
+for dp in 2 4; do
+  train_dp_ep "$dp" 1 "$tmp/r$dp" "${reshard[@]}"
+  compare "$tmp/one" "$tmp/r$dp" "fssdp + reshard_interval at dp $dp" --rtol 1e-5 --weights \
+    "${state[@]}"
+  grep "expert owners moved" "$tmp/err" | head -3
+  n=$(moves "$tmp/r$dp")
+  echo "dp $dp: owners moved $n times (layer re-plans that changed the owners)"
+  [[ $n -gt 0 ]] || fail "dp $dp: no re-shard moved any owner"
+done
+
+ckpt=$tmp/r4/checkpoints/step_00000010.h5
+# the dp-4 run's log: the checkpoint comes after a re-shard that moved owners
+grep -qE "step [48]: expert owners moved" "$tmp/err" || fail "dp 4: no move before step 10"
+train_dp_ep 4 1 "$tmp/resume" "${reshard[@]}" --run.resume="$ckpt"
+compare "$tmp/r4" "$tmp/resume" "re-sharded dp 4 resumed at step 10" --from 10 --weights \
+  "${state[@]}"
+train_dp_ep 1 1 "$tmp/to_one" --run.resume="$ckpt"
+compare "$tmp/one" "$tmp/to_one" "re-sharded checkpoint on one process" --from 10 \
+  --rtol 1e-5 --weights "${state[@]}"
+train_dp_ep 2 2 "$tmp/to_ep" --run.resume="$ckpt"
+compare "$tmp/one" "$tmp/to_ep" "re-sharded checkpoint on dp 2 x ep 2" --from 10 \
+  --rtol 1e-5 --weights "${state[@]}"
+train_dp_ep 4 1 "$tmp/from_one" "${reshard[@]}" \
+  --run.resume="$tmp/one/checkpoints/step_00000010.h5"
+compare "$tmp/one" "$tmp/from_one" "one-process checkpoint at dp 4 with re-sharding" \
+  --from 10 --rtol 1e-5 --weights "${state[@]}"
+
+expect_error "parallel.reshard_interval: 4 needs parallel.expert_sharding = fssdp" -- \
+  --parallel.reshard_interval=4
+expect_error "parallel.reshard_interval" -- --parallel.expert_sharding=fssdp \
+  --parallel.reshard_interval=-1
+echo PASS
