@@ -141,6 +141,13 @@ void GroupedExperts::materialize(SparseItems items, Communicator& group) {
   }
 }
 
+int64_t GroupedExperts::replica_bytes() const {
+  int64_t floats = 0;  // every copy less the owned block at its front
+  for (const std::vector<Buffer>* copies : {&copies_, &copy_grads_})
+    for (const Buffer& b : *copies) floats += b.size() - num_local_ * items_.item;
+  return floats * int64_t{sizeof(float)};
+}
+
 void GroupedExperts::return_gradients() {
   MOE_CHECK(group_ != nullptr, "experts ", w_up_.spec.name, ": gradients without materialize");
   const std::vector<Param*> ps = params();

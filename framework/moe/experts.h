@@ -72,6 +72,9 @@ class GroupedExperts {
   void materialize(SparseItems items, Communicator& group);
   // fssdp only, after backward: the compute copies' gradients into the owners'. Collective.
   void return_gradients();
+  // fssdp: bytes of the replicas' values and gradients in the compute copies as now
+  // allocated (from materialize to return_gradients; 0 between steps).
+  int64_t replica_bytes() const;
   // fssdp with re-planned owners (parallel.reshard_interval): this rank now owns
   // `owners`' block; the parameters were moved there already (expert_ownership.h).
   void set_owners(const ExpertPlacement& owners);

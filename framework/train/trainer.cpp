@@ -58,6 +58,7 @@ struct Trainer::State {
   std::unique_ptr<StepGuard> guard;   // non-finite steps and stop signals, agreed per step
   StopSignals stop_signals;           // SIGTERM / SIGINT finish the step, then stop
   int64_t total_params = 0;           // the model's, logical (every rank's share summed)
+  int64_t replica_peak = 0;  // fssdp: most bytes of materialised replicas after a forward
   int64_t start_step = 0;  // steps already taken: > 0 when resumed
   LrSchedule schedule;
   MetricsWriter metrics;
@@ -351,6 +352,8 @@ Trainer::StepResult Trainer::train_step(int64_t step, IntervalTimes& times) {
     ScopedTimer timer(times.forward);
     result.loss = model.forward();
   }
+  if (s_->moe->sparse_group())  // every layer's replicas are held now, until its backward
+    s_->replica_peak = std::max(s_->replica_peak, replica_bytes(model.network().moe_layers()));
   {
     ScopedTimer timer(times.backward);
     model.backward();
@@ -562,7 +565,8 @@ nlohmann::json Trainer::run() {
                        {"dispatcher", enum_name(s_->moe->dispatcher_kind())},
                        {"precision", enum_name(c.train.precision)},
                        {"skipped_steps", s_->guard->skipped()},
-                       {"memory", memory_record(s_->store, *s_->optimizer, *s_->groups.world)},
+                       {"memory", memory_record(s_->store, *s_->optimizer, s_->replica_peak,
+                                                   *s_->groups.world)},
                        {"seconds", run_clock.seconds()}});
   if (s_->ownership)
     final_record["ownership"] = {{"replans", s_->ownership->replans()},

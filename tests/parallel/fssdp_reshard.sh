@@ -7,6 +7,9 @@
 # the one-process losses at every step (relative 1e-5), the steps right after a
 # re-shard (5, 9, 13, 17) included, and ends with the same weights;
 #   - owners moved (the final record's ownership.moves > 0);
+#   - the memory record counts the replicas: at dp 4 every rank's peak is a whole number of
+#     experts (3 weights of 32 x 32 floats, values and gradients: 24,576 bytes each) within
+#     the 2 slots of the one MoE layer, and some rank used one;
 #   - checkpoints stay logical across a re-shard: the dp-4 run resumed from its step-10
 #     checkpoint (written after the re-shards of steps 4 and 8) is bit-identical, and the
 #     checkpoint continues on one process and on plain dp 2 x ep 2 like the one-process
@@ -54,6 +57,15 @@ for dp in 2 4; do
   [[ $n -gt 0 ]] || fail "dp $dp: no re-shard moved any owner"
 done
 
+/usr/bin/python3 - "$tmp/r4.final" <<'PY' || fail "replica bytes"
+import json, sys
+final = next(json.loads(l) for l in open(sys.argv[1]) if l.startswith("{"))
+got = final["memory"]["replica_bytes"]
+per_expert = 3 * 32 * 32 * 2 * 4
+print(f"replica bytes per rank at dp 4 (peak): {got}")
+assert all(b % per_expert == 0 and b <= 2 * per_expert for b in got), got
+assert max(got) > 0, got
+PY
 ckpt=$tmp/r4/checkpoints/step_00000010.h5
 # the dp-4 run's log: the checkpoint comes after a re-shard that moved owners
 grep -qE "step [48]: expert owners moved" "$tmp/err" || fail "dp 4: no move before step 10"
