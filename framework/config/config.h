@@ -297,6 +297,9 @@ struct ParallelConfig {
   // fssdp: every reshard_interval steps the owners of each MoE layer's experts are
   // re-planned from the loads of those steps (0 = never: the even blocks stay)
   int reshard_interval = 0;
+  // fssdp: steps of row counts the replica plan reads, this step's included (1: this
+  // step's only)
+  int load_window = 1;
 };
 
 struct Config {

@@ -436,6 +436,9 @@ std::vector<OptionDef> parallel_options() {
     option(&C::parallel, &ParallelConfig::reshard_interval, "parallel.reshard_interval",
            "fssdp: every this many steps re-plan each MoE layer's expert owners from the "
            "loads of those steps, moving weights and AdamW moments (>= 0; 0 = never)"),
+    option(&C::parallel, &ParallelConfig::load_window, "parallel.load_window",
+           "fssdp: steps of row counts the replica plan reads, this step's router output "
+           "included (1 to 1024; 1 = this step only)"),
   };
 }
 

@@ -173,6 +173,10 @@ void validate_expert_sharding(const Config& c) {
   MOE_USER_CHECK(p.reshard_interval == 0 || p.expert_sharding == ExpertSharding::kFssdp,
                  "parallel.reshard_interval: ", p.reshard_interval, " needs "
                  "parallel.expert_sharding = fssdp (it re-plans the owners of sharded experts)");
+  require_size("parallel.load_window", p.load_window, 1024);
+  MOE_USER_CHECK(p.load_window == 1 || p.expert_sharding == ExpertSharding::kFssdp,
+                 "parallel.load_window: ", p.load_window, " needs parallel.expert_sharding = "
+                 "fssdp (it is the history of its replica plan)");
   if (p.expert_sharding != ExpertSharding::kFssdp) return;
   const char* with = " with parallel.expert_sharding = fssdp";
   MOE_USER_CHECK(p.ep == 1, "parallel.ep: ", p.ep, with, ", which shards the experts over "

@@ -39,7 +39,11 @@ DispatchHandle FssdpDispatcher::dispatch(Tensor x, std::shared_ptr<const Routing
   ExpertPlacement owners = placement_;  // the layer's owners: as built, or re-planned
   if (!plan->owner_bounds.empty()) owners.bounds = plan->owner_bounds;
   auto state = std::make_shared<FssdpState>();
-  Holders holders = plan_holders(counts, owners, slots_);
+  // the replicas follow the load window when there is one; the rows follow this step
+  MOE_CHECK(plan->window_counts.empty() || plan->window_counts.size() == counts.size(),
+            "fssdp dispatcher: a load window of ", plan->window_counts.size(), " counts");
+  Holders holders =
+      plan_holders(plan->window_counts.empty() ? counts : plan->window_counts, owners, slots_);
   // Send order: per destination d, its experts in its compute order, this rank's rows of
   // each (the chunk split_rows gives d, after the chunks of the holders before d).
   state->send_rows.assign(static_cast<size_t>(ranks), 0);

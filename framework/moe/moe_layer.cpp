@@ -90,6 +90,7 @@ Tensor MoELayer::forward(Tensor u) {
   const int64_t capacity = expert_capacity(config_.capacity_factor, global_tokens_, k, e);
   RoutingPlan routing = plan_global_batch(r, n, capacity, ahead);
   routing.owner_bounds = experts_.owner_bounds();  // fssdp: the layer's re-planned owners
+  if (window_) routing.window_counts = window_->with(routing);
   auto plan = std::make_shared<const RoutingPlan>(std::move(routing));
   compute_losses(r.experts, n);
   compute_stats(capacity);

@@ -7,6 +7,8 @@
 # the one-process losses at every step (relative 1e-5), the steps right after a
 # re-shard (5, 9, 13, 17) included, and ends with the same weights;
 #   - owners moved (the final record's ownership.moves > 0);
+#   - dp 4 reads a load window of 3 steps for its replica plan (parallel.load_window), and
+#     its busiest rank's rows differ from the plan of the step's counts alone;
 #   - the memory record counts the replicas: at dp 4 every rank's peak is a whole number of
 #     experts (3 weights of 32 x 32 floats, values and gradients: 24,576 bytes each) within
 #     the 2 slots of the one MoE layer, and some rank used one;
@@ -15,7 +17,7 @@
 #     checkpoint continues on one process and on plain dp 2 x ep 2 like the one-process
 #     run; a checkpoint without ownership state (the one-process run's) starts the even
 #     blocks and continues at dp 4 with re-sharding;
-#   - reshard_interval without fssdp, or negative, is one line, exit 2.
+#   - reshard_interval or load_window without fssdp, or out of range, is one line, exit 2.
 set -euo pipefail
 BUILD_DIR=$1 SOURCE_DIR=$2
 source "$SOURCE_DIR/tests/e2e/lib.bash"
@@ -30,7 +32,8 @@ common=(--config configs/moe_gpt_tiny.ini --data.train_path="$SHARDS/fortunes_tr
 reshard=(--parallel.expert_sharding=fssdp --parallel.materialize_slots=2
          --parallel.reshard_interval=4)
 # the ownership state buffers are the re-sharding runs' own (model.h5 keeps them)
-state=(--optional-buffer=.owner_load --optional-buffer=.window_load)
+state=(--optional-buffer=.owner_load --optional-buffer=.window_load
+       --optional-buffer=_w3_r4)
 # moves DIR: the final record's ownership.moves
 moves() {
   /usr/bin/python3 -c 'import json, sys
@@ -47,16 +50,32 @@ expect_error() {  # expect_error MESSAGE -- ARGS...: exit 2 at start-up, naming 
 }
 
 train_dp_ep 1 1 "$tmp/one"
+# dp 4 also reads a load window of 3 steps (parallel.load_window) for its replicas
 for dp in 2 4; do
-  train_dp_ep "$dp" 1 "$tmp/r$dp" "${reshard[@]}"
+  window=(); [[ $dp == 4 ]] && window=(--parallel.load_window=3)
+  train_dp_ep "$dp" 1 "$tmp/r$dp" "${reshard[@]}" "${window[@]}"
   compare "$tmp/one" "$tmp/r$dp" "fssdp + reshard_interval at dp $dp" --rtol 1e-5 --weights \
     "${state[@]}"
-  grep "expert owners moved" "$tmp/err" | head -3
+  cp "$tmp/err" "$tmp/r$dp.err"
+  grep "expert owners moved" "$tmp/r$dp.err" | head -3
   n=$(moves "$tmp/r$dp")
   echo "dp $dp: owners moved $n times (layer re-plans that changed the owners)"
   [[ $n -gt 0 ]] || fail "dp $dp: no re-shard moved any owner"
 done
 
+# the window changes the replica plan: without it dp 4 computes other rows per rank
+train_dp_ep 4 1 "$tmp/r4now" "${reshard[@]}"
+/usr/bin/python3 - "$tmp/r4/metrics.jsonl" "$tmp/r4now/metrics.jsonl" <<'PY' || fail "window"
+import json, sys
+def busiest(path):
+    return [e["rank_rows_max"] for r in map(json.loads, open(path)) if "loss" in r
+            for e in r["experts"]]
+window, now = busiest(sys.argv[1]), busiest(sys.argv[2])
+steps = sum(a != b for a, b in zip(window, now))
+print(f"load window 3 vs this step's counts: busiest rank's rows differ at {steps} of "
+      f"{len(now)} steps")
+assert steps > 0, "the load window did not change the replica plan"
+PY
 /usr/bin/python3 - "$tmp/r4.final" <<'PY' || fail "replica bytes"
 import json, sys
 final = next(json.loads(l) for l in open(sys.argv[1]) if l.startswith("{"))
@@ -67,9 +86,10 @@ assert all(b % per_expert == 0 and b <= 2 * per_expert for b in got), got
 assert max(got) > 0, got
 PY
 ckpt=$tmp/r4/checkpoints/step_00000010.h5
-# the dp-4 run's log: the checkpoint comes after a re-shard that moved owners
-grep -qE "step [48]: expert owners moved" "$tmp/err" || fail "dp 4: no move before step 10"
-train_dp_ep 4 1 "$tmp/resume" "${reshard[@]}" --run.resume="$ckpt"
+# the checkpoint comes after a re-shard that moved owners
+grep -qE "step [48]: expert owners moved" "$tmp/r4.err" || fail "dp 4: no move before step 10"
+train_dp_ep 4 1 "$tmp/resume" "${reshard[@]}" --parallel.load_window=3 \
+  --run.resume="$ckpt"
 compare "$tmp/r4" "$tmp/resume" "re-sharded dp 4 resumed at step 10" --from 10 --weights \
   "${state[@]}"
 train_dp_ep 1 1 "$tmp/to_one" --run.resume="$ckpt"
@@ -87,4 +107,8 @@ expect_error "parallel.reshard_interval: 4 needs parallel.expert_sharding = fssd
   --parallel.reshard_interval=4
 expect_error "parallel.reshard_interval" -- --parallel.expert_sharding=fssdp \
   --parallel.reshard_interval=-1
+expect_error "parallel.load_window: 3 needs parallel.expert_sharding = fssdp" -- \
+  --parallel.load_window=3
+expect_error "parallel.load_window: 0 must be > 0" -- --parallel.expert_sharding=fssdp \
+  --parallel.load_window=0
 echo PASS

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "framework/moe/fssdp_plan.h"
+#include "framework/moe/load_window.h"
 #include "framework/moe/ownership_plan.h"
 
 namespace moe {
@@ -56,6 +57,28 @@ TEST(OwnershipPlan, UnevenBlocksPlaceAndPlanReplicas) {
   // one slot per rank: the hot expert 0 gains replicas on the idle ranks
   const Holders spread = plan_holders(counts, p, 1);
   EXPECT_GT(spread[0].size(), 1u);
+}
+
+TEST(LoadWindow, SumsThisStepAndTheLastStepsBefore) {
+  ParamStore store;
+  LoadWindow window(store, "layers.1.moe.experts", 3, 2, 2);  // W 3, R 2, E 2
+  ASSERT_EQ(store.buffers().size(), 1u);
+  EXPECT_EQ(store.buffers()[0].name, "layers.1.moe.experts.load_history_w3_r2");
+  EXPECT_TRUE(store.buffers()[0].optional);
+  RoutingPlan step;
+  auto counts = [&](std::vector<int64_t> c) {
+    step.group_counts_after = std::move(c);
+    return step;
+  };
+  // an empty window: this step alone
+  EXPECT_EQ(window.with(counts({1, 2, 3, 4})), (std::vector<int64_t>{1, 2, 3, 4}));
+  window.push(counts({1, 2, 3, 4}));
+  window.push(counts({10, 20, 30, 40}));
+  EXPECT_EQ(window.with(counts({100, 0, 0, 0})), (std::vector<int64_t>{111, 22, 33, 44}));
+  window.push(counts({100, 0, 0, 0}));  // the first step leaves
+  EXPECT_EQ(window.with(counts({0, 0, 0, 0})), (std::vector<int64_t>{110, 20, 30, 40}));
+  step.group_counts_after = {1, 2};  // a plan of another group size
+  EXPECT_THROW(window.push(step), Error);
 }
 
 }  // namespace
