@@ -10,8 +10,11 @@ constexpr std::string_view kName = "fssdp dispatcher";
 
 }  // namespace
 
-FssdpDispatcher::FssdpDispatcher(Communicator& group, ExpertPlacement placement, int slots)
-    : group_(group), placement_(placement), slots_(slots) {
+FssdpDispatcher::FssdpDispatcher(Communicator& group, ExpertPlacement placement, int slots,
+                                 std::vector<int> node)
+    : group_(group), placement_(placement), slots_(slots), node_(std::move(node)) {
+  MOE_CHECK(node_.empty() || static_cast<int>(node_.size()) == group.size(),
+            "fssdp dispatcher: nodes of ", node_.size(), " ranks for a group of ", group.size());
   MOE_CHECK(placement.ep_size == group.size() && placement.ep_rank == group.rank(),
             "fssdp dispatcher: placement for rank ", placement.ep_rank, " of ",
             placement.ep_size, " on rank ", group.rank(), " of ", group.size());
@@ -43,7 +46,8 @@ DispatchHandle FssdpDispatcher::dispatch(Tensor x, std::shared_ptr<const Routing
   MOE_CHECK(plan->window_counts.empty() || plan->window_counts.size() == counts.size(),
             "fssdp dispatcher: a load window of ", plan->window_counts.size(), " counts");
   Holders holders =
-      plan_holders(plan->window_counts.empty() ? counts : plan->window_counts, owners, slots_);
+      plan_holders(plan->window_counts.empty() ? counts : plan->window_counts, owners, slots_,
+                   node_);
   // Send order: per destination d, its experts in its compute order, this rank's rows of
   // each (the chunk split_rows gives d, after the chunks of the holders before d).
   state->send_rows.assign(static_cast<size_t>(ranks), 0);
@@ -53,9 +57,9 @@ DispatchHandle FssdpDispatcher::dispatch(Tensor x, std::shared_ptr<const Routing
       int64_t start = plan->expert_offsets[e];
       for (int h : holders[e]) {
         if (h == d) break;
-        start += split_rows(holders[e], me, n, h);
+        start += split_rows(holders[e], me, n, h, node_);
       }
-      const int64_t rows = split_rows(holders[e], me, n, d);
+      const int64_t rows = split_rows(holders[e], me, n, d, node_);
       for (int64_t j = 0; j < rows; ++j) state->send_slot.push_back(static_cast<int32_t>(start + j));
       state->send_rows[d] += rows;
     }
@@ -72,7 +76,8 @@ DispatchHandle FssdpDispatcher::dispatch(Tensor x, std::shared_ptr<const Routing
   std::vector<int64_t> expert_offsets(mine.size() + 1, 0);
   for (int s = 0; s < ranks; ++s)
     for (size_t i = 0; i < mine.size(); ++i) {
-      const int64_t rows = split_rows(holders[mine[i]], s, counts[s * experts + mine[i]], me);
+      const int64_t rows =
+          split_rows(holders[mine[i]], s, counts[s * experts + mine[i]], me, node_);
       state->recv_counts[s * mine.size() + i] = rows;
       state->recv_rows[s] += rows;
       expert_offsets[i + 1] += rows;

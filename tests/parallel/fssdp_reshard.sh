@@ -7,6 +7,8 @@
 # the one-process losses at every step (relative 1e-5), the steps right after a
 # re-shard (5, 9, 13, 17) included, and ends with the same weights;
 #   - owners moved (the final record's ownership.moves > 0);
+#   - on two emulated nodes (parallel.ranks_per_node = 2) rows prefer a replica on their
+#     node (the busiest rank's rows change), with the same losses;
 #   - dp 4 reads a load window of 3 steps for its replica plan (parallel.load_window), and
 #     its busiest rank's rows differ from the plan of the step's counts alone;
 #   - the memory record counts the replicas: at dp 4 every rank's peak is a whole number of
@@ -85,6 +87,21 @@ print(f"replica bytes per rank at dp 4 (peak): {got}")
 assert all(b % per_expert == 0 and b <= 2 * per_expert for b in got), got
 assert max(got) > 0, got
 PY
+# two emulated nodes of 2 ranks: rows prefer replicas on their node (other rows per rank
+# than on one node), the same losses
+train_dp_ep 4 1 "$tmp/nodes" "${reshard[@]}" --parallel.ranks_per_node=2
+compare "$tmp/one" "$tmp/nodes" "fssdp + reshard_interval at dp 4 on 2 nodes" --rtol 1e-5 \
+  --weights "${state[@]}"
+/usr/bin/python3 - "$tmp/nodes/metrics.jsonl" "$tmp/r4now/metrics.jsonl" <<'PY' || fail "nodes"
+import json, sys
+def busiest(path):
+    return [e["rank_rows_max"] for r in map(json.loads, open(path)) if "loss" in r
+            for e in r["experts"]]
+steps = sum(a != b for a, b in zip(busiest(sys.argv[1]), busiest(sys.argv[2])))
+print(f"2 nodes vs 1: busiest rank's rows differ at {steps} of 20 steps")
+assert steps > 0, "the nodes did not change the row split"
+PY
+
 ckpt=$tmp/r4/checkpoints/step_00000010.h5
 # the checkpoint comes after a re-shard that moved owners
 grep -qE "step [48]: expert owners moved" "$tmp/r4.err" || fail "dp 4: no move before step 10"
