@@ -249,6 +249,9 @@ std::vector<OptionDef> moe_options() {
     option(&C::moe, &MoeConfig::own_node_bonus, "moe.own_node_bonus",
            "node-limited routing: added to the score of the token's own node before the "
            "M best nodes are kept (>= 0; 0 = none)"),
+    option(&C::moe, &MoeConfig::router_skew, "moe.router_skew",
+           "benchmark knob: Zipf exponent s; adds -s ln(e + 1) to expert e's router logit, "
+           "a skewed expert popularity (0 to 16; 0 = none; top-K routing only)"),
     option(&C::moe, &MoeConfig::locality_loss, "moe.locality_loss",
            "LocMoE locality loss coefficient mu (>= 0)"),
     option(&C::moe, &MoeConfig::a2a_dtype, "moe.a2a_dtype",

@@ -84,6 +84,11 @@ void validate_moe(const MoeConfig& e, const ParallelConfig& p) {
                  "moe.own_node_bonus: ", e.own_node_bonus, " changes nothing without "
                  "node-limited routing (moe.max_nodes_per_token > 0)");
   require_non_negative("moe.locality_loss", e.locality_loss);
+  require_non_negative("moe.router_skew", e.router_skew);
+  require_at_most("moe.router_skew", e.router_skew, 16.0f);
+  MOE_USER_CHECK(e.router_skew == 0.0f || e.routing != RoutingKind::kBilevel,
+                 "moe.router_skew: ", e.router_skew, " is a knob of top-K routing, not of "
+                 "moe.routing = bilevel");
   MOE_USER_CHECK(e.dispatcher != DispatcherKind::kLocal || p.ep == 1, "moe.dispatcher: local "
                  "keeps every expert on its rank and needs parallel.ep = 1, not ", p.ep);
   require_non_negative("moe.node_groups", e.node_groups);

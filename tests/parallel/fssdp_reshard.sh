@@ -3,9 +3,10 @@
 # Re-planned owners of sharded sparse experts (parallel.reshard_interval,
 # docs/parallelism.md): every 4 steps each MoE layer's owners are planned again from the
 # loads of those steps, and the experts whose owner changes move with their weights and
-# AdamW moments. The tiny MoE-LM (8 experts) trained 20 steps with it at dp 2 and 4 logs
-# the one-process losses at every step (relative 1e-5), the steps right after a
-# re-shard (5, 9, 13, 17) included, and ends with the same weights;
+# AdamW moments. The tiny MoE-LM (8 experts) trained 20 steps with it at dp 2 and 4 (and
+# at dp 4 with parallel.shard_optimizer) logs the one-process losses at every step
+# (relative 1e-5), the steps right after a re-shard (5, 9, 13, 17) included, and ends
+# with the same weights;
 #   - owners moved (the final record's ownership.moves > 0);
 #   - on two emulated nodes (parallel.ranks_per_node = 2) rows prefer a replica on their
 #     node (the busiest rank's rows change), with the same losses;
@@ -19,7 +20,8 @@
 #     checkpoint continues on one process and on plain dp 2 x ep 2 like the one-process
 #     run; a checkpoint without ownership state (the one-process run's) starts the even
 #     blocks and continues at dp 4 with re-sharding;
-#   - reshard_interval or load_window without fssdp, or out of range, is one line, exit 2.
+#   - reshard_interval or load_window without fssdp, or out of range, and a negative
+#     moe.router_skew are one line, exit 2.
 set -euo pipefail
 BUILD_DIR=$1 SOURCE_DIR=$2
 source "$SOURCE_DIR/tests/e2e/lib.bash"
@@ -39,7 +41,8 @@ state=(--optional-buffer=.owner_load --optional-buffer=.window_load
 # moves DIR: the final record's ownership.moves
 moves() {
   /usr/bin/python3 -c 'import json, sys
-print(next(json.loads(l) for l in open(sys.argv[1]) if l.startswith("{"))["ownership"]["moves"])' "$1.final"
+final = next(json.loads(l) for l in open(sys.argv[1]) if l.startswith("{"))
+print(final["ownership"]["moves"])' "$1.final"
 }
 expect_error() {  # expect_error MESSAGE -- ARGS...: exit 2 at start-up, naming it
   local want=$1; shift 2
@@ -64,6 +67,10 @@ for dp in 2 4; do
   echo "dp $dp: owners moved $n times (layer re-plans that changed the owners)"
   [[ $n -gt 0 ]] || fail "dp $dp: no re-shard moved any owner"
 done
+
+train_dp_ep 4 1 "$tmp/r4so" "${reshard[@]}" --parallel.shard_optimizer=true
+compare "$tmp/one" "$tmp/r4so" "fssdp + reshard_interval + shard_optimizer at dp 4" \
+  --rtol 1e-5 --weights "${state[@]}"
 
 # the window changes the replica plan: without it dp 4 computes other rows per rank
 train_dp_ep 4 1 "$tmp/r4now" "${reshard[@]}"
@@ -128,4 +135,5 @@ expect_error "parallel.load_window: 3 needs parallel.expert_sharding = fssdp" --
   --parallel.load_window=3
 expect_error "parallel.load_window: 0 must be > 0" -- --parallel.expert_sharding=fssdp \
   --parallel.load_window=0
+expect_error "moe.router_skew: -1 must be >= 0" -- --moe.router_skew=-1
 echo PASS
