@@ -218,7 +218,8 @@ void Trainer::build_model() {
 Trainer::~Trainer() = default;
 
 std::vector<NamedBuffer> Trainer::model_buffers() {
-  // the layers' state buffers (router biases), equal on every rank: global loads
+  // the layers' state buffers (router biases; fssdp's plan loads and load windows), equal
+  // on every rank: global loads
   std::vector<NamedBuffer> buffers;
   for (StateBuffer& b : s_->store.buffers())
     buffers.push_back({b.name, b.values(), b.optional});
