@@ -195,6 +195,10 @@ void read_buffers(const H5File& file, const CheckpointContent& content, int rank
   for (const NamedBuffer& b : content.buffers) {
     const std::string name = "/buffers/" + b.name;
     const Shape shape = vector_shape(b.data.size());
+    if (b.optional && !file.exists(name)) {
+      std::fill(b.data.begin(), b.data.end(), 0.0f);
+      continue;
+    }
     MOE_USER_CHECK(file.exists(name), file.path(), ": buffer ", b.name,
                    " is missing (no dataset ", name, ")");
     const Shape stored = file.dataset_shape(name);

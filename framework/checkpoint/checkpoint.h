@@ -49,6 +49,7 @@ inline constexpr int64_t kCheckpointFormatVersion = 3;
 struct NamedBuffer {
   std::string name;
   std::span<float> data;
+  bool optional = false;  // StateBuffer::optional: absent from a file reads as zeros
 };
 
 // /trainer: where a run stands after `step` optimizer steps.

@@ -52,6 +52,8 @@ class Checkpointer {
   void save_weights(const std::string& path);
 
   const CheckpointDir& dir() const { return dir_; }
+  // Collective: who writes which block again, after blocks moved (fssdp re-sharding).
+  void refresh_blocks() { plan_ = BlockPlan(store_, world_); }
 
  private:
   std::optional<std::string> resume_path() const;

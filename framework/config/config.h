@@ -194,6 +194,9 @@ struct MoeConfig {
   int node_groups = 0;               // bilevel: groups of the node-level router
   int max_nodes_per_token = 0;       // node-limited top-K: M; 0 = unlimited
   float own_node_bonus = 0.0f;       // node-limited: added to the token's own node's score
+  // Benchmark knob: Zipf exponent s of a fixed popularity bias -s ln(e + 1) added to the
+  // router logits of expert e (0 = none)
+  float router_skew = 0.0f;
   float locality_loss = 0.0f;        // LocMoE locality loss coefficient mu
   // The rows the dispatchers exchange: fp32 | bf16 (half the bytes; needs
   // train.precision = bf16, docs/precision.md)
@@ -294,6 +297,12 @@ struct ParallelConfig {
   // per rank and MoE layer
   ExpertSharding expert_sharding = ExpertSharding::kNone;
   int materialize_slots = 2;
+  // fssdp: every reshard_interval steps the owners of each MoE layer's experts are
+  // re-planned from the loads of those steps (0 = never: the even blocks stay)
+  int reshard_interval = 0;
+  // fssdp: steps of row counts the replica plan reads, this step's included (1: this
+  // step's only)
+  int load_window = 1;
 };
 
 struct Config {

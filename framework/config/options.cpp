@@ -249,6 +249,9 @@ std::vector<OptionDef> moe_options() {
     option(&C::moe, &MoeConfig::own_node_bonus, "moe.own_node_bonus",
            "node-limited routing: added to the score of the token's own node before the "
            "M best nodes are kept (>= 0; 0 = none)"),
+    option(&C::moe, &MoeConfig::router_skew, "moe.router_skew",
+           "benchmark knob: Zipf exponent s; adds -s ln(e + 1) to expert e's router logit, "
+           "a skewed expert popularity (0 to 16; 0 = none; top-K routing only)"),
     option(&C::moe, &MoeConfig::locality_loss, "moe.locality_loss",
            "LocMoE locality loss coefficient mu (>= 0)"),
     option(&C::moe, &MoeConfig::a2a_dtype, "moe.a2a_dtype",
@@ -433,6 +436,12 @@ std::vector<OptionDef> parallel_options() {
            "state), replicas of busy experts materialised where tokens are (parallel.ep = 1)"),
     option(&C::parallel, &ParallelConfig::materialize_slots, "parallel.materialize_slots",
            "fssdp: expert replicas a rank may materialise per MoE layer and step (0 to 1024)"),
+    option(&C::parallel, &ParallelConfig::reshard_interval, "parallel.reshard_interval",
+           "fssdp: every this many steps re-plan each MoE layer's expert owners from the "
+           "loads of those steps, moving weights and AdamW moments (>= 0; 0 = never)"),
+    option(&C::parallel, &ParallelConfig::load_window, "parallel.load_window",
+           "fssdp: steps of row counts the replica plan reads, this step's router output "
+           "included (1 to 1024; 1 = this step only)"),
   };
 }
 

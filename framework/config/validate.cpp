@@ -84,6 +84,11 @@ void validate_moe(const MoeConfig& e, const ParallelConfig& p) {
                  "moe.own_node_bonus: ", e.own_node_bonus, " changes nothing without "
                  "node-limited routing (moe.max_nodes_per_token > 0)");
   require_non_negative("moe.locality_loss", e.locality_loss);
+  require_non_negative("moe.router_skew", e.router_skew);
+  require_at_most("moe.router_skew", e.router_skew, 16.0f);
+  MOE_USER_CHECK(e.router_skew == 0.0f || e.routing != RoutingKind::kBilevel,
+                 "moe.router_skew: ", e.router_skew, " is a knob of top-K routing, not of "
+                 "moe.routing = bilevel");
   MOE_USER_CHECK(e.dispatcher != DispatcherKind::kLocal || p.ep == 1, "moe.dispatcher: local "
                  "keeps every expert on its rank and needs parallel.ep = 1, not ", p.ep);
   require_non_negative("moe.node_groups", e.node_groups);
@@ -169,6 +174,14 @@ void validate_expert_sharding(const Config& c) {
   const ParallelConfig& p = c.parallel;
   require_non_negative("parallel.materialize_slots", p.materialize_slots);
   require_at_most("parallel.materialize_slots", p.materialize_slots, 1024);
+  require_non_negative("parallel.reshard_interval", p.reshard_interval);
+  MOE_USER_CHECK(p.reshard_interval == 0 || p.expert_sharding == ExpertSharding::kFssdp,
+                 "parallel.reshard_interval: ", p.reshard_interval, " needs "
+                 "parallel.expert_sharding = fssdp (it re-plans the owners of sharded experts)");
+  require_size("parallel.load_window", p.load_window, 1024);
+  MOE_USER_CHECK(p.load_window == 1 || p.expert_sharding == ExpertSharding::kFssdp,
+                 "parallel.load_window: ", p.load_window, " needs parallel.expert_sharding = "
+                 "fssdp (it is the history of its replica plan)");
   if (p.expert_sharding != ExpertSharding::kFssdp) return;
   const char* with = " with parallel.expert_sharding = fssdp";
   MOE_USER_CHECK(p.ep == 1, "parallel.ep: ", p.ep, with, ", which shards the experts over "

@@ -49,6 +49,18 @@ GroupedExperts::GroupedExperts(ParamStore& store, const std::string& prefix, int
       first_expert_(placement.first_local()),
       num_local_(placement.num_local()) {}
 
+void GroupedExperts::set_owners(const ExpertPlacement& owners) {
+  for (const Param* p : params())
+    MOE_CHECK(p->local_shape[0] == owners.num_local() && p->offset[0] == owners.first_local(),
+              "experts: ", p->spec.name, " holds experts from ", p->offset[0], " (",
+              p->local_shape[0], "), the owners give ", owners.first_local(), " (",
+              owners.num_local(), ")");
+  first_expert_ = owners.first_local();
+  num_local_ = owners.num_local();
+  owner_bounds_.resize(static_cast<size_t>(owners.ep_size) + 1);
+  for (int r = 0; r <= owners.ep_size; ++r) owner_bounds_[r] = owners.first(r);
+}
+
 Tensor GroupedExperts::forward(Tensor x, std::span<const int64_t> offsets) {
   const int64_t s = x.rows();
   MOE_CHECK(x.cols() == width_, "experts ", w_up_.spec.name, ": input width ", x.cols(),
@@ -127,6 +139,13 @@ void GroupedExperts::materialize(SparseItems items, Communicator& group) {
     sparse_all_gather(group, items_, {ps[k]->value.data(), static_cast<size_t>(owned)},
                       {copy + owned, static_cast<size_t>(num_replicas_ * item)});
   }
+}
+
+int64_t GroupedExperts::replica_bytes() const {
+  int64_t floats = 0;  // every copy less the owned block at its front
+  for (const std::vector<Buffer>* copies : {&copies_, &copy_grads_})
+    for (const Buffer& b : *copies) floats += b.size() - num_local_ * items_.item;
+  return floats * int64_t{sizeof(float)};
 }
 
 void GroupedExperts::return_gradients() {

@@ -72,6 +72,14 @@ class GroupedExperts {
   void materialize(SparseItems items, Communicator& group);
   // fssdp only, after backward: the compute copies' gradients into the owners'. Collective.
   void return_gradients();
+  // fssdp: bytes of the replicas' values and gradients in the compute copies as now
+  // allocated (from materialize to return_gradients; 0 between steps).
+  int64_t replica_bytes() const;
+  // fssdp with re-planned owners (parallel.reshard_interval): this rank now owns
+  // `owners`' block; the parameters were moved there already (expert_ownership.h).
+  void set_owners(const ExpertPlacement& owners);
+  // The owners' ExpertPlacement::bounds (empty: the placement the layer was built with).
+  const std::vector<int64_t>& owner_bounds() const { return owner_bounds_; }
 
   Param* w_gate() { return w_gate_; }  // null for GELU experts
   Param& w_up() { return w_up_; }      // w_fc1 for GELU experts
@@ -95,6 +103,7 @@ class GroupedExperts {
   Param& w_down_;  // (E_local, C, F/etp)
   int64_t width_, hidden_;             // C, F/etp (this rank's hidden units)
   int64_t first_expert_, num_local_;   // global index of local expert 0; E_local
+  std::vector<int64_t> owner_bounds_;  // [R + 1] re-planned owners; empty: as built
   Tensor x_;                           // (S, C) saved input (mixed precision: bf16 copy)
   std::vector<int64_t> offsets_;       // [E_local + 1] saved row ranges
   Buffer gate_, up_, h_, y_;           // (S, F/etp) x3 pre-activations and hidden; (S, C)

@@ -10,8 +10,11 @@ constexpr std::string_view kName = "fssdp dispatcher";
 
 }  // namespace
 
-FssdpDispatcher::FssdpDispatcher(Communicator& group, ExpertPlacement placement, int slots)
-    : group_(group), placement_(placement), slots_(slots) {
+FssdpDispatcher::FssdpDispatcher(Communicator& group, ExpertPlacement placement, int slots,
+                                 std::vector<int> node)
+    : group_(group), placement_(placement), slots_(slots), node_(std::move(node)) {
+  MOE_CHECK(node_.empty() || static_cast<int>(node_.size()) == group.size(),
+            "fssdp dispatcher: nodes of ", node_.size(), " ranks for a group of ", group.size());
   MOE_CHECK(placement.ep_size == group.size() && placement.ep_rank == group.rank(),
             "fssdp dispatcher: placement for rank ", placement.ep_rank, " of ",
             placement.ep_size, " on rank ", group.rank(), " of ", group.size());
@@ -31,21 +34,32 @@ DispatchHandle FssdpDispatcher::dispatch(Tensor x, std::shared_ptr<const Routing
   check_rows(kName, "dispatch input", x, plan->num_tokens, c);
   MOE_CHECK(plan->num_experts == experts, "fssdp dispatcher: plan over ", plan->num_experts,
             " experts, placement over ", experts);
+  MOE_CHECK(plan->owner_bounds.empty() ||
+                plan->owner_bounds.size() == static_cast<size_t>(ranks) + 1,
+            "fssdp dispatcher: owners of ", plan->owner_bounds.size(), " bounds over ", ranks,
+            " ranks");
   const std::vector<int64_t> counts = gathered_counts(*plan);  // [R * E]
+  ExpertPlacement owners = placement_;  // the layer's owners: as built, or re-planned
+  if (!plan->owner_bounds.empty()) owners.bounds = plan->owner_bounds;
   auto state = std::make_shared<FssdpState>();
-  Holders holders = plan_holders(counts, placement_, slots_);
+  // the replicas follow the load window when there is one; the rows follow this step
+  MOE_CHECK(plan->window_counts.empty() || plan->window_counts.size() == counts.size(),
+            "fssdp dispatcher: a load window of ", plan->window_counts.size(), " counts");
+  Holders holders =
+      plan_holders(plan->window_counts.empty() ? counts : plan->window_counts, owners, slots_,
+                   node_);
   // Send order: per destination d, its experts in its compute order, this rank's rows of
   // each (the chunk split_rows gives d, after the chunks of the holders before d).
   state->send_rows.assign(static_cast<size_t>(ranks), 0);
   for (int d = 0; d < ranks; ++d)
-    for (int64_t e : computed_experts(holders, placement_, d)) {
+    for (int64_t e : computed_experts(holders, owners, d)) {
       const int64_t n = counts[me * experts + e];
       int64_t start = plan->expert_offsets[e];
       for (int h : holders[e]) {
         if (h == d) break;
-        start += split_rows(holders[e], me, n, h);
+        start += split_rows(holders[e], me, n, h, node_);
       }
-      const int64_t rows = split_rows(holders[e], me, n, d);
+      const int64_t rows = split_rows(holders[e], me, n, d, node_);
       for (int64_t j = 0; j < rows; ++j) state->send_slot.push_back(static_cast<int32_t>(start + j));
       state->send_rows[d] += rows;
     }
@@ -55,21 +69,22 @@ DispatchHandle FssdpDispatcher::dispatch(Tensor x, std::shared_ptr<const Routing
   for (size_t i = 0; i < state->send_slot.size(); ++i)
     state->slot_pos[state->send_slot[i]] = static_cast<int32_t>(i);
   // Receive side: every source's chunk of every expert this rank computes.
-  const std::vector<int64_t> mine = computed_experts(holders, placement_, me);
+  const std::vector<int64_t> mine = computed_experts(holders, owners, me);
   state->num_local = static_cast<int64_t>(mine.size());
   state->recv_counts.assign(static_cast<size_t>(ranks) * mine.size(), 0);
   state->recv_rows.assign(static_cast<size_t>(ranks), 0);
   std::vector<int64_t> expert_offsets(mine.size() + 1, 0);
   for (int s = 0; s < ranks; ++s)
     for (size_t i = 0; i < mine.size(); ++i) {
-      const int64_t rows = split_rows(holders[mine[i]], s, counts[s * experts + mine[i]], me);
+      const int64_t rows =
+          split_rows(holders[mine[i]], s, counts[s * experts + mine[i]], me, node_);
       state->recv_counts[s * mine.size() + i] = rows;
       state->recv_rows[s] += rows;
       expert_offsets[i + 1] += rows;
     }
   for (size_t i = 0; i < mine.size(); ++i) expert_offsets[i + 1] += expert_offsets[i];
   state->items.owner.resize(static_cast<size_t>(experts));
-  for (int64_t e = 0; e < experts; ++e) state->items.owner[e] = placement_.owner(e);
+  for (int64_t e = 0; e < experts; ++e) state->items.owner[e] = owners.owner(e);
   state->items.holders = std::move(holders);
 
   std::vector<int32_t> send_token(state->send_slot.size());
@@ -83,7 +98,7 @@ DispatchHandle FssdpDispatcher::dispatch(Tensor x, std::shared_ptr<const Routing
   state->returned = returned_.acquire();
   state->returned->resize(plan->num_slots() * c);
   return DispatchHandle(std::move(plan), std::move(storage), rows, std::move(expert_offsets),
-                        placement_.first_local(), std::move(state));
+                        owners.first_local(), std::move(state));
 }
 
 void FssdpDispatcher::to_experts(const FssdpState& state, Tensor send_order,

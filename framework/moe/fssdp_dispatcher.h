@@ -1,7 +1,8 @@
 #pragma once
 // FssdpDispatcher: the rows of sharded sparse experts (parallel.expert_sharding = fssdp;
 // docs/parallelism.md). The experts are owned in contiguous blocks over the group (the
-// dp ranks: `placement`), and each step every rank derives from the gathered row
+// dp ranks: `placement`, or the layer's re-planned blocks, RoutingPlan::owner_bounds,
+// with parallel.reshard_interval), and each step every rank derives from the gathered row
 // counts the same holders of every expert (fssdp_plan.h: owners plus replicas of the
 // busy experts) and the same split of every source's rows over them. One all_to_all_v
 // then moves each kept row to its holder, where the local experts are the owned block
@@ -37,8 +38,11 @@ struct FssdpState final : DispatchState {
 class FssdpDispatcher final : public Dispatcher {
  public:
   // group: the ranks the experts are sharded over (placement.ep_size == group.size());
-  // slots: parallel.materialize_slots. Both must outlive the dispatcher.
-  FssdpDispatcher(Communicator& group, ExpertPlacement placement, int slots);
+  // slots: parallel.materialize_slots; node [R]: the node of every group rank, whose
+  // rows prefer replicas on their node (fssdp_plan.h; empty: one node). The group must
+  // outlive the dispatcher.
+  FssdpDispatcher(Communicator& group, ExpertPlacement placement, int slots,
+                  std::vector<int> node = {});
 
   DispatchHandle dispatch(Tensor x, std::shared_ptr<const RoutingPlan> plan) override;
   void combine(const DispatchHandle& handle, Tensor expert_out, Tensor y) override;
@@ -55,6 +59,7 @@ class FssdpDispatcher final : public Dispatcher {
   Communicator& group_;
   ExpertPlacement placement_;
   int slots_;
+  std::vector<int> node_;  // [R] node of every group rank; empty: one node
   RowStoragePool storage_, returned_;
   Buffer scratch_a_, scratch_b_, scratch_c_;  // (S, C) send order; staged receive; slot order
 };

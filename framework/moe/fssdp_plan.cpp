@@ -14,32 +14,40 @@ bool holds(const std::vector<int>& holders, int rank) {
 
 }  // namespace
 
-int64_t split_rows(const std::vector<int>& holders, int source, int64_t rows, int dest) {
+int64_t split_rows(const std::vector<int>& holders, int source, int64_t rows, int dest,
+                   std::span<const int> node) {
   if (holds(holders, source)) return dest == source ? rows : 0;
+  auto near = [&](int rank) { return node.empty() || node[rank] == node[source]; };
+  const bool local = std::any_of(holders.begin(), holders.end(), near);
+  if (local && !near(dest)) return 0;  // a holder on the source's node takes its rows
   const auto at = std::lower_bound(holders.begin(), holders.end(), dest);
   if (at == holders.end() || *at != dest) return 0;
-  const int64_t h = static_cast<int64_t>(holders.size());
-  const int64_t position = at - holders.begin();
+  // position of dest among the holders the rows go to, and their number
+  const auto counted = [&](auto first, auto last) {
+    return local ? std::count_if(first, last, near) : last - first;
+  };
+  const int64_t h = counted(holders.begin(), holders.end());
+  const int64_t position = counted(holders.begin(), at);
   // the remainder goes to the holders at positions source, source + 1, ... (mod h)
   const int64_t after = ((position - source) % h + h) % h;
   return rows / h + (after < rows % h ? 1 : 0);
 }
 
 std::vector<int64_t> rows_per_rank(std::span<const int64_t> counts, const Holders& holders,
-                                   int ranks) {
+                                   int ranks, std::span<const int> node) {
   const int64_t experts = static_cast<int64_t>(holders.size());
   std::vector<int64_t> rows(static_cast<size_t>(ranks), 0);
   for (int64_t e = 0; e < experts; ++e)
     for (int s = 0; s < ranks; ++s) {
       const int64_t n = counts[s * experts + e];
       if (n == 0) continue;
-      for (int d : holders[e]) rows[d] += split_rows(holders[e], s, n, d);
+      for (int d : holders[e]) rows[d] += split_rows(holders[e], s, n, d, node);
     }
   return rows;
 }
 
 Holders plan_holders(std::span<const int64_t> counts, const ExpertPlacement& placement,
-                     int slots) {
+                     int slots, std::span<const int> node) {
   const int ranks = placement.ep_size;
   const int64_t experts = placement.num_experts;
   MOE_CHECK(static_cast<int64_t>(counts.size()) == ranks * experts, "fssdp plan: ",
@@ -48,7 +56,7 @@ Holders plan_holders(std::span<const int64_t> counts, const ExpertPlacement& pla
   for (int64_t e = 0; e < experts; ++e) holders[e] = {placement.owner(e)};
   std::vector<int> used(static_cast<size_t>(ranks), 0);
   for (;;) {
-    const std::vector<int64_t> rows = rows_per_rank(counts, holders, ranks);
+    const std::vector<int64_t> rows = rows_per_rank(counts, holders, ranks, node);
     const int busiest = static_cast<int>(std::max_element(rows.begin(), rows.end()) - rows.begin());
     int64_t best_max = rows[busiest], best_e = -1;
     int best_r = -1;
@@ -58,7 +66,7 @@ Holders plan_holders(std::span<const int64_t> counts, const ExpertPlacement& pla
         if (used[r] >= slots || holds(holders[e], r)) continue;
         std::vector<int>& h = holders[e];
         h.insert(std::lower_bound(h.begin(), h.end(), r), r);
-        const std::vector<int64_t> trial = rows_per_rank(counts, holders, ranks);
+        const std::vector<int64_t> trial = rows_per_rank(counts, holders, ranks, node);
         h.erase(std::lower_bound(h.begin(), h.end(), r));
         const int64_t m = *std::max_element(trial.begin(), trial.end());
         if (m < best_max) {

@@ -9,8 +9,14 @@
 //   holders    the ranks computing e this step: its owner plus the ranks that
 //              materialise a replica, at most `slots` replicas per rank (plan_holders);
 //   split      which holder a source rank's rows of e go to (split_rows): all of them to
-//              the source itself when it holds e, else evenly over the holders, the
-//              remainder going to the holders from position (source mod |holders|) on.
+//              the source itself when it holds e, else evenly over the holders on the
+//              source's node when there are any, else over all holders, the remainder
+//              going to those holders from position (source mod their number) on.
+//
+// node [R]: the node of every rank (parallel.ranks_per_node or MPI's shared-memory
+// split, framework/parallel/topology.h); empty: one node. The replica plan evaluates its
+// choices with the same split, so it sees that a replica on a source's node draws all of
+// that node's rows.
 //
 // counts [R * E]: rows (kept assignments) of expert e on source rank s at s * E + e.
 
@@ -25,15 +31,16 @@ namespace moe {
 using Holders = std::vector<std::vector<int>>;  // [E] ranks computing expert e, ascending
 
 // Rows of `source`'s `rows` rows of an expert held by `holders` that go to `dest`.
-int64_t split_rows(const std::vector<int>& holders, int source, int64_t rows, int dest);
+int64_t split_rows(const std::vector<int>& holders, int source, int64_t rows, int dest,
+                   std::span<const int> node = {});
 // Rows every rank computes under `holders` ([R]).
 std::vector<int64_t> rows_per_rank(std::span<const int64_t> counts, const Holders& holders,
-                                   int ranks);
+                                   int ranks, std::span<const int> node = {});
 // Greedy form of Hecate's materialisation: start from the owners; while it lowers the
 // busiest rank's rows, give one of that rank's experts a replica on another rank with a
 // free slot, the pair that leaves the lowest maximum (ties: lower expert, lower rank).
 Holders plan_holders(std::span<const int64_t> counts, const ExpertPlacement& placement,
-                     int slots);
+                     int slots, std::span<const int> node = {});
 // The experts rank r computes, in the order of its expert-ordered rows: the block it
 // owns, then its replicas in ascending order.
 std::vector<int64_t> computed_experts(const Holders& holders, const ExpertPlacement& placement,

@@ -34,8 +34,10 @@ MoeStack::MoeStack(const Config& c, const ProcessGroups& g, double rows_per_exch
   const DType wire = c.moe.a2a_dtype == Precision::kBf16 ? DType::kBF16 : DType::kF32;
   if (c.parallel.expert_sharding == ExpertSharding::kFssdp) {
     // the experts' owners form the ep group; the sparse collectives use a copy of it
-    dispatcher_ = std::make_unique<FssdpDispatcher>(*g.ep, placement,
-                                                    c.parallel.materialize_slots);
+    // rows prefer replicas on their node when the group spans nodes
+    dispatcher_ = std::make_unique<FssdpDispatcher>(
+        *g.ep, placement, c.parallel.materialize_slots,
+        ep_nodes.num_nodes > 1 ? ep_nodes.node : std::vector<int>{});
     sparse_ = g.ep->split(0, g.ep->rank());
   } else switch (kind_) {
     case DispatcherKind::kLocal:

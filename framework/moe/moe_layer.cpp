@@ -88,7 +88,10 @@ Tensor MoELayer::forward(Tensor u) {
   // plan: capacity and admission of the global batch
   const std::vector<int64_t> ahead = gather_choice_counts(r.experts, n);
   const int64_t capacity = expert_capacity(config_.capacity_factor, global_tokens_, k, e);
-  auto plan = std::make_shared<const RoutingPlan>(plan_global_batch(r, n, capacity, ahead));
+  RoutingPlan routing = plan_global_batch(r, n, capacity, ahead);
+  routing.owner_bounds = experts_.owner_bounds();  // fssdp: the layer's re-planned owners
+  if (window_) routing.window_counts = window_->with(routing);
+  auto plan = std::make_shared<const RoutingPlan>(std::move(routing));
   compute_losses(r.experts, n);
   compute_stats(capacity);
   // dispatch -> experts -> combine

@@ -45,6 +45,7 @@
 #include "framework/moe/dispatcher.h"
 #include "framework/moe/bilevel_router.h"
 #include "framework/moe/experts.h"
+#include "framework/moe/load_window.h"
 #include "framework/moe/moe_runtime.h"
 #include "framework/moe/placement.h"
 #include "framework/moe/router.h"
@@ -100,6 +101,9 @@ class MoELayer {
   // (same N required); the weights are still recomputed from p, so gradients through
   // them stay exact and the loss is smooth for finite differences.
   void freeze_routing(bool frozen);
+  // fssdp with parallel.load_window > 1: the window the replica plan reads (null: this
+  // step's counts). The trainer pushes each training step's counts into it.
+  void set_load_window(LoadWindow* window) { window_ = window; }
 
   TopKRouter& router();             // top-K routing only
   BilevelRouter* bilevel_router();  // null unless bilevel
@@ -129,6 +133,7 @@ class MoELayer {
   GroupedExperts experts_;
   std::unique_ptr<Mlp> shared_;        // null when num_shared == 0
   StateBuffer& bias_;                  // [E] selection bias, zeros unless bias_balance
+  LoadWindow* window_ = nullptr;       // fssdp load window, null unless load_window > 1
   int64_t block_;                      // the block of the layer, for the watchdog
 
   bool frozen_ = false;

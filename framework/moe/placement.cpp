@@ -8,11 +8,13 @@ namespace moe {
 
 int64_t ExpertPlacement::count(int rank) const {
   MOE_CHECK(rank >= 0 && rank < ep_size, "expert placement: rank ", rank, " of ", ep_size);
+  if (!bounds.empty()) return bounds[rank + 1] - bounds[rank];
   return num_experts / ep_size + (rank < num_experts % ep_size ? 1 : 0);
 }
 
 int64_t ExpertPlacement::first(int rank) const {
   MOE_CHECK(rank >= 0 && rank <= ep_size, "expert placement: rank ", rank, " of ", ep_size);
+  if (!bounds.empty()) return bounds[rank];
   const int64_t base = num_experts / ep_size, extra = num_experts % ep_size;
   // ranks below `extra` hold base + 1 experts
   return rank * base + std::min<int64_t>(rank, extra);
@@ -21,6 +23,9 @@ int64_t ExpertPlacement::first(int rank) const {
 int ExpertPlacement::owner(int64_t expert) const {
   MOE_CHECK(expert >= 0 && expert < num_experts, "expert placement: expert ", expert, " of ",
             num_experts);
+  if (!bounds.empty())  // the last rank whose block starts at or before `expert`
+    return static_cast<int>(std::upper_bound(bounds.begin(), bounds.end(), expert) -
+                            bounds.begin()) - 1;
   const int64_t base = num_experts / ep_size, extra = num_experts % ep_size;
   const int64_t in_wide = extra * (base + 1);  // experts held by the wider ranks
   if (expert < in_wide) return static_cast<int>(expert / (base + 1));

@@ -4,7 +4,9 @@
 // Contiguous blocks: ep rank r holds experts [first(r), first(r) + count(r)). When ep
 // does not divide E, the first E % ep ranks hold one expert more than the others
 // (E = 10, ep = 4: 3, 3, 2, 2). Every rank of an ep group holds at least one expert
-// (ep <= E, checked by the config).
+// (ep <= E, checked by the config). Sharded sparse experts with re-planned owners
+// (parallel.reshard_interval, ownership_plan.h) set `bounds` instead: blocks of any
+// sizes >= 1.
 //
 // Token order is preserved by the placement: expert e's rows, wherever e lives, are
 // the assignments of the global batch to e in (choice, token) order, so a layer
@@ -12,6 +14,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 namespace moe {
@@ -20,6 +23,12 @@ struct ExpertPlacement {
   int64_t num_experts = 0;  // E, all experts of the layer
   int ep_size = 1;
   int ep_rank = 0;
+  // [ep_size + 1] the first expert of every rank, then E; empty: the even blocks above
+  std::vector<int64_t> bounds;
+
+  ExpertPlacement() = default;
+  ExpertPlacement(int64_t experts, int size, int rank, std::vector<int64_t> blocks = {})
+      : num_experts(experts), ep_size(size), ep_rank(rank), bounds(std::move(blocks)) {}
 
   // Every expert on this one rank.
   static ExpertPlacement single(int64_t num_experts) { return {num_experts, 1, 0}; }

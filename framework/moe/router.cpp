@@ -46,6 +46,9 @@ TopKRouter::TopKRouter(ParamStore& store, const std::string& prefix, int64_t wid
   const int64_t num_experts = num_experts_, top_k = top_k_;
   MOE_CHECK(top_k >= 1 && top_k <= num_experts, "router ", prefix, ": top_k ", top_k,
             " with ", num_experts, " experts");
+  if (config.router_skew > 0.0f)  // Zipf popularity p_e ~ (e + 1)^-s, as a logit bias
+    for (int64_t e = 0; e < num_experts; ++e)
+      skew_.push_back(-config.router_skew * std::log(static_cast<float>(e + 1)));
   if (!limit_.binds(top_k)) return;
   MOE_CHECK(static_cast<int64_t>(limit_.expert_node.size()) == num_experts, "router ", prefix,
             ": node of ", limit_.expert_node.size(), " experts, expected ", num_experts);
@@ -77,6 +80,9 @@ RouterChoices TopKRouter::forward(Tensor u, std::span<const float> bias,
   Tensor probs = probs_.view({n, num_experts_});
   // logits (N, E) = u (N, C) W^T (C, E)
   ops::matmul(u, weight_.data(), logits, false, true);
+  // moe.router_skew: a constant per expert, so the gradients through the logits keep
+  // their form
+  if (!skew_.empty()) ops::add_rows(logits, Tensor(skew_.data(), Shape{1, num_experts_}), logits);
   ops::softmax_forward(logits, probs);
 
   if (fixed_experts.empty()) {

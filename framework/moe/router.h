@@ -137,6 +137,7 @@ class TopKRouter final : public Router {
   int64_t width_, num_experts_, top_k_;
   bool renormalize_;
   float alpha_, z_coef_, locality_coef_;  // moe.aux_loss, z_loss, locality_loss
+  std::vector<float> skew_;  // (1, E) -s ln(e + 1), moe.router_skew; empty when s = 0
   ExpertLocality locality_;
   NodeLimit limit_;
   Tensor u_;                         // (N, C) saved input

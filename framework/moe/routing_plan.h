@@ -45,6 +45,12 @@ struct RoutingPlan {
   // rank order (empty when unknown). Lets an all-to-all dispatcher size its receives
   // without exchanging counts.
   std::vector<int64_t> group_counts_after;
+  // Sharded sparse experts with re-planned owners (parallel.reshard_interval): the
+  // layer's ExpertPlacement::bounds [R + 1]; empty: the dispatcher's placement.
+  std::vector<int64_t> owner_bounds;
+  // Sharded sparse experts with a load window (parallel.load_window > 1): the [R * E]
+  // counts the replica plan reads (load_window.h); empty: group_counts_after.
+  std::vector<int64_t> window_counts;
 
   int64_t num_assignments() const { return num_tokens * top_k; }
   int64_t num_slots() const { return expert_offsets.empty() ? 0 : expert_offsets.back(); }

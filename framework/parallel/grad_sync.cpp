@@ -50,6 +50,16 @@ GradSync::GradSync(ParamStore& store, Communicator& dp, Communicator& edp, int t
   flush(rows);
 }
 
+void GradSync::refresh_sizes() {
+  for (Bucket& b : buckets_) {
+    int64_t numel = 0;
+    for (const Param* p : b.params) numel += p->numel();
+    MOE_CHECK(!b.sharded || numel == b.numel, "gradient sync: a bucket with sharded state "
+              "changed size from ", b.numel, " to ", numel, " elements");
+    b.numel = numel;
+  }
+}
+
 void GradSync::all_reduce() {
   MOE_CHECK(!shard_state_, "gradient sync: all_reduce with sharded optimizer state");
   for (const Bucket& b : buckets_) {

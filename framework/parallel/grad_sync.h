@@ -62,6 +62,9 @@ class GradSync {
   // The same with sharded state: this rank's slices of them.
   void reduce_scatter();
   int64_t num_buckets() const { return static_cast<int64_t>(buckets_.size()); }
+  // After parameters of unsharded buckets changed size (their owners re-planned under
+  // fssdp, parallel.reshard_interval): the buckets' element counts again.
+  void refresh_sizes();
   bool shards_state() const { return shard_state_; }
 
   // Sharded state only (no-ops otherwise). After the optimizer updated this rank's

@@ -2,7 +2,7 @@
 // The two collectives of fully sharded sparse experts (Hecate's SparseAllGather and
 // SparseReduceScatter, arXiv 2502.02581; parallel.expert_sharding = fssdp,
 // framework/moe/experts.h), and the move of owned items that a re-shard of ownership
-// needs (not used by training yet: ownership stays fixed; docs/parallelism.md).
+// needs (parallel.reshard_interval, framework/train/expert_ownership.h).
 //
 // Items are the unit of ownership (one expert's weights, `item` floats each). Every item
 // has one owner and a set of holders, the ranks that compute it this step (its owner

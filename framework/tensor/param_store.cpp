@@ -20,7 +20,7 @@ const char* shard_name(Shard s) {
 StateBuffer& ParamStore::add_buffer(std::string name, Shape shape) {
   for (const StateBuffer& b : buffers_)
     MOE_CHECK(b.name != name, "state buffer registered twice: ", name);
-  StateBuffer& b = buffers_.emplace_back(StateBuffer{std::move(name), shape, Buffer{}});
+  StateBuffer& b = buffers_.emplace_back(StateBuffer{std::move(name), shape, Buffer{}, false});
   b.value.resize(shape.numel());
   return b;
 }

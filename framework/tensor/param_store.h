@@ -83,6 +83,9 @@ struct StateBuffer {
   std::string name;
   Shape shape;
   Buffer value;
+  // Absent from a checkpoint (one written without the option that adds it): read as
+  // zeros instead of refused.
+  bool optional = false;
 
   std::span<float> values() { return {value.data(), static_cast<size_t>(shape.numel())}; }
 };

@@ -7,9 +7,10 @@
 namespace moe {
 
 nlohmann::json memory_record(const ParamStore& store, const AdamW& optimizer,
-                             Communicator& world) {
+                             int64_t replica_bytes, Communicator& world) {
   constexpr int64_t kFloat = sizeof(float);
-  std::array<int64_t, 3> mine{0, 0, optimizer.state_bytes()};  // params, grads, state
+  // params, grads, state, replicas
+  std::array<int64_t, 4> mine{0, 0, optimizer.state_bytes(), replica_bytes};
   for (const Param& p : store.params()) {
     mine[0] += p.value.size() * kFloat;
     mine[1] += p.grad.size() * kFloat;
@@ -17,13 +18,20 @@ nlohmann::json memory_record(const ParamStore& store, const AdamW& optimizer,
   std::vector<int64_t> all(mine.size() * static_cast<size_t>(world.size()));
   world.all_gather<int64_t>(mine, all);
   nlohmann::json record;
-  const char* names[] = {"parameter_bytes", "gradient_bytes", "optimizer_state_bytes"};
+  const char* names[] = {"parameter_bytes", "gradient_bytes", "optimizer_state_bytes",
+                         "replica_bytes"};
   for (size_t k = 0; k < mine.size(); ++k) {
     std::vector<int64_t> per_rank;
     for (int r = 0; r < world.size(); ++r) per_rank.push_back(all[r * mine.size() + k]);
     record[names[k]] = per_rank;
   }
   return record;
+}
+
+int64_t replica_bytes(const std::vector<MoELayer*>& layers) {
+  int64_t bytes = 0;
+  for (MoELayer* layer : layers) bytes += layer->experts().replica_bytes();
+  return bytes;
 }
 
 std::vector<RankBalance> rank_balance(const std::vector<MoELayer*>& layers,

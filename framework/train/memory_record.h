@@ -4,10 +4,11 @@
 // Bytes each rank holds of the training state, from the buffers as allocated (not an
 // estimate): parameters (fp32 values), their gradients and the AdamW moments. With
 // parallel.shard_optimizer a rank's optimizer state is its 1/n slices
-// (framework/parallel/grad_sync.h).
+// (framework/parallel/grad_sync.h). With parallel.expert_sharding = fssdp also the peak
+// over the steps of the replicas it materialised (values and gradients; 0 otherwise).
 //
 //   {"parameter_bytes": [rank 0, rank 1, ...], "gradient_bytes": [...],
-//    "optimizer_state_bytes": [...]}
+//    "optimizer_state_bytes": [...], "replica_bytes": [...]}
 
 #include <vector>
 
@@ -19,9 +20,15 @@
 
 namespace moe {
 
-// Collective over `world`: every rank's figures, in world-rank order.
+// Collective over `world`: every rank's figures, in world-rank order. replica_bytes:
+// this rank's peak of fssdp's materialised replicas (replica_bytes below), listed as
+// "replica_bytes".
 nlohmann::json memory_record(const ParamStore& store, const AdamW& optimizer,
-                             Communicator& world);
+                             int64_t replica_bytes, Communicator& world);
+
+// Bytes of the materialised expert replicas (values and gradients) the layers hold now,
+// from their buffers as allocated: after a forward, every layer's replicas at once.
+int64_t replica_bytes(const std::vector<MoELayer*>& layers);
 
 // Rows the ranks' experts computed in a MoE layer's last forward: the busiest rank sets
 // the pace of expert parallelism, so max / mean is the imbalance that matters for time.

@@ -18,6 +18,7 @@
 #include "framework/optim/adamw.h"
 #include "framework/optim/clip.h"
 #include "framework/optim/lr_schedule.h"
+#include "framework/train/expert_ownership.h"
 #include "framework/train/memory_record.h"
 #include "framework/train/metrics.h"
 #include "framework/moe/moe_factory.h"
@@ -48,6 +49,9 @@ struct Trainer::State {
   std::vector<std::string> notes;
   std::unique_ptr<MoeStack> moe;  // dispatchers and the runtime the MoE layers share
   std::unique_ptr<Model> model;  // the family of model.family, with its data
+  std::unique_ptr<ExpertOwnership> ownership;  // fssdp with parallel.reshard_interval
+  // fssdp with parallel.load_window > 1: each MoE layer's window
+  std::vector<std::pair<MoELayer*, std::unique_ptr<LoadWindow>>> windows;
   int64_t tokens_per_sample = 0;  // sequence positions of one sample (the family's)
   std::unique_ptr<GradSync> grad_sync;
   std::unique_ptr<AdamW> optimizer;
@@ -56,6 +60,7 @@ struct Trainer::State {
   std::unique_ptr<StepGuard> guard;   // non-finite steps and stop signals, agreed per step
   StopSignals stop_signals;           // SIGTERM / SIGINT finish the step, then stop
   int64_t total_params = 0;           // the model's, logical (every rank's share summed)
+  int64_t replica_peak = 0;  // fssdp: most bytes of materialised replicas after a forward
   int64_t start_step = 0;  // steps already taken: > 0 when resumed
   LrSchedule schedule;
   MetricsWriter metrics;
@@ -194,14 +199,30 @@ void Trainer::build_model() {
   // The model opens and validates the data: a bad file is reported alone, before any
   // progress output.
   s_->model = family.make_model(c, s_->store, s_->moe->runtime());
+  if (c.parallel.reshard_interval > 0)  // its state buffers join the checkpoints
+    s_->ownership = std::make_unique<ExpertOwnership>(
+        s_->store, s_->model->network().moe_layers(), *s_->moe->sparse_group(),
+        c.parallel.reshard_interval);
+  if (c.parallel.load_window > 1)  // its state buffers join the checkpoints too
+    for (MoELayer* layer : s_->model->network().moe_layers()) {
+      const std::string& up = layer->experts().w_up().spec.name;  // <prefix>.experts.w_up
+      auto window = std::make_unique<LoadWindow>(s_->store, up.substr(0, up.rfind('.')),
+                                                 c.parallel.load_window,
+                                                 s_->moe->sparse_group()->size(),
+                                                 layer->num_experts());
+      layer->set_load_window(window.get());
+      s_->windows.emplace_back(layer, std::move(window));
+    }
 }
 
 Trainer::~Trainer() = default;
 
 std::vector<NamedBuffer> Trainer::model_buffers() {
-  // the layers' state buffers (router biases), equal on every rank: global loads
+  // the layers' state buffers (router biases; fssdp's plan loads and load windows), equal
+  // on every rank: global loads
   std::vector<NamedBuffer> buffers;
-  for (StateBuffer& b : s_->store.buffers()) buffers.push_back({b.name, b.values()});
+  for (StateBuffer& b : s_->store.buffers())
+    buffers.push_back({b.name, b.values(), b.optional});
   return buffers;
 }
 
@@ -210,6 +231,10 @@ void Trainer::restore_checkpoint() {
                                                     *s_->optimizer, model_buffers(), log_);
   if (const std::optional<TrainerState> state = s_->checkpointer->restore())
     s_->start_step = state->step;
+  // fssdp re-sharding: the blocks were read as the even ones; the checkpoint's owners
+  if (s_->ownership) s_->ownership->restore(*s_->optimizer, *s_->grad_sync, *s_->checkpointer);
+  if (s_->ownership && s_->start_step > 0)
+    log_.info("expert owners of the checkpoint (experts per rank) ", s_->ownership->describe());
   // parallel.shard_optimizer: the state was read whole (checkpoints are logical); this
   // rank keeps its slices
   s_->grad_sync->slice_state(*s_->optimizer);
@@ -340,6 +365,8 @@ Trainer::StepResult Trainer::train_step(int64_t step, IntervalTimes& times) {
     ScopedTimer timer(times.forward);
     result.loss = model.forward();
   }
+  if (s_->moe->sparse_group())  // every layer's replicas are held now, until its backward
+    s_->replica_peak = std::max(s_->replica_peak, replica_bytes(model.network().moe_layers()));
   {
     ScopedTimer timer(times.backward);
     model.backward();
@@ -375,6 +402,12 @@ Trainer::StepResult Trainer::train_step(int64_t step, IntervalTimes& times) {
   if (c.moe.bias_balance)
     for (MoELayer* layer : model.network().moe_layers())
       layer->update_bias(layer->load_stats().assigned.data());
+  for (const auto& [layer, window] : s_->windows) window->push(*layer->last_plan());
+  // every reshard_interval steps: the owners from the window's loads
+  if (s_->ownership &&
+      s_->ownership->after_step(step + 1, *s_->optimizer, *s_->grad_sync, *s_->checkpointer))
+    log_.info("step ", step + 1, ": expert owners moved (experts per rank) ",
+              s_->ownership->describe());
   return result;
 }
 
@@ -546,8 +579,12 @@ nlohmann::json Trainer::run() {
                        {"dispatcher", enum_name(s_->moe->dispatcher_kind())},
                        {"precision", enum_name(c.train.precision)},
                        {"skipped_steps", s_->guard->skipped()},
-                       {"memory", memory_record(s_->store, *s_->optimizer, *s_->groups.world)},
+                       {"memory", memory_record(s_->store, *s_->optimizer, s_->replica_peak,
+                                                   *s_->groups.world)},
                        {"seconds", run_clock.seconds()}});
+  if (s_->ownership)
+    final_record["ownership"] = {{"replans", s_->ownership->replans()},
+                                 {"moves", s_->ownership->moves()}};
   if (const std::optional<DispatcherChoice>& a = s_->moe->auto_choice())
     final_record["dispatcher_choice"] = {{"dispatcher", enum_name(a->chosen)},
                                          {"predicted_flat_ms", a->flat_seconds * 1e3},

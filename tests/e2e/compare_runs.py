@@ -50,6 +50,9 @@ def main():
     p.add_argument("--weights-atol", type=float, default=None)
     p.add_argument("--loads-differ", type=float, default=0.0)
     p.add_argument("--stats-rtol", type=float, default=None)
+    # buffers named ...SUFFIX that only one run keeps (the state of an option such as
+    # parallel.reshard_interval): compared where both files have them
+    p.add_argument("--optional-buffer", action="append", default=[], metavar="SUFFIX")
     a = p.parse_args()
     weights_atol = a.weights_atol if a.weights_atol is not None else (0.0 if a.rtol == 0 else 1e-5)
     worst_loads = 0.0
@@ -80,10 +83,13 @@ def main():
     if a.weights:
         with h5py.File(f"{a.ref}/model.h5") as fa, h5py.File(f"{a.run}/model.h5") as fb:
             for group in ("model", "buffers"):
-                if sorted(fa[group]) != sorted(fb[group]):
+                def names(f, other):  # an optional buffer counts where both have it
+                    return sorted(n for n in f[group] if n in other[group]
+                                  or not n.endswith(tuple(a.optional_buffer)))
+                if names(fa, fb) != names(fb, fa):
                     problems.append(f"/{group} names differ")
                     continue
-                for n in fa[group]:
+                for n in names(fa, fb):
                     d = float(np.max(np.abs(fa[group][n][...] - fb[group][n][...])))
                     wmax = max(wmax, d)
                     if d > weights_atol:

@@ -74,5 +74,42 @@ TEST(FssdpPlan, EveryRowHasExactlyOneDestination) {
             *std::max_element(before.begin(), before.end()));
 }
 
+TEST(FssdpPlan, RowsPreferAHolderOnTheirNode) {
+  const std::vector<int> node = {0, 0, 1, 1};  // ranks 0, 1 on node 0; 2, 3 on node 1
+  const std::vector<int> holders = {0, 2, 3};
+  // source 1 has a holder on its node (rank 0): all 10 rows go there
+  EXPECT_EQ(split_rows(holders, 1, 10, 0, node), 10);
+  EXPECT_EQ(split_rows(holders, 1, 10, 2, node), 0);
+  EXPECT_EQ(split_rows(holders, 1, 10, 3, node), 0);
+  // a holder keeps its own rows, on any node
+  EXPECT_EQ(split_rows(holders, 2, 10, 2, node), 10);
+  EXPECT_EQ(split_rows(holders, 2, 10, 3, node), 0);
+  // holders {2, 3} both on node 1: source 0 has none on its node, so they split its rows
+  // evenly (the remainder from position 0 mod 2); source 3 keeps its own
+  EXPECT_EQ(split_rows({2, 3}, 0, 11, 2, node), 6);
+  EXPECT_EQ(split_rows({2, 3}, 0, 11, 3, node), 5);
+  // 12 rows on every source, holders {0, 2, 3}: rank 0 takes node 0's rows (its own and
+  // source 1's), ranks 2 and 3 their own
+  const std::vector<int64_t> counts = {12, 12, 12, 12};  // one expert, [R * E], E = 1
+  EXPECT_EQ(rows_per_rank(counts, {holders}, 4, node), (std::vector<int64_t>{24, 0, 12, 12}));
+  // without nodes source 1 splits its 12 rows over all three holders: 4 each
+  EXPECT_EQ(rows_per_rank(counts, {holders}, 4), (std::vector<int64_t>{16, 0, 16, 16}));
+  // one node: the same plans as without nodes
+  const ExpertPlacement placement{6, 4, 0};
+  std::vector<int64_t> many;
+  for (int s = 0; s < 4; ++s)
+    for (int e = 0; e < 6; ++e) many.push_back((s * 7 + e * e * 5) % 23 + (e == 2 ? 40 : 0));
+  const std::vector<int> one_node(4, 0);
+  EXPECT_EQ(plan_holders(many, placement, 2, one_node), plan_holders(many, placement, 2));
+  // two nodes: every row still has exactly one destination
+  const Holders two = plan_holders(many, placement, 2, node);
+  for (int64_t e = 0; e < 6; ++e)
+    for (int s = 0; s < 4; ++s) {
+      int64_t total = 0;
+      for (int d = 0; d < 4; ++d) total += split_rows(two[e], s, many[s * 6 + e], d, node);
+      EXPECT_EQ(total, many[s * 6 + e]) << "expert " << e << " source " << s;
+    }
+}
+
 }  // namespace
 }  // namespace moe
