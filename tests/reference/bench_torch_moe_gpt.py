@@ -71,6 +71,9 @@ def parse_args():
                    help="forward under torch.autocast('cpu', dtype=torch.bfloat16)")
     p.add_argument("--sdpa", action="store_true",
                    help="attention core by F.scaled_dot_product_attention (PyTorch >= 2.0)")
+    p.add_argument("--per-expert-gather", action="store_true",
+                   help="the reference's MoE as written (a gather and an index_add_ per "
+                        "expert) instead of one gather and one index_add_ for all")
     p.add_argument("--fused-adamw", action="store_true",
                    help="torch.optim.AdamW(fused=True) (PyTorch >= 2.4)")
     p.add_argument("--system-malloc", action="store_true",
@@ -100,6 +103,32 @@ def flops_per_token(cfg):
     return 6 * matmul_params + 12 * L * T * C
 
 
+def moe_ffn_one_gather(u, params, prefix, routing, cfg):
+    """moe_gpt_ref.moe_ffn with one gather of all kept rows, split per expert, and one
+    index_add_ of the concatenated outputs: the same sums in the same order, but the
+    backward makes one (N, C) scatter instead of one per expert (E x N x C of zeros and
+    index_add that dominate the per-expert gather's backward)."""
+    N, K = routing.experts.shape
+    token = torch.arange(N)[:, None].expand(N, K)
+    e_kept = routing.experts[routing.kept]
+    t_kept = token[routing.kept]
+    w_kept = routing.weights[routing.kept]
+    order = torch.sort(e_kept, stable=True).indices
+    e_kept, t_kept, w_kept = e_kept[order], t_kept[order], w_kept[order]
+    per_expert = torch.bincount(e_kept, minlength=cfg.num_experts).tolist()
+    w_gate = params[prefix + "experts.w_gate"].unbind(0)
+    w_up = params[prefix + "experts.w_up"].unbind(0)
+    w_down = params[prefix + "experts.w_down"].unbind(0)
+    rows = u.index_select(0, t_kept).split(per_expert)
+    outs = [ref.swiglu(x, w_gate[e], w_up[e], w_down[e]) for e, x in enumerate(rows) if len(x)]
+    out = torch.cat(outs) * w_kept[:, None]
+    y = torch.zeros_like(u).index_add_(0, t_kept, out.to(u.dtype))
+    if cfg.num_shared > 0:
+        y = y + ref.swiglu(u, params[prefix + "shared.w_gate"], params[prefix + "shared.w_up"],
+                           params[prefix + "shared.w_down"])
+    return y
+
+
 def sdpa_attention(x, w_qkv, w_out, num_heads, cos, sin):
     """moe_gpt_ref.attention with the core by scaled_dot_product_attention."""
     B, T, C = x.shape
@@ -115,6 +144,8 @@ def main():
     args = parse_args()
     if args.sdpa:
         ref.attention = sdpa_attention
+    if not args.per_expert_gather:
+        ref.moe_ffn = moe_ffn_one_gather
     malloc = "system" if args.system_malloc else ("kept" if keep_freed_memory() else "system")
     torch.set_num_threads(args.threads)
     cfg = ref.ModelConfig(
@@ -163,7 +194,8 @@ def main():
     result = {
         "framework": f"pytorch-{torch.__version__}-eager-"
                      + ("bf16-autocast" if args.autocast else "fp32")
-                     + ("-sdpa" if args.sdpa else "") + ("-fused-adamw" if args.fused_adamw else ""),
+                     + ("-sdpa" if args.sdpa else "") + ("-fused-adamw" if args.fused_adamw else "")
+                     + ("-per-expert-gather" if args.per_expert_gather else ""),
         "threads": args.threads,
         "malloc": malloc,
         "config": {k: v for k, v in vars(args).items() if k not in ("steps", "warmup", "threads")},
