@@ -108,14 +108,7 @@ def moe_ffn_one_gather(u, params, prefix, routing, cfg):
     index_add_ of the concatenated outputs: the same sums in the same order, but the
     backward makes one (N, C) scatter instead of one per expert (E x N x C of zeros and
     index_add that dominate the per-expert gather's backward)."""
-    N, K = routing.experts.shape
-    token = torch.arange(N)[:, None].expand(N, K)
-    e_kept = routing.experts[routing.kept]
-    t_kept = token[routing.kept]
-    w_kept = routing.weights[routing.kept]
-    order = torch.sort(e_kept, stable=True).indices
-    e_kept, t_kept, w_kept = e_kept[order], t_kept[order], w_kept[order]
-    per_expert = torch.bincount(e_kept, minlength=cfg.num_experts).tolist()
+    t_kept, w_kept, per_expert = ref.sorted_assignments(routing, cfg)
     w_gate = params[prefix + "experts.w_gate"].unbind(0)
     w_up = params[prefix + "experts.w_up"].unbind(0)
     w_down = params[prefix + "experts.w_down"].unbind(0)

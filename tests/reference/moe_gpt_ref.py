@@ -304,13 +304,9 @@ def route(u, w_router, bias, cfg):
     return Routing(experts, weights, kept, counts, aux, z, margin)
 
 
-def moe_ffn(u, params, prefix, routing, cfg):
-    """y = sum over kept choices of w * Expert_e(u) + Shared(u); u (N, C).
-
-    Kept assignments are sorted by expert (token order within an expert, as the
-    dispatch buffer of the spec); each expert runs on its rows and the weighted results
-    are scattered back with index_add. Dropped assignments contribute nothing.
-    """
+def sorted_assignments(routing, cfg):
+    """The kept assignments sorted by expert (token order within an expert): their tokens
+    and weights, and the number of them per expert."""
     N, K = routing.experts.shape
     token = torch.arange(N)[:, None].expand(N, K)
     e_kept = routing.experts[routing.kept]
@@ -319,6 +315,17 @@ def moe_ffn(u, params, prefix, routing, cfg):
     order = torch.sort(e_kept, stable=True).indices
     e_kept, t_kept, w_kept = e_kept[order], t_kept[order], w_kept[order]
     per_expert = torch.bincount(e_kept, minlength=cfg.num_experts).tolist()
+    return t_kept, w_kept, per_expert
+
+
+def moe_ffn(u, params, prefix, routing, cfg):
+    """y = sum over kept choices of w * Expert_e(u) + Shared(u); u (N, C).
+
+    Kept assignments are sorted by expert (token order within an expert, as the
+    dispatch buffer of the spec); each expert runs on its rows and the weighted results
+    are scattered back with index_add. Dropped assignments contribute nothing.
+    """
+    t_kept, w_kept, per_expert = sorted_assignments(routing, cfg)
 
     # unbind: one (F, C) view per expert whose backward stacks the E gradients at once.
     w_gate = params[prefix + "experts.w_gate"].unbind(0)
