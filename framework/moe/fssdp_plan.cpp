@@ -1,6 +1,7 @@
 #include "framework/moe/fssdp_plan.h"
 
 #include <algorithm>
+#include <utility>
 
 #include "framework/core/error.h"
 
@@ -55,10 +56,17 @@ Holders plan_holders(std::span<const int64_t> counts, const ExpertPlacement& pla
   Holders holders(static_cast<size_t>(experts));
   for (int64_t e = 0; e < experts; ++e) holders[e] = {placement.owner(e)};
   std::vector<int> used(static_cast<size_t>(ranks), 0);
+  // (the busiest rank's rows, how many ranks have as many): a step must lower it, so
+  // ranks tied at the maximum are relieved one after the other
+  auto load = [](const std::vector<int64_t>& rows) {
+    const int64_t top = *std::max_element(rows.begin(), rows.end());
+    return std::pair{top, std::count(rows.begin(), rows.end(), top)};
+  };
   for (;;) {
     const std::vector<int64_t> rows = rows_per_rank(counts, holders, ranks, node);
     const int busiest = static_cast<int>(std::max_element(rows.begin(), rows.end()) - rows.begin());
-    int64_t best_max = rows[busiest], best_e = -1;
+    std::pair<int64_t, int64_t> best = load(rows);
+    int64_t best_e = -1;
     int best_r = -1;
     for (int64_t e = 0; e < experts; ++e) {
       if (!holds(holders[e], busiest)) continue;
@@ -68,9 +76,9 @@ Holders plan_holders(std::span<const int64_t> counts, const ExpertPlacement& pla
         h.insert(std::lower_bound(h.begin(), h.end(), r), r);
         const std::vector<int64_t> trial = rows_per_rank(counts, holders, ranks, node);
         h.erase(std::lower_bound(h.begin(), h.end(), r));
-        const int64_t m = *std::max_element(trial.begin(), trial.end());
-        if (m < best_max) {
-          best_max = m;
+        const std::pair<int64_t, int64_t> m = load(trial);
+        if (m < best) {
+          best = m;
           best_e = e;
           best_r = r;
         }

@@ -37,8 +37,10 @@ int64_t split_rows(const std::vector<int>& holders, int source, int64_t rows, in
 std::vector<int64_t> rows_per_rank(std::span<const int64_t> counts, const Holders& holders,
                                    int ranks, std::span<const int> node = {});
 // Greedy form of Hecate's materialisation: start from the owners; while it lowers the
-// busiest rank's rows, give one of that rank's experts a replica on another rank with a
-// free slot, the pair that leaves the lowest maximum (ties: lower expert, lower rank).
+// busiest rank's rows, or keeps them and leaves fewer ranks that busy (so that ranks tied
+// at the maximum are relieved one after the other), give one of the busiest rank's
+// experts a replica on another rank with a free slot, the pair that leaves the lowest
+// (maximum, ranks at the maximum) (ties: lower expert, lower rank).
 Holders plan_holders(std::span<const int64_t> counts, const ExpertPlacement& placement,
                      int slots, std::span<const int> node = {});
 // The experts rank r computes, in the order of its expert-ordered rows: the block it

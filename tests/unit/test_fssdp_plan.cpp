@@ -111,5 +111,24 @@ TEST(FssdpPlan, RowsPreferAHolderOnTheirNode) {
     }
 }
 
+TEST(FssdpPlan, RanksTiedAtTheMaximumAreRelievedInTurn) {
+  // 16 experts over 8 ranks, 2 each; every source has 10 rows of expert 0 (owned by rank
+  // 0) and 10 of expert 2 (rank 1), as under a router that sends every token to the same
+  // two experts. Ranks 0 and 1 tie at 80 rows: no single replica lowers the maximum (the
+  // other rank keeps it), but each lowers the number of ranks at it, and the replicas
+  // spread the two experts until every rank computes its own 20 rows.
+  const ExpertPlacement placement{16, 8, 0};
+  std::vector<int64_t> counts;
+  for (int s = 0; s < 8; ++s)
+    for (int e = 0; e < 16; ++e) counts.push_back(e == 0 || e == 2 ? 10 : 0);
+  EXPECT_EQ(rows_per_rank(counts, plan_holders(counts, placement, 0), 8),
+            (std::vector<int64_t>{80, 80, 0, 0, 0, 0, 0, 0}));
+  for (int slots : {1, 2}) {
+    const Holders holders = plan_holders(counts, placement, slots);
+    EXPECT_EQ(rows_per_rank(counts, holders, 8), std::vector<int64_t>(8, 20)) << slots;
+    EXPECT_EQ(holders[0].size() + holders[2].size(), 8u) << slots;  // one hot expert a rank
+  }
+}
+
 }  // namespace
 }  // namespace moe
