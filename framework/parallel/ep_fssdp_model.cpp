@@ -69,15 +69,16 @@ double sparse_seconds(const MoeLayerShape& layer, const GpuCluster& c, int nodes
   const double p = layer.expert_param_bytes();
   const LinkCost& far = nodes > 1 ? c.links.inter : c.links.intra;
   double slowest = 0.0;
-  int64_t any = 0;
+  int64_t total = 0;
   for (int64_t n : copies_per_owner) {
     const int64_t near = std::min<int64_t>(n, int64_t(per_node - 1) * slots);
     const int64_t away = n - near;
     slowest = std::max({slowest, double(near) * message_seconds(c.links.intra, p),
                         double(away) * message_seconds(c.links.inter, p)});
-    any += n;
+    total += n;
   }
-  if (any > 0) slowest = std::max(slowest, double(std::min<int64_t>(slots, any)) * message_seconds(far, p));
+  if (total > 0)  // a rank receives at most `slots` replicas
+    slowest = std::max(slowest, double(std::min<int64_t>(slots, total)) * message_seconds(far, p));
   return 2.0 * slowest;
 }
 
