@@ -5,6 +5,8 @@
 //         against a plain MPI_Alltoallv moving exactly the same bytes; run it under
 //         mpirun (launch/mpirun.sh -np R build/moe-bench a2a ...). docs/benchmarks.md
 //         quotes its figures.
+//   fssdp-model   the projected step time of one MoE layer, plain ep vs fssdp, from 8
+//         to 1,024 GPUs (a model: framework/cli/fssdp_model_command.h); one process.
 //
 // Exit status: 0 done, 2 bad subcommand or option (one line on rank 0), 1 any other
 // failure (the whole MPI job ends).
@@ -64,6 +66,7 @@
 #include <vector>
 
 #include "framework/cli/args.h"
+#include "framework/cli/fssdp_model_command.h"
 #include "framework/core/timer.h"
 #include "framework/kernels/ops.h"
 #include "framework/moe/all_to_all_dispatcher.h"
@@ -79,7 +82,8 @@ constexpr const char* kUsage =
     "usage: moe-bench a2a [--tokens=N] [--width=C] [--experts=E] [--top-k=K] [--skew=S]\n"
     "                     [--iters=I] [--warmup=W] [--seed=X] [--threads=T]\n"
     "                     [--counts=plan|exchange] [--a2a-dtype=fp32|bf16]\n"
-    "Run under mpirun: launch/mpirun.sh -np R build/moe-bench a2a ...\n";
+    "Run under mpirun: launch/mpirun.sh -np R build/moe-bench a2a ...\n"
+    "       moe-bench fssdp-model --help   (a projection, one process)\n";
 
 struct A2aOptions {
   int64_t tokens = 2048;  // N, tokens per rank
@@ -602,12 +606,17 @@ int run_a2a(const MpiEnv& env, const A2aOptions& opt) {
 }  // namespace moe
 
 int main(int argc, char** argv) {
+  // fssdp-model is arithmetic: no MPI, so it runs without mpirun
+  if (argc >= 2 && std::strcmp(argv[1], "fssdp-model") == 0)
+    return moe::cli::run_tool(
+        "moe-bench fssdp-model", moe::kFssdpModelUsage, argc - 1, argv + 1,
+        [&] { return moe::run_fssdp_model(argc - 1, argv + 1); }, "fewer or smaller --ranks");
   return moe::cli::run_mpi_tool(
       "moe-bench", moe::kUsage, argc, argv,
       [](int n, char** args, int ranks) {
-        MOE_USER_CHECK(n >= 2, "no subcommand (expected: a2a)");
+        MOE_USER_CHECK(n >= 2, "no subcommand (expected: a2a or fssdp-model)");
         MOE_USER_CHECK(std::strcmp(args[1], "a2a") == 0, "unknown subcommand '", args[1],
-                       "' (expected: a2a)");
+                       "' (expected: a2a or fssdp-model)");
         return moe::parse_a2a_options(n - 1, args + 1, ranks);
       },
       [](const moe::MpiEnv& mpi, const moe::A2aOptions& o) { return moe::run_a2a(mpi, o); });
