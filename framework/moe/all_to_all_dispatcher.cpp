@@ -6,6 +6,8 @@
 
 namespace moe {
 
+using detail::elements;
+
 namespace {
 
 constexpr std::string_view kName = "all-to-all dispatcher";
@@ -15,11 +17,6 @@ TwoLevelPlan scaled(TwoLevelPlan plan, int64_t cols) {
   for (auto* counts : {&plan.send, &plan.recv, &plan.staged})
     for (int64_t& c : *counts) c *= cols;
   return plan;
-}
-
-template <class T>
-std::span<T> elements(Tensor t) {
-  return {t.ptr<T>(), static_cast<size_t>(t.numel())};
 }
 
 // The two-level plan was made for the rows of dispatch; every later exchange has the

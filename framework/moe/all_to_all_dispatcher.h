@@ -51,6 +51,7 @@
 // handle (AllToAllState); the dispatcher's scratch buffers are consumed within a call.
 
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "framework/moe/dispatcher.h"
@@ -59,6 +60,14 @@
 #include "framework/parallel/two_level_all_to_all.h"
 
 namespace moe {
+
+namespace detail {
+// A tensor's elements as a span (the all-to-all calls take spans).
+template <class T>
+std::span<T> elements(Tensor t) {
+  return {t.ptr<T>(), static_cast<size_t>(t.numel())};
+}
+}  // namespace detail
 
 // What combine and the backward passes need to reverse one dispatch.
 struct AllToAllState final : DispatchState {

@@ -11,6 +11,8 @@
 
 namespace moe {
 
+using detail::elements;
+
 namespace {
 
 // Blocks of rows as blocks of elements, rows of `cols` elements.
@@ -20,11 +22,6 @@ std::vector<std::vector<CommBlock>> in_elements(const std::vector<std::vector<Co
   for (size_t r = 0; r < rows.size(); ++r)
     for (const CommBlock& b : rows[r]) out[r].push_back({b.offset * cols, b.count * cols});
   return out;
-}
-
-template <class T>
-std::span<T> elements(Tensor t) {
-  return {t.ptr<T>(), static_cast<size_t>(t.numel())};
 }
 
 // The rows of a non-empty block.

@@ -106,23 +106,4 @@ void gated_add_backward(const float* gate, int64_t stride, const float* f, const
   }
 }
 
-void gather_dot(const float* a, const int32_t* a_row, const float* b, const int32_t* b_row,
-                float* out, int64_t n, int64_t cols) {
-  // One dot product of `cols` per output: split over the threads; each writes its own.
-#pragma omp parallel for if (n * cols > kMinParallelWork)
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t ra = a_row ? a_row[i] : i, rb = b_row ? b_row[i] : i;
-    if (ra < 0 || rb < 0) {
-      out[i] = 0.0f;
-      continue;
-    }
-    const float* x = a + ra * cols;
-    const float* y = b + rb * cols;
-    float acc = 0.0f;
-#pragma omp simd reduction(+ : acc)
-    for (int64_t j = 0; j < cols; ++j) acc += x[j] * y[j];
-    out[i] = acc;
-  }
-}
-
 }  // namespace moe::cpu

@@ -68,23 +68,6 @@ void permute_rows(const float* src, const int32_t* index, const float* scale,
   }
 }
 
-void combine_rows(const float* src, const int32_t* slot, const float* weight,
-                  float* out, int64_t n, int64_t k, int64_t cols) {
-#pragma omp parallel for if (n * k * cols > kMinParallelWork)
-  for (int64_t t = 0; t < n; ++t) {
-    float* o = out + t * cols;  // (cols)
-    std::fill(o, o + cols, 0.0f);
-    for (int64_t j = 0; j < k; ++j) {
-      const int32_t s = slot[t * k + j];
-      if (s < 0) continue;  // dropped assignment contributes nothing
-      const float w = weight ? weight[t * k + j] : 1.0f;
-      const float* in = src + static_cast<int64_t>(s) * cols;
-#pragma omp simd
-      for (int64_t c = 0; c < cols; ++c) o[c] += w * in[c];
-    }
-  }
-}
-
 void embedding_forward(const float* table, const int32_t* ids, float* out,
                        int64_t n, int64_t cols) {
 #pragma omp parallel for if (n * cols > kMinParallelWork)

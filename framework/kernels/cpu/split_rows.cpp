@@ -6,12 +6,13 @@
 //
 // combine_rows_split and gather_dot_split must give the bits of combine_rows and
 // gather_dot on the joined rows (the results may not depend on where a row lies, nor on
-// the wire: bf16 -> fp32 is exact), so their loops are those kernels' loops with only
-// the row pointer changed; tests/unit/test_kernels.cpp checks equality bit for bit.
+// the wire: bf16 -> fp32 is exact), so combine_rows and gather_dot are the same loops
+// with every row in the head; tests/unit/test_split_rows.cpp checks equality bit for bit.
 
 #include <algorithm>
 #include <bit>
 #include <cstring>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -104,6 +105,18 @@ void gather_dot_joined(const float* a, const int32_t* a_row, const Joined<T>& b,
 }
 
 }  // namespace
+
+void combine_rows(const float* src, const int32_t* slot, const float* weight, float* out,
+                  int64_t n, int64_t k, int64_t cols) {
+  constexpr int64_t kAll = std::numeric_limits<int64_t>::max();
+  combine_joined(Joined<float>{src, kAll, nullptr, cols}, slot, weight, out, n, k);
+}
+
+void gather_dot(const float* a, const int32_t* a_row, const float* b, const int32_t* b_row,
+                float* out, int64_t n, int64_t cols) {
+  constexpr int64_t kAll = std::numeric_limits<int64_t>::max();
+  gather_dot_joined(a, a_row, Joined<float>{b, kAll, nullptr, cols}, b_row, out, n);
+}
 
 void combine_rows_split(const float* head, int64_t head_rows, const float* tail,
                         const bf16* tail_bf16, const int32_t* row, const float* weight,
