@@ -36,8 +36,7 @@ void SelfAttention::apply_rotary(Tensor qkv, bool inverse) const {
   ops::rope_apply(qkv, batch_, heads_, head_dim_, local_width_, rope_theta_, inverse);
 }
 
-Tensor SelfAttention::operands() {
-  if (!mixed_) return qkv_;
+Tensor SelfAttention::rounded_operands() {
   Tensor qkv16 = qkv16_.view(qkv_.shape);
   ops::convert(qkv_, qkv16);
   return qkv16;
@@ -56,8 +55,8 @@ Tensor SelfAttention::forward(Tensor x, int64_t batch, int64_t seq_len) {
   if (rotary_) apply_rotary(qkv_, /*inverse=*/false);
   Tensor o = o_.view({batch * seq_len, local_width_});
   if (mixed_)
-    ops::attention_forward_mixed(operands(), att_.view({batch, heads_, seq_len, 2}), o, batch,
-                                 heads_, causal_);
+    ops::attention_forward_mixed(rounded_operands(), att_.view({batch, heads_, seq_len, 2}), o,
+                                 batch, heads_, causal_);
   else
     ops::attention_forward(qkv_, att_.view({batch, heads_, seq_len, seq_len}), o, batch,
                            heads_, causal_);

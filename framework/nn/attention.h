@@ -57,8 +57,8 @@ class SelfAttention {
  private:
   // In place on the q and k blocks of rows of width 3C/tp (one (b, t) per row).
   void apply_rotary(Tensor qkv, bool inverse) const;  // (B*T, 3C/tp)
-  // The attention's operands: the rotated qkv_, or its bf16 copy (mixed precision).
-  Tensor operands();
+  // Mixed precision: the rotated qkv_ rounded to bf16 into qkv16_, kept for backward.
+  Tensor rounded_operands();
 
   ColumnParallelLinear qkv_proj_;
   RowParallelLinear out_proj_;
