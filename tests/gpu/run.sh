@@ -2,10 +2,11 @@
 # tests/gpu/run.sh [BUILD_DIR]: the GPU checks on a machine with one NVIDIA GPU
 # (compute capability 9.0) and the CUDA toolkit. Builds BUILD_DIR (default build-gpu)
 # with the CUDA backend unless it already holds a build, then runs every CTest test
-# labelled gpu with MOE_GPU_REQUIRED=1 (a missing GPU fails instead of skipping) and
-# the GPU kernel benchmark, and prints the figures. Inside a bundle
-# (launch/gpu-bundle.sh; source its env.sh first) it runs the bundle's prepared
-# binaries instead and builds nothing. Exit status: that of the tests.
+# labelled gpu with MOE_GPU_REQUIRED=1 (a missing GPU fails instead of skipping), the
+# GPU kernel benchmark and the model against PyTorch on the same GPU, and prints the
+# figures. Inside a bundle (launch/gpu-bundle.sh; source its env.sh first) it runs the
+# bundle's prepared binaries instead and builds nothing. Exit status: 0 when every test
+# and both benchmarks ran through, else 1.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${1:-${MOE_BUILD_DIR:-$root/build-gpu}}
@@ -15,6 +16,17 @@ jobs=$(nproc)
 echo "== GPU"
 nvidia-smi --query-gpu=name,compute_cap,memory.total,driver_version \
   --format=csv,noheader 2>/dev/null || echo "nvidia-smi: not available"
+
+# The model against PyTorch eager and torch.compile on this GPU (configs/moe_gpt_gpu.ini;
+# needs the python that holds PyTorch with CUDA). $1: the folder holding moe-train.
+model_benchmark() {
+  echo "== moe_gpt_gpu against PyTorch (tests/gpu/moe_gpt_gpu_vs_torch.py)"
+  if ! python3 -c 'import torch, sys; sys.exit(not torch.cuda.is_available())' 2>/dev/null; then
+    echo "moe_gpt_gpu_vs_torch.py: no python3 with CUDA PyTorch here: not run"
+    return 1
+  fi
+  python3 "$root/tests/gpu/moe_gpt_gpu_vs_torch.py" --build "$1"
+}
 
 if [[ -x $root/bin/gpu_test_cuda_kernels ]]; then
   echo "== bundle $root: prepared binaries"
@@ -30,6 +42,7 @@ if [[ -x $root/bin/gpu_test_cuda_kernels ]]; then
   done
   echo "== GPU kernel benchmark"
   "$root/bin/gpu_bench_kernels" || status=1
+  model_benchmark "$root/bin" || status=1
   echo "== total: $(($(date +%s) - start)) s, tests exit status $status"
   exit $status
 fi
@@ -57,6 +70,8 @@ if [[ -x $build/gpu_bench_kernels ]]; then
 else
   echo "gpu_bench_kernels: not built"
 fi
+
+model_benchmark "$build" || status=1
 
 echo "== total: $(($(date +%s) - start)) s, tests exit status $status"
 exit $status

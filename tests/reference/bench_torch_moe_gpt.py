@@ -28,12 +28,21 @@ fused CPU flash attention) instead of the reference's explicit scores and softma
 --fused-adamw uses AdamW(fused=True) (PyTorch >= 2.4 on CPU): what a PyTorch 2 user would
 write. The model and its numbers are otherwise the same.
 
+On a GPU (--device cuda; PyTorch 2 built with CUDA) the same program is the GPU peer of
+tests/gpu/moe_gpt_gpu_vs_torch.py: --autocast then means torch.autocast("cuda",
+dtype=torch.bfloat16), --compile wraps the loss in torch.compile, and --grouped-mm runs
+the routed experts as three torch._grouped_mm calls over all experts (bf16, dropless
+only; the way torchtitan runs them) instead of one product per expert, so a step needs
+no device-to-host read of the routing counts. --config FILE takes the model from an INI
+config of ours. Step times are taken after torch.cuda.synchronize().
+
 FLOPs use the usual estimate 6 * (matmul parameters a token touches) + 12 * L * T * C
 (attention scores and values, forward and backward, without the causal halving).
 """
 
 import argparse
 import ctypes
+import dataclasses
 import json
 import os
 import sys
@@ -47,6 +56,8 @@ import moe_gpt_ref as ref  # noqa: E402
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--config", help="take the model options from this INI config (the "
+                                     "options below then only override what it leaves out)")
     p.add_argument("--layers", type=int, default=6)
     p.add_argument("--d-model", type=int, default=256)
     p.add_argument("--heads", type=int, default=16)
@@ -76,6 +87,12 @@ def parse_args():
                         "expert) instead of one gather and one index_add_ for all")
     p.add_argument("--fused-adamw", action="store_true",
                    help="torch.optim.AdamW(fused=True) (PyTorch >= 2.4)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--compile", action="store_true", help="torch.compile the loss")
+    p.add_argument("--grouped-mm", action="store_true",
+                   help="routed experts by torch._grouped_mm (bf16 autocast, dropless)")
+    p.add_argument("--peak-tflops", type=float, default=0.0,
+                   help="the device's dense peak for the MFU figure (0: no MFU)")
     p.add_argument("--system-malloc", action="store_true",
                    help="leave glibc malloc's mmap/trim thresholds at their defaults")
     return p.parse_args()
@@ -122,6 +139,66 @@ def moe_ffn_one_gather(u, params, prefix, routing, cfg):
     return y
 
 
+def moe_ffn_grouped_mm(u, params, prefix, routing, cfg):
+    """moe_ffn_one_gather with each projection of all routed experts as one grouped
+    product (torch._grouped_mm over the rows sorted by expert, offsets on the device):
+    no per-expert loop and no read of the counts by the host. bf16 operands; dropless."""
+    N, K = routing.experts.shape
+    E = cfg.num_experts
+    flat = routing.experts.reshape(-1)
+    order = torch.sort(flat, stable=True).indices  # token order within an expert
+    t_sorted = order // K
+    w_sorted = routing.weights.reshape(-1)[order]
+    offs = torch.cumsum(torch.bincount(flat, minlength=E), 0).to(torch.int32)
+    x = u.index_select(0, t_sorted).to(torch.bfloat16)
+
+    def grouped(a, w):  # w (E, F, C): rows of a times w[e]^T per group
+        return torch._grouped_mm(a, w.to(torch.bfloat16).transpose(-2, -1), offs=offs)
+
+    h = torch.nn.functional.silu(grouped(x, params[prefix + "experts.w_gate"])) * \
+        grouped(x, params[prefix + "experts.w_up"])
+    out = grouped(h, params[prefix + "experts.w_down"]) * w_sorted[:, None]
+    y = torch.zeros_like(u).index_add_(0, t_sorted, out.to(u.dtype))
+    if cfg.num_shared > 0:
+        y = y + ref.swiglu(u, params[prefix + "shared.w_gate"], params[prefix + "shared.w_up"],
+                           params[prefix + "shared.w_down"])
+    return y
+
+
+def ini_model(path):
+    """({ModelConfig field: value} named by an INI config of ours, its data.batch_size or
+    None)."""
+    with open(path) as f:
+        ini = ref.config_from_ini(f.read())
+    values = {}
+    for field in dataclasses.fields(ref.ModelConfig):
+        for section in ("model", "moe"):
+            text = ini.get(f"{section}.{field.name}")
+            if text is None:
+                continue
+            kind = type(field.default)
+            values[field.name] = (text.lower() in ("1", "true", "yes", "on")
+                                  if kind is bool else kind(text))
+    batch = ini.get("data.batch_size")
+    return values, (int(batch) if batch is not None else None)
+
+
+def model_config(args):
+    """The model of the options, overridden by what --config's INI file names."""
+    values = {"vocab_size": args.vocab, "seq_len": args.seq_len, "num_layers": args.layers,
+              "d_model": args.d_model, "num_heads": args.heads,
+              "dense_layers": args.dense_layers, "dense_ffn": args.dense_ffn,
+              "num_experts": args.experts, "top_k": args.top_k,
+              "expert_ffn": args.expert_ffn, "num_shared": args.shared,
+              "shared_ffn": args.shared_ffn, "capacity_factor": args.capacity_factor,
+              "renormalize": args.renormalize}
+    if args.config:
+        named, batch = ini_model(args.config)
+        values.update(named)
+        args.batch = batch or args.batch
+    return ref.ModelConfig(**values)
+
+
 def sdpa_attention(x, w_qkv, w_out, num_heads, cos, sin):
     """moe_gpt_ref.attention with the core by scaled_dot_product_attention."""
     B, T, C = x.shape
@@ -139,16 +216,25 @@ def main():
         ref.attention = sdpa_attention
     if not args.per_expert_gather:
         ref.moe_ffn = moe_ffn_one_gather
+    cfg = model_config(args)
+    if args.grouped_mm:
+        if not (args.autocast and cfg.capacity_factor <= 0):
+            sys.exit("bench_torch_moe_gpt.py: --grouped-mm needs --autocast and a dropless model")
+        ref.moe_ffn = moe_ffn_grouped_mm
+    on_gpu = args.device == "cuda"
+    if on_gpu and not torch.cuda.is_available():
+        sys.exit("bench_torch_moe_gpt.py: --device cuda: this PyTorch sees no GPU")
+    ref.MEASURE_MARGIN = False  # a host read per MoE layer that training does not need
     malloc = "system" if args.system_malloc else ("kept" if keep_freed_memory() else "system")
     torch.set_num_threads(args.threads)
-    cfg = ref.ModelConfig(
-        vocab_size=args.vocab, seq_len=args.seq_len, num_layers=args.layers,
-        d_model=args.d_model, num_heads=args.heads, dense_layers=args.dense_layers,
-        dense_ffn=args.dense_ffn, num_experts=args.experts, top_k=args.top_k,
-        expert_ffn=args.expert_ffn, num_shared=args.shared, shared_ffn=args.shared_ffn,
-        capacity_factor=args.capacity_factor, renormalize=args.renormalize)
-    params = ref.init_params(cfg, torch.float32, args.seed)
-    params = {n: t.requires_grad_(True) for n, t in params.items()}
+    params = ref.init_params(cfg, torch.float32, args.seed)  # on the CPU: its generator
+    params = {n: t.to(args.device).requires_grad_(True) for n, t in params.items()}
+    if on_gpu:
+        torch.set_default_device("cuda")  # the tables and masks the model makes
+    sync = torch.cuda.synchronize if on_gpu else (lambda: None)
+    loss_of = lambda inputs, targets: ref.forward(cfg, params, inputs, targets).loss  # noqa: E731
+    if args.compile:
+        loss_of = torch.compile(loss_of)
     decay = [t for t in params.values() if t.dim() >= 2]
     no_decay = [t for t in params.values() if t.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
@@ -162,18 +248,23 @@ def main():
     losses = []
     cpu_s = 0.0
     for step in range(args.warmup + args.steps):
-        tokens = torch.randint(0, cfg.vocab_size, (args.batch, args.seq_len + 1), generator=gen)
+        tokens = torch.randint(0, cfg.vocab_size, (args.batch, cfg.seq_len + 1), generator=gen,
+                               device="cpu").to(args.device)
         inputs, targets = tokens[:, :-1], tokens[:, 1:]
+        sync()
         c0 = time.process_time()
         t0 = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.autocast):
-            loss = ref.forward(cfg, params, inputs, targets).loss
+        with torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.autocast):
+            loss = loss_of(inputs, targets)
+        sync()
         t1 = time.perf_counter()
         loss.backward()
+        sync()
         t2 = time.perf_counter()
         torch.nn.utils.clip_grad_norm_(params.values(), 1.0)
         optimizer.step()
+        sync()
         t3 = time.perf_counter()
         if step >= args.warmup:
             times["forward_s"] += t1 - t0
@@ -183,25 +274,31 @@ def main():
             cpu_s += time.process_time() - c0
 
     total = sum(times.values())
-    tokens = args.steps * args.batch * args.seq_len
+    tokens = args.steps * args.batch * cfg.seq_len
     result = {
-        "framework": f"pytorch-{torch.__version__}-eager-"
+        "framework": f"pytorch-{torch.__version__}-{args.device}-"
+                     + ("compile-" if args.compile else "eager-")
                      + ("bf16-autocast" if args.autocast else "fp32")
+                     + ("-grouped-mm" if args.grouped_mm else "")
                      + ("-sdpa" if args.sdpa else "") + ("-fused-adamw" if args.fused_adamw else "")
                      + ("-per-expert-gather" if args.per_expert_gather else ""),
         "threads": args.threads,
         "malloc": malloc,
-        "config": {k: v for k, v in vars(args).items() if k not in ("steps", "warmup", "threads")},
+        "config": {**dataclasses.asdict(cfg), "batch": args.batch},
         "params": sum(t.numel() for t in params.values()),
         "steps": args.steps,
-        "tokens_per_step": args.batch * args.seq_len,
+        "device": torch.cuda.get_device_name() if on_gpu else "cpu",
+        "tokens_per_step": args.batch * cfg.seq_len,
         "step_s": total / args.steps,
         "tokens_per_s": tokens / total,
         "gflops_per_s": flops_per_token(cfg) * tokens / total / 1e9,
+        "mfu": (flops_per_token(cfg) * tokens / total / (args.peak_tflops * 1e12)
+                if args.peak_tflops > 0 else None),
         **{k: v / args.steps for k, v in times.items()},
         # CPU seconds of this process per wall second and thread: well below 1 when
         # other processes compete for the cores (then tokens_per_s is pessimistic).
         "cpu_busy": cpu_s / (total * args.threads),
+        "max_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if on_gpu else None,
         "loss_first": losses[0],
         "loss_last": losses[-1],
     }

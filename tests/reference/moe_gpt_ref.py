@@ -243,6 +243,11 @@ def swiglu(u, w_gate, w_up, w_down):
 # Routing and the MoE FFN
 
 
+# Whether route() measures the selection margin (a sort and a device-to-host read per
+# MoE layer): the comparisons need it, a throughput benchmark on a GPU does not.
+MEASURE_MARGIN = True
+
+
 @dataclasses.dataclass
 class Routing:
     experts: torch.Tensor  # (N, K) int64, choice k of token t, in choice order
@@ -251,7 +256,8 @@ class Routing:
     counts: torch.Tensor  # (E,) selected assignments per expert, before dropping
     aux_loss: torch.Tensor  # scalar, alpha * E * sum_e f_e P_e
     z_loss: torch.Tensor  # scalar, c_z * mean_t logsumexp(logits_t)^2
-    margin: float  # smallest gap between the K-th and (K+1)-th selection score
+    margin: float  # smallest gap between the K-th and (K+1)-th selection score (inf:
+    #               not measured)
 
 
 def select_top_k(scores, k):
@@ -298,7 +304,7 @@ def route(u, w_router, bias, cfg):
     z = cfg.z_loss * torch.logsumexp(logits, dim=-1).pow(2).mean()
 
     margin = math.inf
-    if K < E:
+    if K < E and MEASURE_MARGIN:
         top = torch.sort(scores, dim=-1, descending=True).values
         margin = float((top[:, K - 1] - top[:, K]).min())
     return Routing(experts, weights, kept, counts, aux, z, margin)
