@@ -73,6 +73,14 @@ cat >"$b/env.sh" <<'EOF'
 MOE_BUNDLE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 export MOE_BUNDLE PATH="$MOE_BUNDLE/bin:$PATH" OPAL_PREFIX="$MOE_BUNDLE"
 export OPAL_SYSCONFDIR="$MOE_BUNDLE/etc" OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# cuDNN 9 (the fused attention): the node's own, from its CUDA folders or, where it has
+# none there, from its PyTorch's wheel (nvidia-cudnn-cu*).
+if ! ls /usr/local/cuda/lib64/libcudnn.so.9 /usr/local/cuda/lib/libcudnn.so.9 >/dev/null 2>&1; then
+  cudnn=$(python3 -c 'import nvidia.cudnn as c, os; print(os.path.join(list(c.__path__)[0], "lib"))' 2>/dev/null || true)
+  if [[ -n $cudnn && -d $cudnn ]]; then
+    export LD_LIBRARY_PATH="$cudnn${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  fi
+fi
 EOF
 
 tar czf "$out" -C "$work" moe-bundle

@@ -21,6 +21,7 @@ packages=(
   python3-pil                               # tests decode the PNG sample grids
   python3-matplotlib                        # moe-report's pictures
   python3-venv python3-requests python3-yaml python3-packaging  # launch/python-env.sh
+  python3-pip unzip                         # launch/fetch-cudnn-frontend.sh (CUDA builds)
   iproute2 util-linux                       # ip netns, unshare: the emulated cluster
   slurm-wlm munge                           # a one-node Slurm cluster in the Slurm test
 )

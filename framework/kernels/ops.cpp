@@ -58,6 +58,20 @@ void require_cpu(const char* op, DType dtype, std::initializer_list<Tensor> tens
   }
 }
 
+// The device of a mixed-precision op whose kernel exists on both backends: the `narrow`
+// tensors present are bf16, the `wide` ones fp32, all on one device.
+Device mixed_device(const char* op, std::initializer_list<Tensor> narrow,
+                    std::initializer_list<Tensor> wide) {
+  const Device device = kernel_device(op, wide);
+  for (const Tensor& t : narrow) {
+    if (!present(t)) continue;
+    MOE_CHECK(t.dtype == DType::kBF16 && t.device == device, op, ": ", dtype_name(t.dtype),
+              " operand on ", device_name(t.device), ", expected bf16 on ",
+              device_name(device));
+  }
+  return device;
+}
+
 void check_matrix(const char* op, const char* name, const Tensor& t, int64_t rows,
                   int64_t cols) {
   MOE_CHECK(t.rank() > 0 && t.rows() == rows && t.cols() == cols, op, ": ", name, " of shape ",
@@ -469,27 +483,28 @@ void attention_backward(Tensor qkv, Tensor att, Tensor dout, Tensor dqkv, Tensor
 
 void attention_forward_mixed(Tensor qkv, Tensor stats, Tensor out, int64_t batch,
                              int64_t heads, bool causal) {
-  require_cpu("attention_forward_mixed", DType::kBF16, {qkv});
-  require_cpu_f32("attention_forward_mixed", {stats, out});
+  const Device device = mixed_device("attention_forward_mixed", {qkv}, {stats, out});
   const int64_t seq = qkv.rows() / batch, head_dim = out.cols() / heads;
   check_matrix("attention_forward_mixed", "qkv", qkv, batch * seq, 3 * heads * head_dim);
   check_matrix("attention_forward_mixed", "out", out, batch * seq, heads * head_dim);
   check_numel("attention_forward_mixed", "stats", stats, batch * heads * seq * 2);
-  cpu::attention_forward_bf16(qkv.ptr<bf16>(), stats.data, out.data, batch, seq, heads,
-                              head_dim, causal);
+  MOE_KERNEL(device, attention_forward_bf16)(qkv.ptr<bf16>(), stats.data, out.data, batch,
+                                             seq, heads, head_dim, causal);
 }
 
-void attention_backward_mixed(Tensor qkv, Tensor stats, Tensor dout, Tensor dqkv,
+void attention_backward_mixed(Tensor qkv, Tensor stats, Tensor out, Tensor dout, Tensor dqkv,
                               int64_t batch, int64_t heads, bool causal) {
-  require_cpu("attention_backward_mixed", DType::kBF16, {qkv});
-  require_cpu_f32("attention_backward_mixed", {stats, dout, dqkv});
+  const Device device =
+      mixed_device("attention_backward_mixed", {qkv}, {stats, out, dout, dqkv});
   const int64_t seq = qkv.rows() / batch, head_dim = dout.cols() / heads;
   check_matrix("attention_backward_mixed", "qkv", qkv, batch * seq, 3 * heads * head_dim);
   check_matrix("attention_backward_mixed", "dqkv", dqkv, batch * seq, 3 * heads * head_dim);
+  check_matrix("attention_backward_mixed", "out", out, batch * seq, heads * head_dim);
   check_matrix("attention_backward_mixed", "dout", dout, batch * seq, heads * head_dim);
   check_numel("attention_backward_mixed", "stats", stats, batch * heads * seq * 2);
-  cpu::attention_backward_bf16(qkv.ptr<bf16>(), stats.data, dout.data, dqkv.data, batch, seq,
-                               heads, head_dim, causal);
+  MOE_KERNEL(device, attention_backward_bf16)(qkv.ptr<bf16>(), stats.data, out.data,
+                                              dout.data, dqkv.data, batch, seq, heads,
+                                              head_dim, causal);
 }
 
 void rope_apply_at(Tensor x, std::span<const int32_t> pos, int64_t heads, int64_t head_dim,

@@ -137,14 +137,16 @@ void attention_forward(Tensor qkv, Tensor att, Tensor out, int64_t batch, int64_
                        bool causal);
 void attention_backward(Tensor qkv, Tensor att, Tensor dout, Tensor dqkv, Tensor scratch,
                         int64_t batch, int64_t heads, bool causal);
-// The same in mixed precision (CPU): qkv bf16 (D even); the products take bf16 operands
-// (the probabilities, dout and the score gradients rounded where they are operands);
-// softmax, out and the gradients stay fp32. Instead of the probabilities, stats (B, H,
-// T, 2) keeps each query row's softmax maximum and 1 / sum, and backward recomputes the
-// probabilities from them (no (T, T) matrix per head is kept or needs scratch).
+// The same in mixed precision: qkv bf16 (D even); the products take bf16 operands (the
+// probabilities, dout and the score gradients rounded where they are operands); softmax,
+// out and the gradients stay fp32. Instead of the probabilities, stats (B, H, T, 2) keeps
+// per query row what backward needs to recompute them (no (T, T) matrix per head is kept
+// or needs scratch): the CPU its softmax maximum and 1 / sum, the GPU (cuDNN's fused
+// attention) its log-sum-exp. Backward takes the forward's out as well (the GPU's flash
+// backward reads it; the CPU does not).
 void attention_forward_mixed(Tensor qkv, Tensor stats, Tensor out, int64_t batch,
                              int64_t heads, bool causal);
-void attention_backward_mixed(Tensor qkv, Tensor stats, Tensor dout, Tensor dqkv,
+void attention_backward_mixed(Tensor qkv, Tensor stats, Tensor out, Tensor dout, Tensor dqkv,
                               int64_t batch, int64_t heads, bool causal);
 // Incremental (KV-cached) decoding. rope_apply_at: rope_apply's rotation of the columns
 // [column, column + H*D) of row r of x at position pos[r]. attention_decode: row i of qkv

@@ -74,7 +74,8 @@ Tensor SelfAttention::backward(Tensor dy) {
   Tensor dqkv = dqkv_.view({batch_ * seq_len_, 3 * local_width_});
   if (mixed_) {
     ops::attention_backward_mixed(qkv16_.view_of(qkv_.shape),
-                                  att_.view({batch_, heads_, seq_len_, 2}), d_o, dqkv, batch_,
+                                  att_.view({batch_, heads_, seq_len_, 2}),
+                                  o_.view({batch_ * seq_len_, local_width_}), d_o, dqkv, batch_,
                                   heads_, causal_);
   } else {
     const Shape scores{batch_, heads_, seq_len_, seq_len_};

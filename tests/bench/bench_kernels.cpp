@@ -103,8 +103,8 @@ void BM_attention_fwd_bwd_bf16(benchmark::State& state) {
   std::vector<float> stats(B * H * T * 2), out(B * T * H * D), dqkv(qkv.size());
   for (auto _ : state) {
     moe::cpu::attention_forward_bf16(qkv.data(), stats.data(), out.data(), B, T, H, D, true);
-    moe::cpu::attention_backward_bf16(qkv.data(), stats.data(), dout.data(), dqkv.data(), B, T,
-                                      H, D, true);
+    moe::cpu::attention_backward_bf16(qkv.data(), stats.data(), out.data(), dout.data(),
+                                      dqkv.data(), B, T, H, D, true);
     benchmark::DoNotOptimize(dqkv.data());
   }
   set_flop_rate(state, 12.0 * D * B * H * attention_pairs(T, true));

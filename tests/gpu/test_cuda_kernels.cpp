@@ -434,5 +434,57 @@ TEST(CudaKernels, Bf16ConversionAndProducts) {
   EXPECT_TRUE(close(dc.host(), expected, 1e-4, 1e-4));
 }
 
+// max |actual - expected| <= rtol * max |expected|: agreement at bf16 resolution, where
+// element-wise relative errors of values near 0 say nothing.
+::testing::AssertionResult close_in_norm(const Vec& actual, const Vec& expected, double rtol) {
+  double err = 0.0, scale = 0.0;
+  for (size_t i = 0; i < expected.size(); ++i) {
+    if (!std::isfinite(actual[i])) return ::testing::AssertionFailure() << "element " << i;
+    err = std::max(err, std::fabs(static_cast<double>(actual[i]) - expected[i]));
+    scale = std::max(scale, std::fabs(static_cast<double>(expected[i])));
+  }
+  if (err <= rtol * scale) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << "max error " << err << " > " << rtol << " x " << scale;
+}
+
+// The mixed-precision attention (cuDNN's fused SDPA) against the CPU reference of the bf16
+// attention on the same bf16 q, k, v: out within 1e-2 of max |out| (cuDNN rounds O to
+// bf16), dq, dk, dv within 2e-2 (bf16 outputs, P rounded per key block), and backward
+// repeats bit for bit (deterministic algorithm).
+TEST(CudaKernels, MixedAttentionThroughCudnn) {
+#ifndef MOE_WITH_CUDNN
+  GTEST_SKIP() << "built without cuDNN's frontend";
+#endif
+  for (const bool causal : {true, false})
+    for (const auto& [batch, seq, heads, dim] : std::vector<std::array<int64_t, 4>>{
+             {1, 1, 1, 8}, {2, 17, 3, 8}, {2, 130, 4, 64}, {1, 256, 2, 128}}) {
+      const int64_t rows = batch * seq, width = heads * dim;
+      Vec qkv = random_vector(rows * 3 * width, 50);
+      std::vector<bf16> q16(qkv.size());
+      cpu::ref::convert_to_bf16(qkv.data(), q16.data(), static_cast<int64_t>(qkv.size()));
+      const Vec dout = random_vector(rows * width, 51);
+      Vec stats(batch * heads * seq * 2), out(rows * width), dqkv(rows * 3 * width);
+      cpu::ref::attention_forward_bf16(q16.data(), stats.data(), out.data(), batch, seq, heads,
+                                       dim, causal);
+      cpu::ref::attention_backward_bf16(q16.data(), stats.data(), out.data(), dout.data(),
+                                        dqkv.data(), batch, seq, heads, dim, causal);
+
+      Buffer qkv16(Device::kCuda, DType::kBF16);
+      const Tensor tq = qkv16.view({rows, 3 * width});
+      ops::copy(Tensor(q16.data(), tq.shape, DType::kBF16), tq);
+      DeviceTensor s(Vec(stats.size()), {batch, heads, seq, 2}), o(Vec(out.size()), {rows, width});
+      DeviceTensor d_o(dout, {rows, width}), g(Vec(dqkv.size()), {rows, 3 * width});
+      ops::attention_forward_mixed(tq, s.t, o.t, batch, heads, causal);
+      EXPECT_TRUE(close_in_norm(o.host(), out, 1e-2)) << batch << "x" << seq << "x" << heads
+                                                      << "x" << dim << " causal " << causal;
+      ops::attention_backward_mixed(tq, s.t, o.t, d_o.t, g.t, batch, heads, causal);
+      const Vec first = g.host();
+      EXPECT_TRUE(close_in_norm(first, dqkv, 2e-2)) << batch << "x" << seq << "x" << heads
+                                                    << "x" << dim << " causal " << causal;
+      ops::attention_backward_mixed(tq, s.t, o.t, d_o.t, g.t, batch, heads, causal);
+      EXPECT_EQ(g.host(), first) << "backward is not deterministic";
+    }
+}
+
 }  // namespace
 }  // namespace moe

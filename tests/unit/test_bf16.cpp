@@ -381,7 +381,8 @@ AttentionOutputs run_bf16_attention(const AttentionCase& c, const Vec& qkv, cons
   auto fwd = kFast ? cpu::attention_forward_bf16 : cpu::ref::attention_forward_bf16;
   auto bwd = kFast ? cpu::attention_backward_bf16 : cpu::ref::attention_backward_bf16;
   fwd(q16.data(), o.stats.data(), o.out.data(), c.B, c.T, c.H, c.D, c.causal);
-  bwd(q16.data(), o.stats.data(), dout.data(), o.dqkv.data(), c.B, c.T, c.H, c.D, c.causal);
+  bwd(q16.data(), o.stats.data(), o.out.data(), dout.data(), o.dqkv.data(), c.B, c.T, c.H, c.D,
+      c.causal);
   return o;
 }
 

@@ -401,9 +401,9 @@ void attention_forward_bf16(const bf16* qkv, float* stats, float* out, int64_t B
   }
 }
 
-void attention_backward_bf16(const bf16* qkv, const float* stats, const float* dout,
-                             float* dqkv, int64_t B, int64_t T, int64_t H, int64_t D,
-                             bool causal) {
+void attention_backward_bf16(const bf16* qkv, const float* stats, const float* /*out*/,
+                             const float* dout, float* dqkv, int64_t B, int64_t T, int64_t H,
+                             int64_t D, bool causal) {
   MOE_CHECK(D >= 2 && D % 2 == 0, "bf16 attention: head dim ", D, " must be even");
   const bool native = bf16_gemm_native();
   const int64_t row = 3 * H * D;

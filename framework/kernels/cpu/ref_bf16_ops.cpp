@@ -158,11 +158,11 @@ void attention_forward_bf16(const bf16* qkv, float* stats, float* out, int64_t B
       }
 }
 
-// The reference recomputes the probabilities from q and k (stats is the fast kernel's
-// interface; the reference's own softmax is exact).
-void attention_backward_bf16(const bf16* qkv, const float* /*stats*/, const float* dout,
-                             float* dqkv, int64_t B, int64_t T, int64_t H, int64_t D,
-                             bool causal) {
+// The reference recomputes the probabilities from q and k (stats and out are the fast
+// kernels' interface; the reference's own softmax is exact).
+void attention_backward_bf16(const bf16* qkv, const float* /*stats*/, const float* /*out*/,
+                             const float* dout, float* dqkv, int64_t B, int64_t T, int64_t H,
+                             int64_t D, bool causal) {
   const int64_t row = 3 * H * D, width = H * D;
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
   auto at = [&](int64_t b, int64_t t, int64_t part, int64_t h, int64_t d) {

@@ -151,6 +151,19 @@ void launch_gelu_backward(cudaStream_t s, const float* x, const float* dy, float
   MOE_CUDA_CHECK_LAUNCH();
 }
 
+void launch_to_bf16(cudaStream_t s, const float* x, bf16* y, int64_t n) {
+  if (n == 0) return;
+  to_bf16_kernel<<<blocks_for(n), kThreads, 0, s>>>(x, reinterpret_cast<__nv_bfloat16*>(y), n);
+  MOE_CUDA_CHECK_LAUNCH();
+}
+
+void launch_from_bf16(cudaStream_t s, const bf16* x, float* y, int64_t n) {
+  if (n == 0) return;
+  from_bf16_kernel<<<blocks_for(n), kThreads, 0, s>>>(reinterpret_cast<const __nv_bfloat16*>(x),
+                                                      y, n);
+  MOE_CUDA_CHECK_LAUNCH();
+}
+
 // Public wrappers: one op each (begin_op), then the launch on the context's stream.
 #define MOE_ELEMENTWISE_OP(n, kernel, ...)                                            \
   do {                                                                                 \

@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "framework/core/dtype.h"
+
 namespace moe::cuda {
 
 constexpr int kThreads = 256;
@@ -24,5 +26,8 @@ void launch_swiglu_backward(cudaStream_t s, const float* g, const float* u, cons
 void launch_gelu_forward(cudaStream_t s, const float* x, float* y, int64_t n);
 void launch_gelu_backward(cudaStream_t s, const float* x, const float* dy, float* dx,
                           int64_t n);
+// n values to bf16 (nearest, ties to even) and back (exact); bf16 as in moe::bf16.
+void launch_to_bf16(cudaStream_t s, const float* x, bf16* y, int64_t n);
+void launch_from_bf16(cudaStream_t s, const bf16* x, float* y, int64_t n);
 
 }  // namespace moe::cuda
