@@ -188,9 +188,6 @@ void validate_expert_sharding(const Config& c) {
                  "the dp ranks itself; leave parallel.ep at 1");
   MOE_USER_CHECK(p.tp == 1 && p.etp == 1, "parallel.tp, parallel.etp: ", p.tp, ", ", p.etp,
                  with, " (not combined with tensor parallelism yet); use 1");
-  MOE_USER_CHECK(c.moe.num_experts >= p.dp, "moe.num_experts: ", c.moe.num_experts, with,
-                 " over parallel.dp = ", p.dp, " ranks: every rank owns at least one expert, "
-                 "so at least ", p.dp, " are needed");
   const DispatcherKind d = c.moe.dispatcher;
   MOE_USER_CHECK(d == DispatcherKind::kAuto || d == DispatcherKind::kFlat, "moe.dispatcher: ",
                  d, with, ", which sends rows to owners and replicas with its own exchange; "

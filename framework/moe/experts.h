@@ -29,6 +29,10 @@
 // replicas' into their owners' (sparse_reduce_scatter, ascending rank order) and frees
 // the copies, so no rank keeps another's expert between steps.
 //
+// A rank may own no expert of the layer (E < R, ownership_plan.h): its block is empty
+// (E_local = 0, every slice of the layer's parameters empty) and it computes only the
+// replicas it materialises.
+//
 // Mixed precision (the weights' Param::matmul_dtype is bf16): forward rounds the input
 // rows and the weights to bf16 copies (kept for backward with the bf16 hidden h; the
 // pre-activations gate, up stay fp32), backward rounds dy; every product sums in fp32
