@@ -55,6 +55,11 @@ MoELayer::MoELayer(ParamStore& store, const std::string& prefix, int64_t width,
       shared_(make_shared_experts(store, prefix, width, config, init_std, out_std, runtime.tp(),
                                   runtime.sequence_parallel())),
       bias_(store.add_buffer(prefix + ".router.bias", Shape{config.num_experts})),
+      window_(runtime.load_window() > 1
+                  ? std::make_unique<LoadWindow>(store, prefix + ".experts",
+                                                 runtime.load_window(), runtime.fssdp()->size(),
+                                                 config.num_experts)
+                  : nullptr),
       block_(block_of(prefix)) {
   MOE_CHECK(runtime.placement().num_experts == config.num_experts, "MoE layer ", prefix,
             ": placement of ", runtime.placement().num_experts, " experts, config has ",
