@@ -182,6 +182,9 @@ void validate_expert_sharding(const Config& c) {
   MOE_USER_CHECK(p.load_window == 1 || p.expert_sharding == ExpertSharding::kFssdp,
                  "parallel.load_window: ", p.load_window, " needs parallel.expert_sharding = "
                  "fssdp (it is the history of its replica plan)");
+  MOE_USER_CHECK(!p.rematerialize || p.expert_sharding == ExpertSharding::kFssdp,
+                 "parallel.rematerialize: true needs parallel.expert_sharding = fssdp (it "
+                 "releases and fetches again the replicas fssdp materialises)");
   if (p.expert_sharding != ExpertSharding::kFssdp) return;
   const char* with = " with parallel.expert_sharding = fssdp";
   MOE_USER_CHECK(p.ep == 1, "parallel.ep: ", p.ep, with, ", which shards the experts over "

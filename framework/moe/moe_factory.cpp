@@ -74,7 +74,8 @@ MoeStack::MoeStack(const Config& c, const ProcessGroups& g, double rows_per_exch
       .etp = ExpertTensorSplit{g.etp->size(), g.etp->rank()},
       .sequence_parallel = sp,
       .fssdp = sparse_.get(),
-      .load_window = c.parallel.load_window});
+      .load_window = c.parallel.load_window,
+      .rematerialize = c.parallel.rematerialize});
   if (c.moe.routing == RoutingKind::kBilevel) note_bilevel_groups(c, ep_nodes);
 }
 

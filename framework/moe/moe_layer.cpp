@@ -105,6 +105,7 @@ Tensor MoELayer::forward(Tensor u) {
   if (Communicator* sharded = runtime_.fssdp())  // this step's replicas, from their owners
     experts_.materialize(state_as<FssdpState>(*handle_, "fssdp").items, *sharded);
   expert_out_ = experts_.forward(handle_->rows(), handle_->expert_offsets());
+  if (runtime_.rematerialize()) experts_.release_replicas();  // fetched again for backward
   round_exchanged_rows(expert_out_);
   Tensor y = y_.view({n, width_});
   dispatcher.combine(*handle_, expert_out_, y);
@@ -129,6 +130,7 @@ Tensor MoELayer::backward(Tensor dy, float aux_scale) {
   dweights_.resize(static_cast<size_t>(n * k));
   Dispatcher& dispatcher = runtime_.dispatcher();
   dispatcher.combine_backward(*handle_, expert_out_, dy, d_expert_out, dweights_.data());
+  if (runtime_.rematerialize()) experts_.rematerialize();  // what forward released
   const Tensor d_rows = experts_.backward(d_expert_out);
   if (runtime_.fssdp()) experts_.return_gradients();  // the replicas' to their owners
   round_exchanged_rows(d_rows);

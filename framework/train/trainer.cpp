@@ -2,6 +2,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -353,8 +354,11 @@ Trainer::StepResult Trainer::train_step(int64_t step, IntervalTimes& times) {
     ScopedTimer timer(times.forward);
     result.loss = model.forward();
   }
-  if (s_->moe->sparse_group())  // every layer's replicas are held now, until its backward
-    s_->replica_peak = std::max(s_->replica_peak, replica_bytes(model.network().moe_layers()));
+  // fssdp: every layer's replicas are held now, until its backward (with
+  // parallel.rematerialize none: then the most one layer held during its forward)
+  if (s_->moe->sparse_group())
+    s_->replica_peak = std::max({s_->replica_peak, replica_bytes(model.network().moe_layers()),
+                                 layer_replica_peak(model.network().moe_layers())});
   {
     ScopedTimer timer(times.backward);
     model.backward();
