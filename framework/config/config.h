@@ -303,6 +303,9 @@ struct ParallelConfig {
   // fssdp: steps of row counts the replica plan reads, this step's included (1: this
   // step's only)
   int load_window = 1;
+  // fssdp: materialised replicas are released after each MoE layer's forward and
+  // fetched again before its backward (fewer bytes held, twice the all-gather)
+  bool rematerialize = false;
 };
 
 struct Config {

@@ -442,6 +442,9 @@ std::vector<OptionDef> parallel_options() {
     option(&C::parallel, &ParallelConfig::load_window, "parallel.load_window",
            "fssdp: steps of row counts the replica plan reads, this step's router output "
            "included (1 to 1024; 1 = this step only)"),
+    option(&C::parallel, &ParallelConfig::rematerialize, "parallel.rematerialize",
+           "fssdp: release each MoE layer's materialised replicas after its forward and "
+           "fetch them again before its backward (less memory, twice the all-gather bytes)"),
   };
 }
 

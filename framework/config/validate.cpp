@@ -182,15 +182,15 @@ void validate_expert_sharding(const Config& c) {
   MOE_USER_CHECK(p.load_window == 1 || p.expert_sharding == ExpertSharding::kFssdp,
                  "parallel.load_window: ", p.load_window, " needs parallel.expert_sharding = "
                  "fssdp (it is the history of its replica plan)");
+  MOE_USER_CHECK(!p.rematerialize || p.expert_sharding == ExpertSharding::kFssdp,
+                 "parallel.rematerialize: true needs parallel.expert_sharding = fssdp (it "
+                 "releases and fetches again the replicas fssdp materialises)");
   if (p.expert_sharding != ExpertSharding::kFssdp) return;
   const char* with = " with parallel.expert_sharding = fssdp";
   MOE_USER_CHECK(p.ep == 1, "parallel.ep: ", p.ep, with, ", which shards the experts over "
                  "the dp ranks itself; leave parallel.ep at 1");
   MOE_USER_CHECK(p.tp == 1 && p.etp == 1, "parallel.tp, parallel.etp: ", p.tp, ", ", p.etp,
                  with, " (not combined with tensor parallelism yet); use 1");
-  MOE_USER_CHECK(c.moe.num_experts >= p.dp, "moe.num_experts: ", c.moe.num_experts, with,
-                 " over parallel.dp = ", p.dp, " ranks: every rank owns at least one expert, "
-                 "so at least ", p.dp, " are needed");
   const DispatcherKind d = c.moe.dispatcher;
   MOE_USER_CHECK(d == DispatcherKind::kAuto || d == DispatcherKind::kFlat, "moe.dispatcher: ",
                  d, with, ", which sends rows to owners and replicas with its own exchange; "

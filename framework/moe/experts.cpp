@@ -123,22 +123,39 @@ std::vector<Param*> GroupedExperts::params() {
 
 void GroupedExperts::materialize(SparseItems items, Communicator& group) {
   const std::vector<Param*> ps = params();
-  const int64_t item = ps[0]->local_shape[1] * ps[0]->local_shape[2];  // F x C floats
-  items.item = item;
+  items.item = ps[0]->local_shape[1] * ps[0]->local_shape[2];  // F x C floats
   items_ = std::move(items);
   group_ = &group;
   num_replicas_ = static_cast<int64_t>(items_.replicas(group.rank()).size());
+  fetch_copies();
+}
+
+void GroupedExperts::fetch_copies() {
+  const std::vector<Param*> ps = params();
+  const int64_t item = items_.item, owned = num_local_ * item;
   copies_.resize(ps.size());
   copy_grads_.resize(ps.size());
-  const int64_t owned = num_local_ * item;
   for (size_t k = 0; k < ps.size(); ++k) {
     float* copy = copies_[k].view({num_computed() * item}).data;
     copy_grads_[k].view({num_computed() * item});
     copy_grads_[k].zero();
     std::copy(ps[k]->value.data(), ps[k]->value.data() + owned, copy);
-    sparse_all_gather(group, items_, {ps[k]->value.data(), static_cast<size_t>(owned)},
+    sparse_all_gather(*group_, items_, {ps[k]->value.data(), static_cast<size_t>(owned)},
                       {copy + owned, static_cast<size_t>(num_replicas_ * item)});
   }
+  replica_peak_ = std::max(replica_peak_, replica_bytes());
+}
+
+void GroupedExperts::release_replicas() {
+  MOE_CHECK(group_ != nullptr, "experts ", w_up_.spec.name, ": release without materialize");
+  copies_.clear();
+  copy_grads_.clear();
+}
+
+void GroupedExperts::rematerialize() {
+  MOE_CHECK(group_ != nullptr && copies_.empty(), "experts ", w_up_.spec.name,
+            ": rematerialize without a released materialize");
+  fetch_copies();  // the owners' values are unchanged until the optimizer step
 }
 
 int64_t GroupedExperts::replica_bytes() const {

@@ -27,7 +27,14 @@
 // fetched from the owners (sparse_all_gather), and zeroed gradients that backward fills;
 // return_gradients() then adds the owned part to the parameters' gradients and sums the
 // replicas' into their owners' (sparse_reduce_scatter, ascending rank order) and frees
-// the copies, so no rank keeps another's expert between steps.
+// the copies, so no rank keeps another's expert between steps. With re-materialisation
+// (parallel.rematerialize) release_replicas() frees the copies right after forward and
+// rematerialize() fetches them again (the same all-gather, the same values) before
+// backward, so between them the layer holds no replica.
+//
+// A rank may own no expert of the layer (E < R, ownership_plan.h): its block is empty
+// (E_local = 0, every slice of the layer's parameters empty) and it computes only the
+// replicas it materialises.
 //
 // Mixed precision (the weights' Param::matmul_dtype is bf16): forward rounds the input
 // rows and the weights to bf16 copies (kept for backward with the bf16 hidden h; the
@@ -72,9 +79,15 @@ class GroupedExperts {
   void materialize(SparseItems items, Communicator& group);
   // fssdp only, after backward: the compute copies' gradients into the owners'. Collective.
   void return_gradients();
+  // fssdp with re-materialisation: after forward, free the compute copies (values and
+  // gradients); before backward, fetch the replicas again from their owners. Collective.
+  void release_replicas();
+  void rematerialize();
   // fssdp: bytes of the replicas' values and gradients in the compute copies as now
-  // allocated (from materialize to return_gradients; 0 between steps).
+  // allocated (from materialize to return_gradients; 0 between steps), and the most
+  // this layer has held at once.
   int64_t replica_bytes() const;
+  int64_t replica_peak() const { return replica_peak_; }
   // fssdp with re-planned owners (parallel.reshard_interval): this rank now owns
   // `owners`' block; the parameters were moved there already (expert_ownership.h).
   void set_owners(const ExpertPlacement& owners);
@@ -97,6 +110,7 @@ class GroupedExperts {
   std::vector<Param*> params();       // gate (when SwiGLU), up, down
   int64_t num_computed() const { return num_local_ + num_replicas_; }
   void round_weights();               // mixed precision: the bf16 copies of this step
+  void fetch_copies();                // fssdp: compute copies of items_, zeroed gradients
 
   Param* w_gate_;  // (E_local, F/etp, C), null for GELU
   Param& w_up_;    // (E_local, F/etp, C)
@@ -115,6 +129,7 @@ class GroupedExperts {
   Communicator* group_ = nullptr;
   int64_t num_replicas_ = 0;
   std::vector<Buffer> copies_, copy_grads_;
+  int64_t replica_peak_ = 0;  // bytes, the most replica_bytes() has been
   // Mixed precision: bf16 copies of the weights, the input x (S, C), h (S, F/etp), dy
   // (S, C), and the backward's GEMM operands dgate, dup (S, F/etp); h_, dgate_, dup_
   // then stay unused.

@@ -73,7 +73,9 @@ MoeStack::MoeStack(const Config& c, const ProcessGroups& g, double rows_per_exch
       .tp = g.tp.get(),
       .etp = ExpertTensorSplit{g.etp->size(), g.etp->rank()},
       .sequence_parallel = sp,
-      .fssdp = sparse_.get()});
+      .fssdp = sparse_.get(),
+      .load_window = c.parallel.load_window,
+      .rematerialize = c.parallel.rematerialize});
   if (c.moe.routing == RoutingKind::kBilevel) note_bilevel_groups(c, ep_nodes);
 }
 

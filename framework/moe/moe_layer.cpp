@@ -55,6 +55,11 @@ MoELayer::MoELayer(ParamStore& store, const std::string& prefix, int64_t width,
       shared_(make_shared_experts(store, prefix, width, config, init_std, out_std, runtime.tp(),
                                   runtime.sequence_parallel())),
       bias_(store.add_buffer(prefix + ".router.bias", Shape{config.num_experts})),
+      window_(runtime.load_window() > 1
+                  ? std::make_unique<LoadWindow>(store, prefix + ".experts",
+                                                 runtime.load_window(), runtime.fssdp()->size(),
+                                                 config.num_experts)
+                  : nullptr),
       block_(block_of(prefix)) {
   MOE_CHECK(runtime.placement().num_experts == config.num_experts, "MoE layer ", prefix,
             ": placement of ", runtime.placement().num_experts, " experts, config has ",
@@ -100,6 +105,7 @@ Tensor MoELayer::forward(Tensor u) {
   if (Communicator* sharded = runtime_.fssdp())  // this step's replicas, from their owners
     experts_.materialize(state_as<FssdpState>(*handle_, "fssdp").items, *sharded);
   expert_out_ = experts_.forward(handle_->rows(), handle_->expert_offsets());
+  if (runtime_.rematerialize()) experts_.release_replicas();  // fetched again for backward
   round_exchanged_rows(expert_out_);
   Tensor y = y_.view({n, width_});
   dispatcher.combine(*handle_, expert_out_, y);
@@ -124,6 +130,7 @@ Tensor MoELayer::backward(Tensor dy, float aux_scale) {
   dweights_.resize(static_cast<size_t>(n * k));
   Dispatcher& dispatcher = runtime_.dispatcher();
   dispatcher.combine_backward(*handle_, expert_out_, dy, d_expert_out, dweights_.data());
+  if (runtime_.rematerialize()) experts_.rematerialize();  // what forward released
   const Tensor d_rows = experts_.backward(d_expert_out);
   if (runtime_.fssdp()) experts_.return_gradients();  // the replicas' to their owners
   round_exchanged_rows(d_rows);

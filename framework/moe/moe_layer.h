@@ -32,7 +32,9 @@
 // num_shared * shared_ffn); with moe.expert_act = gelu the experts are
 // <prefix>.experts.{w_fc1,w_fc2} and the shared expert a GeluMlp. The balancing bias b
 // [E] (moe.bias_balance) is layer state, not a parameter: a ParamStore buffer named
-// <prefix>.router.bias, which checkpoints keep.
+// <prefix>.router.bias, which checkpoints keep. Sharded experts with a load window
+// (runtime.load_window() > 1) add the window's history buffer,
+// <prefix>.experts.load_history_w<W>_r<R> (load_window.h).
 // Layer conventions as in framework/nn/linear.h.
 
 #include <memory>
@@ -103,7 +105,7 @@ class MoELayer {
   void freeze_routing(bool frozen);
   // fssdp with parallel.load_window > 1: the window the replica plan reads (null: this
   // step's counts). The trainer pushes each training step's counts into it.
-  void set_load_window(LoadWindow* window) { window_ = window; }
+  LoadWindow* load_window() { return window_.get(); }
 
   TopKRouter& router();             // top-K routing only
   BilevelRouter* bilevel_router();  // null unless bilevel
@@ -133,7 +135,7 @@ class MoELayer {
   GroupedExperts experts_;
   std::unique_ptr<Mlp> shared_;        // null when num_shared == 0
   StateBuffer& bias_;                  // [E] selection bias, zeros unless bias_balance
-  LoadWindow* window_ = nullptr;       // fssdp load window, null unless load_window > 1
+  std::unique_ptr<LoadWindow> window_;  // fssdp load window, null unless load_window > 1
   int64_t block_;                      // the block of the layer, for the watchdog
 
   bool frozen_ = false;

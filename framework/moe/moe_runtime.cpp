@@ -27,6 +27,10 @@ MoeRuntime::MoeRuntime(MoeRuntimeSpec spec) : spec_(std::move(spec)) {
   MOE_CHECK(spec_.dispatcher->etp_size() == etp.size, "MoE runtime: experts split over etp = ",
             etp.size, " but the dispatcher sums blocks over ", spec_.dispatcher->etp_size(),
             " ranks (etp > 1 needs an EtpDispatcher over the etp group)");
+  MOE_CHECK(spec_.load_window >= 1, "MoE runtime: a load window of ", spec_.load_window,
+            " steps");
+  MOE_CHECK(spec_.fssdp != nullptr || (spec_.load_window == 1 && !spec_.rematerialize),
+            "MoE runtime: a load window or re-materialisation without sharded experts");
 
   if (!spec_.sequence_parallel) return;
   const int tp = spec_.tp ? spec_.tp->size() : 1;

@@ -10,7 +10,8 @@
 //     sums the hidden-unit blocks over a group of exactly etp.size ranks (EtpDispatcher);
 //   - sequence parallelism (a no-op, and turned off, with a tp group of one rank) needs
 //     a token group whose size is a multiple of tp (the dp x tp ranks, in world order)
-//     and a dispatcher that does not slice the tokens over tp (the tp ranks' rows differ).
+//     and a dispatcher that does not slice the tokens over tp (the tp ranks' rows differ);
+//   - a load window of more than one step and re-materialisation need sharded experts.
 //
 // The trainer and the tools get theirs from the factory (framework/moe/moe_factory.h);
 // single-process users from MoeRuntime::local.
@@ -46,6 +47,11 @@ struct MoeRuntimeSpec {
   // Sharded sparse experts (parallel.expert_sharding = fssdp): the ranks the experts are
   // owned over, whose replicas each layer materialises per step (experts.h). Null: none.
   Communicator* fssdp = nullptr;
+  // fssdp: steps of row counts each layer's replica plan reads (parallel.load_window;
+  // > 1: the layer keeps a LoadWindow, load_window.h), and whether it releases its
+  // replicas after forward and fetches them again for backward (parallel.rematerialize).
+  int load_window = 1;
+  bool rematerialize = false;
 };
 
 class MoeRuntime {
@@ -64,6 +70,8 @@ class MoeRuntime {
   const ExpertTensorSplit& etp() const { return spec_.etp; }
   bool sequence_parallel() const { return spec_.sequence_parallel; }
   Communicator* fssdp() const { return spec_.fssdp; }
+  int load_window() const { return spec_.load_window; }
+  bool rematerialize() const { return spec_.rematerialize; }
   int64_t num_experts() const { return spec_.placement.num_experts; }
 
  private:

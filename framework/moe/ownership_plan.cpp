@@ -17,13 +17,11 @@ constexpr int64_t kNone = std::numeric_limits<int64_t>::max();
 int64_t lowest_maximum(const std::vector<int64_t>& prefix, int ranks) {
   const int64_t experts = static_cast<int64_t>(prefix.size()) - 1;
   std::vector<int64_t> best(prefix.begin(), prefix.end()), next(prefix.size(), kNone);
-  best[0] = kNone;  // one block of zero experts is not a block
-  for (int r = 2; r <= ranks; ++r) {
+  for (int r = 2; r <= ranks; ++r) {  // blocks may be empty: i == j
     std::fill(next.begin(), next.end(), kNone);
-    for (int64_t j = r; j <= experts; ++j)
-      for (int64_t i = r - 1; i < j; ++i)
-        if (best[i] != kNone)
-          next[j] = std::min(next[j], std::max(best[i], prefix[j] - prefix[i]));
+    for (int64_t j = 0; j <= experts; ++j)
+      for (int64_t i = 0; i <= j; ++i)
+        next[j] = std::min(next[j], std::max(best[i], prefix[j] - prefix[i]));
     best.swap(next);
   }
   return best[experts];
@@ -33,8 +31,8 @@ int64_t lowest_maximum(const std::vector<int64_t>& prefix, int ranks) {
 
 std::vector<int64_t> plan_ownership(std::span<const int64_t> loads, int ranks) {
   const int64_t experts = static_cast<int64_t>(loads.size());
-  MOE_CHECK(ranks >= 1 && ranks <= experts, "ownership plan: ", ranks, " ranks for ", experts,
-            " experts (each rank owns at least one)");
+  MOE_CHECK(ranks >= 1 && experts >= 1, "ownership plan: ", ranks, " ranks for ", experts,
+            " experts");
   std::vector<int64_t> prefix(loads.size() + 1, 0);  // [E + 1] load of experts [0, j)
   for (int64_t e = 0; e < experts; ++e) {
     MOE_CHECK(loads[e] >= 0, "ownership plan: load ", loads[e], " of expert ", e);
@@ -50,8 +48,8 @@ std::vector<int64_t> plan_ownership(std::span<const int64_t> loads, int ranks) {
   std::vector<std::vector<int64_t>> start(cost.size(), std::vector<int64_t>(prefix.size(), -1));
   cost[0][0] = {0, 0};
   for (int r = 1; r <= ranks; ++r)
-    for (int64_t j = r; j <= experts - (ranks - r); ++j)
-      for (int64_t i = r - 1; i < j; ++i) {  // ascending: ties keep the earliest start
+    for (int64_t j = 0; j <= experts; ++j)
+      for (int64_t i = 0; i <= j; ++i) {  // ascending: ties keep the earliest start
         const int64_t load = prefix[j] - prefix[i], size = j - i;
         if (load > cap || cost[r - 1][i] == kInfinite) continue;
         const Cost c{std::get<0>(cost[r - 1][i]) + load * load,

@@ -34,6 +34,12 @@ int64_t replica_bytes(const std::vector<MoELayer*>& layers) {
   return bytes;
 }
 
+int64_t layer_replica_peak(const std::vector<MoELayer*>& layers) {
+  int64_t bytes = 0;
+  for (MoELayer* layer : layers) bytes = std::max(bytes, layer->experts().replica_peak());
+  return bytes;
+}
+
 std::vector<RankBalance> rank_balance(const std::vector<MoELayer*>& layers,
                                       Communicator& world) {
   std::vector<int64_t> mine;

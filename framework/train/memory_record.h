@@ -5,7 +5,9 @@
 // estimate): parameters (fp32 values), their gradients and the AdamW moments. With
 // parallel.shard_optimizer a rank's optimizer state is its 1/n slices
 // (framework/parallel/grad_sync.h). With parallel.expert_sharding = fssdp also the peak
-// over the steps of the replicas it materialised (values and gradients; 0 otherwise).
+// over the steps of the replicas it materialised (values and gradients; 0 otherwise):
+// every MoE layer's at once after a forward, or with parallel.rematerialize the most one
+// layer held (the others have released theirs).
 //
 //   {"parameter_bytes": [rank 0, rank 1, ...], "gradient_bytes": [...],
 //    "optimizer_state_bytes": [...], "replica_bytes": [...]}
@@ -29,6 +31,8 @@ nlohmann::json memory_record(const ParamStore& store, const AdamW& optimizer,
 // Bytes of the materialised expert replicas (values and gradients) the layers hold now,
 // from their buffers as allocated: after a forward, every layer's replicas at once.
 int64_t replica_bytes(const std::vector<MoELayer*>& layers);
+// The most replica bytes one layer has held at once (GroupedExperts::replica_peak).
+int64_t layer_replica_peak(const std::vector<MoELayer*>& layers);
 
 // Rows the ranks' experts computed in a MoE layer's last forward: the busiest rank sets
 // the pace of expert parallelism, so max / mean is the imbalance that matters for time.

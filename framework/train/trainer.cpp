@@ -2,6 +2,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -50,8 +51,6 @@ struct Trainer::State {
   std::unique_ptr<MoeStack> moe;  // dispatchers and the runtime the MoE layers share
   std::unique_ptr<Model> model;  // the family of model.family, with its data
   std::unique_ptr<ExpertOwnership> ownership;  // fssdp with parallel.reshard_interval
-  // fssdp with parallel.load_window > 1: each MoE layer's window
-  std::vector<std::pair<MoELayer*, std::unique_ptr<LoadWindow>>> windows;
   int64_t tokens_per_sample = 0;  // sequence positions of one sample (the family's)
   std::unique_ptr<GradSync> grad_sync;
   std::unique_ptr<AdamW> optimizer;
@@ -203,16 +202,6 @@ void Trainer::build_model() {
     s_->ownership = std::make_unique<ExpertOwnership>(
         s_->store, s_->model->network().moe_layers(), *s_->moe->sparse_group(),
         c.parallel.reshard_interval);
-  if (c.parallel.load_window > 1)  // its state buffers join the checkpoints too
-    for (MoELayer* layer : s_->model->network().moe_layers()) {
-      const std::string& up = layer->experts().w_up().spec.name;  // <prefix>.experts.w_up
-      auto window = std::make_unique<LoadWindow>(s_->store, up.substr(0, up.rfind('.')),
-                                                 c.parallel.load_window,
-                                                 s_->moe->sparse_group()->size(),
-                                                 layer->num_experts());
-      layer->set_load_window(window.get());
-      s_->windows.emplace_back(layer, std::move(window));
-    }
 }
 
 Trainer::~Trainer() = default;
@@ -365,8 +354,11 @@ Trainer::StepResult Trainer::train_step(int64_t step, IntervalTimes& times) {
     ScopedTimer timer(times.forward);
     result.loss = model.forward();
   }
-  if (s_->moe->sparse_group())  // every layer's replicas are held now, until its backward
-    s_->replica_peak = std::max(s_->replica_peak, replica_bytes(model.network().moe_layers()));
+  // fssdp: every layer's replicas are held now, until its backward (with
+  // parallel.rematerialize none: then the most one layer held during its forward)
+  if (s_->moe->sparse_group())
+    s_->replica_peak = std::max({s_->replica_peak, replica_bytes(model.network().moe_layers()),
+                                 layer_replica_peak(model.network().moe_layers())});
   {
     ScopedTimer timer(times.backward);
     model.backward();
@@ -402,7 +394,8 @@ Trainer::StepResult Trainer::train_step(int64_t step, IntervalTimes& times) {
   if (c.moe.bias_balance)
     for (MoELayer* layer : model.network().moe_layers())
       layer->update_bias(layer->load_stats().assigned.data());
-  for (const auto& [layer, window] : s_->windows) window->push(*layer->last_plan());
+  for (MoELayer* layer : model.network().moe_layers())  // fssdp: the layers' load windows
+    if (LoadWindow* window = layer->load_window()) window->push(*layer->last_plan());
   // every reshard_interval steps: the owners from the window's loads
   if (s_->ownership &&
       s_->ownership->after_step(step + 1, *s_->optimizer, *s_->grad_sync, *s_->checkpointer))

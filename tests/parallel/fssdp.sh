@@ -63,8 +63,6 @@ compare "$tmp/one" "$tmp/to_one" "fssdp dp 4 checkpoint on one process" --from 1
 
 expect_error "parallel.ep: 2 with parallel.expert_sharding = fssdp" -- "${fssdp[@]}" \
   --parallel.dp=4 --parallel.ep=2
-expect_error "moe.num_experts: 2 with parallel.expert_sharding = fssdp" -- "${fssdp[@]}" \
-  --parallel.dp=4 --moe.num_experts=2
 expect_error "parallel.tp, parallel.etp: 1, 2 with" -- "${fssdp[@]}" --parallel.dp=4 \
   --parallel.etp=2
 expect_error "moe.dispatcher: two_level with parallel.expert_sharding" -- "${fssdp[@]}" \

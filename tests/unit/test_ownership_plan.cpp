@@ -38,6 +38,42 @@ TEST(OwnershipPlan, EqualLoadsGiveEvenBlocks) {
   EXPECT_EQ(plan_ownership(std::vector<int64_t>{3, 1, 4}, 1), (Bounds{0, 3}));
 }
 
+TEST(OwnershipPlan, FewerExpertsThanRanksLeaveTheFirstRanksNone) {
+  // one expert each, the R - E ranks without one first, whatever the loads
+  EXPECT_EQ(plan_ownership(std::vector<int64_t>{5, 1, 9}, 4), (Bounds{0, 0, 1, 2, 3}));
+  EXPECT_EQ(plan_ownership(std::vector<int64_t>{0, 0}, 5), (Bounds{0, 0, 0, 0, 1, 2}));
+  EXPECT_EQ(plan_ownership(std::vector<int64_t>{7}, 3), (Bounds{0, 0, 0, 1}));
+}
+
+TEST(OwnershipPlan, EveryRankOwnsOneWhenThereAreEnough) {
+  // one expert carries almost every row: its owner owns it alone, and no rank is left
+  // empty (splitting a block of the light ones lowers the squared sizes)
+  EXPECT_EQ(plan_ownership(std::vector<int64_t>{1000, 1, 1, 1}, 4), (Bounds{0, 1, 2, 3, 4}));
+  EXPECT_EQ(plan_ownership(std::vector<int64_t>{1, 1, 1000, 1, 1}, 2), (Bounds{0, 2, 5}));
+  EXPECT_EQ(plan_ownership(std::vector<int64_t>{0, 0, 0, 0, 0}, 4), (Bounds{0, 1, 2, 3, 5}));
+}
+
+TEST(OwnershipPlan, RanksWithoutExpertsHoldReplicas) {
+  // E 3 over R 4, rank 0 owns none (the plan above), every row on expert 2's owner
+  const ExpertPlacement p{3, 4, 0, plan_ownership(std::vector<int64_t>{1, 1, 1}, 4)};
+  EXPECT_EQ(p.count(0), 0);
+  EXPECT_EQ(p.first_local(), 0);
+  EXPECT_EQ(p.num_local(), 0);
+  for (int64_t e = 0; e < 3; ++e) EXPECT_EQ(p.owner(e), e + 1) << "expert " << e;
+  std::vector<int64_t> counts(4 * 3, 0);
+  for (int s = 0; s < 4; ++s) counts[s * 3 + 2] = 12;
+  EXPECT_TRUE(computed_experts(plan_holders(counts, p, 0), p, 0).empty());
+  const Holders spread = plan_holders(counts, p, 1);
+  EXPECT_EQ(spread[2], (std::vector<int>{0, 1, 2, 3}));  // every rank a holder of the hot one
+  EXPECT_EQ(computed_experts(spread, p, 0), (std::vector<int64_t>{2}));
+  EXPECT_EQ(rows_per_rank(counts, spread, 4), (std::vector<int64_t>{12, 12, 12, 12}));
+  // the even blocks of E < R: the last R - E ranks own none
+  const ExpertPlacement even{3, 4, 3};
+  EXPECT_EQ(even.num_local(), 0);
+  EXPECT_EQ(even.first_local(), 3);
+  EXPECT_EQ(even.owner(2), 2);
+}
+
 TEST(OwnershipPlan, UnevenBlocksPlaceAndPlanReplicas) {
   const ExpertPlacement p{8, 4, 2, {0, 1, 2, 5, 8}};
   EXPECT_EQ(p.first(2), 2);
