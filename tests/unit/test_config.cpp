@@ -307,10 +307,11 @@ TEST(ConfigErrors, GpuChoice) {
             "run.device: cuda with 4 ranks on this node but 2 visible GPUs; start at most 2 "
             "ranks per node or set run.share_gpus = true");
   // Without a GPU (or without the backend) a cuda device is refused before anything runs.
-  if (visible_cuda_devices() == 0)
+  if (visible_cuda_devices() == 0) {
     EXPECT_NE(user_error_of([] { ComputeDevice d(Device::kCuda, 0, 1, false); })
                   .find("run.device: cuda"),
               std::string::npos);
+  }
   EXPECT_EQ(ComputeDevice(Device::kCpu, 0, 1, false).description(), "cpu");
 }
 
