@@ -3,8 +3,8 @@
 # Sharded sparse experts (parallel.expert_sharding = fssdp, docs/parallelism.md): every
 # expert owned by one dp rank, replicas of the busy ones materialised each step, rows
 # split over the replicas. The tiny MoE-LM (8 experts, aux-loss-free bias balancing)
-# trained 20 steps with it at dp 2, 4 and 8 (and at dp 4 with parallel.shard_optimizer)
-# logs the one-process losses at every step (relative 1e-5) and ends with the same
+# trained 20 steps with it at dp 2, 4 and 8, alone and with parallel.shard_optimizer (and
+# shard_optimizer alone at dp 8), logs the one-process losses at every step (relative 1e-5) and ends with the same
 # weights (1e-5 absolute: summation order only, as in train_equivalence.sh);
 #   - replicas were used: at dp 4 the busiest rank's rows over the mean
 #     (experts[].rank_rows_max_over_mean) average below plain ep = 4's;
@@ -38,9 +38,11 @@ train_dp_ep 1 1 "$tmp/one"
 for dp in 2 4 8; do
   train_dp_ep "$dp" 1 "$tmp/f$dp" "${fssdp[@]}"
   compare "$tmp/one" "$tmp/f$dp" "fssdp at dp $dp" --rtol 1e-5 --weights
+  train_dp_ep "$dp" 1 "$tmp/f${dp}so" "${fssdp[@]}" --parallel.shard_optimizer=true
+  compare "$tmp/one" "$tmp/f${dp}so" "fssdp + shard_optimizer at dp $dp" --rtol 1e-5 --weights
 done
-train_dp_ep 4 1 "$tmp/f4so" "${fssdp[@]}" --parallel.shard_optimizer=true
-compare "$tmp/one" "$tmp/f4so" "fssdp + shard_optimizer at dp 4" --rtol 1e-5 --weights
+train_dp_ep 8 1 "$tmp/so8" --parallel.shard_optimizer=true  # shard_optimizer.sh: dp 2, 4
+compare "$tmp/one" "$tmp/so8" "shard_optimizer at dp 8" --rtol 1e-5 --weights
 
 train_dp_ep 4 4 "$tmp/ep4"
 /usr/bin/python3 - "$tmp/ep4/metrics.jsonl" "$tmp/f4/metrics.jsonl" <<'PY' || fail "replicas"
