@@ -20,6 +20,7 @@
 // Graphs are built once per (B, T, H, D, causal) and kept for the process.
 
 #include <cmath>
+#include <iostream>
 #include <map>
 #include <memory>
 #include <string>
@@ -51,6 +52,14 @@ struct Problem {
   auto operator<=>(const Problem&) const = default;
 };
 
+// A graph step's outcome; the first failure is kept.
+struct Outcome {
+  std::string failed;  // "step: cuDNN's message"; empty when every step succeeded
+  void note(fe::error_t status, const char* step) {
+    if (failed.empty() && !status.is_good()) failed = std::string(step) + ": " + status.get_message();
+  }
+};
+
 struct Built {
   std::unique_ptr<fe::graph::Graph> graph;
   int64_t workspace = 0;
@@ -78,14 +87,13 @@ std::string describe(const Problem& p) {
          std::to_string(p.h) + ", D " + std::to_string(p.d) + (p.causal ? ", causal" : "");
 }
 
-void check(fe::error_t status, const char* step, const Problem& p) {
-  MOE_CHECK(status.is_good(), "attention on the GPU (cuDNN SDPA ",
-            p.backward ? "backward" : "forward", ", ", describe(p), "): ", step, ": ",
-            status.get_message());
+void check(const Outcome& outcome, const Problem& p) {
+  MOE_CHECK(outcome.failed.empty(), "attention on the GPU (cuDNN SDPA ",
+            p.backward ? "backward" : "forward", ", ", describe(p), "): ", outcome.failed);
 }
 
-// (B, H, T, D) views: part `part` (q 0, k 1, v 2) of the qkv rows (B*T, 3*H*D), or a
-// tensor in the rows (B*T, H*D) of out and dout.
+// (B, H, T, D) views: q, k or v in the qkv rows (B*T, 3*H*D) (each starts at its own
+// column: the pointers of the variant pack), or a tensor in rows (B*T, H*D) like out.
 TensorPtr qkv_view(fe::graph::Graph& g, const char* name, Uid uid, const Problem& p) {
   return g.tensor(fe::graph::Tensor_attributes()
                       .set_name(name)
@@ -106,7 +114,9 @@ void as_stats(const TensorPtr& t, const Problem& p) {
       .set_stride({p.h * p.t, p.t, 1, 1});
 }
 
-Built build(const Problem& p, cudnnHandle_t handle) {
+// The graph of p (backward: with cuDNN's deterministic algorithm or without); built.graph
+// is null and outcome says why when cuDNN cannot run it.
+Built build(const Problem& p, cudnnHandle_t handle, bool deterministic, Outcome& outcome) {
   auto g = std::make_unique<fe::graph::Graph>();
   g->set_io_data_type(fe::DataType_t::BFLOAT16)
       .set_intermediate_data_type(fe::DataType_t::FLOAT)
@@ -136,34 +146,56 @@ Built build(const Problem& p, cudnnHandle_t handle) {
                        .set_name("attention_backward")
                        .set_causal_mask(p.causal)
                        .set_attn_scale(scale)
-                       .set_deterministic_algorithm(true);
+                       .set_deterministic_algorithm(deterministic);
     auto [dq, dk, dv] = g->sdpa_backward(q, k, v, o, d_o, stats, options);
     for (auto [t, uid] : {std::pair{dq, kDQ}, {dk, kDK}, {dv, kDV}}) {
       t->set_output(true).set_uid(uid);
       as_qkv(t, p);
     }
   }
-  check(g->validate(), "validate", p);
-  check(g->build_operation_graph(handle), "build_operation_graph", p);
-  check(g->create_execution_plans({fe::HeurMode_t::A}), "create_execution_plans", p);
-  check(g->check_support(handle), "check_support", p);
-  check(g->build_plans(handle), "build_plans", p);
-  Built built{std::move(g), 0};
-  check(built.graph->get_workspace_size(built.workspace), "get_workspace_size", p);
+  outcome.note(g->validate(), "validate");
+  if (outcome.failed.empty()) outcome.note(g->build_operation_graph(handle), "build_operation_graph");
+  if (outcome.failed.empty())
+    outcome.note(g->create_execution_plans({fe::HeurMode_t::A}), "create_execution_plans");
+  if (outcome.failed.empty()) outcome.note(g->check_support(handle), "check_support");
+  if (outcome.failed.empty()) outcome.note(g->build_plans(handle), "build_plans");
+  Built built;
+  if (outcome.failed.empty()) outcome.note(g->get_workspace_size(built.workspace), "workspace");
+  if (outcome.failed.empty()) built.graph = std::move(g);
   return built;
+}
+
+// The graph of p, built on first use. Backward asks for cuDNN's deterministic algorithm;
+// where this cuDNN or GPU has none, it warns once and runs the atomic one (results then
+// may differ in the last bits run to run).
+Built& graph_of(const Problem& p, SdpaState& s) {
+  auto it = s.graphs.find(p);
+  if (it != s.graphs.end()) return it->second;
+  Outcome first;
+  Built built = build(p, s.handle, /*deterministic=*/true, first);
+  if (!built.graph && p.backward) {
+    Outcome second;
+    built = build(p, s.handle, /*deterministic=*/false, second);
+    check(second, p);
+    std::cerr << "warning: attention backward on the GPU (" << describe(p)
+              << "): cuDNN has no deterministic algorithm here (" << first.failed
+              << "); using the non-deterministic one\n";
+  }
+  if (!built.graph) check(first, p);  // forward: cuDNN cannot run this shape
+  return s.graphs.emplace(p, std::move(built)).first->second;
 }
 
 // Runs the graph of p with the given tensors on the context's stream.
 void run(Context& ctx, const Problem& p, std::unordered_map<int64_t, void*> pack) {
   SdpaState& s = state();
-  auto it = s.graphs.find(p);
-  if (it == s.graphs.end()) it = s.graphs.emplace(p, build(p, s.handle)).first;
+  Built& built = graph_of(p, s);
   MOE_CHECK(cudnnSetStream(s.handle, ctx.stream()) == CUDNN_STATUS_SUCCESS,
             "attention on the GPU: cudnnSetStream failed");
-  void* workspace = it->second.workspace > 0
-                        ? ctx.scratch<char>(static_cast<size_t>(it->second.workspace))
-                        : nullptr;
-  check(it->second.graph->execute(s.handle, pack, workspace), "execute", p);
+  void* workspace =
+      built.workspace > 0 ? ctx.scratch<char>(static_cast<size_t>(built.workspace)) : nullptr;
+  Outcome outcome;
+  outcome.note(built.graph->execute(s.handle, pack, workspace), "execute");
+  check(outcome, p);
 }
 
 }  // namespace
