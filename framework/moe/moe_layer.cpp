@@ -55,7 +55,10 @@ MoELayer::MoELayer(ParamStore& store, const std::string& prefix, int64_t width,
       shared_(make_shared_experts(store, prefix, width, config, init_std, out_std, runtime.tp(),
                                   runtime.sequence_parallel())),
       bias_(store.add_buffer(prefix + ".router.bias", Shape{config.num_experts})),
-      block_(block_of(prefix)) {
+      block_(block_of(prefix)),
+      y_(store.device()),
+      du_(store.device()),
+      d_expert_out_(store.device()) {
   MOE_CHECK(runtime.placement().num_experts == config.num_experts, "MoE layer ", prefix,
             ": placement of ", runtime.placement().num_experts, " experts, config has ",
             config.num_experts);

@@ -10,10 +10,10 @@ AdamW::AdamW(ParamStore& store, const OptimConfig& config)
       beta2_(config.beta2),
       eps_(config.eps),
       weight_decay_(config.weight_decay) {
-  for (const Param& p : store_.params()) {
+  for (const Param& p : store_.params()) {  // the moments live beside the values
     ranges_.push_back({0, p.numel()});
-    exp_avg_.emplace_back(p.numel());
-    exp_avg_sq_.emplace_back(p.numel());
+    exp_avg_.emplace_back(p.value.device()).resize(p.numel());
+    exp_avg_sq_.emplace_back(p.value.device()).resize(p.numel());
   }
 }
 
@@ -27,9 +27,11 @@ void AdamW::step(float lr) {
     const float wd = p.spec.weight_decay ? weight_decay_ : 0.0f;
     const StateRange& r = ranges_[i];
     const Shape range{r.size()};
+    const Device device = p.value.device();
+    const auto view = [&](float* data) { return Tensor(data, range, DType::kF32, device); };
     if (r.size() > 0)
-      ops::adamw(Tensor(p.value.data() + r.begin, range), Tensor(p.grad.data() + r.begin, range),
-                 Tensor(exp_avg_[i].data(), range), Tensor(exp_avg_sq_[i].data(), range),
+      ops::adamw(view(p.value.data() + r.begin), view(p.grad.data() + r.begin),
+                 view(exp_avg_[i].data()), view(exp_avg_sq_[i].data()),
                  {lr, beta1_, beta2_, eps_, wd, step_});
     ++i;
   }
@@ -39,8 +41,8 @@ Tensor AdamW::state_view(const Buffer& b, size_t i) const {
   MOE_CHECK(i < ranges_.size(), "AdamW state index ", i);
   const Param& p = store_.params()[i];
   const StateRange& r = ranges_[i];
-  if (r.begin == 0 && r.end == p.numel()) return Tensor(b.data(), p.local_shape);
-  return Tensor(b.data(), Shape{r.size()});
+  const Shape shape = r.begin == 0 && r.end == p.numel() ? p.local_shape : Shape{r.size()};
+  return Tensor(b.data(), shape, DType::kF32, b.device());
 }
 
 Tensor AdamW::exp_avg(size_t i) { return state_view(exp_avg_.at(i), i); }
