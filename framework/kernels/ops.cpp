@@ -531,6 +531,14 @@ void cross_entropy(Tensor logits, std::span<const int32_t> targets, Tensor losse
                                     logits.cols());
 }
 
+double squared_error(Tensor pred, Tensor target, Tensor dpred, float scale) {
+  const Device device = kernel_device("squared_error", {pred, target, dpred});
+  check_numel("squared_error", "target", target, pred.numel());
+  check_numel("squared_error", "dpred", dpred, pred.numel());
+  return MOE_KERNEL(device, squared_error)(pred.data, target.data, dpred.data, scale,
+                                           pred.numel());
+}
+
 // ---- routing, dispatch, combine ----
 
 void topk(Tensor x, Tensor values, std::span<int32_t> indices) {

@@ -160,6 +160,10 @@ void attention_decode(Tensor qkv, std::span<const float* const> keys,
 // dlogits = scale (softmax - onehot) unless empty (it may alias logits).
 void cross_entropy(Tensor logits, std::span<const int32_t> targets, Tensor losses,
                    Tensor dlogits, float scale);
+// Squared error of pred against target (same element count): returns sum (pred -
+// target)^2, summed in double (on the CPU in index order; on the GPU over fixed chunks);
+// dpred = scale (pred - target).
+double squared_error(Tensor pred, Tensor target, Tensor dpred, float scale);
 
 // ---- routing, dispatch, combine ----
 

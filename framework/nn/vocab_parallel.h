@@ -67,6 +67,7 @@ class VocabParallelEmbedding {
   int64_t width_;
   std::vector<int32_t> ids_;  // (n) ids of the last forward
   Buffer y_, mine_;           // (n, C), (n/tp, C)
+  Buffer dy_mine_;            // (n_r, C) the gradient rows of my ids (tp > 1)
 };
 
 // The LM head with its cross-entropy: logits of the rank's vocabulary block only.
@@ -91,6 +92,9 @@ class VocabParallelHead {
   Linear local_;    // over this rank's (V_r, C) block
   Buffer dlogits_;  // (N, V_r)
   Buffer dh_mine_;  // (N/tp, C)
+  // (N, V_r) each: the loss runs on the host; a device model's logits come down and
+  // dlogits go back up through these
+  Buffer logits_host_, dlogits_host_;
   int64_t rows_ = 0;
 };
 

@@ -20,7 +20,7 @@ bool is_expert(const Param& p) { return is_expert_shard(p.spec.shard); }
 
 GradSync::GradSync(ParamStore& store, Communicator& dp, Communicator& edp, int token_shards,
                    int64_t bucket_bytes, Communicator* sequence, bool shard_state)
-    : store_(store), shard_state_(shard_state) {
+    : store_(store), shard_state_(shard_state), flat_(store.device()) {
   MOE_CHECK(token_shards > 0 && bucket_bytes > 0, "gradient sync: ", token_shards,
             " token shards, bucket of ", bucket_bytes, " bytes");
   const int64_t bucket_elems = std::max<int64_t>(1, bucket_bytes / int64_t{sizeof(float)});
@@ -64,17 +64,19 @@ void GradSync::all_reduce() {
   MOE_CHECK(!shard_state_, "gradient sync: all_reduce with sharded optimizer state");
   for (const Bucket& b : buckets_) {
     if (b.comm->size() == 1 && b.scale == 1.0f) continue;
-    float* flat = flat_.view({b.numel}).data;
+    // the bucket's gradients packed in flat_, on their device (the communicator's)
+    const Tensor flat = flat_.view({b.numel});
     int64_t at = 0;
     for (const Param* p : b.params) {
-      std::memcpy(flat + at, p->grad.data(), static_cast<size_t>(p->numel()) * sizeof(float));
+      ops::copy(p->dgrad().reshaped({p->numel()}), flat.slice_rows(at, p->numel()));
       at += p->numel();
     }
-    b.comm->all_reduce<float>({flat, static_cast<size_t>(b.numel)});
+    b.comm->all_reduce<float>({flat.data, static_cast<size_t>(b.numel)});
     at = 0;
     for (Param* p : b.params) {
-      float* g = p->grad.data();
-      for (int64_t i = 0; i < p->numel(); ++i) g[i] = flat[at + i] * b.scale;
+      const Tensor g = p->dgrad().reshaped({p->numel()});
+      ops::copy(flat.slice_rows(at, p->numel()), g);
+      ops::scale(g, b.scale);  // g = sum * scale, as one product per element
       at += p->numel();
     }
   }

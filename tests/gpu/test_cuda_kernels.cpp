@@ -434,5 +434,21 @@ TEST(CudaKernels, Bf16ConversionAndProducts) {
   EXPECT_TRUE(close(dc.host(), expected, 1e-4, 1e-4));
 }
 
+// DiT's loss: dpred element-wise (1e-6), the sum over n terms in double in another order
+// (1e-12 relative), the same bits every run, and nothing for n = 0.
+TEST(CudaKernels, SquaredError) {
+  for (const int64_t n : {int64_t{0}, int64_t{1}, int64_t{4099}, (int64_t{1} << 17) + 5}) {
+    const Vec pred = random_vector(n, 43, 2.0f), target = random_vector(n, 44);
+    Vec ref(static_cast<size_t>(n));
+    DeviceTensor dp(pred, {n}), dt(target, {n}), dd(Vec(static_cast<size_t>(n)), {n});
+    const double sum = ops::squared_error(dp.t, dt.t, dd.t, 0.25f);
+    const double expected =
+        cpu::ref::squared_error(pred.data(), target.data(), ref.data(), 0.25f, n);
+    EXPECT_NEAR(sum, expected, 1e-12 * expected) << n;
+    EXPECT_TRUE(close(dd.host(), ref, 1e-6)) << n;
+    EXPECT_EQ(ops::squared_error(dp.t, dt.t, dd.t, 0.25f), sum) << n;
+  }
+}
+
 }  // namespace
 }  // namespace moe
