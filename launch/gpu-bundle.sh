@@ -5,7 +5,8 @@
 # shared libraries they load apart from the C library and CUDA's (OpenMPI with its
 # plugins, orted and help files, parallel HDF5, Boost, OpenBLAS, fmt, libpng, protobuf,
 # ...), every ELF file's RUNPATH pointing into the bundle ($ORIGIN), plus configs/,
-# data/shards/, tests/gpu/run.sh and env.sh. Use on the node:
+# data/shards/, tests/gpu/run.sh, tests/gpu/train_gpu.sh (with the e2e helpers it uses)
+# and env.sh. Use on the node:
 #   tar xzf moe-gpu-bundle.tar.gz && cd moe-bundle && source env.sh && bash tests/gpu/run.sh
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -33,7 +34,9 @@ cp -r /usr/share/openmpi "$b/share/"
 cp -r /etc/openmpi/. "$b/etc/"
 cp -r "$root/configs" "$b/"
 cp -r "$root/data/shards" "$b/data/"
-cp "$root/tests/gpu/run.sh" "$b/tests/gpu/"
+cp "$root/tests/gpu/run.sh" "$root/tests/gpu/train_gpu.sh" "$b/tests/gpu/"
+mkdir -p "$b/tests/e2e"  # what train_gpu.sh borrows from the end-to-end tests
+cp "$root/tests/e2e/lib.bash" "$root/tests/e2e/compare_runs.py" "$b/tests/e2e/"
 
 # Libraries every ELF file loads, except the C library's and the CUDA driver, runtime
 # and libraries (the node has its own CUDA 13).
