@@ -539,6 +539,38 @@ double squared_error(Tensor pred, Tensor target, Tensor dpred, float scale) {
                                            pred.numel());
 }
 
+void vocab_row_max(Tensor logits, Tensor max) {
+  const Device device = kernel_device("vocab_row_max", {logits, max});
+  check_numel("vocab_row_max", "max", max, logits.rows());
+  MOE_KERNEL(device, vocab_row_max)(logits.data, max.data, logits.rows(), logits.cols());
+}
+
+void vocab_row_sums(Tensor logits, Tensor max, std::span<const int32_t> targets, int64_t begin,
+                    Tensor sums) {
+  const Device device = kernel_device("vocab_row_sums", {logits, max, sums});
+  const int64_t rows = logits.rows();
+  MOE_CHECK(static_cast<int64_t>(targets.size()) == rows, "vocab_row_sums: ", targets.size(),
+            " targets for ", rows, " rows");
+  check_numel("vocab_row_sums", "max", max, rows);
+  check_numel("vocab_row_sums", "sums", sums, 2 * rows);
+  MOE_KERNEL(device, vocab_row_sums)(logits.data, max.data, targets.data(), begin, sums.data,
+                                     rows, logits.cols());
+}
+
+void vocab_loss(Tensor logits, Tensor max, Tensor sums, std::span<const int32_t> targets,
+                int64_t begin, float scale, Tensor losses, Tensor dlogits) {
+  const Device device = kernel_device("vocab_loss", {logits, max, sums, losses, dlogits});
+  const int64_t rows = logits.rows();
+  MOE_CHECK(static_cast<int64_t>(targets.size()) == rows, "vocab_loss: ", targets.size(),
+            " targets for ", rows, " rows");
+  check_numel("vocab_loss", "max", max, rows);
+  check_numel("vocab_loss", "sums", sums, 2 * rows);
+  check_numel("vocab_loss", "losses", losses, rows);
+  check_matrix("vocab_loss", "dlogits", dlogits, rows, logits.cols());
+  MOE_KERNEL(device, vocab_loss)(logits.data, max.data, sums.data, targets.data(), begin, scale,
+                                 losses.data, dlogits.data, rows, logits.cols());
+}
+
 // ---- routing, dispatch, combine ----
 
 void topk(Tensor x, Tensor values, std::span<int32_t> indices) {

@@ -164,6 +164,20 @@ void cross_entropy(Tensor logits, std::span<const int32_t> targets, Tensor losse
 // target)^2, summed in double (on the CPU in index order; on the GPU over fixed chunks);
 // dpred = scale (pred - target).
 double squared_error(Tensor pred, Tensor target, Tensor dpred, float scale);
+// The LM loss over a block of vocabulary columns: logits (N, V_r) are the columns [begin,
+// begin + V_r) of the full logits, targets [N] (< 0: ignored). A row's softmax spans the
+// tp ranks' blocks, so the loss is three ops with the tp all-reduces between them
+// (framework/nn/vocab_parallel.h):
+//   vocab_row_max:  max (N), each row's largest logit
+//   vocab_row_sums: sums (2, N): sum exp(logits - max) per row (summed in double), and
+//                   the target's logit where this block holds it, else 0
+//   vocab_loss:     losses (N) = log(sum) + max - target logit (0 where ignored);
+//                   dlogits (N, V_r) = scale (softmax - onehot), zeros where ignored
+void vocab_row_max(Tensor logits, Tensor max);
+void vocab_row_sums(Tensor logits, Tensor max, std::span<const int32_t> targets, int64_t begin,
+                    Tensor sums);
+void vocab_loss(Tensor logits, Tensor max, Tensor sums, std::span<const int32_t> targets,
+                int64_t begin, float scale, Tensor losses, Tensor dlogits);
 
 // ---- routing, dispatch, combine ----
 

@@ -1,8 +1,6 @@
 #include "framework/nn/vocab_parallel.h"
 
 #include <algorithm>
-#include <cmath>
-#include <limits>
 
 #include "framework/kernels/ops.h"
 #include "framework/nn/sequence_parallel.h"
@@ -94,19 +92,22 @@ VocabParallelHead::VocabParallelHead(ParamStore& store, const std::string& name,
       range_(vocab_range(vocab, tp_size(tp), tp_rank(tp))),
       local_(add_vocab_block(store, name, vocab, width, init, tp, range_), nullptr),
       dlogits_(store.device()),
-      dh_mine_(store.device()) {}
+      dh_mine_(store.device()),
+      row_max_(store.device()),
+      sums_(store.device()),
+      losses_(store.device()) {}
 
 void VocabParallelHead::forward_loss_all_reduce(Tensor h, const int32_t* targets, float scale,
                                                 float* losses) {
   rows_ = h.rows();
   const Tensor logits = local_.forward(h);  // (N, V_r)
-  Tensor dlogits = dlogits_.view(logits.shape);
-  const bool host = logits.device == Device::kCpu;
-  const Tensor x = host ? logits : logits_host_.view(logits.shape);
-  const Tensor dx = host ? dlogits : dlogits_host_.view(logits.shape);
-  if (!host) ops::copy(logits, x);  // device -> host
-  vocab_parallel_cross_entropy(x.data, range_, targets, losses, dx.data, scale, rows_, tp_);
-  if (!host) ops::copy(dx, dlogits);  // host -> device
+  // the losses go to the caller's host memory: directly on the CPU, else through losses_
+  const Tensor host_losses(losses, Shape{rows_});
+  const Tensor out = logits.device == Device::kCpu ? host_losses : losses_.view({rows_});
+  vocab_parallel_cross_entropy(logits, range_, {targets, static_cast<size_t>(rows_)}, scale,
+                               tp_, out, dlogits_.view(logits.shape), row_max_.view({rows_}),
+                               sums_.view({2 * rows_}));
+  if (out.data != host_losses.data) ops::copy(out, host_losses);
 }
 
 Tensor VocabParallelHead::logits(Tensor h) {
@@ -126,42 +127,17 @@ Tensor VocabParallelHead::backward_reduce_scatter() {
       tp_, local_.backward(dlogits_.view_of({rows_, range_.size()})), dh_mine_);
 }
 
-void vocab_parallel_cross_entropy(const float* logits, VocabRange range,
-                                  const int32_t* targets, float* losses, float* dlogits,
-                                  float scale, int64_t rows, Communicator* tp) {
-  const int64_t cols = range.size();
-  std::vector<float> row_max(static_cast<size_t>(rows));
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* x = logits + r * cols;
-    row_max[r] = *std::max_element(x, x + cols);
-  }
-  if (tp_size(tp) > 1) tp->all_reduce<float>(row_max, ReduceOp::kMax);
+void vocab_parallel_cross_entropy(Tensor logits, VocabRange range,
+                                  std::span<const int32_t> targets, float scale,
+                                  Communicator* tp, Tensor losses, Tensor dlogits,
+                                  Tensor row_max, Tensor sums) {
+  const size_t rows = static_cast<size_t>(logits.rows());
+  ops::vocab_row_max(logits, row_max);
+  if (tp_size(tp) > 1) tp->all_reduce<float>({row_max.data, rows}, ReduceOp::kMax);
   // [S_n | z_n]: sum of exp over my columns, and the target's logit if it is mine
-  std::vector<float> sums(static_cast<size_t>(2 * rows), 0.0f);
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* x = logits + r * cols;
-    double s = 0.0;
-    for (int64_t c = 0; c < cols; ++c) s += std::exp(static_cast<double>(x[c] - row_max[r]));
-    sums[r] = static_cast<float>(s);
-    const int64_t t = targets[r];
-    if (t >= range.begin && t < range.end) sums[rows + r] = x[t - range.begin];
-  }
-  if (tp_size(tp) > 1) tp->all_reduce<float>(sums);
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t t = targets[r];
-    const float* x = logits + r * cols;
-    float* dx = dlogits + r * cols;
-    if (t < 0) {  // ignored position: no loss, no gradient
-      losses[r] = 0.0f;
-      std::fill_n(dx, cols, 0.0f);
-      continue;
-    }
-    const float sum = sums[r], m = row_max[r];
-    losses[r] = static_cast<float>(std::log(static_cast<double>(sum)) + m - sums[rows + r]);
-    const float p_scale = scale / sum;
-    for (int64_t c = 0; c < cols; ++c) dx[c] = p_scale * std::exp(x[c] - m);
-    if (t >= range.begin && t < range.end) dx[t - range.begin] -= scale;
-  }
+  ops::vocab_row_sums(logits, row_max, targets, range.begin, sums);
+  if (tp_size(tp) > 1) tp->all_reduce<float>({sums.data, 2 * rows});
+  ops::vocab_loss(logits, row_max, sums, targets, range.begin, scale, losses, dlogits);
 }
 
 }  // namespace moe

@@ -450,5 +450,34 @@ TEST(CudaKernels, SquaredError) {
   }
 }
 
+// The LM loss over a vocabulary block: max exact, sums to 1e-6 relative (double sums in
+// another order, rounded to fp32), losses and dlogits to 1e-5; ignored targets, targets
+// outside the block, a single row and a single column.
+TEST(CudaKernels, VocabLoss) {
+  struct Dims { int64_t rows, cols, begin; };
+  for (const Dims d : {Dims{1, 1, 0}, Dims{5, 257, 0}, Dims{300, 1000, 500}, Dims{0, 7, 0}}) {
+    const Vec logits = random_vector(d.rows * d.cols, 45, 5.0f);
+    std::vector<int32_t> targets(static_cast<size_t>(d.rows));
+    for (int64_t r = 0; r < d.rows; ++r)
+      targets[r] = r % 5 == 4 ? -1 : static_cast<int32_t>((r * 37) % (d.begin + d.cols));
+    Vec max(d.rows), sums(2 * d.rows), losses(d.rows), dlogits(d.rows * d.cols);
+    cpu::ref::vocab_row_max(logits.data(), max.data(), d.rows, d.cols);
+    cpu::ref::vocab_row_sums(logits.data(), max.data(), targets.data(), d.begin, sums.data(),
+                             d.rows, d.cols);
+    cpu::ref::vocab_loss(logits.data(), max.data(), sums.data(), targets.data(), d.begin, 0.5f,
+                         losses.data(), dlogits.data(), d.rows, d.cols);
+    DeviceTensor dl(logits, {d.rows, d.cols}), dmax(Vec(d.rows), {d.rows}),
+        dsums(Vec(2 * d.rows), {2 * d.rows}), dloss(Vec(d.rows), {d.rows}),
+        dd(Vec(d.rows * d.cols), {d.rows, d.cols});
+    ops::vocab_row_max(dl.t, dmax.t);
+    EXPECT_EQ(dmax.host(), max) << d.rows << "x" << d.cols;
+    ops::vocab_row_sums(dl.t, dmax.t, targets, d.begin, dsums.t);
+    EXPECT_TRUE(close(dsums.host(), sums, 1e-6)) << d.rows << "x" << d.cols;
+    ops::vocab_loss(dl.t, dmax.t, dsums.t, targets, d.begin, 0.5f, dloss.t, dd.t);
+    EXPECT_TRUE(close(dloss.host(), losses, 1e-5, 1e-5)) << d.rows << "x" << d.cols;
+    EXPECT_TRUE(close(dd.host(), dlogits, 1e-5, 1e-6)) << d.rows << "x" << d.cols;
+  }
+}
+
 }  // namespace
 }  // namespace moe

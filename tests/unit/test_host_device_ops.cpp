@@ -1,9 +1,12 @@
 // The pieces a device model adds to the CPU path, checked on the CPU: the squared-error
-// op (DiT's loss) is its reference loop bit for bit, and the named host/device crossings
-// hand CPU tensors back untouched (the CPU path copies nothing).
+// op (DiT's loss) is its reference loop bit for bit, the vocabulary-parallel loss ops
+// compute the LM loss, and the named host/device crossings hand CPU tensors back
+// untouched (the CPU path copies nothing).
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "framework/kernels/cpu/cpu_ops.h"
@@ -43,6 +46,59 @@ TEST(SquaredError, ChecksItsOperands) {
   EXPECT_THROW(ops::squared_error(Tensor(a.data(), {4}), Tensor(b.data(), {3}),
                                   Tensor(d.data(), {4}), 1.0f),
                Error);
+}
+
+// The vocabulary-parallel loss as three ops: the fast kernels are the reference's bits,
+// and one block holding every column is the loss of the whole row (against the plain
+// cross-entropy written out in double), ignored targets included.
+TEST(VocabLoss, FastIsReferenceAndOneBlockIsTheWholeRow) {
+  const int64_t rows = 37, cols = 300;
+  const std::vector<float> logits = random_vector(rows * cols, 5, 4.0f);
+  std::vector<int32_t> targets(rows);
+  for (int64_t r = 0; r < rows; ++r) targets[r] = r % 7 == 3 ? -1 : static_cast<int32_t>((r * 61) % cols);
+  std::vector<float> max(rows), sums(2 * rows), losses(rows), dlogits(rows * cols);
+  std::vector<float> rmax(rows), rsums(2 * rows), rlosses(rows), rdlogits(rows * cols);
+  cpu::vocab_row_max(logits.data(), max.data(), rows, cols);
+  cpu::vocab_row_sums(logits.data(), max.data(), targets.data(), 0, sums.data(), rows, cols);
+  cpu::vocab_loss(logits.data(), max.data(), sums.data(), targets.data(), 0, 0.25f,
+                  losses.data(), dlogits.data(), rows, cols);
+  cpu::ref::vocab_row_max(logits.data(), rmax.data(), rows, cols);
+  cpu::ref::vocab_row_sums(logits.data(), rmax.data(), targets.data(), 0, rsums.data(), rows,
+                           cols);
+  cpu::ref::vocab_loss(logits.data(), rmax.data(), rsums.data(), targets.data(), 0, 0.25f,
+                       rlosses.data(), rdlogits.data(), rows, cols);
+  EXPECT_EQ(max, rmax);
+  EXPECT_EQ(sums, rsums);
+  EXPECT_EQ(losses, rlosses);
+  EXPECT_EQ(dlogits, rdlogits);
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* x = logits.data() + r * cols;
+    if (targets[r] < 0) {
+      EXPECT_EQ(losses[r], 0.0f);
+      for (int64_t c = 0; c < cols; ++c) EXPECT_EQ(dlogits[r * cols + c], 0.0f);
+      continue;
+    }
+    double m = x[0], s = 0.0;
+    for (int64_t c = 0; c < cols; ++c) m = std::max(m, static_cast<double>(x[c]));
+    for (int64_t c = 0; c < cols; ++c) s += std::exp(x[c] - m);
+    EXPECT_NEAR(losses[r], std::log(s) + m - x[targets[r]], 1e-5) << r;
+    for (int64_t c = 0; c < cols; ++c)
+      EXPECT_NEAR(dlogits[r * cols + c],
+                  0.25 * (std::exp(x[c] - m) / s - (c == targets[r] ? 1.0 : 0.0)), 1e-6);
+  }
+}
+
+// A block that does not hold a row's target contributes 0 as its target logit.
+TEST(VocabLoss, TargetOutsideTheBlock) {
+  const std::vector<float> logits = {1.0f, 2.0f, 3.0f, 4.0f};  // (2, 2), columns [10, 12)
+  const std::vector<int32_t> targets = {11, 3};
+  std::vector<float> max(2), sums(4);
+  ops::vocab_row_max(Tensor(const_cast<float*>(logits.data()), {2, 2}), Tensor(max.data(), {2}));
+  ops::vocab_row_sums(Tensor(const_cast<float*>(logits.data()), {2, 2}), Tensor(max.data(), {2}),
+                      targets, 10, Tensor(sums.data(), {4}));
+  EXPECT_EQ(max, (std::vector<float>{2.0f, 4.0f}));
+  EXPECT_EQ(sums[2], 2.0f);  // row 0's target, column 11
+  EXPECT_EQ(sums[3], 0.0f);  // row 1's target lies in another block
 }
 
 TEST(HostCopy, CpuTensorsCrossUntouched) {

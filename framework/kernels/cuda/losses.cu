@@ -1,7 +1,10 @@
-// The training losses computed on the device: the squared error of DiT's prediction.
-// Twin of framework/kernels/cpu/squared_error.cpp. The sum is a fixed-order two-pass
-// reduction (block b sums its chunk in a tree, one block sums the partials in a tree):
-// the same bits on every run, not the CPU's serial order (the two agree to rounding).
+// The training losses computed on the device: the squared error of DiT's prediction and
+// the vocabulary-parallel LM loss. Twins of framework/kernels/cpu/squared_error.cpp and
+// vocab_loss.cpp. Sums are fixed-order reductions (tree sums within a block, partials in
+// order): the same bits on every run, not the CPU's serial order (the two agree to
+// rounding).
+
+#include <cfloat>
 
 #include "framework/kernels/cuda/check.h"
 #include "framework/kernels/cuda/context.h"
@@ -38,7 +41,98 @@ __global__ void sum_of_partials(const double* partial, int64_t count, double* ou
   if (threadIdx.x == 0) *out = total;
 }
 
+// ---- the vocabulary-parallel LM loss: one block per row (grid-stride over rows) ----
+
+unsigned row_blocks(int64_t rows) {
+  return static_cast<unsigned>(std::min<int64_t>(std::max<int64_t>(rows, 1), 65535));
+}
+
+__global__ void vocab_row_max_kernel(const float* logits, float* max, int64_t rows,
+                                     int64_t cols) {
+  __shared__ float shared[kThreads];
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    float m = -FLT_MAX;
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) m = fmaxf(m, logits[r * cols + c]);
+    m = block_reduce_max(m, shared);
+    if (threadIdx.x == 0) max[r] = m;
+  }
+}
+
+__global__ void vocab_row_sums_kernel(const float* logits, const float* max,
+                                      const int32_t* targets, int64_t begin, float* sums,
+                                      int64_t rows, int64_t cols) {
+  __shared__ double shared[kThreads];
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const float* x = logits + r * cols;
+    double s = 0.0;
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x)
+      s += exp(static_cast<double>(x[c] - max[r]));
+    s = block_reduce_sum(s, shared);
+    if (threadIdx.x != 0) continue;
+    sums[r] = static_cast<float>(s);
+    const int64_t t = targets[r];
+    sums[rows + r] = t >= begin && t < begin + cols ? x[t - begin] : 0.0f;
+  }
+}
+
+__global__ void vocab_loss_kernel(const float* logits, const float* max, const float* sums,
+                                  const int32_t* targets, int64_t begin, float scale,
+                                  float* losses, float* dlogits, int64_t rows, int64_t cols) {
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const int64_t t = targets[r];
+    const float* x = logits + r * cols;
+    float* dx = dlogits + r * cols;
+    if (t < 0) {  // ignored position: no loss, no gradient
+      if (threadIdx.x == 0) losses[r] = 0.0f;
+      for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) dx[c] = 0.0f;
+      continue;
+    }
+    const float sum = sums[r], m = max[r];
+    if (threadIdx.x == 0)
+      losses[r] = static_cast<float>(log(static_cast<double>(sum)) + m - sums[rows + r]);
+    const float p_scale = scale / sum;
+    // dlogits may alias logits: each element is read, then written, by one thread
+    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
+      float d = p_scale * expf(x[c] - m);
+      if (c == t - begin) d -= scale;
+      dx[c] = d;
+    }
+  }
+}
+
 }  // namespace
+
+void vocab_row_max(const float* logits, float* max, int64_t rows, int64_t cols) {
+  Context& ctx = current();
+  ctx.begin_op();
+  if (rows == 0) return;
+  vocab_row_max_kernel<<<row_blocks(rows), kThreads, 0, ctx.stream()>>>(logits, max, rows,
+                                                                          cols);
+  MOE_CUDA_CHECK_LAUNCH();
+}
+
+void vocab_row_sums(const float* logits, const float* max, const int32_t* targets,
+                    int64_t begin, float* sums, int64_t rows, int64_t cols) {
+  Context& ctx = current();
+  ctx.begin_op();
+  if (rows == 0) return;
+  const int32_t* d_targets = ctx.upload<int32_t>({targets, static_cast<size_t>(rows)});
+  vocab_row_sums_kernel<<<row_blocks(rows), kThreads, 0, ctx.stream()>>>(
+      logits, max, d_targets, begin, sums, rows, cols);
+  MOE_CUDA_CHECK_LAUNCH();
+}
+
+void vocab_loss(const float* logits, const float* max, const float* sums,
+                const int32_t* targets, int64_t begin, float scale, float* losses,
+                float* dlogits, int64_t rows, int64_t cols) {
+  Context& ctx = current();
+  ctx.begin_op();
+  if (rows == 0) return;
+  const int32_t* d_targets = ctx.upload<int32_t>({targets, static_cast<size_t>(rows)});
+  vocab_loss_kernel<<<row_blocks(rows), kThreads, 0, ctx.stream()>>>(
+      logits, max, sums, d_targets, begin, scale, losses, dlogits, rows, cols);
+  MOE_CUDA_CHECK_LAUNCH();
+}
 
 double squared_error(const float* pred, const float* target, float* dpred, float scale,
                      int64_t n) {
