@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <initializer_list>
+#include <vector>
 
 #include "framework/kernels/cpu/cpu_ops.h"
 #include "framework/kernels/device.h"
@@ -765,6 +766,43 @@ void adamw(Tensor p, Tensor g, Tensor m, Tensor v, const AdamWStep& s) {
   for (const Tensor& t : {g, m, v}) check_numel("adamw", "state", t, p.numel());
   MOE_KERNEL(device, adamw)(p.data, g.data, m.data, v.data, p.numel(), s.lr, s.beta1, s.beta2,
                             s.eps, s.weight_decay, s.step);
+}
+
+void sum_squares_multi(std::span<const Tensor> x, std::span<double> out) {
+  MOE_CHECK(out.size() == x.size(), "sum_squares_multi: ", out.size(), " sums for ", x.size(),
+            " tensors");
+  if (x.empty()) return;
+  const Device device = kernel_device("sum_squares_multi", {x.front()});
+  std::vector<const float*> data;
+  std::vector<int64_t> n;
+  for (const Tensor& t : x) {
+    kernel_device("sum_squares_multi", {x.front(), t});  // fp32, all on one device
+    data.push_back(t.data);
+    n.push_back(t.numel());
+  }
+  MOE_KERNEL(device, sum_squares_multi)(data.data(), n.data(), static_cast<int64_t>(x.size()),
+                                        out.data());
+}
+
+void adamw_multi(std::span<const AdamWTensors> tensors, const AdamWStep& s, float grad_scale) {
+  if (tensors.empty()) return;
+  std::vector<float*> p, g, m, v;
+  std::vector<int64_t> n;
+  std::vector<float> decay;
+  const Device device = kernel_device("adamw_multi", {tensors.front().p});
+  for (const AdamWTensors& t : tensors) {
+    kernel_device("adamw_multi", {tensors.front().p, t.p, t.g, t.m, t.v});  // fp32, one device
+    for (const Tensor& x : {t.g, t.m, t.v}) check_numel("adamw_multi", "state", x, t.p.numel());
+    p.push_back(t.p.data);
+    g.push_back(t.g.data);
+    m.push_back(t.m.data);
+    v.push_back(t.v.data);
+    n.push_back(t.p.numel());
+    decay.push_back(t.decay ? s.weight_decay : 0.0f);
+  }
+  MOE_KERNEL(device, adamw_multi)(p.data(), g.data(), m.data(), v.data(), n.data(), decay.data(),
+                                  static_cast<int64_t>(tensors.size()), s.lr, s.beta1, s.beta2,
+                                  s.eps, s.step, grad_scale);
 }
 
 }  // namespace moe::ops

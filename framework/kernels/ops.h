@@ -242,4 +242,18 @@ struct AdamWStep {
 // p -= lr (mhat / (sqrt(vhat) + eps) + wd p), with m, v updated from g.
 void adamw(Tensor p, Tensor g, Tensor m, Tensor v, const AdamWStep& s);
 
+// ---- many tensors at once (the optimizer over every parameter) ----
+
+// out[t] = sum_squares(x[t]) for every tensor (one launch and one download on the GPU).
+void sum_squares_multi(std::span<const Tensor> x, std::span<double> out);
+// One parameter's tensors for adamw_multi; decay: s.weight_decay applies (matrices).
+struct AdamWTensors {
+  Tensor p, g, m, v;
+  bool decay;
+};
+// For every entry: g *= grad_scale unless it is 1 (the global-norm clip, left in g as
+// scale() leaves it), then adamw with weight decay s.weight_decay or 0. One launch on the
+// GPU; on the CPU the per-tensor kernels in order (their bits).
+void adamw_multi(std::span<const AdamWTensors> tensors, const AdamWStep& s, float grad_scale);
+
 }  // namespace moe::ops

@@ -17,24 +17,25 @@ AdamW::AdamW(ParamStore& store, const OptimConfig& config)
   }
 }
 
-void AdamW::step(float lr) {
+void AdamW::step(float lr, float grad_scale) {
   MOE_CHECK(store_.params().size() == exp_avg_.size(), "AdamW: the store has ",
             store_.params().size(), " parameters but the optimizer was built for ",
             exp_avg_.size());
   ++step_;
+  std::vector<ops::AdamWTensors> tensors;  // every parameter's state range, in store order
   size_t i = 0;
   for (Param& p : store_.params()) {
-    const float wd = p.spec.weight_decay ? weight_decay_ : 0.0f;
     const StateRange& r = ranges_[i];
     const Shape range{r.size()};
     const Device device = p.value.device();
     const auto view = [&](float* data) { return Tensor(data, range, DType::kF32, device); };
     if (r.size() > 0)
-      ops::adamw(view(p.value.data() + r.begin), view(p.grad.data() + r.begin),
-                 view(exp_avg_[i].data()), view(exp_avg_sq_[i].data()),
-                 {lr, beta1_, beta2_, eps_, wd, step_});
+      tensors.push_back({view(p.value.data() + r.begin), view(p.grad.data() + r.begin),
+                         view(exp_avg_[i].data()), view(exp_avg_sq_[i].data()),
+                         p.spec.weight_decay});
     ++i;
   }
+  ops::adamw_multi(tensors, {lr, beta1_, beta2_, eps_, weight_decay_, step_}, grad_scale);
 }
 
 Tensor AdamW::state_view(const Buffer& b, size_t i) const {

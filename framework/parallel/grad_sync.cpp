@@ -279,11 +279,16 @@ double global_grad_norm(const ParamStore& store, Communicator& tp, Communicator&
     return p.spec.shard == Shard::kTpColumn || p.spec.shard == Shard::kTpRow ||
            p.spec.shard == Shard::kVocab;
   };
-  double replicated = grad_sum_squares(store, [&](const Param& p) {
-    return !is_expert(p) && !tp_block(p);
-  });
-  double tp_part = grad_sum_squares(store, tp_block);
-  double expert_part = grad_sum_squares(store, is_expert);
+  // every gradient's sum of squares in one op, then each part summed in store order
+  const std::vector<double> each = grad_squares_each(store);
+  double replicated = 0.0, tp_part = 0.0, expert_part = 0.0;
+  size_t i = 0;
+  for (const Param& p : store.params()) {
+    const double sq = each[i++];
+    if (is_expert(p)) expert_part += sq;
+    else if (tp_block(p)) tp_part += sq;
+    else replicated += sq;
+  }
   // one block per tp rank, one per (ep, etp) rank; replicated parts are equal everywhere
   if (tp.size() > 1) tp.all_reduce<double>({&tp_part, 1});
   ep.all_reduce<double>({&expert_part, 1});

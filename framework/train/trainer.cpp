@@ -407,8 +407,8 @@ Trainer::StepResult Trainer::train_step(int64_t step, IntervalTimes& times) {
     log_.info(result.verdict.reason, ": update skipped (train.on_nonfinite = skip)");
     return result;
   }
-  scale_grads(s_->store, clip_coefficient(result.grad_norm, c.optim.grad_clip));
-  s_->optimizer->step(result.lr);
+  // the clip and the update of every parameter in one multi-tensor op
+  s_->optimizer->step(result.lr, clip_coefficient(result.grad_norm, c.optim.grad_clip));
   s_->grad_sync->all_gather_params();  // sharded optimizer: every rank's updated slices
   if (c.moe.bias_balance)
     for (MoELayer* layer : model.network().moe_layers())

@@ -479,5 +479,53 @@ TEST(CudaKernels, VocabLoss) {
   }
 }
 
+// The multi-tensor optimizer ops against the CPU reference per tensor: the clip scale and
+// AdamW (1e-6 relative, as AdamW's own test), the sums of squares (1e-12 relative: double
+// sums in another order), an empty tensor and one of several chunks; the same bits on a
+// second run.
+TEST(CudaKernels, MultiTensorAdamWAndSumsOfSquares) {
+  const std::vector<int64_t> sizes = {7, 0, (int64_t{1} << 17) + 11, 1};
+  const ops::AdamWStep step{1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 4};
+  std::vector<Vec> p, g, m, v;
+  std::vector<DeviceTensor> dp, dg, dm, dv;
+  std::vector<ops::AdamWTensors> tensors;
+  std::vector<Tensor> grads;
+  for (size_t t = 0; t < sizes.size(); ++t) {
+    const int64_t n = sizes[t];
+    p.push_back(random_vector(n, 50 + t));
+    g.push_back(random_vector(n, 60 + t));
+    m.push_back(random_vector(n, 70 + t, 0.1f));
+    Vec sq = random_vector(n, 80 + t, 0.1f);
+    for (float& e : sq) e = std::fabs(e);
+    v.push_back(sq);
+  }
+  dp.reserve(sizes.size()); dg.reserve(sizes.size()); dm.reserve(sizes.size()); dv.reserve(sizes.size());
+  for (size_t t = 0; t < sizes.size(); ++t) {
+    dp.emplace_back(p[t], Shape{sizes[t]});
+    dg.emplace_back(g[t], Shape{sizes[t]});
+    dm.emplace_back(m[t], Shape{sizes[t]});
+    dv.emplace_back(v[t], Shape{sizes[t]});
+    tensors.push_back({dp[t].t, dg[t].t, dm[t].t, dv[t].t, t != 2});
+    grads.push_back(dg[t].t);
+  }
+  std::vector<double> sums(sizes.size()), again(sizes.size());
+  ops::sum_squares_multi(grads, sums);
+  ops::sum_squares_multi(grads, again);
+  EXPECT_EQ(sums, again);
+  ops::adamw_multi(tensors, step, 0.25f);
+  for (size_t t = 0; t < sizes.size(); ++t) {
+    const int64_t n = sizes[t];
+    const double expected = cpu::ref::sum_squares(g[t].data(), n);
+    EXPECT_NEAR(sums[t], expected, 1e-12 * expected) << t;
+    cpu::ref::scale(g[t].data(), 0.25f, n);
+    cpu::ref::adamw(p[t].data(), g[t].data(), m[t].data(), v[t].data(), n, step.lr, step.beta1,
+                    step.beta2, step.eps, t != 2 ? step.weight_decay : 0.0f, step.step);
+    EXPECT_EQ(dg[t].host(), g[t]) << t;
+    EXPECT_TRUE(close(dm[t].host(), m[t], 1e-6)) << t;
+    EXPECT_TRUE(close(dv[t].host(), v[t], 1e-6)) << t;
+    EXPECT_TRUE(close(dp[t].host(), p[t], 1e-6)) << t;
+  }
+}
+
 }  // namespace
 }  // namespace moe

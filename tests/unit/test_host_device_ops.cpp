@@ -101,6 +101,43 @@ TEST(VocabLoss, TargetOutsideTheBlock) {
   EXPECT_EQ(sums[3], 0.0f);  // row 1's target lies in another block
 }
 
+// The multi-tensor optimizer ops are the per-tensor kernels' bits: the clip (scale) and
+// AdamW of every tensor, and every sum of squares, including an empty tensor.
+TEST(MultiTensor, IsThePerTensorPathBitForBit) {
+  const std::vector<int64_t> sizes = {5, 0, 40000, 3};
+  std::vector<std::vector<float>> p, g, m, v;
+  for (size_t t = 0; t < sizes.size(); ++t)
+    for (auto* x : {&p, &g, &m, &v}) x->push_back(random_vector(sizes[t], 10 * t + x->size()));
+  for (auto& x : v)
+    for (float& e : x) e = std::fabs(e);  // second moments are non-negative
+  auto p2 = p, g2 = g, m2 = m, v2 = v;
+  const ops::AdamWStep step{1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, 3};
+  std::vector<ops::AdamWTensors> tensors;
+  std::vector<Tensor> grads;
+  for (size_t t = 0; t < sizes.size(); ++t) {
+    const Shape shape{sizes[t]};
+    tensors.push_back({Tensor(p[t].data(), shape), Tensor(g[t].data(), shape),
+                       Tensor(m[t].data(), shape), Tensor(v[t].data(), shape), t % 2 == 0});
+    grads.push_back(Tensor(g2[t].data(), shape));
+  }
+  std::vector<double> sums(sizes.size());
+  ops::sum_squares_multi(grads, sums);
+  for (size_t t = 0; t < sizes.size(); ++t) EXPECT_EQ(sums[t], ops::sum_squares(grads[t]));
+  ops::adamw_multi(tensors, step, 0.5f);
+  for (size_t t = 0; t < sizes.size(); ++t) {  // as the trainer did: scale, then adamw
+    const Shape shape{sizes[t]};
+    ops::scale(Tensor(g2[t].data(), shape), 0.5f);
+    ops::AdamWStep own = step;
+    own.weight_decay = t % 2 == 0 ? step.weight_decay : 0.0f;
+    ops::adamw(Tensor(p2[t].data(), shape), Tensor(g2[t].data(), shape),
+               Tensor(m2[t].data(), shape), Tensor(v2[t].data(), shape), own);
+  }
+  EXPECT_EQ(p, p2);
+  EXPECT_EQ(g, g2);
+  EXPECT_EQ(m, m2);
+  EXPECT_EQ(v, v2);
+}
+
 TEST(HostCopy, CpuTensorsCrossUntouched) {
   std::vector<float> x = random_vector(6, 3);
   const Tensor t(x.data(), {2, 3});
