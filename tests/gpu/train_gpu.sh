@@ -9,6 +9,8 @@
 #     for bit (every logged step and the final weights);
 #   - the GPU's checkpoint loads on the CPU: resumed there, the run follows the GPU's
 #     losses to 1e-4 relative;
+#   - on a node with two GPUs, dp = 2 (NCCL gradient buckets) follows the one-GPU run's
+#     losses to 1e-4 relative;
 #   - train.precision = bf16 with run.device = cuda is refused: one line naming the key,
 #     exit status 2, nothing written.
 # Skipped (exit 77, CTest's skip code) when nvidia-smi lists no GPU, unless
@@ -57,6 +59,19 @@ compare "$tmp/a" "$tmp/b" "GPU resume from step 10" --from 10 --weights
 train "$tmp/c" "${lm[@]}" "${ckpt[@]}" --run.resume="$tmp/a/checkpoints/step_00000010.h5"
 compare "$tmp/a" "$tmp/c" "the GPU's step-10 checkpoint continued on the CPU" --from 10 \
   --rtol 1e-4 --loads-differ 0.01
+
+# Data parallelism over two GPUs (the NCCL gradient buckets), where the node has two: the
+# same losses as the one-GPU run to 1e-4 relative
+if (( $(nvidia-smi -L | grep -c '^GPU ') >= 2 )); then
+  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun --oversubscribe \
+    --bind-to none -np 2 "$BUILD_DIR/moe-train" "${lm[@]}" --run.device=cuda \
+    --parallel.dp=2 --run.dir="$tmp/dp2" --train.steps=20 --train.log_interval=1 \
+    </dev/null >"$tmp/dp2.out" 2>"$tmp/dp2.err" || { cat "$tmp/dp2.err"; fail "dp=2 on two GPUs"; }
+  compare "$tmp/moe_gpt-gpu" "$tmp/dp2" "moe_gpt dp=2 on two GPUs vs one" --rtol 1e-4 \
+    --loads-differ 0.01
+else
+  echo "dp=2 on two GPUs: skipped (this node has one GPU)"
+fi
 
 # Not wired yet: refused before anything is written
 set +e
