@@ -68,6 +68,17 @@ void device_zero(Device device, void* ptr, size_t bytes) {
 #endif
 }
 
+double device_free_bytes(Device device) {
+  MOE_CHECK(device != Device::kCpu, "device_free_bytes: the CPU's memory is the host's");
+#ifdef MOE_WITH_CUDA
+  size_t free = 0, total = 0;
+  cuda_check(cudaMemGetInfo(&free, &total), "cudaMemGetInfo");
+  return static_cast<double>(free);
+#else
+  MOE_FAIL("device memory on ", device_name(device), ": this build has no CUDA backend");
+#endif
+}
+
 void copy_bytes(Device dst_device, void* dst, Device src_device, const void* src,
                 size_t bytes) {
   if (bytes == 0) return;

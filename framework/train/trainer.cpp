@@ -18,6 +18,7 @@
 #include "framework/optim/adamw.h"
 #include "framework/optim/clip.h"
 #include "framework/optim/lr_schedule.h"
+#include "framework/tensor/device_memory.h"
 #include "framework/train/device_layout.h"
 #include "framework/train/expert_ownership.h"
 #include "framework/train/memory_record.h"
@@ -157,9 +158,12 @@ Trainer::Trainer(const Config& config, const MpiEnv& mpi)
   // Pre-flight (preflight.h): before the optimizer state and the activations exist.
   s_->threads = rank_threads(config, mpi);
   check_threads(s_->threads);
-  check_memory(estimate_memory(config, s_->store.numel(), s_->tokens_per_sample,
-                               s_->threads),
-               mpi.local_size());
+  const MemoryEstimate memory =
+      estimate_memory(config, s_->store.numel(), s_->tokens_per_sample, s_->threads);
+  if (config.run.device == Device::kCpu)
+    check_memory(memory, mpi.local_size());
+  else  // the model lives on the GPU
+    check_device_memory(memory, device_free_bytes(config.run.device));
   omp_set_num_threads(s_->threads);
   openblas_set_num_threads(s_->threads);
 

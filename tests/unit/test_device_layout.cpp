@@ -10,6 +10,7 @@
 #include "framework/config/config.h"
 #include "framework/core/error.h"
 #include "framework/train/device_layout.h"
+#include "framework/train/preflight.h"
 
 namespace moe {
 namespace {
@@ -65,6 +66,27 @@ TEST(DeviceLayout, EachUnwiredOptionIsNamed) {
     const std::string message = refusal(on_gpu(change));
     EXPECT_EQ(message.rfind(start, 0), 0u) << message;
     EXPECT_NE(message.find("run.device = cuda"), std::string::npos) << message;
+  }
+}
+
+// A GPU run is measured against the GPU's free memory, the parameters and gradients
+// already counted in it: one line naming the need, the GPU's room and what to reduce.
+TEST(DeviceLayout, GpuMemoryIsChecked) {
+  MemoryEstimate est;
+  est.state_bytes = 16.0 * (1 << 30);
+  est.activation_bytes = 20.0 * (1 << 30);
+  est.reserve_bytes = 1.0 * (1 << 30);
+  EXPECT_NO_THROW(check_device_memory(est, 30.0 * (1 << 30)));  // 37 - 8 GiB still needed
+  try {
+    check_device_memory(est, 28.0 * (1 << 30));
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_TRUE(e.user_error());
+    EXPECT_EQ(std::string(e.what()),
+              "memory: this run needs about 37.0 GiB of GPU memory per rank (parameters, "
+              "gradients and AdamW state 16.0 GiB, activations 20.0 GiB, runtime 1.0 GiB), "
+              "but the GPU has 36.0 GiB for it; reduce data.batch_size, model.seq_len or the "
+              "model, or use more ranks");
   }
 }
 
