@@ -5,7 +5,8 @@
 # shared libraries they load apart from the C library and CUDA's (OpenMPI with its
 # plugins, orted and help files, parallel HDF5, Boost, OpenBLAS, fmt, libpng, protobuf,
 # ...), every ELF file's RUNPATH pointing into the bundle ($ORIGIN), plus configs/,
-# data/shards/, tests/gpu/run.sh with the PyTorch comparison it runs, and env.sh. Use on the node:
+# data/shards/, tests/gpu/run.sh with the PyTorch comparison and tests/gpu/train_gpu.sh
+# it runs (and the helpers they borrow), and env.sh. Use on the node:
 #   tar xzf moe-gpu-bundle.tar.gz && cd moe-bundle && source env.sh && bash tests/gpu/run.sh
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -33,8 +34,10 @@ cp -r /usr/share/openmpi "$b/share/"
 cp -r /etc/openmpi/. "$b/etc/"
 cp -r "$root/configs" "$b/"
 cp -r "$root/data/shards" "$b/data/"
-cp "$root/tests/gpu/run.sh" "$root/tests/gpu/moe_gpt_gpu_vs_torch.py" "$b/tests/gpu/"
-mkdir -p "$b/tests/reference"
+cp "$root/tests/gpu/run.sh" "$root/tests/gpu/train_gpu.sh" "$root/tests/gpu/moe_gpt_gpu_vs_torch.py" \
+  "$b/tests/gpu/"
+mkdir -p "$b/tests/e2e" "$b/tests/reference"  # what train_gpu.sh and the comparison borrow
+cp "$root/tests/e2e/lib.bash" "$root/tests/e2e/compare_runs.py" "$b/tests/e2e/"
 cp "$root"/tests/reference/{bench_torch_moe_gpt,moe_gpt_ref}.py "$b/tests/reference/"
 
 # Libraries every ELF file loads, except the C library's and the CUDA driver, runtime

@@ -25,6 +25,8 @@ std::unique_ptr<PreNormBlock> PreNormBlock::make(ParamStore& store, const std::s
                                                  const MoeRuntime& runtime,
                                                  const BlockStyle& style) {
   auto b = std::make_unique<PreNormBlock>();
+  for (Buffer* h : {&b->h_mid_, &b->h_out_, &b->dh_mid_, &b->dh_in_})  // the model's device
+    *h = Buffer(store.device());
   b->norm1 = make_norm(store, prefix + style.norm1, m, style.layer_norm);
   b->attn = std::make_unique<SelfAttention>(
       store, prefix + ".attn", m.d_model, m.num_heads, style.causal_rotary, style.causal_rotary,

@@ -5,6 +5,7 @@
 #include <set>
 
 #include "framework/checkpoint/checksum.h"
+#include "framework/kernels/ops.h"
 
 namespace moe {
 namespace {
@@ -138,11 +139,20 @@ TrainerState read_trainer_state(const H5File& file) {
 
 namespace {
 
-// The local block of copy `copy` of parameter i.
-float* copy_data(const CheckpointContent& c, size_t i, int copy) {
+// The local block of copy `copy` of parameter i, on the parameter's device.
+Tensor copy_tensor(const CheckpointContent& c, size_t i, int copy) {
   Param& p = c.store->params()[i];
-  if (copy == 0) return p.value.data();
-  return copy == 1 ? c.optimizer->exp_avg(i).data : c.optimizer->exp_avg_sq(i).data;
+  if (copy == 0) return p.data();
+  return copy == 1 ? c.optimizer->exp_avg(i) : c.optimizer->exp_avg_sq(i);
+}
+
+// Device -> host for the write: the block itself when it is in host memory, else its
+// copy in `staging`.
+const float* host_block(Tensor block, Buffer& staging) {
+  if (block.device == Device::kCpu) return block.data;
+  Tensor host = staging.view(block.shape);
+  ops::copy(block, host);
+  return host.data;
 }
 
 // A tensor several ranks write goes in one collective transfer (when `collective`); a
@@ -152,10 +162,11 @@ void write_tensors(H5File& file, const CheckpointContent& content, const BlockPl
                    int copy, bool collective, ChecksumLedger& ledger,
                    WriteFailures& failures) {
   const std::deque<Param>& params = content.store->params();
+  Buffer staging;  // a device block's host copy
   for (size_t i = 0; i < params.size(); ++i) {
     const Param& p = params[i];
     const std::string name = tensor_path(p.spec.name, copy);
-    const float* data = copy_data(content, i, copy);
+    const float* data = host_block(copy_tensor(content, i, copy), staging);
     const bool mine = plan.writes(i, copy);
     file.create_float_dataset(name, p.spec.shape);
     file.set_collective_transfers(collective && plan.sharded(i));
@@ -169,13 +180,17 @@ void write_tensors(H5File& file, const CheckpointContent& content, const BlockPl
 void read_tensors(const H5File& file, const CheckpointContent& content, const BlockPlan& plan,
                   int copy, ChecksumLedger& ledger) {
   const std::deque<Param>& params = content.store->params();
+  Buffer staging;  // a device block's host copy: read there, then host -> device
   for (size_t i = 0; i < params.size(); ++i) {
     const Param& p = params[i];
     const std::string name = tensor_path(p.spec.name, copy);
-    float* out = copy_data(content, i, copy);
-    file.read_block(name, out, p.local_shape, p.offset);
+    const Tensor block = copy_tensor(content, i, copy);
+    const Tensor host = block.device == Device::kCpu ? block : staging.view(block.shape);
+    file.read_block(name, host.data, p.local_shape, p.offset);
+    if (host.data != block.data) ops::copy(host, block);
     const bool mine = plan.writes(i, copy);
-    ledger.add(name, mine ? block_checksum(out, p.spec.shape, p.local_shape, p.offset) : 0);
+    ledger.add(name,
+               mine ? block_checksum(host.data, p.spec.shape, p.local_shape, p.offset) : 0);
   }
 }
 

@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <initializer_list>
+#include <vector>
 
 #include "framework/kernels/cpu/cpu_ops.h"
 #include "framework/kernels/device.h"
@@ -546,6 +547,46 @@ void cross_entropy(Tensor logits, std::span<const int32_t> targets, Tensor losse
                                     logits.cols());
 }
 
+double squared_error(Tensor pred, Tensor target, Tensor dpred, float scale) {
+  const Device device = kernel_device("squared_error", {pred, target, dpred});
+  check_numel("squared_error", "target", target, pred.numel());
+  check_numel("squared_error", "dpred", dpred, pred.numel());
+  return MOE_KERNEL(device, squared_error)(pred.data, target.data, dpred.data, scale,
+                                           pred.numel());
+}
+
+void vocab_row_max(Tensor logits, Tensor max) {
+  const Device device = kernel_device("vocab_row_max", {logits, max});
+  check_numel("vocab_row_max", "max", max, logits.rows());
+  MOE_KERNEL(device, vocab_row_max)(logits.data, max.data, logits.rows(), logits.cols());
+}
+
+void vocab_row_sums(Tensor logits, Tensor max, std::span<const int32_t> targets, int64_t begin,
+                    Tensor sums) {
+  const Device device = kernel_device("vocab_row_sums", {logits, max, sums});
+  const int64_t rows = logits.rows();
+  MOE_CHECK(static_cast<int64_t>(targets.size()) == rows, "vocab_row_sums: ", targets.size(),
+            " targets for ", rows, " rows");
+  check_numel("vocab_row_sums", "max", max, rows);
+  check_numel("vocab_row_sums", "sums", sums, 2 * rows);
+  MOE_KERNEL(device, vocab_row_sums)(logits.data, max.data, targets.data(), begin, sums.data,
+                                     rows, logits.cols());
+}
+
+void vocab_loss(Tensor logits, Tensor max, Tensor sums, std::span<const int32_t> targets,
+                int64_t begin, float scale, Tensor losses, Tensor dlogits) {
+  const Device device = kernel_device("vocab_loss", {logits, max, sums, losses, dlogits});
+  const int64_t rows = logits.rows();
+  MOE_CHECK(static_cast<int64_t>(targets.size()) == rows, "vocab_loss: ", targets.size(),
+            " targets for ", rows, " rows");
+  check_numel("vocab_loss", "max", max, rows);
+  check_numel("vocab_loss", "sums", sums, 2 * rows);
+  check_numel("vocab_loss", "losses", losses, rows);
+  check_matrix("vocab_loss", "dlogits", dlogits, rows, logits.cols());
+  MOE_KERNEL(device, vocab_loss)(logits.data, max.data, sums.data, targets.data(), begin, scale,
+                                 losses.data, dlogits.data, rows, logits.cols());
+}
+
 // ---- routing, dispatch, combine ----
 
 void topk(Tensor x, Tensor values, std::span<int32_t> indices) {
@@ -740,6 +781,43 @@ void adamw(Tensor p, Tensor g, Tensor m, Tensor v, const AdamWStep& s) {
   for (const Tensor& t : {g, m, v}) check_numel("adamw", "state", t, p.numel());
   MOE_KERNEL(device, adamw)(p.data, g.data, m.data, v.data, p.numel(), s.lr, s.beta1, s.beta2,
                             s.eps, s.weight_decay, s.step);
+}
+
+void sum_squares_multi(std::span<const Tensor> x, std::span<double> out) {
+  MOE_CHECK(out.size() == x.size(), "sum_squares_multi: ", out.size(), " sums for ", x.size(),
+            " tensors");
+  if (x.empty()) return;
+  const Device device = kernel_device("sum_squares_multi", {x.front()});
+  std::vector<const float*> data;
+  std::vector<int64_t> n;
+  for (const Tensor& t : x) {
+    kernel_device("sum_squares_multi", {x.front(), t});  // fp32, all on one device
+    data.push_back(t.data);
+    n.push_back(t.numel());
+  }
+  MOE_KERNEL(device, sum_squares_multi)(data.data(), n.data(), static_cast<int64_t>(x.size()),
+                                        out.data());
+}
+
+void adamw_multi(std::span<const AdamWTensors> tensors, const AdamWStep& s, float grad_scale) {
+  if (tensors.empty()) return;
+  std::vector<float*> p, g, m, v;
+  std::vector<int64_t> n;
+  std::vector<float> decay;
+  const Device device = kernel_device("adamw_multi", {tensors.front().p});
+  for (const AdamWTensors& t : tensors) {
+    kernel_device("adamw_multi", {tensors.front().p, t.p, t.g, t.m, t.v});  // fp32, one device
+    for (const Tensor& x : {t.g, t.m, t.v}) check_numel("adamw_multi", "state", x, t.p.numel());
+    p.push_back(t.p.data);
+    g.push_back(t.g.data);
+    m.push_back(t.m.data);
+    v.push_back(t.v.data);
+    n.push_back(t.p.numel());
+    decay.push_back(t.decay ? s.weight_decay : 0.0f);
+  }
+  MOE_KERNEL(device, adamw_multi)(p.data(), g.data(), m.data(), v.data(), n.data(), decay.data(),
+                                  static_cast<int64_t>(tensors.size()), s.lr, s.beta1, s.beta2,
+                                  s.eps, s.step, grad_scale);
 }
 
 }  // namespace moe::ops

@@ -162,6 +162,24 @@ void attention_decode(Tensor qkv, std::span<const float* const> keys,
 // dlogits = scale (softmax - onehot) unless empty (it may alias logits).
 void cross_entropy(Tensor logits, std::span<const int32_t> targets, Tensor losses,
                    Tensor dlogits, float scale);
+// Squared error of pred against target (same element count): returns sum (pred -
+// target)^2, summed in double (on the CPU in index order; on the GPU over fixed chunks);
+// dpred = scale (pred - target).
+double squared_error(Tensor pred, Tensor target, Tensor dpred, float scale);
+// The LM loss over a block of vocabulary columns: logits (N, V_r) are the columns [begin,
+// begin + V_r) of the full logits, targets [N] (< 0: ignored). A row's softmax spans the
+// tp ranks' blocks, so the loss is three ops with the tp all-reduces between them
+// (framework/nn/vocab_parallel.h):
+//   vocab_row_max:  max (N), each row's largest logit
+//   vocab_row_sums: sums (2, N): sum exp(logits - max) per row (summed in double), and
+//                   the target's logit where this block holds it, else 0
+//   vocab_loss:     losses (N) = log(sum) + max - target logit (0 where ignored);
+//                   dlogits (N, V_r) = scale (softmax - onehot), zeros where ignored
+void vocab_row_max(Tensor logits, Tensor max);
+void vocab_row_sums(Tensor logits, Tensor max, std::span<const int32_t> targets, int64_t begin,
+                    Tensor sums);
+void vocab_loss(Tensor logits, Tensor max, Tensor sums, std::span<const int32_t> targets,
+                int64_t begin, float scale, Tensor losses, Tensor dlogits);
 
 // ---- routing, dispatch, combine ----
 
@@ -225,5 +243,19 @@ struct AdamWStep {
 };
 // p -= lr (mhat / (sqrt(vhat) + eps) + wd p), with m, v updated from g.
 void adamw(Tensor p, Tensor g, Tensor m, Tensor v, const AdamWStep& s);
+
+// ---- many tensors at once (the optimizer over every parameter) ----
+
+// out[t] = sum_squares(x[t]) for every tensor (one launch and one download on the GPU).
+void sum_squares_multi(std::span<const Tensor> x, std::span<double> out);
+// One parameter's tensors for adamw_multi; decay: s.weight_decay applies (matrices).
+struct AdamWTensors {
+  Tensor p, g, m, v;
+  bool decay;
+};
+// For every entry: g *= grad_scale unless it is 1 (the global-norm clip, left in g as
+// scale() leaves it), then adamw with weight decay s.weight_decay or 0. One launch on the
+// GPU; on the CPU the per-tensor kernels in order (their bits).
+void adamw_multi(std::span<const AdamWTensors> tensors, const AdamWStep& s, float grad_scale);
 
 }  // namespace moe::ops

@@ -64,18 +64,18 @@ DispatchHandle LocalDispatcher::dispatch(Tensor x, std::shared_ptr<const Routing
   const int64_t c = x.cols();
   check_rows("dispatcher", "dispatch input", x, plan->num_tokens, c);
   const int64_t s = plan->num_slots();
-  std::shared_ptr<Buffer> storage = storage_.acquire();
+  std::shared_ptr<Buffer> storage = storage_.acquire(x.device);
   Tensor rows = storage->view({s, c});  // (S, C)
   ops::permute_rows(x, plan->token_of_slot, {}, rows);  // rows[s] = x[token_of_slot[s]]
   std::vector<int64_t> offsets = plan->expert_offsets;
   return DispatchHandle(std::move(plan), std::move(storage), rows, std::move(offsets), 0);
 }
 
-std::shared_ptr<Buffer> RowStoragePool::acquire() {
+std::shared_ptr<Buffer> RowStoragePool::acquire(Device device) {
   // A buffer only the pool still owns has no live handle: its rows are free to reuse.
   for (const auto& storage : pool_)
-    if (storage.use_count() == 1) return storage;
-  return pool_.emplace_back(std::make_shared<Buffer>(Device::kCpu, dtype_));
+    if (storage.use_count() == 1 && storage->device() == device) return storage;
+  return pool_.emplace_back(std::make_shared<Buffer>(device, dtype_));
 }
 
 void LocalDispatcher::combine(const DispatchHandle& handle, Tensor expert_out, Tensor y) {

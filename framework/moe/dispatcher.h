@@ -97,10 +97,10 @@ class Dispatcher {
 // layer plus one.
 class RowStoragePool {
  public:
-  // Buffers of `dtype` (host memory).
+  // Buffers of `dtype`.
   explicit RowStoragePool(DType dtype = DType::kF32) : dtype_(dtype) {}
-  // A buffer no live handle owns, else a new one.
-  std::shared_ptr<Buffer> acquire();
+  // A buffer on `device` (that of the rows dispatched) no live handle owns, else a new one.
+  std::shared_ptr<Buffer> acquire(Device device = Device::kCpu);
 
  private:
   DType dtype_;

@@ -47,7 +47,15 @@ GroupedExperts::GroupedExperts(ParamStore& store, const std::string& prefix, int
       width_(width),
       hidden_(hidden / split.size),
       first_expert_(placement.first_local()),
-      num_local_(placement.num_local()) {}
+      num_local_(placement.num_local()),
+      gate_(store.device()),
+      up_(store.device()),
+      h_(store.device()),
+      y_(store.device()),
+      dh_(store.device()),
+      dgate_(store.device()),
+      dup_(store.device()),
+      dx_(store.device()) {}
 
 void GroupedExperts::set_owners(const ExpertPlacement& owners) {
   for (const Param* p : params())

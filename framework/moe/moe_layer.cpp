@@ -60,7 +60,10 @@ MoELayer::MoELayer(ParamStore& store, const std::string& prefix, int64_t width,
                                                  runtime.load_window(), runtime.fssdp()->size(),
                                                  config.num_experts)
                   : nullptr),
-      block_(block_of(prefix)) {
+      block_(block_of(prefix)),
+      y_(store.device()),
+      du_(store.device()),
+      d_expert_out_(store.device()) {
   MOE_CHECK(runtime.placement().num_experts == config.num_experts, "MoE layer ", prefix,
             ": placement of ", runtime.placement().num_experts, " experts, config has ",
             config.num_experts);

@@ -11,6 +11,12 @@
 
 namespace moe {
 
+namespace {
+
+bool on_host(const Tensor& t) { return t.device == Device::kCpu; }
+
+}  // namespace
+
 std::vector<double> RouterSums::pack() const {
   std::vector<double> packed = prob_sums;
   packed.insert(packed.end(), {z_loss, kl, node_local, nodes_reached, remote_nodes});
@@ -42,7 +48,9 @@ TopKRouter::TopKRouter(ParamStore& store, const std::string& prefix, int64_t wid
       locality_coef_(config.locality_loss),
       locality_(locality),
       limit_{locality.expert_node, locality.num_nodes, config.max_nodes_per_token,
-             locality.token_node, config.own_node_bonus} {
+             locality.token_node, config.own_node_bonus},
+      product_(store.device()),
+      du_(store.device()) {
   const int64_t num_experts = num_experts_, top_k = top_k_;
   MOE_CHECK(top_k >= 1 && top_k <= num_experts, "router ", prefix, ": top_k ", top_k,
             " with ", num_experts, " experts");
@@ -78,8 +86,10 @@ RouterChoices TopKRouter::forward(Tensor u, std::span<const float> bias,
   const int64_t n = u.rows();
   Tensor logits = logits_.view({n, num_experts_});
   Tensor probs = probs_.view({n, num_experts_});
-  // logits (N, E) = u (N, C) W^T (C, E)
-  ops::matmul(u, weight_.data(), logits, false, true);
+  // logits (N, E) = u (N, C) W^T (C, E), on u's device, then in host memory
+  const Tensor product = on_host(u) ? logits : product_.view({n, num_experts_});
+  ops::matmul(u, weight_.data(), product, false, true);
+  if (!on_host(u)) ops::copy(product, logits);
   // moe.router_skew: a constant per expert, so the gradients through the logits keep
   // their form
   if (!skew_.empty()) ops::add_rows(logits, Tensor(skew_.data(), Shape{1, num_experts_}), logits);
@@ -218,6 +228,12 @@ Tensor TopKRouter::backward(std::span<const float> dweights, const GlobalRouting
   ops::softmax_backward(probs(), dp, dl);
   ops::axpy(1.0f, dz, dl);
 
+  // to u's device for the two products
+  if (!on_host(u_)) {
+    const Tensor on_device = product_.view({n, e});
+    ops::copy(dl, on_device);
+    dl = on_device;
+  }
   // dW (E, C) += dlogits^T (E, N) u (N, C)
   ops::matmul(dl, u_, weight_.dgrad(), true, false, 1.0f, 1.0f);
   // du (N, C) = dlogits (N, E) W (E, C)

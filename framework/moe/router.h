@@ -140,13 +140,20 @@ class TopKRouter final : public Router {
   std::vector<float> skew_;  // (1, E) -s ln(e + 1), moe.router_skew; empty when s = 0
   ExpertLocality locality_;
   NodeLimit limit_;
+  // The (N, E) tensors below live in host memory whatever the model's device: the expert
+  // choice, the combine weights and the routing plan are host data (the op API takes
+  // them as host spans) and the router losses are sums over them. Only the two products
+  // with u run on u's device, through product_ (N, E) there, and the logits and their
+  // gradient cross once each way (nothing crosses on the CPU).
   Tensor u_;                         // (N, C) saved input
+  Buffer product_;                   // (N, E) logits or dlogits on u's device
   Buffer logits_, probs_;            // (N, E)
   Buffer scores_, top_values_;       // (N, E) p + b; (N, K) scratch of the top-K
   std::vector<int32_t> experts_;     // [N*K]
   std::vector<float> weights_;       // [N*K]
   std::vector<double> local_mean_p_; // [E] P^r of the last forward (locality loss)
-  Buffer dprobs_, dlogits_, dz_, du_;  // (N, E) x3, (N, C)
+  Buffer dprobs_, dlogits_, dz_;     // (N, E) x3
+  Buffer du_;                        // (N, C) on u's device
 };
 
 }  // namespace moe

@@ -20,7 +20,11 @@ SelfAttention::SelfAttention(ParamStore& store, const std::string& prefix,
       sequence_parallel_(sequence_parallel && tp_size(tp) > 1),
       split_(sequence_parallel_ ? tp_size(tp) : 1),
       rope_theta_(rope_theta),
-      mixed_(qkv_proj_.local().weight().matmul_dtype == DType::kBF16) {
+      mixed_(qkv_proj_.local().weight().matmul_dtype == DType::kBF16),
+      att_(store.device()),
+      o_(store.device()),
+      dqkv_(store.device()),
+      scratch_(store.device()) {
   MOE_CHECK(heads > 0 && width % heads == 0, "SelfAttention ", prefix, ": width ", width,
             " not divisible by ", heads, " heads");
   MOE_CHECK(heads % tp_size(tp) == 0, "SelfAttention ", prefix, ": ", heads,

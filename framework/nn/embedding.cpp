@@ -8,7 +8,8 @@ Embedding::Embedding(ParamStore& store, const std::string& name, int64_t vocab,
                      int64_t width, Init init)
     : table_(store.add({name, Shape{vocab, width}, Shard::kReplicated, init})),
       vocab_(vocab),
-      width_(width) {}
+      width_(width),
+      y_(store.device()) {}
 
 Tensor Embedding::forward(const int32_t* ids, int64_t n) {
   // An out-of-range id would read outside the table: check the data once here.

@@ -6,7 +6,12 @@ namespace moe {
 
 LayerNorm::LayerNorm(ParamStore& store, const std::string& prefix, int64_t width,
                      float eps, bool affine)
-    : width_(width), eps_(eps) {
+    : width_(width),
+      eps_(eps),
+      y_(store.device()),
+      mean_(store.device()),
+      rstd_(store.device()),
+      dx_(store.device()) {
   if (!affine) return;
   weight_ = &store.add({prefix + ".weight", Shape{width}, Shard::kReplicated,
                         Init::ones(), /*weight_decay=*/false});

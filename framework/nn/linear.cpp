@@ -8,7 +8,9 @@ Linear::Linear(ParamStore& store, const std::string& name, int64_t in_features,
                int64_t out_features, Init init, const std::string& bias_name)
     : weight_(store.add({name, Shape{out_features, in_features}, Shard::kReplicated, init})),
       in_(in_features),
-      out_(out_features) {
+      out_(out_features),
+      y_(store.device()),
+      dx_(store.device()) {
   if (!bias_name.empty())
     bias_ = &store.add({bias_name, Shape{out_features}, Shard::kReplicated, Init::zeros(),
                         /*weight_decay=*/false});
@@ -18,7 +20,9 @@ Linear::Linear(Param& weight, Param* bias)
     : weight_(weight),
       bias_(bias),
       in_(weight.local_shape[weight.local_shape.rank - 1]),
-      out_(in_ > 0 ? weight.numel() / in_ : 0) {
+      out_(in_ > 0 ? weight.numel() / in_ : 0),
+      y_(weight.value.device()),
+      dx_(weight.value.device()) {
   MOE_CHECK(weight.local_shape.rank >= 2, "Linear ", weight.spec.name, ": weight of shape ",
             weight.local_shape.str());
   MOE_CHECK(!bias || bias->numel() == out_, "Linear ", weight.spec.name, ": bias of ",

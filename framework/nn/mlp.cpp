@@ -12,7 +12,13 @@ SwiGLUMlp::SwiGLUMlp(ParamStore& store, const std::string& prefix, int64_t width
       sequence_parallel_(sequence_parallel && tp_size(tp) > 1),
       gate_(store, prefix + ".w_gate", width, hidden, Init::normal(init_std), tp),
       up_(store, prefix + ".w_up", width, hidden, Init::normal(init_std), tp),
-      down_(store, prefix + ".w_down", hidden, width, Init::normal(out_std), tp) {}
+      down_(store, prefix + ".w_down", hidden, width, Init::normal(out_std), tp),
+      h_(store.device()),
+      dg_(store.device()),
+      du_(store.device()),
+      dx_(store.device()),
+      x_all_(store.device()),
+      dx_mine_(store.device()) {}
 
 Tensor SwiGLUMlp::forward(Tensor x) {
   // Both projections read the same rows: one all-gather for the two.
@@ -47,7 +53,9 @@ GeluMlp::GeluMlp(ParamStore& store, const std::string& prefix, int64_t width,
                  bool sequence_parallel)
     : sequence_parallel_(sequence_parallel && tp_size(tp) > 1),
       fc1_(store, prefix + ".w_fc1", width, hidden, Init::normal(init_std), tp),
-      fc2_(store, prefix + ".w_fc2", hidden, width, Init::normal(out_std), tp) {}
+      fc2_(store, prefix + ".w_fc2", hidden, width, Init::normal(out_std), tp),
+      a_(store.device()),
+      da_(store.device()) {}
 
 Tensor GeluMlp::forward(Tensor x) {
   pre_ = sequence_parallel_ ? fc1_.forward_all_gather(x) : fc1_.forward(x);  // (N, F)

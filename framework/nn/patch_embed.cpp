@@ -14,7 +14,9 @@ PatchEmbed::PatchEmbed(ParamStore& store, const std::string& prefix, int64_t cha
       grid_(patch > 0 ? image_size / patch : 0),
       proj_(store, prefix + ".weight", channels * patch * patch, width,
             Init::normal(1.0f / std::sqrt(static_cast<float>(channels * patch * patch))),
-            prefix + ".bias") {
+            prefix + ".bias"),
+      cols_(store.device()),
+      dx_(store.device()) {
   MOE_CHECK(patch > 0 && image_size % patch == 0, "PatchEmbed ", prefix, ": image size ",
             image_size, " is not a multiple of the patch size ", patch);
 }

@@ -31,12 +31,16 @@ PositionEmbedding::PositionEmbedding(ParamStore& store, const std::string& name,
     : weight_(&store.add({name, Shape{tokens, width}, Shard::kReplicated,
                           Init::normal(init_std), /*weight_decay=*/false})),
       tokens_(tokens),
-      width_(width) {}
+      width_(width),
+      y_(store.device()) {}
 
-PositionEmbedding::PositionEmbedding(std::vector<float> table, int64_t tokens, int64_t width)
-    : fixed_(std::move(table)), tokens_(tokens), width_(width) {
-  MOE_CHECK(static_cast<int64_t>(fixed_.size()) == tokens * width,
-            "position table of ", fixed_.size(), " floats for (", tokens, ", ", width, ")");
+PositionEmbedding::PositionEmbedding(const std::vector<float>& table, int64_t tokens,
+                                     int64_t width, Device device)
+    : fixed_(device), tokens_(tokens), width_(width), y_(device) {
+  MOE_CHECK(static_cast<int64_t>(table.size()) == tokens * width,
+            "position table of ", table.size(), " floats for (", tokens, ", ", width, ")");
+  ops::copy(Tensor(const_cast<float*>(table.data()), Shape{tokens, width}),
+            fixed_.view({tokens, width}));
 }
 
 Tensor PositionEmbedding::forward(Tensor x) {

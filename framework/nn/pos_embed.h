@@ -23,8 +23,9 @@ class PositionEmbedding {
   // Learned table <name> (tokens, width).
   PositionEmbedding(ParamStore& store, const std::string& name, int64_t tokens,
                     int64_t width, float init_std);
-  // Fixed table (tokens * width floats).
-  PositionEmbedding(std::vector<float> table, int64_t tokens, int64_t width);
+  // Fixed table (tokens * width floats), kept on `device` (the model's).
+  PositionEmbedding(const std::vector<float>& table, int64_t tokens, int64_t width,
+                    Device device);
 
   Tensor forward(Tensor x);    // x (B*T, C) -> y (B*T, C)
   Tensor backward(Tensor dy);  // dx = dy (returned as given); dpos += sum_b dy[b]
@@ -32,13 +33,12 @@ class PositionEmbedding {
   Param* weight() { return weight_; }  // null when fixed
   // (T, C) the learned or the fixed table
   Tensor table() const {
-    return weight_ ? weight_->data()
-                   : Tensor(const_cast<float*>(fixed_.data()), Shape{tokens_, width_});
+    return weight_ ? weight_->data() : fixed_.view_of({tokens_, width_});
   }
 
  private:
   Param* weight_ = nullptr;   // (T, C) when learned
-  std::vector<float> fixed_;  // (T, C) when fixed
+  Buffer fixed_;              // (T, C) when fixed
   int64_t tokens_, width_;
   Buffer y_;
 };

@@ -8,7 +8,10 @@ RMSNorm::RMSNorm(ParamStore& store, const std::string& name, int64_t width, floa
     : weight_(store.add({name, Shape{width}, Shard::kReplicated, Init::ones(),
                          /*weight_decay=*/false})),
       width_(width),
-      eps_(eps) {}
+      eps_(eps),
+      y_(store.device()),
+      rstd_(store.device()),
+      dx_(store.device()) {}
 
 Tensor RMSNorm::forward(Tensor x) {
   MOE_CHECK(x.cols() == width_, "RMSNorm ", weight_.spec.name, ": input width ",

@@ -26,6 +26,7 @@ class TimestepEmbedder {
  private:
   Linear fc1_, fc2_;
   Buffer freq_, act_, dpre_;  // (n, 2h), (n, C) silu output, (n, C)
+  Buffer freq_host_;          // (n, 2h) the features' host copy, for a device model
   Tensor pre_;                // (n, C) view of fc1_'s output, kept for backward
 };
 

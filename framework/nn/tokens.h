@@ -27,12 +27,14 @@ class ClsToken {
   Param& token_;  // (C)
   int64_t width_, batch_ = 0, patches_ = 0;
   Buffer y_, dx_;
+  Buffer dcls_;  // (B, C) the gradients of the token rows, summed into dtoken in order
 };
 
 class TokenPool {
  public:
   enum class Mode : uint8_t { kCls, kMean };
-  explicit TokenPool(Mode mode) : mode_(mode) {}
+  // Its outputs live on `device` (the model's, ParamStore::device()).
+  TokenPool(Mode mode, Device device) : mode_(mode), y_(device), dx_(device) {}
 
   Tensor forward(Tensor x, int64_t batch);  // x (B*T, C) -> (B, C)
   Tensor backward(Tensor dy);               // dy (B, C) -> dx (B*T, C)

@@ -1,5 +1,6 @@
 #include "framework/nn/tp_linear.h"
 
+#include "framework/kernels/ops.h"
 #include "framework/nn/sequence_parallel.h"
 
 namespace moe {
@@ -97,19 +98,11 @@ Tensor RowParallelLinear::backward_all_gather(Tensor dy) {
 
 void RowParallelLinear::add_bias(Tensor y) const {
   if (!bias_) return;
-  const float* b = bias_->value.data();
-  const int64_t n = y.rows(), out = y.cols();
-  for (int64_t r = 0; r < n; ++r)
-    for (int64_t j = 0; j < out; ++j) y.data[r * out + j] += b[j];
+  ops::add_rows(y, bias_->data().reshaped({1, y.cols()}), y);  // y[r] += b
 }
 
 Tensor RowParallelLinear::backward(Tensor dy) {
-  if (bias_) {
-    float* db = bias_->grad.data();
-    const int64_t n = dy.rows(), out = dy.cols();
-    for (int64_t r = 0; r < n; ++r)
-      for (int64_t j = 0; j < out; ++j) db[j] += dy.data[r * out + j];
-  }
+  if (bias_) ops::sum_rows(dy, bias_->dgrad().reshaped({1, dy.cols()}));  // db += sum_r dy[r]
   return local_.backward(dy);
 }
 

@@ -1,9 +1,8 @@
 #include "framework/nn/vocab_parallel.h"
 
 #include <algorithm>
-#include <cmath>
-#include <limits>
 
+#include "framework/kernels/ops.h"
 #include "framework/nn/sequence_parallel.h"
 #include "framework/nn/tp_linear.h"
 
@@ -34,7 +33,10 @@ VocabParallelEmbedding::VocabParallelEmbedding(ParamStore& store, const std::str
     : tp_(tp),
       range_(vocab_range(vocab, tp_size(tp), tp_rank(tp))),
       table_(add_vocab_block(store, name, vocab, width, init, tp, range_)),
-      width_(width) {}
+      width_(width),
+      y_(store.device()),
+      mine_(store.device()),
+      dy_mine_(store.device()) {}
 
 Tensor VocabParallelEmbedding::forward_all_reduce(const int32_t* ids, int64_t n) {
   Tensor y = lookup(ids, n);
@@ -53,15 +55,13 @@ void VocabParallelEmbedding::backward_all_gather(Tensor dy) {
 Tensor VocabParallelEmbedding::lookup(const int32_t* ids, int64_t n) {
   ids_.assign(ids, ids + n);
   Tensor y = y_.view({n, width_});
-  const float* table = table_.value.data();
-  for (int64_t i = 0; i < n; ++i) {
-    float* row = y.data + i * width_;
-    const int64_t id = ids[i];
-    if (id >= range_.begin && id < range_.end)
-      std::copy_n(table + (id - range_.begin) * width_, width_, row);
-    else
-      std::fill_n(row, width_, 0.0f);  // another rank's row: it adds it in the reduction
-  }
+  // row i = my table row of ids[i]; -1 (zeros): another rank's row, added in the reduction
+  std::vector<int32_t> row(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i)
+    row[i] = ids[i] >= range_.begin && ids[i] < range_.end
+                 ? static_cast<int32_t>(ids[i] - range_.begin)
+                 : -1;
+  ops::permute_rows(table_.data(), row, {}, y);
   return y;
 }
 
@@ -69,14 +69,20 @@ void VocabParallelEmbedding::backward(Tensor dy) {
   const int64_t n = static_cast<int64_t>(ids_.size());
   MOE_CHECK(dy.rows() == n && dy.cols() == width_, "VocabParallelEmbedding: gradient shape ",
             dy.shape.str());
-  float* grad = table_.grad.data();
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t id = ids_[i];
-    if (id < range_.begin || id >= range_.end) continue;
-    float* g = grad + (id - range_.begin) * width_;
-    const float* d = dy.data + i * width_;
-    for (int64_t c = 0; c < width_; ++c) g[c] += d[c];
+  // my ids in token order (their rows of dy, their rows of the table block): the sums
+  // over repeated ids run in token order
+  std::vector<int32_t> rows, mine;
+  for (int64_t i = 0; i < n; ++i)
+    if (ids_[i] >= range_.begin && ids_[i] < range_.end) {
+      rows.push_back(static_cast<int32_t>(i));
+      mine.push_back(static_cast<int32_t>(ids_[i] - range_.begin));
+    }
+  Tensor d = dy;
+  if (static_cast<int64_t>(rows.size()) < n) {
+    d = dy_mine_.view({static_cast<int64_t>(rows.size()), width_});
+    ops::permute_rows(dy, rows, {}, d);
   }
+  ops::embedding_backward(d, mine, table_.dgrad());
 }
 
 VocabParallelHead::VocabParallelHead(ParamStore& store, const std::string& name,
@@ -84,15 +90,24 @@ VocabParallelHead::VocabParallelHead(ParamStore& store, const std::string& name,
                                      Communicator* tp)
     : tp_(tp),
       range_(vocab_range(vocab, tp_size(tp), tp_rank(tp))),
-      local_(add_vocab_block(store, name, vocab, width, init, tp, range_), nullptr) {}
+      local_(add_vocab_block(store, name, vocab, width, init, tp, range_), nullptr),
+      dlogits_(store.device()),
+      dh_mine_(store.device()),
+      row_max_(store.device()),
+      sums_(store.device()),
+      losses_(store.device()) {}
 
 void VocabParallelHead::forward_loss_all_reduce(Tensor h, const int32_t* targets, float scale,
                                                 float* losses) {
   rows_ = h.rows();
   const Tensor logits = local_.forward(h);  // (N, V_r)
-  Tensor dlogits = dlogits_.view(logits.shape);
-  vocab_parallel_cross_entropy(logits.data, range_, targets, losses, dlogits.data, scale,
-                               rows_, tp_);
+  // the losses go to the caller's host memory: directly on the CPU, else through losses_
+  const Tensor host_losses(losses, Shape{rows_});
+  const Tensor out = logits.device == Device::kCpu ? host_losses : losses_.view({rows_});
+  vocab_parallel_cross_entropy(logits, range_, {targets, static_cast<size_t>(rows_)}, scale,
+                               tp_, out, dlogits_.view(logits.shape), row_max_.view({rows_}),
+                               sums_.view({2 * rows_}));
+  if (out.data != host_losses.data) ops::copy(out, host_losses);
 }
 
 Tensor VocabParallelHead::logits(Tensor h) {
@@ -102,52 +117,27 @@ Tensor VocabParallelHead::logits(Tensor h) {
 }
 
 Tensor VocabParallelHead::backward_all_reduce() {
-  Tensor dh = local_.backward(Tensor(dlogits_.data(), Shape{rows_, range_.size()}));
+  Tensor dh = local_.backward(dlogits_.view_of({rows_, range_.size()}));
   all_reduce_tp(tp_, dh);
   return dh;
 }
 
 Tensor VocabParallelHead::backward_reduce_scatter() {
   return reduce_scatter_rows(
-      tp_, local_.backward(Tensor(dlogits_.data(), Shape{rows_, range_.size()})), dh_mine_);
+      tp_, local_.backward(dlogits_.view_of({rows_, range_.size()})), dh_mine_);
 }
 
-void vocab_parallel_cross_entropy(const float* logits, VocabRange range,
-                                  const int32_t* targets, float* losses, float* dlogits,
-                                  float scale, int64_t rows, Communicator* tp) {
-  const int64_t cols = range.size();
-  std::vector<float> row_max(static_cast<size_t>(rows));
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* x = logits + r * cols;
-    row_max[r] = *std::max_element(x, x + cols);
-  }
-  if (tp_size(tp) > 1) tp->all_reduce<float>(row_max, ReduceOp::kMax);
+void vocab_parallel_cross_entropy(Tensor logits, VocabRange range,
+                                  std::span<const int32_t> targets, float scale,
+                                  Communicator* tp, Tensor losses, Tensor dlogits,
+                                  Tensor row_max, Tensor sums) {
+  const size_t rows = static_cast<size_t>(logits.rows());
+  ops::vocab_row_max(logits, row_max);
+  if (tp_size(tp) > 1) tp->all_reduce<float>({row_max.data, rows}, ReduceOp::kMax);
   // [S_n | z_n]: sum of exp over my columns, and the target's logit if it is mine
-  std::vector<float> sums(static_cast<size_t>(2 * rows), 0.0f);
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* x = logits + r * cols;
-    double s = 0.0;
-    for (int64_t c = 0; c < cols; ++c) s += std::exp(static_cast<double>(x[c] - row_max[r]));
-    sums[r] = static_cast<float>(s);
-    const int64_t t = targets[r];
-    if (t >= range.begin && t < range.end) sums[rows + r] = x[t - range.begin];
-  }
-  if (tp_size(tp) > 1) tp->all_reduce<float>(sums);
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t t = targets[r];
-    const float* x = logits + r * cols;
-    float* dx = dlogits + r * cols;
-    if (t < 0) {  // ignored position: no loss, no gradient
-      losses[r] = 0.0f;
-      std::fill_n(dx, cols, 0.0f);
-      continue;
-    }
-    const float sum = sums[r], m = row_max[r];
-    losses[r] = static_cast<float>(std::log(static_cast<double>(sum)) + m - sums[rows + r]);
-    const float p_scale = scale / sum;
-    for (int64_t c = 0; c < cols; ++c) dx[c] = p_scale * std::exp(x[c] - m);
-    if (t >= range.begin && t < range.end) dx[t - range.begin] -= scale;
-  }
+  ops::vocab_row_sums(logits, row_max, targets, range.begin, sums);
+  if (tp_size(tp) > 1) tp->all_reduce<float>({sums.data, 2 * rows});
+  ops::vocab_loss(logits, row_max, sums, targets, range.begin, scale, losses, dlogits);
 }
 
 }  // namespace moe

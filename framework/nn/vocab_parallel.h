@@ -30,6 +30,7 @@
 
 #include <cstdint>
 #include <string>
+#include <span>
 #include <vector>
 
 #include "framework/nn/linear.h"
@@ -67,6 +68,7 @@ class VocabParallelEmbedding {
   int64_t width_;
   std::vector<int32_t> ids_;  // (n) ids of the last forward
   Buffer y_, mine_;           // (n, C), (n/tp, C)
+  Buffer dy_mine_;            // (n_r, C) the gradient rows of my ids (tp > 1)
 };
 
 // The LM head with its cross-entropy: logits of the rank's vocabulary block only.
@@ -91,14 +93,19 @@ class VocabParallelHead {
   Linear local_;    // over this rank's (V_r, C) block
   Buffer dlogits_;  // (N, V_r)
   Buffer dh_mine_;  // (N/tp, C)
+  Buffer row_max_, sums_;  // (N), (2, N) scratch of the loss
+  Buffer losses_;          // (N) a device model's losses, before they go to the host
   int64_t rows_ = 0;
 };
 
 // The loss above on one rank's block logits (N, V_r) of the columns [range.begin,
-// range.end) of the full logits: losses (N) and dlogits (N, V_r), which may alias
-// logits. Two all-reduces over tp (null: one rank holding every column).
-void vocab_parallel_cross_entropy(const float* logits, VocabRange range,
-                                  const int32_t* targets, float* losses, float* dlogits,
-                                  float scale, int64_t rows, Communicator* tp);
+// range.end) of the full logits, every tensor on the logits' device: losses (N) and
+// dlogits (N, V_r), which may alias logits; row_max (N) and sums (2N) are scratch. Three
+// ops (ops::vocab_row_max, vocab_row_sums, vocab_loss) with an all-reduce over tp
+// between each two (tp null: one rank holds every column).
+void vocab_parallel_cross_entropy(Tensor logits, VocabRange range,
+                                  std::span<const int32_t> targets, float scale,
+                                  Communicator* tp, Tensor losses, Tensor dlogits,
+                                  Tensor row_max, Tensor sums);
 
 }  // namespace moe

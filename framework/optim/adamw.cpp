@@ -10,37 +10,40 @@ AdamW::AdamW(ParamStore& store, const OptimConfig& config)
       beta2_(config.beta2),
       eps_(config.eps),
       weight_decay_(config.weight_decay) {
-  for (const Param& p : store_.params()) {
+  for (const Param& p : store_.params()) {  // the moments live beside the values
     ranges_.push_back({0, p.numel()});
-    exp_avg_.emplace_back(p.numel());
-    exp_avg_sq_.emplace_back(p.numel());
+    exp_avg_.emplace_back(p.value.device()).resize(p.numel());
+    exp_avg_sq_.emplace_back(p.value.device()).resize(p.numel());
   }
 }
 
-void AdamW::step(float lr) {
+void AdamW::step(float lr, float grad_scale) {
   MOE_CHECK(store_.params().size() == exp_avg_.size(), "AdamW: the store has ",
             store_.params().size(), " parameters but the optimizer was built for ",
             exp_avg_.size());
   ++step_;
+  std::vector<ops::AdamWTensors> tensors;  // every parameter's state range, in store order
   size_t i = 0;
   for (Param& p : store_.params()) {
-    const float wd = p.spec.weight_decay ? weight_decay_ : 0.0f;
     const StateRange& r = ranges_[i];
     const Shape range{r.size()};
+    const Device device = p.value.device();
+    const auto view = [&](float* data) { return Tensor(data, range, DType::kF32, device); };
     if (r.size() > 0)
-      ops::adamw(Tensor(p.value.data() + r.begin, range), Tensor(p.grad.data() + r.begin, range),
-                 Tensor(exp_avg_[i].data(), range), Tensor(exp_avg_sq_[i].data(), range),
-                 {lr, beta1_, beta2_, eps_, wd, step_});
+      tensors.push_back({view(p.value.data() + r.begin), view(p.grad.data() + r.begin),
+                         view(exp_avg_[i].data()), view(exp_avg_sq_[i].data()),
+                         p.spec.weight_decay});
     ++i;
   }
+  ops::adamw_multi(tensors, {lr, beta1_, beta2_, eps_, weight_decay_, step_}, grad_scale);
 }
 
 Tensor AdamW::state_view(const Buffer& b, size_t i) const {
   MOE_CHECK(i < ranges_.size(), "AdamW state index ", i);
   const Param& p = store_.params()[i];
   const StateRange& r = ranges_[i];
-  if (r.begin == 0 && r.end == p.numel()) return Tensor(b.data(), p.local_shape);
-  return Tensor(b.data(), Shape{r.size()});
+  const Shape shape = r.begin == 0 && r.end == p.numel() ? p.local_shape : Shape{r.size()};
+  return Tensor(b.data(), shape, DType::kF32, b.device());
 }
 
 Tensor AdamW::exp_avg(size_t i) { return state_view(exp_avg_.at(i), i); }

@@ -35,8 +35,10 @@ class AdamW {
   AdamW(ParamStore& store, const OptimConfig& config);
 
   // One update of every parameter's state range from its gradient, with learning rate
-  // `lr` (from the schedule). Increments step_count() first.
-  void step(float lr);
+  // `lr` (from the schedule), the gradients first scaled by grad_scale (the global-norm
+  // clip's coefficient; 1: none): one multi-tensor op over every parameter, one launch on
+  // the GPU. Increments step_count() first.
+  void step(float lr, float grad_scale = 1.0f);
 
   // Completed steps; a resumed run sets it from the checkpoint.
   int64_t step_count() const { return step_; }

@@ -14,6 +14,14 @@ double grad_sum_squares(const ParamStore& store,
   return sum;
 }
 
+std::vector<double> grad_squares_each(const ParamStore& store) {
+  std::vector<Tensor> grads;
+  for (const Param& p : store.params()) grads.push_back(p.dgrad());
+  std::vector<double> sums(grads.size());
+  ops::sum_squares_multi(grads, sums);
+  return sums;
+}
+
 float clip_coefficient(double norm, float max_norm) {
   if (max_norm <= 0.0f || !std::isfinite(norm) || norm <= max_norm) return 1.0f;
   return static_cast<float>(max_norm / norm);

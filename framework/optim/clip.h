@@ -10,6 +10,7 @@
 //   scale_grads(store, clip_coefficient(norm, max_norm));
 
 #include <functional>
+#include <vector>
 
 #include "framework/tensor/param_store.h"
 
@@ -19,6 +20,10 @@ namespace moe {
 // empty), accumulated in double (ops::sum_squares).
 double grad_sum_squares(const ParamStore& store,
                         const std::function<bool(const Param&)>& include = {});
+
+// Every parameter's gradient sum of squares, in store order: one multi-tensor op (one
+// launch and one download on the GPU), each sum that of ops::sum_squares.
+std::vector<double> grad_squares_each(const ParamStore& store);
 
 // Factor to multiply gradients by: max_norm / norm when norm > max_norm > 0, else 1.
 // A non-finite norm gives 1 (nothing is scaled; the caller decides what to do).

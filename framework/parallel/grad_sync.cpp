@@ -20,7 +20,7 @@ bool is_expert(const Param& p) { return is_expert_shard(p.spec.shard); }
 
 GradSync::GradSync(ParamStore& store, Communicator& dp, Communicator& edp, int token_shards,
                    int64_t bucket_bytes, Communicator* sequence, bool shard_state)
-    : store_(store), shard_state_(shard_state) {
+    : store_(store), shard_state_(shard_state), flat_(store.device()) {
   MOE_CHECK(token_shards > 0 && bucket_bytes > 0, "gradient sync: ", token_shards,
             " token shards, bucket of ", bucket_bytes, " bytes");
   const int64_t bucket_elems = std::max<int64_t>(1, bucket_bytes / int64_t{sizeof(float)});
@@ -64,17 +64,19 @@ void GradSync::all_reduce() {
   MOE_CHECK(!shard_state_, "gradient sync: all_reduce with sharded optimizer state");
   for (const Bucket& b : buckets_) {
     if (b.comm->size() == 1 && b.scale == 1.0f) continue;
-    float* flat = flat_.view({b.numel}).data;
+    // the bucket's gradients packed in flat_, on their device (the communicator's)
+    const Tensor flat = flat_.view({b.numel});
     int64_t at = 0;
     for (const Param* p : b.params) {
-      std::memcpy(flat + at, p->grad.data(), static_cast<size_t>(p->numel()) * sizeof(float));
+      ops::copy(p->dgrad().reshaped({p->numel()}), flat.slice_rows(at, p->numel()));
       at += p->numel();
     }
-    b.comm->all_reduce<float>({flat, static_cast<size_t>(b.numel)});
+    b.comm->all_reduce<float>({flat.data, static_cast<size_t>(b.numel)});
     at = 0;
     for (Param* p : b.params) {
-      float* g = p->grad.data();
-      for (int64_t i = 0; i < p->numel(); ++i) g[i] = flat[at + i] * b.scale;
+      const Tensor g = p->dgrad().reshaped({p->numel()});
+      ops::copy(flat.slice_rows(at, p->numel()), g);
+      ops::scale(g, b.scale);  // g = sum * scale, as one product per element
       at += p->numel();
     }
   }
@@ -277,11 +279,16 @@ double global_grad_norm(const ParamStore& store, Communicator& tp, Communicator&
     return p.spec.shard == Shard::kTpColumn || p.spec.shard == Shard::kTpRow ||
            p.spec.shard == Shard::kVocab;
   };
-  double replicated = grad_sum_squares(store, [&](const Param& p) {
-    return !is_expert(p) && !tp_block(p);
-  });
-  double tp_part = grad_sum_squares(store, tp_block);
-  double expert_part = grad_sum_squares(store, is_expert);
+  // every gradient's sum of squares in one op, then each part summed in store order
+  const std::vector<double> each = grad_squares_each(store);
+  double replicated = 0.0, tp_part = 0.0, expert_part = 0.0;
+  size_t i = 0;
+  for (const Param& p : store.params()) {
+    const double sq = each[i++];
+    if (is_expert(p)) expert_part += sq;
+    else if (tp_block(p)) tp_part += sq;
+    else replicated += sq;
+  }
   // one block per tp rank, one per (ep, etp) rank; replicated parts are equal everywhere
   if (tp.size() > 1) tp.all_reduce<double>({&tp_part, 1});
   ep.all_reduce<double>({&expert_part, 1});

@@ -10,6 +10,7 @@
 #include <cuda_runtime.h>
 
 #include "framework/kernels/cuda/context.h"
+#include "framework/kernels/cuda/cuda_ops.h"
 #endif
 
 namespace moe {
@@ -64,6 +65,31 @@ void device_zero(Device device, void* ptr, size_t bytes) {
   cuda::zero_async(ptr, bytes);
 #else
   MOE_FAIL("device memory on ", device_name(device), ": this build has no CUDA backend");
+#endif
+}
+
+double device_free_bytes(Device device) {
+  MOE_CHECK(device != Device::kCpu, "device_free_bytes: the CPU's memory is the host's");
+#ifdef MOE_WITH_CUDA
+  size_t free = 0, total = 0;
+  cuda_check(cudaMemGetInfo(&free, &total), "cudaMemGetInfo");
+  return static_cast<double>(free);
+#else
+  MOE_FAIL("device memory on ", device_name(device), ": this build has no CUDA backend");
+#endif
+}
+
+void copy_bytes(Device dst_device, void* dst, Device src_device, const void* src,
+                size_t bytes) {
+  if (bytes == 0) return;
+  if (dst_device == Device::kCpu && src_device == Device::kCpu) {
+    std::memcpy(dst, src, bytes);
+    return;
+  }
+#ifdef MOE_WITH_CUDA
+  cuda::copy_bytes(src, src_device, dst, dst_device, bytes);
+#else
+  MOE_FAIL("device memory on ", device_name(Device::kCuda), ": this build has no CUDA backend");
 #endif
 }
 

@@ -13,5 +13,12 @@ namespace moe {
 void* device_allocate(Device device, size_t bytes);
 void device_free(Device device, void* ptr);
 void device_zero(Device device, void* ptr, size_t bytes);
+// Bytes still free on `device` (the current GPU's, from the CUDA runtime); an internal
+// error for the CPU or without the CUDA backend.
+double device_free_bytes(Device device);
+// `bytes` bytes from src on src_device to dst on dst_device; the host waits for a copy
+// that involves host memory (it reads what arrives, or may reuse the source).
+void copy_bytes(Device dst_device, void* dst, Device src_device, const void* src,
+                size_t bytes);
 
 }  // namespace moe

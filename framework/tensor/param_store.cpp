@@ -1,6 +1,7 @@
 #include "framework/tensor/param_store.h"
 
 #include "framework/core/rng.h"
+#include "framework/tensor/device_memory.h"
 
 namespace moe {
 
@@ -43,14 +44,19 @@ Param& ParamStore::add_shard(ParamSpec spec, Shape local_shape,
   p.local_shape = local_shape;
   p.offset = offset;
   p.matmul_dtype = matmul_dtype_;
+  p.value = Buffer(device_);
+  p.grad = Buffer(device_);
   p.value.resize(local_shape.numel());
   p.grad.resize(local_shape.numel());
   return p;
 }
 
 void ParamStore::initialize(uint64_t seed) {
+  Buffer staging;  // the initial values of a device parameter, drawn on the host
   for (Param& p : params_) {
-    float* v = p.value.data();
+    const bool host = p.value.device() == Device::kCpu;
+    if (!host) staging.resize(p.numel());
+    float* v = host ? p.value.data() : staging.data();
     const int64_t n = p.numel();
     switch (p.spec.init.kind) {
       case Init::kZeros:
@@ -78,6 +84,9 @@ void ParamStore::initialize(uint64_t seed) {
         break;
       }
     }
+    if (!host)
+      copy_bytes(p.value.device(), p.value.raw(), Device::kCpu, v,
+                 static_cast<size_t>(n) * sizeof(float));
   }
 }
 

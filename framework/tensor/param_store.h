@@ -102,6 +102,12 @@ class ParamStore {
   // a model's builder sets it before the layers register theirs.
   void set_matmul_dtype(DType dtype) { matmul_dtype_ = dtype; }
   DType matmul_dtype() const { return matmul_dtype_; }
+  // The device of the values and gradients of the parameters registered from now on
+  // (run.device; the CPU unless set), and of the activations of the layers built over
+  // them. State buffers stay in host memory: the host reads them (the router's bias
+  // selects experts on the host).
+  void set_device(Device device) { device_ = device; }
+  Device device() const { return device_; }
 
   // Registers a state buffer (zeros); returns a stable reference.
   StateBuffer& add_buffer(std::string name, Shape shape);
@@ -119,10 +125,11 @@ class ParamStore {
 
  private:
   std::deque<Param> params_;
-  std::deque<StateBuffer> buffers_;  // deque: references stay valid  // deque: references stay valid as parameters are added
+  std::deque<StateBuffer> buffers_;  // deque: references stay valid as buffers are added
   // name -> position in params_: registering L layers stays linear in L
   std::unordered_map<std::string, size_t> index_;
   DType matmul_dtype_ = DType::kF32;
+  Device device_ = Device::kCpu;
 };
 
 }  // namespace moe

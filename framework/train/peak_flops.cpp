@@ -52,4 +52,27 @@ double measure_bf16_gemm_gflops(int n, int min_repeats, double min_seconds) {
                      min_seconds);
 }
 
+double measure_device_sgemm_gflops(Device device, int n, int min_repeats, double min_seconds) {
+  const Shape square{n, n};
+  Buffer host(int64_t{n} * n), a(device), b(device), c(device), done;
+  for (int64_t i = 0; i < int64_t{n} * n; ++i) host.data()[i] = 1e-3f * static_cast<float>(i % 97);
+  ops::copy(host.view(square), a.view(square));
+  ops::copy(host.view(square), b.view(square));
+  const Tensor first = c.view(square).reshaped({int64_t{n} * n}).slice_rows(0, 1);
+  auto product = [&] {  // to completion: the host waits for an element of c
+    ops::matmul(a.view(square), b.view(square), c.view(square), false, false);
+    ops::copy(first, done.view({1}));
+  };
+  product();  // warm-up
+  double best = 1e30;
+  Stopwatch total;
+  for (int r = 0; r < min_repeats || total.seconds() < min_seconds; ++r) {
+    Stopwatch watch;
+    product();
+    best = std::min(best, watch.seconds());
+  }
+  const double size = static_cast<double>(n);
+  return 2.0 * size * size * size / best * 1e-9;
+}
+
 }  // namespace moe

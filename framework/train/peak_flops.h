@@ -7,6 +7,8 @@
 // at start-up (the best of all repetitions in min_seconds, after a warm-up); train.peak_gflops
 // overrides it with a per-core figure (e.g. a theoretical peak) for reproducible MFU.
 
+#include "framework/core/dtype.h"
+
 namespace moe {
 
 // GFLOP/s of ops::matmul on an n x n x n problem with the current thread settings.
@@ -14,5 +16,9 @@ double measure_sgemm_gflops(int n = 1024, int min_repeats = 5, double min_second
 // The same with bf16 operands (the GEMM of train.precision = bf16, whose peak MFU is
 // then measured against).
 double measure_bf16_gemm_gflops(int n = 1024, int min_repeats = 5, double min_seconds = 0.5);
+// The fp32 rate of ops::matmul on `device` (run.device = cuda: the GPU's, without TF32),
+// each repetition timed to its completion (the host waits for one element of c).
+double measure_device_sgemm_gflops(Device device, int n = 4096, int min_repeats = 5,
+                                   double min_seconds = 0.5);
 
 }  // namespace moe

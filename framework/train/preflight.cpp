@@ -161,6 +161,17 @@ void check_memory(const MemoryEstimate& est, int ranks_on_node) {
                  "or use more ranks");
 }
 
+void check_device_memory(const MemoryEstimate& est, double free_bytes) {
+  const double still_needed = est.total() - est.state_bytes / 2;  // as check_memory
+  MOE_USER_CHECK(still_needed <= free_bytes, "memory: this run needs about ",
+                 gibibytes(est.total()), " of GPU memory per rank (parameters, gradients and "
+                 "AdamW state ", gibibytes(est.state_bytes), ", activations ",
+                 gibibytes(est.activation_bytes), ", runtime ", gibibytes(est.reserve_bytes),
+                 "), but the GPU has ", gibibytes(free_bytes + est.state_bytes / 2),
+                 " for it; reduce data.batch_size, model.seq_len or the model, or use more "
+                 "ranks");
+}
+
 void check_directories(const Config& config, Communicator& world, int64_t total_params) {
   const std::string checkpoints = checkpoint_dir_of(config);
   check_writable(config.run.dir, "run.dir", world.rank());

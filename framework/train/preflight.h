@@ -45,6 +45,10 @@ int usable_cores();
 void check_threads(int threads);
 // Refuses an estimate above available_memory().
 void check_memory(const MemoryEstimate& estimate, int ranks_on_node);
+// run.device = cuda, where the model lives on the GPU: refuses an estimate above
+// `free_bytes`, what is still free on the rank's GPU (its parameters and gradients are
+// allocated already).
+void check_device_memory(const MemoryEstimate& estimate, double free_bytes);
 // Collective over `world`: every rank creates and removes a file in run.dir and in the
 // checkpoint directory; each checks the free space of the checkpoint directory for a
 // checkpoint of `total_params` parameters. The directories must exist.

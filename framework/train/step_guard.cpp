@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <limits>
 
+#include "framework/kernels/ops.h"
 #include "framework/train/stop_signal.h"
 
 namespace moe {
@@ -56,9 +57,10 @@ StepVerdict StepGuard::judge(int64_t step, double local_loss, double grad_norm) 
 
 bool StepGuard::weights_finite(const ParamStore& store) {
   int32_t bad = 0;
+  // A NaN or infinity anywhere makes the sum of squares non-finite (summed in double, a
+  // finite fp32 block cannot overflow it); the op runs where the values live.
   for (const Param& p : store.params()) {
-    const float* v = p.value.data();
-    for (int64_t i = 0, n = p.numel(); i < n && !bad; ++i) bad = !std::isfinite(v[i]);
+    bad = !std::isfinite(ops::sum_squares(p.data()));
     if (bad) break;
   }
   world_.all_reduce<int32_t>({&bad, 1}, ReduceOp::kMax);

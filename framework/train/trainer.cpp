@@ -19,10 +19,13 @@
 #include "framework/optim/adamw.h"
 #include "framework/optim/clip.h"
 #include "framework/optim/lr_schedule.h"
+#include "framework/tensor/device_memory.h"
+#include "framework/train/device_layout.h"
 #include "framework/train/expert_ownership.h"
 #include "framework/train/memory_record.h"
 #include "framework/train/metrics.h"
 #include "framework/moe/moe_factory.h"
+#include "framework/parallel/device_group.h"
 #include "framework/parallel/grad_sync.h"
 #include "framework/parallel/process_groups.h"
 #include "framework/parallel/watchdog.h"
@@ -43,6 +46,8 @@ struct Trainer::State {
   std::unique_ptr<ComputeDevice> device;  // run.device; outlives everything computed on it
   std::unique_ptr<Watchdog> watchdog;  // parallel.timeout_s; outlives every communicator
   ProcessGroups groups;
+  // run.device = cuda: NCCL over the dp and edp ranks, for the gradient buckets
+  std::unique_ptr<Communicator> device_dp, device_edp;
   int dp_rank = 0, dp_size = 1;
   ParamStore store;
   // Start-up notes (topology, dispatcher choice), printed by run(): a bad input found
@@ -123,12 +128,9 @@ Trainer::Trainer(const Config& config, const MpiEnv& mpi)
   // make_model opens and validates the family's data. Rank 0 writes only after the
   // collectives below, which a rank that failed never reaches (its error ends the job).
   s_ = std::make_unique<State>(config);
+  check_device_layout(config);  // run.device = cuda: the layouts not wired yet
   s_->device = std::make_unique<ComputeDevice>(config.run.device, mpi.local_rank(),
                                                mpi.local_size(), config.run.share_gpus);
-  // The CUDA kernels and the NCCL communicator exist (docs/gpu.md), but the layers still
-  // keep their tensors in host memory: refuse rather than train on the CPU unasked.
-  MOE_USER_CHECK(config.run.device == Device::kCpu, "run.device: cuda: the trainer does not "
-                 "yet keep the model on the GPU (docs/gpu.md); use run.device = cpu");
   s_->watchdog = std::make_unique<Watchdog>(config.parallel.timeout_s, mpi.rank());
   // parallel.expert_sharding = fssdp shards the experts over the dp ranks: their group
   ParallelConfig layout = config.parallel;
@@ -139,6 +141,8 @@ Trainer::Trainer(const Config& config, const MpiEnv& mpi)
                                    {g.tp.get(), "tp"}, {g.ep.get(), "ep"},
                                    {g.edp.get(), "edp"}, {g.etp.get(), "etp"}})
     s_->watchdog->watch(*comm, name);
+  s_->device_dp = make_device_group(config.run.device, *s_->groups.dp);
+  s_->device_edp = make_device_group(config.run.device, *s_->groups.edp);
   s_->dp_rank = s_->groups.dp->rank();
   s_->dp_size = s_->groups.dp->size();
   build_model();
@@ -153,9 +157,12 @@ Trainer::Trainer(const Config& config, const MpiEnv& mpi)
   // Pre-flight (preflight.h): before the optimizer state and the activations exist.
   s_->threads = rank_threads(config, mpi);
   check_threads(s_->threads);
-  check_memory(estimate_memory(config, s_->store.numel(), s_->tokens_per_sample,
-                               s_->threads),
-               mpi.local_size());
+  const MemoryEstimate memory =
+      estimate_memory(config, s_->store.numel(), s_->tokens_per_sample, s_->threads);
+  if (config.run.device == Device::kCpu)
+    check_memory(memory, mpi.local_size());
+  else  // the model lives on the GPU
+    check_device_memory(memory, device_free_bytes(config.run.device));
   omp_set_num_threads(s_->threads);
   openblas_set_num_threads(s_->threads);
 
@@ -163,7 +170,8 @@ Trainer::Trainer(const Config& config, const MpiEnv& mpi)
   s_->optimizer = std::make_unique<AdamW>(s_->store, config.optim);
   s_->guard = std::make_unique<StepGuard>(config.train, *s_->groups.world);
   s_->grad_sync = std::make_unique<GradSync>(
-      s_->store, *s_->groups.dp, *s_->groups.edp, s_->dp_size,
+      s_->store, s_->device_dp ? *s_->device_dp : *s_->groups.dp,
+      s_->device_edp ? *s_->device_edp : *s_->groups.edp, s_->dp_size,
       static_cast<int64_t>(static_cast<double>(config.parallel.grad_bucket_mb) * (1 << 20)),
       s_->groups.world.get(), config.parallel.shard_optimizer);
   check_same_on_all_ranks(*s_->groups.world, config.resolved_ini, "the resolved config");
@@ -176,7 +184,9 @@ Trainer::Trainer(const Config& config, const MpiEnv& mpi)
   // The job's peak: every rank measures at once (ranks sharing cores see their share).
   s_->groups.world->barrier();
   const bool bf16 = config.train.precision == Precision::kBf16;
+  const Device device = config.run.device;
   double peak = config.train.peak_gflops > 0 ? config.train.peak_gflops * 1e9 * s_->threads
+                : device != Device::kCpu      ? measure_device_sgemm_gflops(device) * 1e9
                 : bf16                        ? measure_bf16_gemm_gflops() * 1e9
                                               : measure_sgemm_gflops() * 1e9;
   s_->groups.world->all_reduce<double>({&peak, 1});
@@ -195,6 +205,7 @@ void Trainer::build_model() {
   s_->notes = s_->moe->notes();
   // Mixed precision: every layer built from here on multiplies by bf16 copies.
   s_->store.set_matmul_dtype(c.train.precision == Precision::kBf16 ? DType::kBF16 : DType::kF32);
+  s_->store.set_device(c.run.device);  // parameters, gradients, moments and activations
   // The model opens and validates the data: a bad file is reported alone, before any
   // progress output.
   s_->model = family.make_model(c, s_->store, s_->moe->runtime());
@@ -259,9 +270,13 @@ std::vector<std::pair<std::string, std::vector<Communicator*>>> Trainer::telemet
   // sparse: fssdp's replica weights and gradients (no communicator otherwise)
   std::vector<Communicator*> sparse;
   if (Communicator* group = s_->moe->sparse_group()) sparse.push_back(group);
+  // run.device = cuda: the gradient buckets go over the NCCL groups
+  std::vector<Communicator*> dp{s_->groups.dp.get()}, edp{s_->groups.edp.get()};
+  if (s_->device_dp) dp.push_back(s_->device_dp.get());
+  if (s_->device_edp) edp.push_back(s_->device_edp.get());
   return {{"ep", s_->moe->exchange_groups()},
-          {"dp", {s_->groups.dp.get()}},
-          {"edp", {s_->groups.edp.get()}},
+          {"dp", dp},
+          {"edp", edp},
           {"tp", {s_->groups.tp.get()}},
           {"etp", {s_->groups.etp.get()}},
           {"sparse", sparse}};
@@ -388,8 +403,8 @@ Trainer::StepResult Trainer::train_step(int64_t step, IntervalTimes& times) {
     log_.info(result.verdict.reason, ": update skipped (train.on_nonfinite = skip)");
     return result;
   }
-  scale_grads(s_->store, clip_coefficient(result.grad_norm, c.optim.grad_clip));
-  s_->optimizer->step(result.lr);
+  // the clip and the update of every parameter in one multi-tensor op
+  s_->optimizer->step(result.lr, clip_coefficient(result.grad_norm, c.optim.grad_clip));
   s_->grad_sync->all_gather_params();  // sharded optimizer: every rank's updated slices
   if (c.moe.bias_balance)
     for (MoELayer* layer : model.network().moe_layers())
@@ -500,8 +515,11 @@ nlohmann::json Trainer::run() {
   log_.info("moe-train: ", s_->total_params, " parameters (", s_->store.numel(),
             " on this rank), ", c.train.steps, " steps of ",
             c.data.batch_size * s_->tokens_per_sample, " tokens, ", s_->threads,
-            " threads, ", bf16 ? "bf16 GEMM " : "GEMM ",
-            bf16 ? ops::cpu_bf16_gemm_name() : ops::cpu_gemm_name(), ", peak ", std::fixed,
+            " threads, ",
+            c.run.device != Device::kCpu ? "device " + s_->device->description()
+            : bf16                       ? "bf16 GEMM " + ops::cpu_bf16_gemm_name()
+                                         : "GEMM " + ops::cpu_gemm_name(),
+            ", peak ", std::fixed,
             std::setprecision(1), s_->peak_flops * 1e-9, " GFLOP/s");
   Stopwatch run_clock;
   double train_s = 0.0;  // run time less evaluations

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "framework/core/timer.h"
+#include "framework/kernels/host_copy.h"
 #include "framework/kernels/ops.h"
 #include "framework/nn/attention.h"
 #include "framework/nn/mlp.h"
@@ -17,7 +18,8 @@ PositionEmbedding make_pos_embed(ParamStore& store, const ModelConfig& m) {
   const int64_t grid = m.image_size / m.patch_size;
   if (m.pos_embed == PosEmbedKind::kLearned)
     return PositionEmbedding(store, "pos_embed", grid * grid, m.d_model, m.init_std);
-  return PositionEmbedding(sincos_2d_table(m.d_model, grid, grid), grid * grid, m.d_model);
+  return PositionEmbedding(sincos_2d_table(m.d_model, grid, grid), grid * grid, m.d_model,
+                           store.device());
 }
 
 int64_t patch_pixels(const ModelConfig& m) {
@@ -33,7 +35,10 @@ DitFinalLayer::DitFinalLayer(ParamStore& store, const std::string& prefix, int64
              prefix + ".adaln.bias"),
       linear_(store, prefix + ".linear.weight", width, patch_pixels, Init::zeros(),
               prefix + ".linear.bias"),
-      width_(width) {}
+      width_(width),
+      modulated_(store.device()),
+      dmod_(store.device()),
+      dnorm_(store.device()) {}
 
 Tensor DitFinalLayer::forward(Tensor h, Tensor s, int64_t batch) {
   batch_ = batch;
@@ -80,6 +85,8 @@ struct DitMoe::Block {
               prefix + ".adaln.bias"),
         width(m.d_model),
         image_split(runtime.sequence_parallel() ? tp_size(runtime.tp()) : 1) {
+    for (Buffer* b : {&m1, &m2, &h_mid, &h_out, &dmod, &dn, &dmid, &dh_in, &dbranch})
+      *b = Buffer(store.device());  // the model's device
     if (is_moe)
       moe = std::make_unique<MoELayer>(store, prefix + ".moe", m.d_model, e, m.init_std,
                                        out_std, runtime);
@@ -150,6 +157,8 @@ DitMoe::DitMoe(const ModelConfig& model, const MoeConfig& moe, ParamStore& store
       final_(store, "final", model.d_model, patch_pixels(model), model.norm_eps),
       tp_(runtime.tp()),
       sequence_parallel_(runtime.sequence_parallel() && tp_size(runtime.tp()) > 1) {
+  for (Buffer* b : {&c_, &s_, &ds_, &dc_, &pred_buf_, &dpred_, &dout_, &images_, &target_})
+    *b = Buffer(store.device());  // the model's device
   const float out_std = model.init_std / std::sqrt(2.0f * model.num_layers);
   for (int l = 0; l < model.num_layers; ++l)
     blocks_.push_back(std::make_unique<Block>(store, "layers." + std::to_string(l), model,
@@ -171,8 +180,10 @@ Tensor DitMoe::forward(const float* x, const float* t, const int32_t* y, int64_t
   Tensor h, s;
   {
     ScopedTimer timer(times_.embed);
-    h = pos_.forward(patch_embed_.forward(
-        Tensor(const_cast<float*>(x), Shape{batch, ch, size, size})));  // (B*P, C)
+    // the host's noisy images, copied once to the model's device
+    const Tensor images = ops::to_device(
+        Tensor(const_cast<float*>(x), Shape{batch, ch, size, size}), images_.device(), images_);
+    h = pos_.forward(patch_embed_.forward(images));  // (B*P, C)
     const Tensor te = t_embed_.forward(t, batch);                       // (B, C)
     const Tensor ye = y_embed_.forward(y, batch);                       // (B, C)
     Tensor cond = c_.view({batch, c});
@@ -197,7 +208,7 @@ Tensor DitMoe::forward(const float* x, const float* t, const int32_t* y, int64_t
 }
 
 Tensor DitMoe::predict(const float* x, const float* t, const int32_t* y, int64_t batch) {
-  if (!sequence_parallel_) return forward(x, t, y, batch);
+  if (!sequence_parallel_) return ops::to_host(forward(x, t, y, batch), pred_host_);
   const int64_t d = int64_t{model_.image_channels} * model_.image_size * model_.image_size;
   const int64_t split = tp_size(tp_), padded = (batch + split - 1) / split * split;
   std::vector<float> xs(x, x + batch * d), ts(t, t + batch);
@@ -209,7 +220,9 @@ Tensor DitMoe::predict(const float* x, const float* t, const int32_t* y, int64_t
   }
   const Tensor mine = forward(xs.data(), ts.data(), ys.data(), padded);  // (padded/tp, ...)
   const Tensor all = all_gather_rows(tp_, Tensor(mine.data, {local_batch_, d}), pred_all_);
-  return Tensor(all.data, {batch, model_.image_channels, model_.image_size, model_.image_size});
+  return ops::to_host(
+      all.reshaped({batch, model_.image_channels, model_.image_size, model_.image_size}),
+      pred_host_);
 }
 
 LossParts DitMoe::loss(const float* target, int64_t images) {
@@ -222,13 +235,13 @@ LossParts DitMoe::loss(const float* target, int64_t images) {
   target += per_image * first_image_;
   Tensor dpred = dpred_.view(pred_.shape);
   if (mine < pred_.numel()) dpred_.zero();  // rows that do not count have no gradient
-  double sum = 0.0;
   const float scale = n > 0 ? 2.0f / static_cast<float>(n) : 0.0f;
-  for (int64_t i = 0; i < mine; ++i) {
-    const float diff = pred_.data[i] - target[i];
-    sum += static_cast<double>(diff) * diff;
-    dpred.data[i] = scale * diff;  // d mean((pred - target)^2) / d pred
-  }
+  // d mean((pred - target)^2) / d pred over the counted elements; the host's targets go
+  // to the model's device first
+  const Tensor counted = ops::to_device(Tensor(const_cast<float*>(target), Shape{mine}),
+                                        target_.device(), target_);
+  double sum = ops::squared_error(pred_.reshaped({pred_.numel()}).slice_rows(0, mine), counted,
+                                  dpred.reshaped({pred_.numel()}).slice_rows(0, mine), scale);
   if (sequence_parallel_) tp_->all_reduce<double>({&sum, 1});
   return loss_parts(n > 0 ? sum / static_cast<double>(n) : 0.0, moe_layers());
 }

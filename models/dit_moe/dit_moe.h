@@ -76,7 +76,8 @@ class DitMoe : public Network {
   Tensor forward(const float* x, const float* t, const int32_t* y, int64_t batch);
   // forward's prediction of all `batch` images on every rank, for sampling: under
   // sequence parallelism the tp ranks' images are all-gathered (the batch padded with
-  // copies of its last image to a multiple of tp). Not for training (no backward).
+  // copies of its last image to a multiple of tp). In host memory. Not for training (no
+  // backward).
   Tensor predict(const float* x, const float* t, const int32_t* y, int64_t batch);
   // Loss of the last forward against `target` (B, Cin, H, W): mean squared error over
   // the first `images` images of the batch (all when negative; evaluation pads the last
@@ -111,6 +112,9 @@ class DitMoe : public Network {
   Buffer c_, s_, ds_, dc_, pred_buf_, dpred_, dout_;  // (B, C) x4; (B,Cin,H,W) x2; (B*P, pp Cout)
   Buffer dh_full_;                                   // sequence parallel: (B*P, C)
   Buffer pred_all_;                                  // predict: (B, Cin, H, W) gathered
+  // (B, Cin, H, W) x2 the host's noisy images and targets on the model's device; the
+  // prediction's host copy (predict)
+  Buffer images_, target_, pred_host_;
   ComponentTimes times_;
 };
 

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "framework/core/timer.h"
+#include "framework/kernels/host_copy.h"
 #include "framework/kernels/ops.h"
 #include "framework/nn/sequence_parallel.h"
 
@@ -21,7 +22,7 @@ PositionEmbedding make_pos_embed(ParamStore& store, const ModelConfig& m) {
   // Fixed table over the patches; the CLS token (row 0) gets a zero position, as in MAE.
   std::vector<float> table = sincos_2d_table(m.d_model, grid, grid);
   if (m.pool == PoolKind::kCls) table.insert(table.begin(), static_cast<size_t>(m.d_model), 0.0f);
-  return PositionEmbedding(std::move(table), t, m.d_model);
+  return PositionEmbedding(table, t, m.d_model, store.device());
 }
 
 // Pre-LN blocks: h += Attn(LN1(h)); h += FFN(LN2(h)), full attention, the FFN a dense
@@ -45,12 +46,16 @@ VitMoe::VitMoe(const ModelConfig& model, const MoeConfig& moe, ParamStore& store
                : nullptr),
       pos_(make_pos_embed(store, model)),
       final_norm_(store, "final_norm", model.d_model, model.norm_eps, /*affine=*/true),
-      pool_(model.pool == PoolKind::kCls ? TokenPool::Mode::kCls : TokenPool::Mode::kMean),
+      pool_(model.pool == PoolKind::kCls ? TokenPool::Mode::kCls : TokenPool::Mode::kMean,
+            store.device()),
       // A zero head starts every class at the same logit (loss ln(classes)), as in ViT.
       head_(store, "head.weight", model.d_model, model.num_classes, Init::zeros(),
             "head.bias"),
       tp_(runtime.tp()),
-      sequence_parallel_(runtime.sequence_parallel() && tp_size(runtime.tp()) > 1) {
+      sequence_parallel_(runtime.sequence_parallel() && tp_size(runtime.tp()) > 1),
+      losses_(store.device()),
+      dlogits_(store.device()),
+      images_(store.device()) {
   blocks_ = PreNormBlock::make_stack(store, model, moe, runtime, kBlockStyle);
   // The embeddings are computed whole but only this rank's rows go on, so their
   // gradients, like the norms' and routers', come from its rows; the head sees the
@@ -68,7 +73,9 @@ Tensor VitMoe::embed_and_blocks(const float* images, int64_t batch) {
   Tensor h;
   {
     ScopedTimer timer(times_.embed);
-    Tensor x(const_cast<float*>(images), Shape{batch, c, s, s});
+    // the host's batch, copied once to the model's device
+    const Tensor x = ops::to_device(Tensor(const_cast<float*>(images), Shape{batch, c, s, s}),
+                                    images_.device(), images_);
     h = patch_embed_.forward(x);  // (B*P, C)
     if (cls_) h = cls_->forward(h, batch);
     h = pos_.forward(h);  // (B*T, C)
@@ -83,7 +90,7 @@ Tensor VitMoe::embed_and_blocks(const float* images, int64_t batch) {
 }
 
 Tensor VitMoe::predict(const float* images, int64_t batch) {
-  return embed_and_blocks(images, batch);
+  return ops::to_host(embed_and_blocks(images, batch), logits_host_);
 }
 
 LossParts VitMoe::forward(const float* images, const int32_t* labels, int64_t batch) {
@@ -94,6 +101,7 @@ LossParts VitMoe::forward(const float* images, const int32_t* labels, int64_t ba
   Tensor losses = losses_.view({batch});
   Tensor dlogits = dlogits_.view({batch, classes});
   ops::cross_entropy(logits_, labels_, losses, dlogits, 1.0f / static_cast<float>(batch));
+  losses = ops::to_host(losses, losses_host_);  // the loss scalars the host reports
   double ce = 0.0;
   for (int64_t i = 0; i < batch; ++i) ce += losses[i];
   return loss_parts(ce / static_cast<double>(batch), moe_layers());
@@ -103,7 +111,7 @@ void VitMoe::backward() {
   Tensor dh;
   {
     ScopedTimer timer(times_.head);
-    Tensor dlogits(dlogits_.data(), Shape{batch_, model_.num_classes});
+    const Tensor dlogits = dlogits_.view_of({batch_, model_.num_classes});
     dh = pool_.backward(head_.backward(dlogits));  // (B*T, C), the same on every tp rank
     if (sequence_parallel_) dh = local_rows(tp_, dh);
     dh = final_norm_.backward(dh);

@@ -78,6 +78,8 @@ class VitMoe final : public Network, public ImageClassifier {
   Tensor logits_;
   std::vector<int32_t> labels_;   // (B)
   Buffer losses_, dlogits_;       // (B), (B, classes)
+  Buffer images_;                 // (B, Cin, H, W) the batch on a device model's device
+  Buffer losses_host_, logits_host_;  // (B), (B, classes) their host copies
   ComponentTimes times_;
 };
 

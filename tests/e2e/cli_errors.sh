@@ -41,10 +41,17 @@ expect_error missing_config "nope.ini" --config "$tmp/nope.ini"
 expect_error missing_data "data.train_path" "${base[@]}" --data.train_path="$tmp/none.tok"
 printf 'not a token shard at all, just text that is long enough.......' >"$tmp/foreign.tok"
 expect_error foreign_data "foreign.tok" "${base[@]}" --data.train_path="$tmp/foreign.tok"
-# run.device: a bad name; cuda without the backend, without a visible GPU, or (for now)
-# with one, is refused by name before anything is written.
+# run.device: a bad name, and cuda without the backend or without a visible GPU, are
+# refused by name before anything is written; so is (with the backend) a layout cuda
+# does not train yet, by its option.
 expect_error bad_device "run.device" "${base[@]}" --run.device=gpu
-expect_error cuda_device "run.device: cuda" "${base[@]}" --run.device=cuda
+if ! nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then
+  expect_error cuda_device "run.device: cuda" "${base[@]}" --run.device=cuda
+fi
+if grep -q '^MOE_WITH_CUDA:BOOL=ON' "$BUILD_DIR/CMakeCache.txt"; then
+  expect_error cuda_bf16 "train.precision: bf16" "${base[@]}" --run.device=cuda \
+    --train.precision=bf16
+fi
 expect_error share_gpus_on_cpu "run.share_gpus" "${base[@]}" --run.share_gpus=true
 
 # An existing run is never overwritten without run.overwrite=true.

@@ -40,6 +40,8 @@ if [[ -x $root/bin/gpu_test_cuda_kernels ]]; then
       MOE_GPU_REQUIRED=1 "$t" || status=1
     fi
   done
+  echo "== gpu_train (run.device = cuda against the CPU: tests/gpu/train_gpu.sh)"
+  MOE_GPU_REQUIRED=1 bash "$root/tests/gpu/train_gpu.sh" "$root/bin" "$root" || status=1
   echo "== GPU kernel benchmark"
   "$root/bin/gpu_bench_kernels" || status=1
   model_benchmark "$root/bin" || status=1
@@ -60,7 +62,7 @@ cmake --build "$build" -j "$jobs" >"$build/gpu-build.log" 2>&1 ||
   { tail -40 "$build/gpu-build.log"; exit 1; }
 echo "build: $(($(date +%s) - build_start)) s"
 
-echo "== gpu tests"
+echo "== gpu tests (the kernels, NCCL, and training: tests/gpu/train_gpu.sh)"
 (cd "$build" && MOE_GPU_REQUIRED=1 ctest -L gpu --output-on-failure --timeout 300)
 status=$?
 

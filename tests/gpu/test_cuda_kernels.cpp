@@ -486,5 +486,98 @@ TEST(CudaKernels, MixedAttentionThroughCudnn) {
     }
 }
 
+// DiT's loss: dpred element-wise (1e-6), the sum over n terms in double in another order
+// (1e-12 relative), the same bits every run, and nothing for n = 0.
+TEST(CudaKernels, SquaredError) {
+  for (const int64_t n : {int64_t{0}, int64_t{1}, int64_t{4099}, (int64_t{1} << 17) + 5}) {
+    const Vec pred = random_vector(n, 43, 2.0f), target = random_vector(n, 44);
+    Vec ref(static_cast<size_t>(n));
+    DeviceTensor dp(pred, {n}), dt(target, {n}), dd(Vec(static_cast<size_t>(n)), {n});
+    const double sum = ops::squared_error(dp.t, dt.t, dd.t, 0.25f);
+    const double expected =
+        cpu::ref::squared_error(pred.data(), target.data(), ref.data(), 0.25f, n);
+    EXPECT_NEAR(sum, expected, 1e-12 * expected) << n;
+    EXPECT_TRUE(close(dd.host(), ref, 1e-6)) << n;
+    EXPECT_EQ(ops::squared_error(dp.t, dt.t, dd.t, 0.25f), sum) << n;
+  }
+}
+
+// The LM loss over a vocabulary block: max exact, sums to 1e-6 relative (double sums in
+// another order, rounded to fp32), losses and dlogits to 1e-5; ignored targets, targets
+// outside the block, a single row and a single column.
+TEST(CudaKernels, VocabLoss) {
+  struct Dims { int64_t rows, cols, begin; };
+  for (const Dims d : {Dims{1, 1, 0}, Dims{5, 257, 0}, Dims{300, 1000, 500}, Dims{0, 7, 0}}) {
+    const Vec logits = random_vector(d.rows * d.cols, 45, 5.0f);
+    std::vector<int32_t> targets(static_cast<size_t>(d.rows));
+    for (int64_t r = 0; r < d.rows; ++r)
+      targets[r] = r % 5 == 4 ? -1 : static_cast<int32_t>((r * 37) % (d.begin + d.cols));
+    Vec max(d.rows), sums(2 * d.rows), losses(d.rows), dlogits(d.rows * d.cols);
+    cpu::ref::vocab_row_max(logits.data(), max.data(), d.rows, d.cols);
+    cpu::ref::vocab_row_sums(logits.data(), max.data(), targets.data(), d.begin, sums.data(),
+                             d.rows, d.cols);
+    cpu::ref::vocab_loss(logits.data(), max.data(), sums.data(), targets.data(), d.begin, 0.5f,
+                         losses.data(), dlogits.data(), d.rows, d.cols);
+    DeviceTensor dl(logits, {d.rows, d.cols}), dmax(Vec(d.rows), {d.rows}),
+        dsums(Vec(2 * d.rows), {2 * d.rows}), dloss(Vec(d.rows), {d.rows}),
+        dd(Vec(d.rows * d.cols), {d.rows, d.cols});
+    ops::vocab_row_max(dl.t, dmax.t);
+    EXPECT_EQ(dmax.host(), max) << d.rows << "x" << d.cols;
+    ops::vocab_row_sums(dl.t, dmax.t, targets, d.begin, dsums.t);
+    EXPECT_TRUE(close(dsums.host(), sums, 1e-6)) << d.rows << "x" << d.cols;
+    ops::vocab_loss(dl.t, dmax.t, dsums.t, targets, d.begin, 0.5f, dloss.t, dd.t);
+    EXPECT_TRUE(close(dloss.host(), losses, 1e-5, 1e-5)) << d.rows << "x" << d.cols;
+    EXPECT_TRUE(close(dd.host(), dlogits, 1e-5, 1e-6)) << d.rows << "x" << d.cols;
+  }
+}
+
+// The multi-tensor optimizer ops against the CPU reference per tensor: the clip scale and
+// AdamW (1e-6 relative, as AdamW's own test), the sums of squares (1e-12 relative: double
+// sums in another order), an empty tensor and one of several chunks; the same bits on a
+// second run.
+TEST(CudaKernels, MultiTensorAdamWAndSumsOfSquares) {
+  const std::vector<int64_t> sizes = {7, 0, (int64_t{1} << 17) + 11, 1};
+  const ops::AdamWStep step{1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 4};
+  std::vector<Vec> p, g, m, v;
+  std::vector<DeviceTensor> dp, dg, dm, dv;
+  std::vector<ops::AdamWTensors> tensors;
+  std::vector<Tensor> grads;
+  for (size_t t = 0; t < sizes.size(); ++t) {
+    const int64_t n = sizes[t];
+    p.push_back(random_vector(n, 50 + t));
+    g.push_back(random_vector(n, 60 + t));
+    m.push_back(random_vector(n, 70 + t, 0.1f));
+    Vec sq = random_vector(n, 80 + t, 0.1f);
+    for (float& e : sq) e = std::fabs(e);
+    v.push_back(sq);
+  }
+  dp.reserve(sizes.size()); dg.reserve(sizes.size()); dm.reserve(sizes.size()); dv.reserve(sizes.size());
+  for (size_t t = 0; t < sizes.size(); ++t) {
+    dp.emplace_back(p[t], Shape{sizes[t]});
+    dg.emplace_back(g[t], Shape{sizes[t]});
+    dm.emplace_back(m[t], Shape{sizes[t]});
+    dv.emplace_back(v[t], Shape{sizes[t]});
+    tensors.push_back({dp[t].t, dg[t].t, dm[t].t, dv[t].t, t != 2});
+    grads.push_back(dg[t].t);
+  }
+  std::vector<double> sums(sizes.size()), again(sizes.size());
+  ops::sum_squares_multi(grads, sums);
+  ops::sum_squares_multi(grads, again);
+  EXPECT_EQ(sums, again);
+  ops::adamw_multi(tensors, step, 0.25f);
+  for (size_t t = 0; t < sizes.size(); ++t) {
+    const int64_t n = sizes[t];
+    const double expected = cpu::ref::sum_squares(g[t].data(), n);
+    EXPECT_NEAR(sums[t], expected, 1e-12 * expected) << t;
+    cpu::ref::scale(g[t].data(), 0.25f, n);
+    cpu::ref::adamw(p[t].data(), g[t].data(), m[t].data(), v[t].data(), n, step.lr, step.beta1,
+                    step.beta2, step.eps, t != 2 ? step.weight_decay : 0.0f, step.step);
+    EXPECT_EQ(dg[t].host(), g[t]) << t;
+    EXPECT_TRUE(close(dm[t].host(), m[t], 1e-6)) << t;
+    EXPECT_TRUE(close(dv[t].host(), v[t], 1e-6)) << t;
+    EXPECT_TRUE(close(dp[t].host(), p[t], 1e-6)) << t;
+  }
+}
+
 }  // namespace
 }  // namespace moe

@@ -157,7 +157,7 @@ void check_pooling(TokenPool::Mode mode) {
   GradCase c;
   auto cls = std::make_shared<ClsToken>(c.store, "cls_token", kC, 0.02f);
   auto mix = std::make_shared<Linear>(c.store, "mix.weight", kC, kC, Init::normal(0.1f));
-  auto pool = std::make_shared<TokenPool>(mode);
+  auto pool = std::make_shared<TokenPool>(mode, Device::kCpu);
   auto mean = std::make_shared<Buffer>(), dmean = std::make_shared<Buffer>();
   const int64_t patches = 4, t = patches + 1;
   c.inputs = {{"x", random_vector(kB * patches * kC, 1)}};
