@@ -101,12 +101,11 @@ std::string cpu_bf16_gemm_name() { return cpu::bf16_gemm_name(); }
 bool cpu_bf16_gemm_native() { return cpu::bf16_gemm_native(); }
 
 void matmul(Tensor a, Tensor b, Tensor c, bool trans_a, bool trans_b, float alpha, float beta) {
-  // bf16 a, b: mixed precision (CPU only), fp32 sums into c (ops.h)
+  // bf16 a, b: mixed precision, fp32 sums into c (ops.h)
   const bool mixed = a.dtype == DType::kBF16;
   Device device = Device::kCpu;
   if (mixed) {
-    require_cpu("matmul", DType::kBF16, {a, b});
-    require_cpu_f32("matmul", {c});
+    device = mixed_device("matmul", {a, b}, {c});
     MOE_CHECK(alpha == 1.0f && (beta == 0.0f || beta == 1.0f),
               "matmul: bf16 operands take alpha 1 and beta 0 or 1, not alpha ", alpha,
               ", beta ", beta);
@@ -120,20 +119,21 @@ void matmul(Tensor a, Tensor b, Tensor c, bool trans_a, bool trans_b, float alph
             " do not chain");
   check_matrix("matmul", "c", c, m, n);
   if (mixed)
-    cpu::matmul_bf16(a.ptr<bf16>(), b.ptr<bf16>(), c.data, m, n, k, trans_a, trans_b,
-                     beta == 1.0f);
+    MOE_KERNEL(device, matmul_bf16)(a.ptr<bf16>(), b.ptr<bf16>(), c.data, m, n, k, trans_a,
+                                    trans_b, beta == 1.0f);
   else
     MOE_KERNEL(device, matmul)(a.data, b.data, c.data, m, n, k, trans_a, trans_b, alpha, beta);
 }
 
 void convert(Tensor src, Tensor dst) {
-  MOE_CHECK(src.device == Device::kCpu && dst.device == Device::kCpu, "convert: no kernel on ",
-            device_name(src.device), " -> ", device_name(dst.device));
+  MOE_CHECK(src.device == dst.device && (src.device == Device::kCpu || cuda_backend_built()),
+            "convert: no kernel on ", device_name(src.device), " -> ", device_name(dst.device));
   check_numel("convert", "dst", dst, src.numel());
+  const Device device = src.device;
   if (src.dtype == DType::kF32 && dst.dtype == DType::kBF16)
-    cpu::convert_to_bf16(src.data, dst.ptr<bf16>(), src.numel());
+    MOE_KERNEL(device, convert_to_bf16)(src.data, dst.ptr<bf16>(), src.numel());
   else if (src.dtype == DType::kBF16 && dst.dtype == DType::kF32)
-    cpu::convert_from_bf16(src.ptr<bf16>(), dst.data, src.numel());
+    MOE_KERNEL(device, convert_from_bf16)(src.ptr<bf16>(), dst.data, src.numel());
   else
     MOE_CHECK(false, "convert: no kernel from ", dtype_name(src.dtype), " to ",
               dtype_name(dst.dtype));
@@ -158,12 +158,12 @@ void check_experts(const char* op, Tensor x, std::span<const int64_t> offsets,
 
 void expert_ffn_forward(Tensor x, std::span<const int64_t> offsets, const ExpertWeights& w,
                         const ExpertActivations& acts, Tensor y) {
-  // Mixed precision (CPU only): the GEMM operands bf16, the rest fp32 (ops.h).
+  // Mixed precision: the GEMM operands bf16, the rest fp32 (ops.h).
   const bool mixed = x.dtype == DType::kBF16;
   Device device = Device::kCpu;
   if (mixed) {
-    require_cpu("expert_ffn_forward (bf16)", DType::kBF16, {x, w.gate, w.up, w.down, acts.h});
-    require_cpu_f32("expert_ffn_forward", {acts.gate, acts.up, y});
+    device = mixed_device("expert_ffn_forward (bf16)", {x, w.gate, w.up, w.down, acts.h},
+                          {acts.gate, acts.up, y});
   } else {
     device = kernel_device("expert_ffn_forward",
                            {x, w.gate, w.up, w.down, acts.gate, acts.up, acts.h, y});
@@ -176,10 +176,10 @@ void expert_ffn_forward(Tensor x, std::span<const int64_t> offsets, const Expert
   if (gated) check_matrix("expert_ffn_forward", "gate activation", acts.gate, s, hidden);
   check_matrix("expert_ffn_forward", "y", y, s, width);
   if (mixed) {
-    cpu::expert_ffn_forward_bf16(x.ptr<bf16>(), offsets.data(), w.up.dim(0),
-                                 gated ? w.gate.ptr<bf16>() : nullptr, w.up.ptr<bf16>(),
-                                 w.down.ptr<bf16>(), gated ? acts.gate.data : nullptr,
-                                 acts.up.data, acts.h.ptr<bf16>(), y.data, width, hidden);
+    MOE_KERNEL(device, expert_ffn_forward_bf16)(
+        x.ptr<bf16>(), offsets.data(), w.up.dim(0), gated ? w.gate.ptr<bf16>() : nullptr,
+        w.up.ptr<bf16>(), w.down.ptr<bf16>(), gated ? acts.gate.data : nullptr, acts.up.data,
+        acts.h.ptr<bf16>(), y.data, width, hidden);
     return;
   }
   MOE_KERNEL(device, expert_ffn_forward)(x.data, offsets.data(), w.up.dim(0),
@@ -194,10 +194,9 @@ void expert_ffn_backward(Tensor x, std::span<const int64_t> offsets, const Exper
   const bool mixed = x.dtype == DType::kBF16;
   Device device = Device::kCpu;
   if (mixed) {
-    require_cpu("expert_ffn_backward (bf16)", DType::kBF16,
-                {x, w.gate, w.up, w.down, acts.h, dy, d_acts.gate, d_acts.up});
-    require_cpu_f32("expert_ffn_backward",
-                    {acts.gate, acts.up, dw.gate, dw.up, dw.down, d_acts.h, dx});
+    device = mixed_device("expert_ffn_backward (bf16)",
+                          {x, w.gate, w.up, w.down, acts.h, dy, d_acts.gate, d_acts.up},
+                          {acts.gate, acts.up, dw.gate, dw.up, dw.down, d_acts.h, dx});
   } else {
     device = kernel_device(
         "expert_ffn_backward", {x, w.gate, w.up, w.down, acts.gate, acts.up, acts.h, dy, dw.gate,
@@ -218,7 +217,7 @@ void expert_ffn_backward(Tensor x, std::span<const int64_t> offsets, const Exper
   check_matrix("expert_ffn_backward", "dy", dy, s, width);
   check_matrix("expert_ffn_backward", "dx", dx, s, width);
   if (mixed) {
-    cpu::expert_ffn_backward_bf16(
+    MOE_KERNEL(device, expert_ffn_backward_bf16)(
         x.ptr<bf16>(), offsets.data(), w.up.dim(0), gated ? w.gate.ptr<bf16>() : nullptr,
         w.up.ptr<bf16>(), w.down.ptr<bf16>(), gated ? acts.gate.data : nullptr, acts.up.data,
         acts.h.ptr<bf16>(), dy.ptr<bf16>(), gated ? dw.gate.data : nullptr, dw.up.data,

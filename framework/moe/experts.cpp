@@ -55,7 +55,15 @@ GroupedExperts::GroupedExperts(ParamStore& store, const std::string& prefix, int
       dh_(store.device()),
       dgate_(store.device()),
       dup_(store.device()),
-      dx_(store.device()) {}
+      dx_(store.device()),
+      w_gate16_(store.device(), DType::kBF16),
+      w_up16_(store.device(), DType::kBF16),
+      w_down16_(store.device(), DType::kBF16),
+      x16_(store.device(), DType::kBF16),
+      h16_(store.device(), DType::kBF16),
+      dy16_(store.device(), DType::kBF16),
+      dgate16_(store.device(), DType::kBF16),
+      dup16_(store.device(), DType::kBF16) {}
 
 void GroupedExperts::set_owners(const ExpertPlacement& owners) {
   for (const Param* p : params())

@@ -133,10 +133,8 @@ class GroupedExperts {
   // Mixed precision: bf16 copies of the weights, the input x (S, C), h (S, F/etp), dy
   // (S, C), and the backward's GEMM operands dgate, dup (S, F/etp); h_, dgate_, dup_
   // then stay unused.
-  Buffer w_gate16_{Device::kCpu, DType::kBF16}, w_up16_{Device::kCpu, DType::kBF16};
-  Buffer w_down16_{Device::kCpu, DType::kBF16}, x16_{Device::kCpu, DType::kBF16};
-  Buffer h16_{Device::kCpu, DType::kBF16}, dy16_{Device::kCpu, DType::kBF16};
-  Buffer dgate16_{Device::kCpu, DType::kBF16}, dup16_{Device::kCpu, DType::kBF16};
+  // (all on the store's device)
+  Buffer w_gate16_, w_up16_, w_down16_, x16_, h16_, dy16_, dgate16_, dup16_;
 };
 
 }  // namespace moe

@@ -72,7 +72,7 @@ class SelfAttention {
   // H, C below are this rank's H/tp heads and C/tp columns
   bool mixed_;                       // bf16 products (mixed precision)
   Tensor qkv_;                       // (B, T, 3, H, D) rotated q, k and v for backward
-  Buffer qkv16_{Device::kCpu, DType::kBF16};  // mixed precision: bf16(qkv_), kept instead
+  Buffer qkv16_;                     // mixed precision: bf16(qkv_), kept instead
   Buffer att_;                       // (B, H, T, T) softmax probabilities; mixed: (B, H, T, 2)
   Buffer o_;                         // (B*T, C) attention output, heads concatenated
   Buffer dqkv_;                      // (B*T, 3C)

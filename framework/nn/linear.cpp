@@ -10,7 +10,10 @@ Linear::Linear(ParamStore& store, const std::string& name, int64_t in_features,
       in_(in_features),
       out_(out_features),
       y_(store.device()),
-      dx_(store.device()) {
+      dx_(store.device()),
+      weight16_(store.device(), DType::kBF16),
+      x16_(store.device(), DType::kBF16),
+      dy16_(store.device(), DType::kBF16) {
   if (!bias_name.empty())
     bias_ = &store.add({bias_name, Shape{out_features}, Shard::kReplicated, Init::zeros(),
                         /*weight_decay=*/false});
@@ -22,7 +25,10 @@ Linear::Linear(Param& weight, Param* bias)
       in_(weight.local_shape[weight.local_shape.rank - 1]),
       out_(in_ > 0 ? weight.numel() / in_ : 0),
       y_(weight.value.device()),
-      dx_(weight.value.device()) {
+      dx_(weight.value.device()),
+      weight16_(weight.value.device(), DType::kBF16),
+      x16_(weight.value.device(), DType::kBF16),
+      dy16_(weight.value.device(), DType::kBF16) {
   MOE_CHECK(weight.local_shape.rank >= 2, "Linear ", weight.spec.name, ": weight of shape ",
             weight.local_shape.str());
   MOE_CHECK(!bias || bias->numel() == out_, "Linear ", weight.spec.name, ": bias of ",

@@ -50,8 +50,7 @@ class Linear {
   Tensor x_;       // (N, in) saved input (mixed precision: the bf16 copy)
   Buffer y_, dx_;
   // Mixed precision: bf16 copies of the weight (out, in), the input (N, in) and dy (N, out)
-  Buffer weight16_{Device::kCpu, DType::kBF16}, x16_{Device::kCpu, DType::kBF16};
-  Buffer dy16_{Device::kCpu, DType::kBF16};
+  Buffer weight16_, x16_, dy16_;  // on the weight's device
 };
 
 }  // namespace moe

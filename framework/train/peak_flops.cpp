@@ -52,15 +52,24 @@ double measure_bf16_gemm_gflops(int n, int min_repeats, double min_seconds) {
                      min_seconds);
 }
 
-double measure_device_sgemm_gflops(Device device, int n, int min_repeats, double min_seconds) {
+double measure_device_gemm_gflops(Device device, DType operands, int n, int min_repeats,
+                                  double min_seconds) {
   const Shape square{n, n};
   Buffer host(int64_t{n} * n), a(device), b(device), c(device), done;
+  Buffer a16(device, DType::kBF16), b16(device, DType::kBF16);
   for (int64_t i = 0; i < int64_t{n} * n; ++i) host.data()[i] = 1e-3f * static_cast<float>(i % 97);
-  ops::copy(host.view(square), a.view(square));
-  ops::copy(host.view(square), b.view(square));
+  Tensor ta = a.view(square), tb = b.view(square);
+  ops::copy(host.view(square), ta);
+  ops::copy(host.view(square), tb);
+  if (operands == DType::kBF16) {
+    ops::convert(ta, a16.view(square));
+    ops::convert(tb, b16.view(square));
+    ta = a16.view(square);
+    tb = b16.view(square);
+  }
   const Tensor first = c.view(square).reshaped({int64_t{n} * n}).slice_rows(0, 1);
   auto product = [&] {  // to completion: the host waits for an element of c
-    ops::matmul(a.view(square), b.view(square), c.view(square), false, false);
+    ops::matmul(ta, tb, c.view(square), false, false);
     ops::copy(first, done.view({1}));
   };
   product();  // warm-up

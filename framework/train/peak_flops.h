@@ -16,9 +16,10 @@ double measure_sgemm_gflops(int n = 1024, int min_repeats = 5, double min_second
 // The same with bf16 operands (the GEMM of train.precision = bf16, whose peak MFU is
 // then measured against).
 double measure_bf16_gemm_gflops(int n = 1024, int min_repeats = 5, double min_seconds = 0.5);
-// The fp32 rate of ops::matmul on `device` (run.device = cuda: the GPU's, without TF32),
-// each repetition timed to its completion (the host waits for one element of c).
-double measure_device_sgemm_gflops(Device device, int n = 4096, int min_repeats = 5,
-                                   double min_seconds = 0.5);
+// The rate of ops::matmul on `device` (run.device = cuda: the GPU's) with fp32 operands
+// (no TF32) or, for train.precision = bf16, bf16 ones with fp32 sums; each repetition
+// timed to its completion (the host waits for one element of c).
+double measure_device_gemm_gflops(Device device, DType operands, int n = 4096,
+                                  int min_repeats = 5, double min_seconds = 0.5);
 
 }  // namespace moe

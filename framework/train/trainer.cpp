@@ -186,7 +186,8 @@ Trainer::Trainer(const Config& config, const MpiEnv& mpi)
   const bool bf16 = config.train.precision == Precision::kBf16;
   const Device device = config.run.device;
   double peak = config.train.peak_gflops > 0 ? config.train.peak_gflops * 1e9 * s_->threads
-                : device != Device::kCpu      ? measure_device_sgemm_gflops(device) * 1e9
+                : device != Device::kCpu
+                    ? measure_device_gemm_gflops(device, bf16 ? DType::kBF16 : DType::kF32) * 1e9
                 : bf16                        ? measure_bf16_gemm_gflops() * 1e9
                                               : measure_sgemm_gflops() * 1e9;
   s_->groups.world->all_reduce<double>({&peak, 1});
@@ -509,7 +510,7 @@ nlohmann::json Trainer::run() {
   const Config& c = config_;
   for (const std::string& note : s_->notes) log_.info(note);
   const bool bf16 = c.train.precision == Precision::kBf16;
-  if (bf16 && !ops::cpu_bf16_gemm_native())
+  if (bf16 && c.run.device == Device::kCpu && !ops::cpu_bf16_gemm_native())
     log_.info("warning: no bf16 instructions on this CPU: train.precision = bf16 runs its "
               "products as fp32 GEMMs on bf16 values (same results, slower)");
   log_.info("moe-train: ", s_->total_params, " parameters (", s_->store.numel(),

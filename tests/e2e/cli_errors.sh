@@ -49,8 +49,8 @@ if ! nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then
   expect_error cuda_device "run.device: cuda" "${base[@]}" --run.device=cuda
 fi
 if grep -q '^MOE_WITH_CUDA:BOOL=ON' "$BUILD_DIR/CMakeCache.txt"; then
-  expect_error cuda_bf16 "train.precision: bf16" "${base[@]}" --run.device=cuda \
-    --train.precision=bf16
+  expect_error cuda_bf16_wire "moe.a2a_dtype: bf16" "${base[@]}" --run.device=cuda \
+    --moe.a2a_dtype=bf16
 fi
 expect_error share_gpus_on_cpu "run.share_gpus" "${base[@]}" --run.share_gpus=true
 
