@@ -344,7 +344,8 @@ std::vector<OptionDef> train_options() {
     option(&C::train, &TrainConfig::threads, "train.threads",
            "compute threads per rank (0 to 1024, at most the cores the rank may use; 0 = all cores of the rank)"),
     option(&C::train, &TrainConfig::peak_gflops, "train.peak_gflops",
-           "per-core peak GFLOP/s for MFU (>= 0; 0 = measure at start-up)"),
+           "peak GFLOP/s for MFU per core (per GPU with run.device = cuda) (>= 0; 0 = measure "
+           "at start-up)"),
     option(&C::train, &TrainConfig::on_nonfinite, "train.on_nonfinite",
            "a non-finite loss or gradient norm: stop (exit 3, no checkpoint written) | skip "
            "(the update is skipped and counted)"),

@@ -185,7 +185,9 @@ Trainer::Trainer(const Config& config, const MpiEnv& mpi)
   s_->groups.world->barrier();
   const bool bf16 = config.train.precision == Precision::kBf16;
   const Device device = config.run.device;
-  double peak = config.train.peak_gflops > 0 ? config.train.peak_gflops * 1e9 * s_->threads
+  // train.peak_gflops is per core on the CPU and per GPU with run.device = cuda
+  const double units = device == Device::kCpu ? s_->threads : 1;
+  double peak = config.train.peak_gflops > 0 ? config.train.peak_gflops * 1e9 * units
                 : device != Device::kCpu
                     ? measure_device_gemm_gflops(device, bf16 ? DType::kBF16 : DType::kF32) * 1e9
                 : bf16                        ? measure_bf16_gemm_gflops() * 1e9
