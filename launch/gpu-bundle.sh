@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# launch/gpu-bundle.sh [BUILD_DIR] [OUT.tar.gz]: a self-contained, relocatable bundle
+# launch/gpu-bundle.sh [BUILD_DIR] [OUT.tar.xz]: a self-contained, relocatable bundle
 # of a CUDA build for a GPU node that has the CUDA runtime but none of our Debian
 # packages (docs/gpu.md#bundle). It holds the tools, the gpu tests and benchmark, the
 # shared libraries they load apart from the C library and CUDA's (OpenMPI with its
@@ -7,11 +7,11 @@
 # ...), every ELF file's RUNPATH pointing into the bundle ($ORIGIN), plus configs/,
 # data/shards/, tests/gpu/run.sh with the PyTorch comparison and tests/gpu/train_gpu.sh
 # it runs (and the helpers they borrow), and env.sh. Use on the node:
-#   tar xzf moe-gpu-bundle.tar.gz && cd moe-bundle && source env.sh && bash tests/gpu/run.sh
+#   tar xJf moe-gpu-bundle.tar.xz && cd moe-bundle && source env.sh && bash tests/gpu/run.sh
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=$(cd "${1:-$root/build}" && pwd)
-out=$(realpath -m "${2:-$build/moe-gpu-bundle.tar.gz}")
+out=$(realpath -m "${2:-$build/moe-gpu-bundle.tar.xz}")
 command -v patchelf >/dev/null ||
   { echo "gpu-bundle: needs patchelf (apt-get install patchelf)"; exit 2; }
 [[ -x $build/tests/gpu_test_cuda_kernels ]] ||
@@ -86,5 +86,6 @@ if ! ls /usr/local/cuda/lib64/libcudnn.so.9 /usr/local/cuda/lib/libcudnn.so.9 >/
 fi
 EOF
 
-tar czf "$out" -C "$work" moe-bundle
+# xz: half of gzip's size (oneDNN and OpenBLAS are most of the bundle)
+XZ_OPT=-6 tar cJf "$out" -C "$work" moe-bundle
 echo "gpu-bundle: $out ($(du -m "$out" | cut -f1) MiB; $(du -sm "$b" | cut -f1) MiB unpacked)"
