@@ -10,6 +10,7 @@
 #include "framework/kernels/cuda/context.h"
 #include "framework/kernels/cuda/cuda_ops.h"
 #include "framework/kernels/cuda/launch.h"
+#include "framework/kernels/cuda/reduce.cuh"
 
 namespace moe::cuda {
 namespace {
@@ -90,19 +91,6 @@ __global__ void adamw_kernel(float* p, const float* g, float* m, float* v, int64
   }
 }
 
-// Sum of a block's values in a fixed tree order; every thread gets the total.
-__device__ double block_sum(double value, double* shared) {
-  shared[threadIdx.x] = value;
-  __syncthreads();
-  for (int half = blockDim.x / 2; half > 0; half /= 2) {
-    if (threadIdx.x < half) shared[threadIdx.x] += shared[threadIdx.x + half];
-    __syncthreads();
-  }
-  const double total = shared[0];
-  __syncthreads();
-  return total;
-}
-
 // Pass 1: block b sums elements b*chunk .. (b+1)*chunk; pass 2: one block sums the
 // partials. Chunks depend on n alone, so the order is the same on every run and GPU.
 __global__ void sum_squares_partials(const float* x, int64_t n, int64_t chunk, double* partial) {
@@ -111,16 +99,8 @@ __global__ void sum_squares_partials(const float* x, int64_t n, int64_t chunk, d
   double s = 0.0;
   for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x)
     s += static_cast<double>(x[i]) * x[i];
-  const double total = block_sum(s, shared);
+  const double total = block_reduce_sum(s, shared);
   if (threadIdx.x == 0) partial[blockIdx.x] = total;
-}
-
-__global__ void sum_partials(const double* partial, int64_t count, double* out) {
-  __shared__ double shared[kThreads];
-  double s = 0.0;
-  for (int64_t i = threadIdx.x; i < count; i += blockDim.x) s += partial[i];
-  const double total = block_sum(s, shared);
-  if (threadIdx.x == 0) *out = total;
 }
 
 }  // namespace
@@ -226,7 +206,7 @@ double sum_squares(const float* x, int64_t n) {
   sum_squares_partials<<<static_cast<unsigned>(blocks), kThreads, 0, ctx.stream()>>>(
       x, n, kChunk, partial);
   MOE_CUDA_CHECK_LAUNCH();
-  sum_partials<<<1, kThreads, 0, ctx.stream()>>>(partial, blocks, partial + blocks);
+  sum_partials_kernel<<<1, kThreads, 0, ctx.stream()>>>(partial, blocks, partial + blocks);
   MOE_CUDA_CHECK_LAUNCH();
   double total = 0.0;
   ctx.download(partial + blocks, &total, sizeof(total));

@@ -32,15 +32,6 @@ __global__ void squared_error_partials(const float* pred, const float* target, f
   if (threadIdx.x == 0) partial[blockIdx.x] = total;
 }
 
-// Pass 2: one block sums the partials.
-__global__ void sum_of_partials(const double* partial, int64_t count, double* out) {
-  __shared__ double shared[kThreads];
-  double s = 0.0;
-  for (int64_t i = threadIdx.x; i < count; i += blockDim.x) s += partial[i];
-  const double total = block_reduce_sum(s, shared);
-  if (threadIdx.x == 0) *out = total;
-}
-
 // ---- the vocabulary-parallel LM loss: one block per row (grid-stride over rows) ----
 
 unsigned row_blocks(int64_t rows) {
@@ -144,7 +135,7 @@ double squared_error(const float* pred, const float* target, float* dpred, float
   squared_error_partials<<<static_cast<unsigned>(blocks), kThreads, 0, ctx.stream()>>>(
       pred, target, dpred, scale, n, partial);
   MOE_CUDA_CHECK_LAUNCH();
-  sum_of_partials<<<1, kThreads, 0, ctx.stream()>>>(partial, blocks, partial + blocks);
+  sum_partials_kernel<<<1, kThreads, 0, ctx.stream()>>>(partial, blocks, partial + blocks);
   MOE_CUDA_CHECK_LAUNCH();
   double total = 0.0;
   ctx.download(partial + blocks, &total, sizeof(total));  // the loss scalar for the host

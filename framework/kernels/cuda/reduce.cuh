@@ -42,6 +42,17 @@ __device__ T block_reduce_max(T value, T* shared) {
   return total;
 }
 
+// *out = the sum of count partial sums, in a fixed order: the second pass of a two-pass
+// sum, one block of kThreads threads.
+template <class T>
+__global__ void sum_partials_kernel(const T* partial, int64_t count, T* out) {
+  __shared__ T shared[kThreads];
+  T s = 0;
+  for (int64_t i = threadIdx.x; i < count; i += blockDim.x) s += partial[i];
+  const T total = block_reduce_sum(s, shared);
+  if (threadIdx.x == 0) *out = total;
+}
+
 constexpr int64_t kRowsPerChunk = 128;
 
 // value(r, c) -> float; partial[chunk][c] = sum over the chunk's rows in order.
