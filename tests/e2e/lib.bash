@@ -60,6 +60,14 @@ train_per_dispatcher() {
   done
 }
 
+# train_run RUN_DIR ARGS...: moe-train into RUN_DIR, its stdout and stderr in RUN_DIR.out
+# and RUN_DIR.err; a failure shows the error and fails the test.
+train_run() {
+  local dir=$1; shift
+  "$BUILD_DIR/moe-train" --run.dir="$dir" "$@" >"$dir.out" 2>"$dir.err" ||
+    { cat "$dir.err"; fail "moe-train --run.dir=$dir $*"; }
+}
+
 # compare REFERENCE_DIR RUN_DIR LABEL [OPTIONS...]: tests/e2e/compare_runs.py, failing
 # with LABEL.
 compare() { /usr/bin/python3 "$SOURCE_DIR/tests/e2e/compare_runs.py" "$@" || fail "$3"; }

@@ -19,8 +19,7 @@ lm=(--config configs/moe_gpt_tiny.ini --data.train_path="$SHARDS/fortunes_train.
     --data.val_path="$SHARDS/fortunes_val.tok")
 train() {  # train RUN_DIR ARGS...
   local dir=$1; shift
-  "$BUILD_DIR/moe-train" --run.dir="$dir" --train.log_interval=1 --train.threads=2 "$@" \
-    >"$dir.out" 2>"$dir.err" || { cat "$dir.err"; fail "moe-train --run.dir=$dir $*"; }
+  train_run "$dir" --train.log_interval=1 --train.threads=2 "$@"
 }
 
 train "$tmp/lm" "${lm[@]}" --train.steps=60 --train.precision=bf16

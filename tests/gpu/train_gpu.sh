@@ -37,11 +37,8 @@ lm=(--config configs/moe_gpt_tiny.ini --data.train_path="$SHARDS/fortunes_train.
     --data.val_path="$SHARDS/fortunes_val.tok")
 train() {  # train RUN_DIR ARGS...
   local dir=$1; shift
-  "$BUILD_DIR/moe-train" --run.dir="$dir" --train.steps=20 --train.log_interval=1 "$@" \
-    >"$dir.out" 2>"$dir.err" \
-    || { cat "$dir.err"; fail "moe-train --run.dir=$dir $*"; }
+  train_run "$dir" --train.steps=20 --train.log_interval=1 "$@"
 }
-compare() { /usr/bin/python3 tests/e2e/compare_runs.py "$@" || fail "$3"; }
 
 # fp32 on the GPU against the CPU, each family
 for family in moe_gpt vit_moe dit_moe; do
