@@ -1,8 +1,9 @@
 // moe-bench SUBCOMMAND [--option=value ...]
 // Benchmarks of framework parts that a training run cannot isolate. Subcommands:
 //
-//   a2a   the flat all-to-all-v expert dispatcher (AllToAllDispatcher over ep = world)
-//         against a plain MPI_Alltoallv moving exactly the same bytes; run it under
+//   a2a   the flat all-to-all-v expert dispatcher (AllToAllDispatcher over ep = world;
+//         --dispatcher=shm: the shared-memory one, ShmDispatcher) against a plain
+//         MPI_Alltoallv moving exactly the same bytes; run it under
 //         mpirun (launch/mpirun.sh -np R build/moe-bench a2a ...). docs/benchmarks.md
 //         quotes its figures.
 //   fssdp-model   the projected step time of one MoE layer, plain ep vs fssdp, from 8
@@ -29,7 +30,9 @@
 //   raw_counts   MPI_Alltoallv of the counts dispatch exchanges, alone
 //   *_counts, *_rows   the dispatcher's time inside its counts / row exchanges, timed
 //                from the outside (TimedCommunicator); *_local the rest of the region
-//                (permute, conversions, weighted sums, bookkeeping, and time descheduled)
+//                (permute, conversions, weighted sums, bookkeeping, and time descheduled).
+//                shm: *_counts its all-gathers (counts, where the experts' rows lie),
+//                *_rows its barriers; its rows move by loads and stores, in *_local
 //   *_cpu        CPU time instead of wall time (cpu_seconds): *_local_cpu is the local
 //                work's cost even where ranks share cores; permute_cpu, convert_cpu,
 //                weighted_sum_cpu time the forward's local steps alone (time_copies)
@@ -70,6 +73,7 @@
 #include "framework/core/timer.h"
 #include "framework/kernels/ops.h"
 #include "framework/moe/all_to_all_dispatcher.h"
+#include "framework/moe/shm_dispatcher.h"
 #include "framework/moe/placement.h"
 #include "framework/moe/routing_plan.h"
 #include "framework/parallel/mpi_communicator.h"
@@ -82,6 +86,7 @@ constexpr const char* kUsage =
     "usage: moe-bench a2a [--tokens=N] [--width=C] [--experts=E] [--top-k=K] [--skew=S]\n"
     "                     [--iters=I] [--warmup=W] [--seed=X] [--threads=T]\n"
     "                     [--counts=plan|exchange] [--a2a-dtype=fp32|bf16]\n"
+    "                     [--dispatcher=flat|shm]\n"
     "Run under mpirun: launch/mpirun.sh -np R build/moe-bench a2a ...\n"
     "       moe-bench fssdp-model --help   (a projection, one process)\n";
 
@@ -100,6 +105,7 @@ struct A2aOptions {
   // or "exchange" (the dispatcher's own counts all-to-all).
   std::string counts = "plan";
   std::string a2a_dtype = "fp32";  // the dispatcher's rows on the wire: fp32 or bf16
+  std::string dispatcher = "flat";  // flat (AllToAllDispatcher) or shm (ShmDispatcher)
   DType wire() const { return a2a_dtype == "bf16" ? DType::kBF16 : DType::kF32; }
 };
 
@@ -120,7 +126,8 @@ A2aOptions parse_a2a_options(int argc, char** argv, int ranks) {
       ("seed", po::value(&o.seed)->default_value(o.seed), "routing seed")
       ("threads", po::value(&o.threads)->default_value(o.threads), "threads per rank")
       ("counts", po::value(&o.counts)->default_value(o.counts), "plan or exchange")
-      ("a2a-dtype", po::value(&o.a2a_dtype)->default_value(o.a2a_dtype), "fp32 or bf16");
+      ("a2a-dtype", po::value(&o.a2a_dtype)->default_value(o.a2a_dtype), "fp32 or bf16")
+      ("dispatcher", po::value(&o.dispatcher)->default_value(o.dispatcher), "flat or shm");
   try {
     po::variables_map vm;
     po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
@@ -143,6 +150,10 @@ A2aOptions parse_a2a_options(int argc, char** argv, int ranks) {
                  "a2a: --counts must be plan or exchange, got '", o.counts, "'");
   MOE_USER_CHECK(o.a2a_dtype == "fp32" || o.a2a_dtype == "bf16",
                  "a2a: --a2a-dtype must be fp32 or bf16, got '", o.a2a_dtype, "'");
+  MOE_USER_CHECK(o.dispatcher == "flat" || o.dispatcher == "shm",
+                 "a2a: --dispatcher must be flat or shm, got '", o.dispatcher, "'");
+  MOE_USER_CHECK(o.dispatcher == "flat" || o.a2a_dtype == "fp32",
+                 "a2a: --dispatcher=shm has no wire to narrow; use --a2a-dtype=fp32");
   return o;
 }
 
@@ -197,20 +208,28 @@ std::shared_ptr<const RoutingPlan> make_routing(const A2aOptions& o, int rank) {
       build_routing_plan(chosen, weights, n, k, e, /*capacity=*/-1));
 }
 
-// Forwards all_to_all_v, all_to_all_blocks and barrier to `inner` and adds the wall
-// seconds of each all_to_all_v to `counts_s` (int64 payload: the dispatcher's counts
-// exchange) and of each all_to_all_blocks to `rows_s` (its row exchanges), and their CPU
-// seconds to `comm_cpu_s`.
+// Forwards all_to_all_v, all_to_all_blocks, all_gather and barrier to `inner` and adds
+// the wall seconds of each all_to_all_v and all_gather to `counts_s` (int64 payload: the
+// dispatcher's counts exchange; shm's all-gathers) and of each all_to_all_blocks and
+// barrier to `rows_s` (the flat dispatcher's row exchanges; shm's barriers), and their
+// CPU seconds to `comm_cpu_s`.
 // The benchmark's way of splitting the dispatcher's time without touching the
 // dispatcher; it adds a virtual call and four clock reads per exchange (well under a
-// microsecond). The dispatcher calls no other collective.
+// microsecond). The dispatchers call no other collective.
 class TimedCommunicator final : public Communicator {
  public:
   explicit TimedCommunicator(Communicator& inner) : inner_(inner) {}
   int rank() const override { return inner_.rank(); }
   int size() const override { return inner_.size(); }
   MPI_Comm mpi_comm() const override { return inner_.mpi_comm(); }
-  void barrier() override { inner_.barrier(); }
+  void barrier() override {
+    const double cpu_start = cpu_seconds();
+    {
+      ScopedTimer timer(rows_s);
+      inner_.barrier();
+    }
+    comm_cpu_s += cpu_seconds() - cpu_start;
+  }
   std::unique_ptr<Communicator> split(int, int) const override { unused("split"); }
 
   void reset() { counts_s = rows_s = comm_cpu_s = 0.0; }
@@ -250,7 +269,16 @@ class TimedCommunicator final : public Communicator {
     comm_cpu_s += cpu_seconds() - cpu_start;
   }
   void all_reduce_raw(void*, int64_t, CommType, ReduceOp) override { unused("all_reduce"); }
-  void all_gather_raw(const void*, int64_t, void*, CommType) override { unused("all_gather"); }
+  void all_gather_raw(const void* send, int64_t count, void* recv, CommType type) override {
+    MOE_CHECK(type == CommType::kInt64, "TimedCommunicator: unexpected all_gather type");
+    const double cpu_start = cpu_seconds();
+    {
+      ScopedTimer timer(counts_s);
+      inner_.all_gather<int64_t>({static_cast<const int64_t*>(send), static_cast<size_t>(count)},
+                                 {static_cast<int64_t*>(recv), static_cast<size_t>(count * size())});
+    }
+    comm_cpu_s += cpu_seconds() - cpu_start;
+  }
   void reduce_scatter_raw(const void*, void*, int64_t, CommType, ReduceOp) override {
     unused("reduce_scatter");
   }
@@ -319,7 +347,8 @@ struct A2aBench {
   A2aOptions opt;
   MpiCommunicator& world;
   TimedCommunicator ep;
-  AllToAllDispatcher dispatcher;
+  AllToAllDispatcher flat;              // also what sizes the raw baseline
+  std::unique_ptr<ShmDispatcher> shm;   // --dispatcher=shm
   std::shared_ptr<const RoutingPlan> plan;
   Buffer x, y, dy, dx, d_expert_out, dweights;  // (N, C) x4, (S_recv, C), [N*K]
   Buffer raw_send, raw_recv;                    // (S, C), (S_recv, C)
@@ -332,11 +361,14 @@ struct A2aBench {
       : opt(o),
         world(w),
         ep(w),
-        dispatcher(ep, ExpertPlacement{o.experts, w.size(), w.rank()}, token_ranks(o, w),
-                   nullptr, o.wire()),
+        flat(ep, ExpertPlacement{o.experts, w.size(), w.rank()}, token_ranks(o, w), nullptr,
+             o.wire()),
         plan(make_routing(o, w.rank())) {
     if (o.counts == "plan") plan = with_group_counts(*plan, w);
+    if (o.dispatcher == "shm")
+      shm = std::make_unique<ShmDispatcher>(ep, ExpertPlacement{o.experts, w.size(), w.rank()});
   }
+  Dispatcher& dispatcher() { return shm ? static_cast<Dispatcher&>(*shm) : flat; }
 
   // ep = world: ep rank r is token rank r; none in exchange mode.
   static std::vector<int> token_ranks(const A2aOptions& o, const MpiCommunicator& w) {
@@ -377,7 +409,7 @@ void prepare(A2aBench& b) {
   b.y.resize(n * c);
   b.dx.resize(n * c);
   b.dweights.resize(n * k);
-  const DispatchHandle handle = b.dispatcher.dispatch(b.x.view({n, c}), b.plan);
+  const DispatchHandle handle = b.flat.dispatch(b.x.view({n, c}), b.plan);
   const auto* state = dynamic_cast<const AllToAllState*>(handle.state());
   MOE_CHECK(state != nullptr, "a2a: the dispatcher's handle has no all-to-all state");
   b.send_rows = state->send_rows;
@@ -402,8 +434,8 @@ void prepare(A2aBench& b) {
 // Identity experts and weights summing to 1 per token: combine must return x.
 void check_round_trip(A2aBench& b) {
   const int64_t n = b.opt.tokens, c = b.opt.width;
-  const DispatchHandle handle = b.dispatcher.dispatch(b.x.view({n, c}), b.plan);
-  b.dispatcher.combine(handle, handle.rows(), b.y.view({n, c}));
+  const DispatchHandle handle = b.dispatcher().dispatch(b.x.view({n, c}), b.plan);
+  b.dispatcher().combine(handle, handle.rows(), b.y.view({n, c}));
   double worst = 0.0;
   for (int64_t i = 0; i < n * c; ++i)
     worst = std::max(worst, static_cast<double>(std::abs(b.y.data()[i] - b.x.data()[i])));
@@ -421,9 +453,10 @@ void time_dispatcher(A2aBench& b, Series& s, int iter) {
   b.world.barrier();
   double cpu_start = cpu_seconds();
   Stopwatch watch;
-  const DispatchHandle handle = b.dispatcher.dispatch(b.x.view({n, c}), b.plan);
+  Dispatcher& dispatcher = b.dispatcher();
+  const DispatchHandle handle = dispatcher.dispatch(b.x.view({n, c}), b.plan);
   const double dispatch_ms = ms_since(watch);
-  b.dispatcher.combine(handle, handle.rows(), b.y.view({n, c}));
+  dispatcher.combine(handle, handle.rows(), b.y.view({n, c}));
   s.at("fwd", iter) = ms_since(watch);
   s.at("fwd_local_cpu", iter) = (cpu_seconds() - cpu_start - b.ep.comm_cpu_s) * 1e3;
   s.at("dispatch", iter) = dispatch_ms;
@@ -432,15 +465,17 @@ void time_dispatcher(A2aBench& b, Series& s, int iter) {
   s.at("fwd_rows", iter) = b.ep.rows_s * 1e3;
   s.at("fwd_local", iter) = s.at("fwd", iter) - (b.ep.counts_s + b.ep.rows_s) * 1e3;
 
-  const Tensor d_expert_out = b.d_expert_out.view(handle.rows().shape);
+  // where the MoE layer's experts would take their output gradient from
+  Tensor d_expert_out = dispatcher.expert_rows(handle, Dispatcher::ExpertRows::kOutputGrad);
+  if (d_expert_out.data == nullptr) d_expert_out = b.d_expert_out.view(handle.rows().shape);
   b.ep.reset();
   b.world.barrier();
   cpu_start = cpu_seconds();
   watch.reset();
-  b.dispatcher.combine_backward(handle, handle.rows(), b.dy.view({n, c}), d_expert_out,
-                                b.dweights.data());
+  dispatcher.combine_backward(handle, handle.rows(), b.dy.view({n, c}), d_expert_out,
+                              b.dweights.data());
   const double combine_backward_ms = ms_since(watch);
-  b.dispatcher.dispatch_backward(handle, d_expert_out, b.dx.view({n, c}));
+  dispatcher.dispatch_backward(handle, d_expert_out, b.dx.view({n, c}));
   s.at("bwd", iter) = ms_since(watch);
   s.at("bwd_local_cpu", iter) = (cpu_seconds() - cpu_start - b.ep.comm_cpu_s) * 1e3;
   s.at("combine_backward", iter) = combine_backward_ms;
@@ -595,7 +630,8 @@ int run_a2a(const MpiEnv& env, const A2aOptions& opt) {
                            {"experts", opt.experts},  {"top_k", opt.top_k},
                            {"skew", opt.skew},        {"iters", opt.iters},
                            {"threads", threads},      {"counts", opt.counts},
-                           {"a2a_dtype", opt.a2a_dtype}};
+                           {"a2a_dtype", opt.a2a_dtype},
+                           {"dispatcher", opt.dispatcher}};
   record.update(volume_record(bench));
   record.update(summary_record(bench, series));
   if (world.rank() == 0) std::cout << record.dump() << std::endl;

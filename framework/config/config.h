@@ -24,7 +24,7 @@ namespace moe {
 enum class PoolKind : uint8_t { kCls, kGap };                    // model.pool
 enum class PosEmbedKind : uint8_t { kAuto, kLearned, kSincos };  // model.pos_embed
 enum class ExpertActivation : uint8_t { kSwiGLU, kGelu };        // moe.expert_act
-enum class DispatcherKind : uint8_t { kAuto, kLocal, kFlat, kTwoLevel, kNodeDedup };
+enum class DispatcherKind : uint8_t { kAuto, kLocal, kFlat, kTwoLevel, kNodeDedup, kShm };
 enum class RoutingKind : uint8_t { kTopK, kBilevel };            // moe.routing
 enum class ScheduleKind : uint8_t { kCosine, kWsd, kConstant };  // optim.schedule
 enum class DiffusionObjective : uint8_t { kDdpm, kRectifiedFlow };
@@ -59,10 +59,10 @@ struct EnumSpelling<ExpertActivation> {
 template <>
 struct EnumSpelling<DispatcherKind> {
   static constexpr const char* kNoun = "dispatcher";
-  static constexpr std::array<std::pair<DispatcherKind, const char*>, 5> kValues{
+  static constexpr std::array<std::pair<DispatcherKind, const char*>, 6> kValues{
       {{DispatcherKind::kAuto, "auto"}, {DispatcherKind::kLocal, "local"},
        {DispatcherKind::kFlat, "flat"}, {DispatcherKind::kTwoLevel, "two_level"},
-       {DispatcherKind::kNodeDedup, "node_dedup"}}};
+       {DispatcherKind::kNodeDedup, "node_dedup"}, {DispatcherKind::kShm, "shm"}}};
 };
 template <>
 struct EnumSpelling<RoutingKind> {
@@ -189,7 +189,7 @@ struct MoeConfig {
   float z_loss = 0.001f;           // router z-loss coefficient
   bool bias_balance = false;       // DeepSeek-V3 aux-loss-free bias balancing
   float bias_update_rate = 1e-3f;  // gamma of the bias update
-  DispatcherKind dispatcher = DispatcherKind::kAuto;  // auto, local, flat, two_level, node_dedup
+  DispatcherKind dispatcher = DispatcherKind::kAuto;  // auto, local, flat, two_level, node_dedup, shm
   RoutingKind routing = RoutingKind::kTopK;           // topk | bilevel (SMILE)
   int node_groups = 0;               // bilevel: groups of the node-level router
   int max_nodes_per_token = 0;       // node-limited top-K: M; 0 = unlimited

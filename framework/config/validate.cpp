@@ -249,6 +249,10 @@ void validate_precision(const Config& c) {
   MOE_USER_CHECK(c.moe.a2a_dtype == Precision::kFp32 || c.parallel.etp == 1,
                  "moe.a2a_dtype: bf16 needs parallel.etp = 1 (the experts' outputs are "
                  "partial sums over etp = ", c.parallel.etp, ")");
+  MOE_USER_CHECK(c.moe.a2a_dtype == Precision::kFp32 ||
+                     c.moe.dispatcher != DispatcherKind::kShm,
+                 "moe.a2a_dtype: bf16 rounds the rows of an exchange, and moe.dispatcher = shm "
+                 "exchanges none (its ranks read the rows where they lie); use fp32");
 }
 
 void validate_run(const Config& c) {

@@ -88,6 +88,15 @@ class Dispatcher {
   virtual int etp_size() const { return 1; }
   // Whether it treats the tp group's tokens as identical and sends each tp rank's slice.
   virtual bool slices_over_tp() const { return false; }
+
+  // Where the experts should write their (S_local, C) rows of `which` for this handle so
+  // that the dispatcher reads them where they lie (ShmDispatcher: its shared memory);
+  // an empty tensor (the default): anywhere. Rows written elsewhere are still accepted.
+  enum class ExpertRows { kOutput, kOutputGrad, kInputGrad };
+  virtual Tensor expert_rows(const DispatchHandle& handle, ExpertRows which) const {
+    (void)handle, (void)which;
+    return {};
+  }
 };
 
 // Row storage for handles. Not state between dispatch and combine (that is all in the

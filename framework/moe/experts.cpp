@@ -77,7 +77,7 @@ void GroupedExperts::set_owners(const ExpertPlacement& owners) {
   for (int r = 0; r <= owners.ep_size; ++r) owner_bounds_[r] = owners.first(r);
 }
 
-Tensor GroupedExperts::forward(Tensor x, std::span<const int64_t> offsets) {
+Tensor GroupedExperts::forward(Tensor x, std::span<const int64_t> offsets, Tensor out) {
   const int64_t s = x.rows();
   MOE_CHECK(x.cols() == width_, "experts ", w_up_.spec.name, ": input width ", x.cols(),
             " != ", width_);
@@ -92,9 +92,16 @@ Tensor GroupedExperts::forward(Tensor x, std::span<const int64_t> offsets) {
     ops::convert(x, x_);
   }
   offsets_.assign(offsets.begin(), offsets.end());
-  Tensor y = y_.view({s, width_});
+  Tensor y = out.data != nullptr ? out : y_.view({s, width_});
+  check_rows_of(y, s, "output");
   ops::expert_ffn_forward(x_, offsets_, weights(), activations(s), y);
   return y;
+}
+
+void GroupedExperts::check_rows_of(Tensor t, int64_t rows, const char* what) const {
+  MOE_CHECK(t.rows() == rows && t.cols() == width_ && t.device == w_up_.data().device,
+            "experts ", w_up_.spec.name, ": ", what, " rows ", t.shape.str(), ", want (", rows,
+            ", ", width_, ") on the weights' device");
 }
 
 void GroupedExperts::round_weights() {
@@ -204,11 +211,12 @@ ops::ExpertActivations GroupedExperts::activations(int64_t rows) {
   return {gate_.view({rows, hidden_}), up_.view({rows, hidden_}), h};
 }
 
-Tensor GroupedExperts::backward(Tensor dy) {
+Tensor GroupedExperts::backward(Tensor dy, Tensor dx_out) {
   const int64_t s = x_.rows();
   MOE_CHECK(dy.rows() == s && dy.cols() == width_, "experts ", w_up_.spec.name,
             ": gradient shape ", dy.shape.str());
-  Tensor dx = dx_.view({s, width_});
+  Tensor dx = dx_out.data != nullptr ? dx_out : dx_.view({s, width_});
+  check_rows_of(dx, s, "input gradient");
   Buffer& dgate = mixed() ? dgate16_ : dgate_;
   Buffer& dup = mixed() ? dup16_ : dup_;
   const ops::ExpertActivations d_acts{dgate.view({s, hidden_}), dup.view({s, hidden_}),

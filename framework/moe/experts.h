@@ -67,11 +67,12 @@ class GroupedExperts {
                  ExpertTensorSplit split = {});
 
   // x (S, C); offsets [num_local_experts + 1] with offsets.back() == S. Returns (S, C)
-  // (with etp > 1 this rank's partial sum).
-  Tensor forward(Tensor x, std::span<const int64_t> offsets);
-  // dy (S, C) -> dx (S, C) (with etp > 1 partial); accumulates the weight gradients of
-  // the experts that had rows.
-  Tensor backward(Tensor dy);
+  // (with etp > 1 this rank's partial sum), written into `out` when it is given (a
+  // dispatcher's expert_rows()), else into the experts' own buffer.
+  Tensor forward(Tensor x, std::span<const int64_t> offsets, Tensor out = {});
+  // dy (S, C) -> dx (S, C) (with etp > 1 partial; into `dx_out` when given);
+  // accumulates the weight gradients of the experts that had rows.
+  Tensor backward(Tensor dy, Tensor dx_out = {});
 
   // fssdp only: this step's holders (items.item is set here); group: the ranks the
   // experts are sharded over. Collective. Then forward takes offsets over the owned
@@ -110,6 +111,8 @@ class GroupedExperts {
   std::vector<Param*> params();       // gate (when SwiGLU), up, down
   int64_t num_computed() const { return num_local_ + num_replicas_; }
   void round_weights();               // mixed precision: the bf16 copies of this step
+  // an (rows, C) destination on the weights' device, or an internal error naming `what`
+  void check_rows_of(Tensor t, int64_t rows, const char* what) const;
   void fetch_copies();                // fssdp: compute copies of items_, zeroed gradients
 
   Param* w_gate_;  // (E_local, F/etp, C), null for GELU

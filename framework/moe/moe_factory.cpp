@@ -6,6 +6,7 @@
 #include "framework/moe/all_to_all_dispatcher.h"
 #include "framework/moe/fssdp_dispatcher.h"
 #include "framework/moe/node_dedup_dispatcher.h"
+#include "framework/moe/shm_dispatcher.h"
 #include "framework/parallel/cost_model.h"
 
 namespace moe {
@@ -47,6 +48,9 @@ MoeStack::MoeStack(const Config& c, const ProcessGroups& g, double rows_per_exch
       dispatcher_ = std::make_unique<AllToAllDispatcher>(
           *g.ep, placement, ep_token_ranks(g, sp), two_level_.get(), wire);
       break;
+    case DispatcherKind::kShm:
+      dispatcher_ = std::make_unique<ShmDispatcher>(*g.ep, placement);
+      break;
     case DispatcherKind::kNodeDedup:
       dispatcher_ = std::make_unique<NodeDedupDispatcher>(*g.ep, two_level_->intra(),
                                                           two_level_->inter(), placement);
@@ -85,12 +89,13 @@ DispatcherKind MoeStack::resolve_dispatcher(const Config& c, const ProcessGroups
   if (c.parallel.expert_sharding == ExpertSharding::kFssdp) return DispatcherKind::kFlat;
   if (g.ep->size() == 1) return DispatcherKind::kLocal;
   // Calibration is collective over the world: decided from what every rank knows alike.
-  if (g.topology.world.num_nodes == 1) return DispatcherKind::kFlat;
+  if (g.topology.world.num_nodes == 1) return one_node_dispatcher(c, g);
   const ParallelConfig& p = c.parallel;
   const CalibratedModel cost = measure_link_costs(
       *g.world, g.topology.world, {p.intra_latency_us * 1e-6, p.intra_bandwidth_gbs * 1e9},
       {p.inter_latency_us * 1e-6, p.inter_bandwidth_gbs * 1e9}, published_gpu_cluster());
-  if (!ep_nodes.blocked() || ep_nodes.num_nodes == 1) {
+  if (ep_nodes.num_nodes == 1) return one_node_dispatcher(c, g);
+  if (!ep_nodes.blocked()) {
     notes_.push_back(concat("moe.dispatcher=auto: flat (the ep group spans ",
                             ep_nodes.describe(), ")"));
     return DispatcherKind::kFlat;
@@ -114,6 +119,15 @@ DispatcherKind MoeStack::resolve_dispatcher(const Config& c, const ProcessGroups
                           cost.inter_source, ")"));
   choice_ = choice;
   return choice.chosen;
+}
+
+DispatcherKind MoeStack::one_node_dispatcher(const Config& c, const ProcessGroups& g) {
+  // the experts' rows need not travel at all where the ep group shares host memory
+  if (c.run.device == Device::kCpu && shares_memory(g.ep->mpi_comm())) {
+    notes_.push_back("moe.dispatcher=auto: shm (the ep group shares memory)");
+    return DispatcherKind::kShm;
+  }
+  return DispatcherKind::kFlat;
 }
 
 std::vector<int> MoeStack::ep_token_ranks(const ProcessGroups& g, bool sequence_parallel) const {

@@ -107,7 +107,8 @@ Tensor MoELayer::forward(Tensor u) {
   handle_.emplace(dispatcher.dispatch(u, std::move(plan)));
   if (Communicator* sharded = runtime_.fssdp())  // this step's replicas, from their owners
     experts_.materialize(state_as<FssdpState>(*handle_, "fssdp").items, *sharded);
-  expert_out_ = experts_.forward(handle_->rows(), handle_->expert_offsets());
+  expert_out_ = experts_.forward(handle_->rows(), handle_->expert_offsets(),
+                                 dispatcher.expert_rows(*handle_, Dispatcher::ExpertRows::kOutput));
   if (runtime_.rematerialize()) experts_.release_replicas();  // fetched again for backward
   round_exchanged_rows(expert_out_);
   Tensor y = y_.view({n, width_});
@@ -129,12 +130,14 @@ Tensor MoELayer::backward(Tensor dy, float aux_scale) {
             dy.shape.str());
 
   // combine -> experts -> dispatch, reversed
-  Tensor d_expert_out = d_expert_out_.view(expert_out_.shape);
-  dweights_.resize(static_cast<size_t>(n * k));
   Dispatcher& dispatcher = runtime_.dispatcher();
+  Tensor d_expert_out = dispatcher.expert_rows(*handle_, Dispatcher::ExpertRows::kOutputGrad);
+  if (d_expert_out.data == nullptr) d_expert_out = d_expert_out_.view(expert_out_.shape);
+  dweights_.resize(static_cast<size_t>(n * k));
   dispatcher.combine_backward(*handle_, expert_out_, dy, d_expert_out, dweights_.data());
   if (runtime_.rematerialize()) experts_.rematerialize();  // what forward released
-  const Tensor d_rows = experts_.backward(d_expert_out);
+  const Tensor d_rows = experts_.backward(
+      d_expert_out, dispatcher.expert_rows(*handle_, Dispatcher::ExpertRows::kInputGrad));
   if (runtime_.fssdp()) experts_.return_gradients();  // the replicas' to their owners
   round_exchanged_rows(d_rows);
   Tensor du = du_.view({n, width_});

@@ -1,6 +1,7 @@
 // mpi-ranks: 1 2 3 4
-// The flat and the two-level all-to-all dispatchers against the local one, under mpirun
-// with ep = world (two-level: every emulated split of the world into N nodes of G):
+// The flat and the two-level all-to-all dispatchers and the shared-memory one against the
+// local one, under mpirun with ep = world (two-level: every emulated split of the world
+// into N nodes of G):
 //   - dispatch -> combine (identity experts, weights summing to one) returns the input,
 //     and combine_backward -> dispatch_backward returns the gradient;
 //   - with per-expert functions, combine outputs, dx and dweights equal the local
@@ -10,7 +11,10 @@
 //   - each expert's rows arrive grouped by source rank in token order;
 //   - every exchange is counted in the communicator's stats;
 //   - with the plan's group counts no counts exchange takes place;
-//   - a bf16 wire moves bf16 rows exactly, at half the bytes.
+//   - a bf16 wire moves bf16 rows exactly, at half the bytes;
+//   - shared memory: the same bits whether the experts write into the dispatcher's rows
+//     (expert_rows) or elsewhere, windows reused and grown alike on every rank with
+//     several live handles, and the rows moved between ranks counted in the stats.
 //
 // Checks after a collective use EXPECT (not ASSERT): a rank leaving a test early would
 // leave the others waiting in the next collective.
@@ -26,6 +30,7 @@
 #include "framework/moe/all_to_all_dispatcher.h"
 #include "framework/moe/dispatcher.h"
 #include "framework/moe/routing_plan.h"
+#include "framework/moe/shm_dispatcher.h"
 #include "framework/parallel/mpi_communicator.h"
 #include "framework/parallel/two_level_all_to_all.h"
 #include "tests/parallel/mpi_test.h"
@@ -100,8 +105,11 @@ void round_all_to_bf16(std::vector<float>& v) {
 // round_rows: the expert outputs and their input gradients are rounded to bf16 before
 // they go back, as the MoE layer does with moe.a2a_dtype = bf16, and the experts round
 // the gradient they receive, as mixed-precision experts do before their products.
+// place_rows: the experts' rows go where the dispatcher's expert_rows() asks (the MoE
+// layer's way), else into the caller's own buffers.
 Outputs run(Dispatcher& dispatcher, const Routing& r, const std::vector<float>& dy,
-            bool round_rows = false) {
+            bool round_rows = false, bool place_rows = false) {
+  using Which = Dispatcher::ExpertRows;
   const RoutingPlan& plan = *r.plan;
   const int64_t n = plan.num_tokens;
   std::vector<float> x = r.x;
@@ -109,22 +117,35 @@ Outputs run(Dispatcher& dispatcher, const Routing& r, const std::vector<float>& 
   std::vector<float> out = apply_experts(h.rows(), h.expert_offsets(), h.first_expert());
   if (round_rows) round_all_to_bf16(out);
   const int64_t s = h.rows().rows();
+  // (S, C) rows: the dispatcher's own when placing (holding `own`'s values unless they are
+  // the dispatcher's output, which other ranks may be writing already), else `own`
+  auto rows_for = [&](Which which, std::vector<float>& own) {
+    const Tensor t = place_rows ? dispatcher.expert_rows(h, which) : Tensor();
+    EXPECT_TRUE(!place_rows || t.data != nullptr) << "no expert rows to place into";
+    if (t.data == nullptr) return Tensor(own.data(), {s, kC});
+    if (which != Which::kOutputGrad) std::copy(own.begin(), own.end(), t.data);
+    return t;
+  };
   Outputs o;
   o.y.resize(x.size());
   o.dx.resize(x.size());
   o.dweights.resize(static_cast<size_t>(plan.num_assignments()));
-  dispatcher.combine(h, Tensor(out.data(), {s, kC}), Tensor(o.y.data(), {n, kC}));
-  std::vector<float> dout(static_cast<size_t>(s * kC));
+  const Tensor out_rows = rows_for(Which::kOutput, out);
+  dispatcher.combine(h, out_rows, Tensor(o.y.data(), {n, kC}));
+  std::vector<float> dout_own(static_cast<size_t>(s * kC), -7.0f);  // overwritten
+  const Tensor dout = rows_for(Which::kOutputGrad, dout_own);
   std::vector<float> dy_copy = dy;
-  dispatcher.combine_backward(h, Tensor(out.data(), {s, kC}), Tensor(dy_copy.data(), {n, kC}),
-                              Tensor(dout.data(), {s, kC}), o.dweights.data());
-  if (round_rows) round_all_to_bf16(dout);
+  dispatcher.combine_backward(h, out_rows, Tensor(dy_copy.data(), {n, kC}), dout,
+                              o.dweights.data());
+  std::vector<float> d_rows(dout.data, dout.data + s * kC);
+  if (round_rows) round_all_to_bf16(d_rows);
   for (size_t i = 0; i + 1 < h.expert_offsets().size(); ++i)
     for (int64_t row = h.expert_offsets()[i]; row < h.expert_offsets()[i + 1]; ++row)
       for (int64_t j = 0; j < kC; ++j)
-        dout[row * kC + j] *= static_cast<float>(h.first_expert() + static_cast<int64_t>(i) + 1);
-  if (round_rows) round_all_to_bf16(dout);
-  dispatcher.dispatch_backward(h, Tensor(dout.data(), {s, kC}), Tensor(o.dx.data(), {n, kC}));
+        d_rows[row * kC + j] *= static_cast<float>(h.first_expert() + static_cast<int64_t>(i) + 1);
+  if (round_rows) round_all_to_bf16(d_rows);
+  dispatcher.dispatch_backward(h, rows_for(Which::kInputGrad, d_rows),
+                               Tensor(o.dx.data(), {n, kC}));
   return o;
 }
 
@@ -153,6 +174,9 @@ void expect_same_as_local(int64_t n, int64_t e, int64_t k, int64_t capacity) {
     AllToAllDispatcher two_level(ep, placement, {}, &two);
     expect_equal(run(two_level, r, dy), want, "two-level G=" + std::to_string(g));
   }
+  ShmDispatcher shm(ep, placement);
+  expect_equal(run(shm, r, dy), want, "shared memory");
+  expect_equal(run(shm, r, dy, false, /*place_rows=*/true), want, "shared memory, placed");
   if (capacity >= 0) {
     EXPECT_GT(r.plan->num_dropped(), 0) << "the capacity drops nothing";
   }
@@ -311,6 +335,68 @@ TEST(AllToAllDispatcher, ExchangesAreCountedInStats) {
   EXPECT_EQ(ep.stats().calls, 2);
   flat.combine(h, h.rows(), Tensor(y.data(), {n, kC}));
   EXPECT_EQ(ep.stats().calls, 3);
+}
+
+// Several live handles (one per MoE layer, as in a model) take distinct windows; a
+// released one is reused, and a dispatch with more rows than any window holds grows one,
+// on every rank alike (a rank that disagreed would stop with an internal error). Each
+// handle keeps its rows: the results of interleaved layers equal the local oracle's.
+TEST(ShmDispatcher, LiveHandlesKeepTheirWindowsAndWindowsGrow) {
+  MpiCommunicator ep(test::mpi_env().world());
+  const int64_t e = 6, k = 2;
+  const ExpertPlacement placement{e, ep.size(), ep.rank()};
+  ShmDispatcher shm(ep, placement);
+  LocalDispatcher local;
+  for (int64_t n : {12, 40, 9, 64}) {  // 40 and 64 outgrow the windows made before them
+    const Routing a = random_routing(ep.rank(), n, e, k, -1, false);
+    const Routing b = random_routing(ep.rank() + 7, n + 3, e, k, -1, false);
+    std::vector<float> xa = a.x, xb = b.x, ya(xa.size()), yb(xb.size()), wa(xa.size()),
+        wb(xb.size());
+    const DispatchHandle ha = shm.dispatch(Tensor(xa.data(), {n, kC}), a.plan);
+    const DispatchHandle hb = shm.dispatch(Tensor(xb.data(), {n + 3, kC}), b.plan);
+    EXPECT_NE(ha.rows().data, hb.rows().data) << "two live handles share rows";
+    shm.combine(hb, hb.rows(), Tensor(yb.data(), {n + 3, kC}));
+    shm.combine(ha, ha.rows(), Tensor(ya.data(), {n, kC}));
+    const DispatchHandle la = local.dispatch(Tensor(xa.data(), {n, kC}), a.plan);
+    local.combine(la, la.rows(), Tensor(wa.data(), {n, kC}));
+    const DispatchHandle lb = local.dispatch(Tensor(xb.data(), {n + 3, kC}), b.plan);
+    local.combine(lb, lb.rows(), Tensor(wb.data(), {n + 3, kC}));
+    EXPECT_EQ(ya, wa) << "n " << n;
+    EXPECT_EQ(yb, wb) << "n " << n;
+  }
+}
+
+// The rows a rank writes into or reads from other ranks' segments are counted as sent on
+// the intra-node link: per forward the bytes of the flat dispatcher's two row exchanges,
+// summed over the ranks, plus the all-gathered counts and regions.
+TEST(ShmDispatcher, RowsMovedAreCountedInStats) {
+  MpiCommunicator ep(test::mpi_env().world());
+  const int64_t n = 20, e = 4, k = 2;
+  const Routing r = random_routing(ep.rank(), n, e, k, -1, /*unit_weights=*/true);
+  const ExpertPlacement placement{e, ep.size(), ep.rank()};
+  ShmDispatcher shm(ep, placement);
+  AllToAllDispatcher flat(ep, placement);
+  int64_t bytes[2], counts[2];
+  for (int which = 0; which < 2; ++which) {
+    Dispatcher& d = which == 0 ? static_cast<Dispatcher&>(flat) : shm;
+    std::vector<float> x = r.x, y(x.size());
+    ep.stats() = CommStats{};
+    const DispatchHandle h = d.dispatch(Tensor(x.data(), {n, kC}), r.plan);
+    d.combine(h, h.rows(), Tensor(y.data(), {n, kC}));
+    bytes[which] = ep.stats().bytes_sent;
+    EXPECT_EQ(ep.stats().intra_node_bytes, bytes[which]);
+    for (size_t i = 0; i < x.size(); ++i) EXPECT_FLOAT_EQ(y[i], x[i]) << i;
+  }
+  // counts: flat sends E less its own experts' int64s; shm all-gathers E + 1 (dispatch)
+  // and 1 (combine: where the outputs lie) to each peer
+  counts[0] = (e - placement.num_local()) * int64_t{sizeof(int64_t)};
+  counts[1] = (ep.size() - 1) * (e + 2) * int64_t{sizeof(int64_t)};
+  int64_t rows[2] = {bytes[0] - counts[0], bytes[1] - counts[1]};
+  ep.all_reduce<int64_t>({rows, 2});
+  EXPECT_EQ(rows[1], rows[0]);
+  if (ep.size() > 1) {
+    EXPECT_GT(rows[1], 0);
+  }
 }
 
 }  // namespace
