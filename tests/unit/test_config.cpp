@@ -245,7 +245,7 @@ TEST(ConfigErrors, OutOfRange) {
   EXPECT_NO_THROW(load_config_text("", {"moe.dispatcher=node_dedup"}));
   EXPECT_EQ(error_for_overrides({"moe.dispatcher=nccl"}),
             "moe.dispatcher: 'nccl' is not a dispatcher (known: auto, local, flat, two_level, "
-            "node_dedup) (command line)");
+            "node_dedup, shm) (command line)");
   // run.resume is auto or an existing checkpoint; run.init_from an existing file.
   EXPECT_EQ(error_for_overrides({"run.resume=/nonexistent/step_00000010.h5"}),
             "run.resume: file '/nonexistent/step_00000010.h5' does not exist");
