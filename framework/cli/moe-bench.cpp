@@ -274,8 +274,9 @@ class TimedCommunicator final : public Communicator {
     const double cpu_start = cpu_seconds();
     {
       ScopedTimer timer(counts_s);
-      inner_.all_gather<int64_t>({static_cast<const int64_t*>(send), static_cast<size_t>(count)},
-                                 {static_cast<int64_t*>(recv), static_cast<size_t>(count * size())});
+      const size_t n = static_cast<size_t>(count);
+      inner_.all_gather<int64_t>({static_cast<const int64_t*>(send), n},
+                                 {static_cast<int64_t*>(recv), n * static_cast<size_t>(size())});
     }
     comm_cpu_s += cpu_seconds() - cpu_start;
   }

@@ -162,17 +162,12 @@ void AllToAllDispatcher::flat_combine_backward(const RoutingPlan& plan,
                                                Tensor dy, Tensor d_expert_out, float* dweights) {
   const int64_t c = dy.cols(), assignments = plan.num_assignments();
   const Tensor far = state.returned->view_of({static_cast<int64_t>(state.token_of_far.size()), c});
-  std::vector<int32_t> token_of_assignment(static_cast<size_t>(assignments));  // [N*K]
-  std::vector<float> slot_weight(static_cast<size_t>(plan.num_slots()));        // [S]
-  for (int64_t a = 0; a < assignments; ++a) {
-    token_of_assignment[a] = static_cast<int32_t>(a / plan.top_k);
-    if (plan.slot[a] >= 0) slot_weight[plan.slot[a]] = plan.weight[a];
-  }
+  const SlotScales scales(plan);
   // dweights_{t,k} = <dy_t, row(t,k)>, 0 for dropped assignments
-  ops::gather_dot(dy, token_of_assignment, ops::SplitRows{expert_out, far},
+  ops::gather_dot(dy, scales.token_of_assignment, ops::SplitRows{expert_out, far},
                   state.row_of_assignment, {dweights, static_cast<size_t>(assignments)});
   // d_expert_out[row(t,k)] = w_{t,k} dy_t at the expert's rank
-  send_to_experts(plan, state, dy, slot_weight, d_expert_out);
+  send_to_experts(plan, state, dy, scales.slot_weight, d_expert_out);
 }
 
 }  // namespace moe

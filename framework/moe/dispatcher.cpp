@@ -33,6 +33,15 @@ void check_dispatch_backward(std::string_view dispatcher, const DispatchHandle& 
   check_rows(dispatcher, "dispatch_backward dx", dx, handle.plan().num_tokens, c);
 }
 
+SlotScales::SlotScales(const RoutingPlan& plan)
+    : token_of_assignment(static_cast<size_t>(plan.num_assignments())),
+      slot_weight(static_cast<size_t>(plan.num_slots())) {
+  for (int64_t a = 0; a < plan.num_assignments(); ++a) {
+    token_of_assignment[a] = static_cast<int32_t>(a / plan.top_k);
+    if (plan.slot[a] >= 0) slot_weight[plan.slot[a]] = plan.weight[a];
+  }
+}
+
 int64_t sum_of(std::span<const int64_t> counts) {
   int64_t sum = 0;
   for (int64_t x : counts) sum += x;
@@ -93,18 +102,12 @@ void LocalDispatcher::combine_backward(const DispatchHandle& handle, Tensor expe
 
 void combine_backward_slots(const RoutingPlan& plan, Tensor slot_out, Tensor dy,
                             Tensor d_slot_out, float* dweights) {
-  const int64_t s = plan.num_slots();
   // dweights_{t,k} = <dy_t, slot_out[slot(t,k)]>, 0 for dropped assignments
-  std::vector<int32_t> token_of_assignment(static_cast<size_t>(plan.num_assignments()));
-  std::vector<float> slot_weight(static_cast<size_t>(s));  // [S] w of the slot's assignment
-  for (int64_t a = 0; a < plan.num_assignments(); ++a) {
-    token_of_assignment[a] = static_cast<int32_t>(a / plan.top_k);
-    if (plan.slot[a] >= 0) slot_weight[plan.slot[a]] = plan.weight[a];
-  }
-  ops::gather_dot(dy, token_of_assignment, slot_out, plan.slot,
+  const SlotScales scales(plan);
+  ops::gather_dot(dy, scales.token_of_assignment, slot_out, plan.slot,
                   {dweights, static_cast<size_t>(plan.num_assignments())});
   // d_slot_out[s] = w_s dy[token_of_slot[s]]
-  ops::permute_rows(dy, plan.token_of_slot, slot_weight, d_slot_out);
+  ops::permute_rows(dy, plan.token_of_slot, scales.slot_weight, d_slot_out);
 }
 
 void LocalDispatcher::dispatch_backward(const DispatchHandle& handle, Tensor d_rows,

@@ -145,6 +145,13 @@ const S& state_as(const DispatchHandle& handle, std::string_view dispatcher) {
   return *state;
 }
 int64_t sum_of(std::span<const int64_t> counts);
+// What a combine_backward that sends w dy to the experts needs of the plan: the token of
+// each assignment [N*K] and the weight of each slot [S].
+struct SlotScales {
+  std::vector<int32_t> token_of_assignment;
+  std::vector<float> slot_weight;
+  explicit SlotScales(const RoutingPlan& plan);
+};
 std::vector<int64_t> scaled(std::span<const int64_t> counts, int64_t factor);
 
 // Moves row blocks between the source-major layout of an exchange, [source][local

@@ -200,18 +200,13 @@ void ShmDispatcher::combine_backward(const DispatchHandle& handle, Tensor expert
   const ShmState& state = state_as<ShmState>(handle, kName);
   check_combine_backward(kName, handle, expert_out, dy, d_expert_out);
   const int64_t assignments = plan.num_assignments();
-  std::vector<int32_t> token_of_assignment(static_cast<size_t>(assignments));  // [N*K]
-  std::vector<float> slot_weight(static_cast<size_t>(plan.num_slots()));        // [S]
-  for (int64_t a = 0; a < assignments; ++a) {
-    token_of_assignment[a] = static_cast<int32_t>(a / plan.top_k);
-    if (plan.slot[a] >= 0) slot_weight[plan.slot[a]] = plan.weight[a];
-  }
+  const SlotScales scales(plan);
   // dweights_{t,k} = <dy_t, out[row(t,k)]> where the outputs lie
-  ops::gather_dot(dy, token_of_assignment, state.window->all(), locate(state, expert_out, kOut),
-                  {dweights, static_cast<size_t>(assignments)});
+  ops::gather_dot(dy, scales.token_of_assignment, state.window->all(),
+                  locate(state, expert_out, kOut), {dweights, static_cast<size_t>(assignments)});
   count_rows(pulled_rows(state), dy.cols());
   // d_out[row(t,k)] = w_{t,k} dy_t at the expert's owner
-  push(plan, state, dy, slot_weight, kDOut);
+  push(plan, state, dy, scales.slot_weight, kDOut);
   fence(*state.window);
   place(region_rows(state, ep_.rank(), kDOut), d_expert_out);
 }
