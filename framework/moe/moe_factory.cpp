@@ -89,12 +89,12 @@ DispatcherKind MoeStack::resolve_dispatcher(const Config& c, const ProcessGroups
   if (c.parallel.expert_sharding == ExpertSharding::kFssdp) return DispatcherKind::kFlat;
   if (g.ep->size() == 1) return DispatcherKind::kLocal;
   // Calibration is collective over the world: decided from what every rank knows alike.
-  if (g.topology.world.num_nodes == 1) return one_node_dispatcher(c, g);
+  if (g.topology.world.num_nodes == 1) return one_node_dispatcher(c, g, rows_per_exchange);
   const ParallelConfig& p = c.parallel;
   const CalibratedModel cost = measure_link_costs(
       *g.world, g.topology.world, {p.intra_latency_us * 1e-6, p.intra_bandwidth_gbs * 1e9},
       {p.inter_latency_us * 1e-6, p.inter_bandwidth_gbs * 1e9}, published_gpu_cluster());
-  if (ep_nodes.num_nodes == 1) return one_node_dispatcher(c, g);
+  if (ep_nodes.num_nodes == 1) return one_node_dispatcher(c, g, rows_per_exchange);
   if (!ep_nodes.blocked()) {
     notes_.push_back(concat("moe.dispatcher=auto: flat (the ep group spans ",
                             ep_nodes.describe(), ")"));
@@ -121,13 +121,24 @@ DispatcherKind MoeStack::resolve_dispatcher(const Config& c, const ProcessGroups
   return choice.chosen;
 }
 
-DispatcherKind MoeStack::one_node_dispatcher(const Config& c, const ProcessGroups& g) {
+DispatcherKind MoeStack::one_node_dispatcher(const Config& c, const ProcessGroups& g,
+                                             double rows_per_exchange) {
   // the experts' rows need not travel at all where the ep group shares host memory
-  if (c.run.device == Device::kCpu && shares_memory(g.ep->mpi_comm())) {
-    notes_.push_back("moe.dispatcher=auto: shm (the ep group shares memory)");
-    return DispatcherKind::kShm;
+  if (c.run.device != Device::kCpu || !shares_memory(g.ep->mpi_comm()))
+    return DispatcherKind::kFlat;
+  // A window per MoE layer and one more, each 4 regions of S_recv rows with a quarter
+  // to spare per rank; twice that for skewed routing.
+  const double want = (c.model.num_layers + 1) * 4 * 1.25 * 2 * rows_per_exchange *
+                      c.model.d_model * sizeof(float) * g.ep->size();
+  const double room = shared_memory_free(g.ep->mpi_comm());
+  if (room >= 0.0 && room < want) {
+    notes_.push_back(concat("moe.dispatcher=auto: flat (/dev/shm has ",
+                            static_cast<int64_t>(room / (1 << 20)), " MiB free, shm would want "
+                            "about ", static_cast<int64_t>(want / (1 << 20)), ")"));
+    return DispatcherKind::kFlat;
   }
-  return DispatcherKind::kFlat;
+  notes_.push_back("moe.dispatcher=auto: shm (the ep group shares memory)");
+  return DispatcherKind::kShm;
 }
 
 std::vector<int> MoeStack::ep_token_ranks(const ProcessGroups& g, bool sequence_parallel) const {

@@ -63,9 +63,10 @@ class MoeStack {
   Communicator* sparse_group() const { return sparse_.get(); }
 
  private:
-  // auto for an ep group inside one node: shm where it shares host memory, else flat.
-  // Collective over ep.
-  DispatcherKind one_node_dispatcher(const Config& config, const ProcessGroups& groups);
+  // auto for an ep group inside one node: shm where it shares host memory with room in
+  // /dev/shm for the windows, else flat. Collective over ep.
+  DispatcherKind one_node_dispatcher(const Config& config, const ProcessGroups& groups,
+                                     double rows_per_exchange);
   DispatcherKind resolve_dispatcher(const Config& config, const ProcessGroups& groups,
                                     const NodeMap& ep_nodes, double rows_per_exchange);
   std::vector<int> ep_token_ranks(const ProcessGroups& groups, bool sequence_parallel) const;

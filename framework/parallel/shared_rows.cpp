@@ -1,5 +1,7 @@
 #include "framework/parallel/shared_rows.h"
 
+#include <sys/statvfs.h>
+
 #include <algorithm>
 
 #include "framework/core/error.h"
@@ -20,11 +22,36 @@ bool shares_memory(MPI_Comm comm) {
   return all == 1;
 }
 
+double shared_memory_free(MPI_Comm comm) {
+  struct statvfs fs {};
+  double free_bytes = -1.0;
+  if (statvfs("/dev/shm", &fs) == 0)
+    free_bytes = static_cast<double>(fs.f_bavail) * static_cast<double>(fs.f_frsize);
+  MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &free_bytes, 1, MPI_DOUBLE, MPI_MIN, comm));
+  return free_bytes;
+}
+
+namespace {
+
+// A tmpfs that cannot hold a window kills the process with SIGBUS at the first touch:
+// check the room first, alike on every rank, and say what to change.
+void check_room(MPI_Comm comm, int64_t window_bytes) {
+  const double free_bytes = shared_memory_free(comm);  // < 0: unknown, no check
+  const double need = static_cast<double>(window_bytes);
+  MOE_USER_CHECK(free_bytes < 0.0 || free_bytes >= need, "moe.dispatcher: shm needs ",
+                 static_cast<int64_t>(need / (1 << 20)), " MiB in /dev/shm for a window of its "
+                 "rows, ", static_cast<int64_t>(free_bytes / (1 << 20)), " MiB are free; give "
+                 "the node (container: --shm-size) more, or use moe.dispatcher = flat");
+}
+
+}  // namespace
+
 SharedRows::SharedRows(MPI_Comm comm, int64_t segment_rows, int64_t cols)
     : segment_rows_(segment_rows), cols_(cols) {
   MOE_CHECK(segment_rows >= 0 && cols >= 1, "shared rows: ", segment_rows, " x ", cols);
   MPI_CHECK(MPI_Comm_size(comm, &ranks_));
   const MPI_Aint bytes = static_cast<MPI_Aint>(segment_rows * cols) * MPI_Aint{sizeof(float)};
+  check_room(comm, static_cast<int64_t>(bytes) * ranks_);
   void* mine = nullptr;
   MPI_CHECK(MPI_Win_allocate_shared(bytes, sizeof(float), MPI_INFO_NULL, comm, &mine, &window_));
   MPI_Aint size = 0;

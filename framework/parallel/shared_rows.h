@@ -24,6 +24,11 @@ namespace moe {
 // Whether every rank of comm can map the others' memory (one MPI shared-memory node).
 // Collective.
 bool shares_memory(MPI_Comm comm);
+// Bytes free in /dev/shm, where Open MPI backs shared-memory windows
+// (osc_sm_backing_directory), the least over the ranks of comm; -1 when unknown.
+// Collective. A window that does not fit is refused with one line (a tmpfs that cannot
+// hold it would end the process with SIGBUS instead).
+double shared_memory_free(MPI_Comm comm);
 
 class SharedRows {
  public:

@@ -8,7 +8,7 @@
 # (dp 2, tp 2, ep 2), bf16 mixed precision at (4, 4), two ep groups of 4 in 8 ranks, and
 # for ViT-MoE (capacity) and DiT-MoE; the runs moved expert rows between ranks (ep bytes
 # in the telemetry); moe.a2a_dtype = bf16 with shm is one line naming the option and exit
-# status 2, with nothing written.
+# status 2, with nothing written; and the room in /dev/shm is checked (below).
 set -euo pipefail
 BUILD_DIR=$1 SOURCE_DIR=$2
 source "$SOURCE_DIR/tests/e2e/lib.bash"
@@ -59,4 +59,30 @@ set -e
 [[ $status == 2 && $(wc -l <"$tmp/err") == 1 ]] && grep -q "moe.a2a_dtype" "$tmp/err" ||
   { cat "$tmp/err"; fail "shm with a bf16 wire: status $status"; }
 [[ ! -e $tmp/bad ]] || fail "shm with a bf16 wire wrote $tmp/bad"
+# Room in /dev/shm (a private mount namespace with a small tmpfs there; skipped where
+# namespaces are not permitted): auto keeps to flat when the windows would not fit, and an
+# explicit shm whose window does not fit stops with one line and exit 2 (not SIGBUS).
+small=(--config configs/moe_gpt_small.ini --data.train_path="$SHARDS/fortunes_train.tok"
+       --data.val_path="$SHARDS/fortunes_val.tok" --train.steps=1 --train.threads=1
+       --train.eval_interval=0 --train.peak_gflops=1 --run.save_model=false
+       --parallel.dp=2 --parallel.ep=2)
+if unshare -m true 2>/dev/null; then
+  # shellcheck disable=SC2016
+  unshare -m bash -c 'mount -t tmpfs -o size=64m tmpfs /dev/shm && "$@"' _ \
+    "$SOURCE_DIR/launch/mpirun.sh" -np 2 "$BUILD_DIR/moe-train" "${small[@]}" \
+    --run.dir="$tmp/room-auto" </dev/null >/dev/null 2>"$tmp/err" || { cat "$tmp/err"; fail "auto, 64 MiB"; }
+  grep -q "moe.dispatcher=auto: flat (/dev/shm has .* MiB free" "$tmp/err" ||
+    { cat "$tmp/err"; fail "auto with 64 MiB of /dev/shm did not keep to flat"; }
+  set +e
+  # shellcheck disable=SC2016
+  unshare -m bash -c 'mount -t tmpfs -o size=16m tmpfs /dev/shm && "$@"' _ \
+    "$SOURCE_DIR/launch/mpirun.sh" -np 2 "$BUILD_DIR/moe-train" "${small[@]}" \
+    --moe.dispatcher=shm --run.dir="$tmp/room-shm" </dev/null >/dev/null 2>"$tmp/err"
+  status=$?
+  set -e
+  [[ $status == 2 ]] && grep -q "moe.dispatcher: shm needs .* MiB in /dev/shm" "$tmp/err" ||
+    { cat "$tmp/err"; fail "shm with 16 MiB of /dev/shm: status $status"; }
+else
+  echo "no mount namespaces here: the /dev/shm room checks are skipped"
+fi
 echo PASS
